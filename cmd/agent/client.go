@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// source is where a read-only command gets its data: an agent's API, or
+// etcd directly.
+type source struct {
+	api     string
+	cfgFile string
+	output  string
+	cmd     *cobra.Command
+}
+
+func addSourceFlags(cmd *cobra.Command) *source {
+	s := &source{cmd: cmd}
+	cmd.Flags().StringVar(&s.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of an agent's API to ask (env AGENT_API); ignored when --etcd is given")
+	cmd.Flags().StringVarP(&s.output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVar(&s.cfgFile, "config", os.Getenv("AGENT_CONFIG"), "TOML config file for the etcd connection (env AGENT_CONFIG)")
+	stackconfig.AddFlags(cmd.Flags(), stackconfig.ClientOptions)
+	return s
+}
+
+func (s *source) check() error {
+	if s.output != "table" && s.output != "json" {
+		return exitCode{2, fmt.Errorf("--output: must be table or json, got %q", s.output)}
+	}
+	return nil
+}
+
+// direct reports whether to read etcd instead of asking an agent.
+func (s *source) direct() bool {
+	f := s.cmd.Flags().Lookup("etcd")
+	return (f != nil && f.Changed) || os.Getenv("AGENT_ETCD") != ""
+}
+
+// withEtcd connects to etcd with the client flags and calls fn.
+func (s *source) withEtcd(fn func(ctx context.Context, cli *clientv3.Client, keys etcd.Keys, cfg *stackconfig.Config) error) error {
+	cfg, err := stackconfig.Load(s.cfgFile, s.cmd.Flags(), stackconfig.ClientOptions)
+	if err != nil {
+		return exitCode{2, err}
+	}
+	cli, err := etcd.NewClient(clientConfig(cfg, cfg.Etcd.Endpoints))
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(s.cmd.Context(), cfg.Etcd.DialTimeout+5*time.Second)
+	defer cancel()
+	return fn(ctx, cli, etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster), cfg)
+}
+
+// getJSON asks the agent API for path and decodes the answer into v; an
+// error answer becomes an error carrying the API's message.
+func (s *source) getJSON(path string, v any) error {
+	ctx, cancel := context.WithTimeout(s.cmd.Context(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.api, "/")+path, nil)
+	if err != nil {
+		return exitCode{2, fmt.Errorf("--api: %w", err)}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask agent: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read answer of %s: %w", req.URL, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s: %s (HTTP %d)", req.URL, e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("%s: HTTP %d", req.URL, resp.StatusCode)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode answer of %s: %w", req.URL, err)
+	}
+	return nil
+}
+
+func printJSON(cmd *cobra.Command, v any) error {
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/master"
+	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+func newJoinCmd() *cobra.Command {
+	var cfgFile string
+	cmd := &cobra.Command{
+		Use:   "join",
+		Short: "Join the cluster (or start a one-node cluster on an embedded etcd) and run until stopped",
+		Long: `join keeps this agent in the cluster: it registers the node, campaigns for
+mastership, and runs the master duties while elected. Every flag is also a key
+in the TOML file given by --config and an AGENT_* environment variable
+(precedence: flag > environment > file > default).
+
+Signals: SIGTERM or SIGINT resigns mastership, revokes the lease and exits 0;
+SIGHUP reloads the config file and says which changes need a restart.`,
+		Example: `  # a one-node cluster on an embedded etcd (client URL http://127.0.0.1:2379)
+  agent join --data-dir /var/lib/agent
+
+  # a second agent on the same host, joining the first one's etcd
+  agent join --etcd http://127.0.0.1:2379 --node n2 --listen 127.0.0.1:9465 --data-dir /tmp/n2
+
+  # join an external etcd cluster over TLS
+  agent join --etcd https://10.0.0.1:2379,https://10.0.0.2:2379 --etcd-ca-file ca.pem \
+    --etcd-cert-file agent.pem --etcd-key-file agent-key.pem --config /etc/agent/agent.toml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := stackconfig.Load(cfgFile, cmd.Flags(), stackconfig.JoinOptions)
+			if err != nil {
+				return exitCode{2, err}
+			}
+			return runJoin(cfg, func() (*stackconfig.Config, error) {
+				return stackconfig.Load(cfgFile, cmd.Flags(), stackconfig.JoinOptions)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&cfgFile, "config", os.Getenv("AGENT_CONFIG"), "TOML config file (env AGENT_CONFIG)")
+	stackconfig.AddFlags(cmd.Flags(), stackconfig.JoinOptions)
+	cmd.Flags().SortFlags = false
+	return cmd
+}
+
+// runJoin wires the actors and runs them until a signal or a fatal error.
+func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)) error {
+	log, level := newLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	log = log.With("node", cfg.Node)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	endpoints := cfg.Etcd.Endpoints
+	var embedded *etcd.Embedded
+	if cfg.Embedded() {
+		var err error
+		embedded, err = etcd.StartEmbedded(ctx, etcd.EmbedConfig{
+			Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
+			ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
+		})
+		if err != nil {
+			return err
+		}
+		defer embedded.Close()
+		endpoints = embedded.Endpoints()
+		log.Info("embedded etcd started", "endpoints", strings.Join(endpoints, ","), "data_dir", filepath.Join(cfg.DataDir, "etcd"))
+	}
+	cli, err := etcd.NewClient(clientConfig(cfg, endpoints))
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
+	duties := master.Duties{}
+	node := slave.NewNode(slave.NodeConfig{
+		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
+		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
+	}, cli, duties, nil, log.With("component", "node"), reg)
+	api, err := slave.NewAPI(cfg.Listen, node, etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}, reg, log.With("component", "api"))
+	if err != nil {
+		return err
+	}
+	log.Info("agent starting", "version", version, "api", api.Addr(), "cluster", cfg.Cluster, "etcd", strings.Join(endpoints, ","))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return api.Run(gctx) })
+	g.Go(func() error {
+		err := node.Run(gctx)
+		stop() // the node is gone from the cluster: everything else stops too
+		return err
+	})
+	g.Go(func() error { notifyReady(gctx, node); return nil })
+	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, level, log); })
+	if embedded != nil {
+		g.Go(func() error {
+			select {
+			case err := <-embedded.Err():
+				return fmt.Errorf("embedded etcd: %w", err)
+			case <-gctx.Done():
+				return nil
+			}
+		})
+	}
+	err = g.Wait()
+	sdNotify("STOPPING=1")
+	if err != nil {
+		return err
+	}
+	log.Info("agent stopped")
+	return nil
+}
+
+func clientConfig(cfg *stackconfig.Config, endpoints []string) etcd.ClientConfig {
+	e := cfg.Etcd
+	return etcd.ClientConfig{
+		Endpoints: endpoints, DialTimeout: e.DialTimeout,
+		Username: e.Username, PasswordFile: e.PasswordFile,
+		CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile, InsecureSkipVerify: e.InsecureSkipVerify,
+	}
+}
+
+// notifyReady tells systemd once the agent has joined.
+func notifyReady(ctx context.Context, node *slave.Node) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !node.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	sdNotify("READY=1")
+}
+
+// reloadable are the keys a running agent applies on SIGHUP; every other
+// changed key is reported as needing a restart.
+var reloadable = map[string]bool{"log_level": true}
+
+func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*stackconfig.Config, error), level *slog.LevelVar, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+		}
+		sdNotify("RELOADING=1")
+		next, err := reload()
+		if err != nil {
+			log.Error("reload: config rejected, keeping the running one", "err", err)
+			sdNotify("READY=1")
+			continue
+		}
+		var restart []string
+		for _, key := range stackconfig.Changed(cur, next) {
+			if !reloadable[key] {
+				restart = append(restart, key)
+			}
+		}
+		setLevel(level, next.LogLevel)
+		cur.LogLevel = next.LogLevel
+		log.Info("reloaded", "log_level", next.LogLevel)
+		if len(restart) > 0 {
+			log.Warn("reload: these changes take effect only after a restart", "keys", strings.Join(restart, ","))
+		}
+		sdNotify("READY=1")
+	}
+}
+

@@ -1,0 +1,121 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// EmbedConfig describes the single-member etcd an agent runs when it is given
+// no endpoints.
+type EmbedConfig struct {
+	Name      string // member name (the node name)
+	Dir       string // data directory
+	ClientURL string // e.g. http://127.0.0.1:2379
+	PeerURL   string // empty: the client URL's port + 1
+}
+
+// Embedded is a running embedded etcd server.
+type Embedded struct {
+	etcd  *embed.Etcd
+	level zap.AtomicLevel
+}
+
+// StartEmbedded starts the server and waits until it serves clients or ctx
+// ends. An existing data directory is reused, so the cluster's keys survive
+// an agent restart.
+func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
+	curl, err := url.Parse(cfg.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd client URL %q: %w", cfg.ClientURL, err)
+	}
+	purlStr := cfg.PeerURL
+	if purlStr == "" {
+		purlStr, err = nextPortURL(curl)
+		if err != nil {
+			return nil, err
+		}
+	}
+	purl, err := url.Parse(purlStr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd peer URL %q: %w", purlStr, err)
+	}
+	ec := embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.Dir
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*curl}, []url.URL{*curl}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*purl}, []url.URL{*purl}
+	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
+	// etcd logs through zap. Errors go to stderr until Close, which would
+	// otherwise report every listener it shuts down as an error.
+	level := zap.NewAtomicLevelAt(zapcore.ErrorLevel)
+	zc := zap.NewProductionConfig()
+	zc.Level = level
+	zc.Sampling = nil
+	lg, err := zc.Build()
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd logger: %w", err)
+	}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	// Keep a long-running single host small: compact history hourly.
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = "1h"
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd (data %s, client %s, peer %s): %w", cfg.Dir, curl, purl, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Embedded{etcd: e, level: level}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s not ready after 60s", filepath.Clean(cfg.Dir))
+	}
+}
+
+// Endpoints are the client URLs of the server.
+func (e *Embedded) Endpoints() []string {
+	var out []string
+	for _, l := range e.etcd.Clients {
+		out = append(out, "http://"+l.Addr().String())
+	}
+	return out
+}
+
+// Err reports a fatal server error.
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops the server and waits for it.
+func (e *Embedded) Close() {
+	e.level.SetLevel(zapcore.FatalLevel)
+	e.etcd.Close()
+}
+
+func nextPortURL(u *url.URL) (string, error) {
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return "", fmt.Errorf("embedded etcd client URL %q: %w", u, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", fmt.Errorf("embedded etcd client URL %q: port: %w", u, err)
+	}
+	if p == 0 {
+		return u.Scheme + "://" + net.JoinHostPort(host, "0"), nil
+	}
+	return u.Scheme + "://" + net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}

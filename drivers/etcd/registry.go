@@ -1,0 +1,84 @@
+package etcd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Member is what an agent publishes about itself under members/<node>.
+type Member struct {
+	Node    string            `json:"node"`
+	API     string            `json:"api"`
+	Version string            `json:"version"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Started time.Time         `json:"started"`
+	// MasterSince is set while this agent is master.
+	MasterSince *time.Time `json:"master_since,omitempty"`
+}
+
+// MemberView is a member as the cluster sees it.
+type MemberView struct {
+	Member
+	Master bool `json:"master"`
+}
+
+// MasterView says who is master.
+type MasterView struct {
+	Node  string     `json:"node"`
+	Since *time.Time `json:"since,omitempty"`
+	// Revision is the etcd create revision of the master's election key; it
+	// grows with every new term.
+	Revision int64 `json:"revision"`
+}
+
+// ClusterView is the cluster as read from etcd: the data behind
+// `agent status` and GET /api/v1/status.
+type ClusterView struct {
+	Cluster string       `json:"cluster"`
+	Master  *MasterView  `json:"master"`
+	Members []MemberView `json:"members"`
+	// Skipped counts member records that did not parse.
+	Skipped int `json:"skipped,omitempty"`
+}
+
+// Registry reads what agents publish.
+type Registry struct {
+	KV      clientv3.KV
+	Keys    Keys
+	Cluster string
+}
+
+// View reads members and the current master in one consistent revision.
+func (r Registry) View(ctx context.Context) (ClusterView, error) {
+	view := ClusterView{Cluster: r.Cluster, Members: []MemberView{}}
+	resp, err := r.KV.Txn(ctx).Then(
+		clientv3.OpGet(r.Keys.Members(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.Keys.Election()+"/", clientv3.WithFirstCreate()...),
+	).Commit()
+	if err != nil {
+		return view, fmt.Errorf("read cluster: %w", err)
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		view.Master = &MasterView{Node: string(kvs[0].Value), Revision: kvs[0].CreateRevision}
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var m Member
+		if err := json.Unmarshal(kv.Value, &m); err != nil || m.Node == "" {
+			view.Skipped++
+			continue
+		}
+		mv := MemberView{Member: m}
+		if view.Master != nil && view.Master.Node == m.Node {
+			mv.Master = true
+			view.Master.Since = m.MasterSince
+		}
+		view.Members = append(view.Members, mv)
+	}
+	sort.Slice(view.Members, func(i, j int) bool { return view.Members[i].Node < view.Members[j].Node })
+	return view, nil
+}

@@ -1,0 +1,544 @@
+package remotewrite
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Remote-write 1.0 protocol constants.
+const (
+	ContentType     = "application/x-protobuf"
+	ContentEncoding = "snappy"
+	VersionHeader   = "X-Prometheus-Remote-Write-Version"
+	Version         = "0.1.0"
+	// ProtoV2 is the proto parameter of a remote-write 2.0 Content-Type.
+	ProtoV2 = "io.prometheus.write.v2.Request"
+)
+
+// Field numbers of prometheus.WriteRequest and the messages inside it.
+const (
+	fieldTimeseries = 1
+	fieldMetadata   = 3
+
+	tsLabels     = 1
+	tsSamples    = 2
+	tsExemplars  = 3
+	tsHistograms = 4
+
+	labelName  = 1
+	labelValue = 2
+
+	sampleValue     = 1
+	sampleTimestamp = 2
+
+	mdType   = 1
+	mdFamily = 2
+	mdHelp   = 4
+	mdUnit   = 5
+)
+
+// Counts says what a request held.
+type Counts struct {
+	Series, Samples, Histograms, Exemplars, Metadata int
+}
+
+// Shard is one output of Rewrite: the time series whose label hash fell into
+// it, as the body of a WriteRequest, and how many samples and histograms
+// they carry.
+type Shard struct {
+	Buf     []byte
+	Samples int
+}
+
+// Rewriter validates requests and rewrites them with external labels into
+// shards. It is immutable and safe for concurrent use.
+type Rewriter struct {
+	ext    []extLabel // sorted by name
+	shards int
+}
+
+type extLabel struct {
+	name  []byte
+	field []byte // the encoded Label message, tag and length included
+}
+
+// NewRewriter returns a Rewriter that adds external (a series' own label of
+// the same name wins, as in Prometheus) and splits series into shards.
+func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
+	if shards < 1 {
+		return nil, fmt.Errorf("shards: must be >= 1, got %d", shards)
+	}
+	r := &Rewriter{shards: shards}
+	for name, value := range external {
+		if !ValidLabelName([]byte(name)) {
+			return nil, fmt.Errorf("external label name %q: must match [a-zA-Z_][a-zA-Z0-9_]*", name)
+		}
+		var msg []byte
+		msg = protowire.AppendTag(msg, labelName, protowire.BytesType)
+		msg = protowire.AppendString(msg, name)
+		msg = protowire.AppendTag(msg, labelValue, protowire.BytesType)
+		msg = protowire.AppendString(msg, value)
+		field := protowire.AppendTag(nil, tsLabels, protowire.BytesType)
+		field = protowire.AppendBytes(field, msg)
+		r.ext = append(r.ext, extLabel{name: []byte(name), field: field})
+	}
+	slices.SortFunc(r.ext, func(a, b extLabel) int { return bytes.Compare(a.name, b.name) })
+	return r, nil
+}
+
+// Identity reports whether Rewrite would return its input unchanged (no
+// external labels, one shard), so a caller may keep the original bytes.
+func (r *Rewriter) Identity() bool { return len(r.ext) == 0 && r.shards == 1 }
+
+// Shards is the number of outputs Rewrite fills.
+func (r *Rewriter) Shards() int { return r.shards }
+
+// Rewrite validates src, a decoded WriteRequest. When out is not nil (it must
+// have Shards() entries) each time series is appended, with external labels
+// merged in, to the Buf of its shard; metadata and unknown fields go to shard
+// 0. An error means the request can never be accepted.
+func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
+	var c Counts
+	b := src
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return c, errors.New("bad protobuf: write request field tag")
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return c, fmt.Errorf("bad protobuf: write request field %d", num)
+		}
+		field := b[:n+m]
+		switch {
+		case num == fieldTimeseries && typ == protowire.BytesType:
+			body, _ := protowire.ConsumeBytes(b[n:])
+			if err := r.series(body, c.Series, out, &c); err != nil {
+				return c, err
+			}
+			c.Series++
+		case num == fieldMetadata && typ == protowire.BytesType:
+			if body, _ := protowire.ConsumeBytes(b[n:]); !wellFormed(body) {
+				return c, fmt.Errorf("bad protobuf: metadata %d", c.Metadata)
+			}
+			c.Metadata++
+			if out != nil {
+				out[0].Buf = append(out[0].Buf, field...)
+			}
+		default:
+			if out != nil {
+				out[0].Buf = append(out[0].Buf, field...)
+			}
+		}
+		b = b[n+m:]
+	}
+	return c, nil
+}
+
+func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
+	var (
+		prev    []byte
+		nLabels int
+		samples int
+		addLen  int
+		ei      int
+		h       *xxhash.Digest
+	)
+	hashing := out != nil && r.shards > 1
+	if hashing {
+		h = xxhash.New()
+	}
+	for b := body; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("bad protobuf: series %d: field tag", idx)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			switch num {
+			case tsLabels:
+				name, value, err := parseLabel(v)
+				if err != nil {
+					return fmt.Errorf("series %d: %w", idx, err)
+				}
+				if !ValidLabelName(name) {
+					return fmt.Errorf("series %d: invalid label name %q", idx, truncate(name))
+				}
+				if !utf8.Valid(value) {
+					return fmt.Errorf("series %d: label %s: value is not UTF-8", idx, name)
+				}
+				if nLabels > 0 && bytes.Compare(name, prev) <= 0 {
+					return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, name)
+				}
+				for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
+					addLen += len(r.ext[ei].field)
+					ei++
+				}
+				if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
+					ei++
+				}
+				if hashing {
+					_, _ = h.Write(b[:n+m])
+				}
+				prev = name
+				nLabels++
+			case tsSamples:
+				if err := checkSample(v); err != nil {
+					return fmt.Errorf("series %d: %w", idx, err)
+				}
+				samples++
+				c.Samples++
+			case tsExemplars, tsHistograms:
+				if !wellFormed(v) {
+					return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
+				}
+				if num == tsExemplars {
+					c.Exemplars++
+					break
+				}
+				samples++
+				c.Histograms++
+			}
+		}
+		b = b[n+m:]
+	}
+	if nLabels == 0 {
+		return fmt.Errorf("series %d: no labels", idx)
+	}
+	if out == nil {
+		return nil
+	}
+	for ; ei < len(r.ext); ei++ {
+		addLen += len(r.ext[ei].field)
+	}
+	s := 0
+	if hashing {
+		s = int(h.Sum64() % uint64(r.shards))
+	}
+	out[s].Samples += samples
+	dst := protowire.AppendTag(out[s].Buf, fieldTimeseries, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(len(body)+addLen))
+	if len(r.ext) == 0 {
+		out[s].Buf = append(dst, body...)
+		return nil
+	}
+	// Labels first, merged with the external ones in name order, then every
+	// other field as it came.
+	ei = 0
+	for b := body; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if num == tsLabels && typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			name, _, _ := parseLabel(v)
+			for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
+				dst = append(dst, r.ext[ei].field...)
+				ei++
+			}
+			if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
+				ei++
+			}
+			dst = append(dst, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	for ; ei < len(r.ext); ei++ {
+		dst = append(dst, r.ext[ei].field...)
+	}
+	for b := body; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if num != tsLabels || typ != protowire.BytesType {
+			dst = append(dst, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	out[s].Buf = dst
+	return nil
+}
+
+func parseLabel(b []byte) (name, value []byte, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, errors.New("bad protobuf: label field tag")
+		}
+		if typ == protowire.BytesType && (num == labelName || num == labelValue) {
+			v, m := protowire.ConsumeBytes(b[n:])
+			if m < 0 {
+				return nil, nil, errors.New("bad protobuf: label string")
+			}
+			if num == labelName {
+				name = v
+			} else {
+				value = v
+			}
+			b = b[n+m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, nil, errors.New("bad protobuf: label field")
+		}
+		b = b[n+m:]
+	}
+	return name, value, nil
+}
+
+// wellFormed reports whether b is a sequence of protobuf fields.
+func wellFormed(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return false
+		}
+		b = b[n+m:]
+	}
+	return true
+}
+
+func checkSample(b []byte) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errors.New("bad protobuf: sample field tag")
+		}
+		if (num == sampleValue && typ != protowire.Fixed64Type) || (num == sampleTimestamp && typ != protowire.VarintType) {
+			return fmt.Errorf("bad protobuf: sample field %d has wire type %d", num, typ)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return errors.New("bad protobuf: sample field")
+		}
+		b = b[n+m:]
+	}
+	return nil
+}
+
+var nameChar = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
+			t[c] = 2 // may start a name
+		case c >= '0' && c <= '9':
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
+// ValidLabelName reports whether name matches the legacy Prometheus charset
+// [a-zA-Z_][a-zA-Z0-9_]*.
+func ValidLabelName(name []byte) bool {
+	if len(name) == 0 || nameChar[name[0]] != 2 {
+		return false
+	}
+	for _, c := range name[1:] {
+		if nameChar[c] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
+
+// Label, Sample, TimeSeries, Metadata and WriteRequest are plain structs for
+// tests and tools; the relay's hot path never builds them.
+type (
+	Label struct{ Name, Value string }
+	// Sample is a float sample.
+	Sample struct {
+		Value     float64
+		Timestamp int64 // milliseconds
+	}
+	// TimeSeries is one series and its samples.
+	TimeSeries struct {
+		Labels  []Label
+		Samples []Sample
+	}
+	// Metadata describes a metric family.
+	Metadata struct {
+		Type               int32
+		Family, Help, Unit string
+	}
+	// WriteRequest is prometheus.WriteRequest without exemplars and histograms.
+	WriteRequest struct {
+		Timeseries []TimeSeries
+		Metadata   []Metadata
+	}
+)
+
+// Append appends the protobuf encoding of w to dst.
+func (w *WriteRequest) Append(dst []byte) []byte {
+	var msg, sub []byte
+	for _, ts := range w.Timeseries {
+		msg = msg[:0]
+		for _, l := range ts.Labels {
+			sub = protowire.AppendTag(sub[:0], labelName, protowire.BytesType)
+			sub = protowire.AppendString(sub, l.Name)
+			sub = protowire.AppendTag(sub, labelValue, protowire.BytesType)
+			sub = protowire.AppendString(sub, l.Value)
+			msg = protowire.AppendTag(msg, tsLabels, protowire.BytesType)
+			msg = protowire.AppendBytes(msg, sub)
+		}
+		for _, s := range ts.Samples {
+			sub = protowire.AppendTag(sub[:0], sampleValue, protowire.Fixed64Type)
+			sub = protowire.AppendFixed64(sub, math.Float64bits(s.Value))
+			sub = protowire.AppendTag(sub, sampleTimestamp, protowire.VarintType)
+			sub = protowire.AppendVarint(sub, uint64(s.Timestamp))
+			msg = protowire.AppendTag(msg, tsSamples, protowire.BytesType)
+			msg = protowire.AppendBytes(msg, sub)
+		}
+		dst = protowire.AppendTag(dst, fieldTimeseries, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, msg)
+	}
+	for _, md := range w.Metadata {
+		msg = protowire.AppendTag(msg[:0], mdType, protowire.VarintType)
+		msg = protowire.AppendVarint(msg, uint64(md.Type))
+		for _, f := range []struct {
+			num protowire.Number
+			s   string
+		}{{mdFamily, md.Family}, {mdHelp, md.Help}, {mdUnit, md.Unit}} {
+			msg = protowire.AppendTag(msg, f.num, protowire.BytesType)
+			msg = protowire.AppendString(msg, f.s)
+		}
+		dst = protowire.AppendTag(dst, fieldMetadata, protowire.BytesType)
+		dst = protowire.AppendBytes(dst, msg)
+	}
+	return dst
+}
+
+// Unmarshal decodes the series, float samples and metadata of a
+// WriteRequest; everything else is skipped.
+func Unmarshal(b []byte) (*WriteRequest, error) {
+	w := &WriteRequest{}
+	err := eachField(b, func(num protowire.Number, v []byte) error {
+		switch num {
+		case fieldTimeseries:
+			var ts TimeSeries
+			err := eachField(v, func(num protowire.Number, v []byte) error {
+				switch num {
+				case tsLabels:
+					name, value, err := parseLabel(v)
+					ts.Labels = append(ts.Labels, Label{string(name), string(value)})
+					return err
+				case tsSamples:
+					var s Sample
+					err := eachValue(v, func(num protowire.Number, x uint64) {
+						if num == sampleValue {
+							s.Value = math.Float64frombits(x)
+						} else if num == sampleTimestamp {
+							s.Timestamp = int64(x)
+						}
+					})
+					ts.Samples = append(ts.Samples, s)
+					return err
+				}
+				return nil
+			})
+			w.Timeseries = append(w.Timeseries, ts)
+			return err
+		case fieldMetadata:
+			var md Metadata
+			err := eachField(v, func(num protowire.Number, v []byte) error {
+				switch num {
+				case mdFamily:
+					md.Family = string(v)
+				case mdHelp:
+					md.Help = string(v)
+				case mdUnit:
+					md.Unit = string(v)
+				}
+				return nil
+			})
+			if err == nil {
+				err = eachValue(v, func(num protowire.Number, x uint64) {
+					if num == mdType {
+						md.Type = int32(x)
+					}
+				})
+			}
+			w.Metadata = append(w.Metadata, md)
+			return err
+		}
+		return nil
+	})
+	return w, err
+}
+
+// eachField calls fn for every length-delimited field of b.
+func eachField(b []byte, fn func(protowire.Number, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return protowire.ParseError(m)
+		}
+		if typ == protowire.BytesType {
+			v, _ := protowire.ConsumeBytes(b[n:])
+			if err := fn(num, v); err != nil {
+				return err
+			}
+		}
+		b = b[n+m:]
+	}
+	return nil
+}
+
+// eachValue calls fn for every varint and fixed64 field of b.
+func eachValue(b []byte, fn func(protowire.Number, uint64)) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			x, m := protowire.ConsumeVarint(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			fn(num, x)
+			b = b[m:]
+		case protowire.Fixed64Type:
+			x, m := protowire.ConsumeFixed64(b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			fn(num, x)
+			b = b[m:]
+		default:
+			m := protowire.ConsumeFieldValue(num, typ, b)
+			if m < 0 {
+				return protowire.ParseError(m)
+			}
+			b = b[m:]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package remotewrite
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+func sampleRequest() *WriteRequest {
+	return &WriteRequest{
+		Timeseries: []TimeSeries{
+			{Labels: []Label{{"__name__", "up"}, {"instance", "a:9100"}, {"job", "node"}}, Samples: []Sample{{1, 1000}, {0, 2000}}},
+			{Labels: []Label{{"__name__", "up"}, {"cluster", "own"}, {"job", "node"}}, Samples: []Sample{{1.5, 3000}}},
+			{Labels: []Label{{"zzz", "last"}}, Samples: []Sample{{-2, 4000}}},
+		},
+		Metadata: []Metadata{{Type: 1, Family: "up", Help: "scrape ok", Unit: ""}},
+	}
+}
+
+func TestRewriteMergesExternalLabels(t *testing.T) {
+	rw, err := NewRewriter(map[string]string{"cluster": "c1", "a": "first"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]Shard, 1)
+	c, err := rw.Rewrite(sampleRequest().Append(nil), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (Counts{Series: 3, Samples: 4, Metadata: 1}) {
+		t.Fatalf("counts = %+v", c)
+	}
+	if out[0].Samples != 4 {
+		t.Fatalf("shard samples = %d, want 4", out[0].Samples)
+	}
+	got, err := Unmarshal(out[0].Buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sampleRequest()
+	want.Timeseries[0].Labels = []Label{{"__name__", "up"}, {"a", "first"}, {"cluster", "c1"}, {"instance", "a:9100"}, {"job", "node"}}
+	// The series' own cluster label wins over the external one.
+	want.Timeseries[1].Labels = []Label{{"__name__", "up"}, {"a", "first"}, {"cluster", "own"}, {"job", "node"}}
+	want.Timeseries[2].Labels = []Label{{"a", "first"}, {"cluster", "c1"}, {"zzz", "last"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("rewritten request:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestRewriteShardsBySeries(t *testing.T) {
+	rw, err := NewRewriter(nil, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req WriteRequest
+	for i := range 200 {
+		req.Timeseries = append(req.Timeseries, TimeSeries{
+			Labels:  []Label{{"__name__", "m"}, {"i", strings.Repeat("x", i%7) + string(rune('a'+i%26))}},
+			Samples: []Sample{{float64(i), int64(i)}},
+		})
+	}
+	src := req.Append(nil)
+	shardOf := map[string]int{}
+	for range 2 { // the same series must land in the same shard every time
+		out := make([]Shard, 4)
+		if _, err := rw.Rewrite(src, out); err != nil {
+			t.Fatal(err)
+		}
+		total, used := 0, 0
+		for s, sh := range out {
+			got, err := Unmarshal(sh.Buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Timeseries) > 0 {
+				used++
+			}
+			total += sh.Samples
+			for _, ts := range got.Timeseries {
+				key := ts.Labels[1].Value
+				if prev, ok := shardOf[key]; ok && prev != s {
+					t.Fatalf("series %s in shards %d and %d", key, prev, s)
+				}
+				shardOf[key] = s
+			}
+		}
+		if total != 200 || used < 2 {
+			t.Fatalf("samples %d over %d shards, want 200 over >= 2", total, used)
+		}
+	}
+}
+
+func TestRewriteIdentityKeepsBytes(t *testing.T) {
+	rw, _ := NewRewriter(nil, 1)
+	src := sampleRequest().Append(nil)
+	out := make([]Shard, 1)
+	if _, err := rw.Rewrite(src, out); err != nil {
+		t.Fatal(err)
+	}
+	if !rw.Identity() || !bytes.Equal(out[0].Buf, src) {
+		t.Fatal("identity rewrite changed the request")
+	}
+}
+
+func TestRewriteRejects(t *testing.T) {
+	series := func(labels ...Label) []byte {
+		return (&WriteRequest{Timeseries: []TimeSeries{{Labels: labels, Samples: []Sample{{1, 1}}}}}).Append(nil)
+	}
+	badSample := protowire.AppendTag(nil, tsSamples, protowire.BytesType)
+	badSample = protowire.AppendBytes(badSample, protowire.AppendTag(nil, sampleValue, protowire.VarintType))
+	for name, tc := range map[string]struct {
+		src  []byte
+		want string
+	}{
+		"truncated":      {sampleRequest().Append(nil)[:20], "bad protobuf"},
+		"garbage":        {[]byte{0xff, 0xff, 0xff}, "bad protobuf"},
+		"bad name":       {series(Label{"1abc", "v"}), `invalid label name "1abc"`},
+		"dash in name":   {series(Label{"a-b", "v"}), "invalid label name"},
+		"unsorted":       {series(Label{"b", "1"}, Label{"a", "2"}), "not sorted"},
+		"repeated":       {series(Label{"a", "1"}, Label{"a", "2"}), "not sorted or repeated"},
+		"no labels":      {series(), "no labels"},
+		"bad utf8 value": {series(Label{"a", "\xff"}), "not UTF-8"},
+		"bad sample": {protowire.AppendBytes(protowire.AppendTag(nil, fieldTimeseries, protowire.BytesType),
+			append(append([]byte(nil), series(Label{"a", "b"})[2:]...), badSample...)), "wire type"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rw, _ := NewRewriter(map[string]string{"cluster": "x"}, 2)
+			_, err := rw.Rewrite(tc.src, make([]Shard, 2))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewRewriterRejectsBadExternalLabel(t *testing.T) {
+	if _, err := NewRewriter(map[string]string{"bad-name": "x"}, 1); err == nil {
+		t.Fatal("want error for external label bad-name")
+	}
+}
+
+func TestSnappyConcatAndLimits(t *testing.T) {
+	a := sampleRequest().Append(nil)
+	b := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"x", "y"}}, Samples: []Sample{{7, 7}}}}}).Append(nil)
+	joined, err := Concat(nil, Encode(nil, a), Encode(nil, b), Encode(nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := Decode(nil, joined, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(dec, append(append([]byte(nil), a...), b...)) {
+		t.Fatal("joined block does not decode to the concatenation")
+	}
+	got, err := Unmarshal(dec)
+	if err != nil || len(got.Timeseries) != 4 {
+		t.Fatalf("joined request: %d series, err %v", len(got.Timeseries), err)
+	}
+	if _, err := Decode(nil, joined, len(dec)-1); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("decode over limit: err = %v, want ErrTooLarge", err)
+	}
+	if _, err := Decode(nil, []byte{0x05, 0xff}, 100); err == nil || !strings.Contains(err.Error(), "bad snappy") {
+		t.Fatalf("decode garbage: err = %v", err)
+	}
+}

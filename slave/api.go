@@ -1,0 +1,105 @@
+package slave
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentproj/agent/drivers/etcd"
+)
+
+// ClusterReader reads the cluster view; etcd.Registry implements it.
+type ClusterReader interface {
+	View(ctx context.Context) (etcd.ClusterView, error)
+}
+
+// API is the node HTTP API. Other components add their routes with Handle
+// before Run.
+type API struct {
+	mux *http.ServeMux
+	srv *http.Server
+	ln  net.Listener
+	log *slog.Logger
+}
+
+// NewAPI listens on addr at once, so that /-/healthy answers while the agent
+// is still joining, and installs the health, readiness, metrics and status
+// endpoints.
+func NewAPI(addr string, node *Node, cluster ClusterReader, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("api listen: %w", err)
+	}
+	a := &API{mux: http.NewServeMux(), ln: ln, log: log}
+	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	a.mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("Healthy.\n"))
+	})
+	a.mux.HandleFunc("GET /-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !node.Ready() {
+			WriteError(w, http.StatusServiceUnavailable, "not joined: no live etcd session")
+			return
+		}
+		_, _ = w.Write([]byte("Ready.\n"))
+	})
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	a.mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		view, err := cluster.View(ctx)
+		if err != nil {
+			WriteError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+		WriteJSON(w, http.StatusOK, view)
+	})
+	return a, nil
+}
+
+// Addr is the address the API listens on.
+func (a *API) Addr() string { return a.ln.Addr().String() }
+
+// Handle adds a route; pattern is a net/http ServeMux pattern such as
+// "GET /sd/http".
+func (a *API) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (a *API) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- a.srv.Serve(a.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := a.srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// WriteJSON writes v as JSON with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError writes {"error": msg} with status code: every API error has
+// this shape.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,218 @@
+package stackconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Config is the agent's configuration. Every field is a TOML key (the
+// mapstructure tag), an AGENT_* environment variable and, for the common ones,
+// a flag; see Options for the mapping.
+type Config struct {
+	// Node is this agent's name in the cluster; unique among live agents.
+	Node string `mapstructure:"node"`
+	// Cluster names the cluster; agents of one cluster share an etcd prefix.
+	Cluster string `mapstructure:"cluster"`
+	// Listen is the HTTP API address (host:port).
+	Listen string `mapstructure:"listen"`
+	// Advertise is the API address other agents and tools use to reach this
+	// one (host:port); derived from Listen when empty.
+	Advertise string `mapstructure:"advertise"`
+	// DataDir holds the embedded etcd, the relay queue and rendered files.
+	DataDir string `mapstructure:"data_dir"`
+	// TTL is the lease TTL of this agent's etcd session: a dead agent's keys
+	// vanish, and a dead master is replaced, about this long after it dies.
+	TTL time.Duration `mapstructure:"ttl"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `mapstructure:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `mapstructure:"log_format"`
+	// Labels are attached to this agent's member record.
+	Labels map[string]string `mapstructure:"labels"`
+
+	Etcd Etcd `mapstructure:"etcd"`
+}
+
+// Etcd says how to reach etcd, or how to run the embedded one.
+type Etcd struct {
+	// Endpoints of an existing etcd cluster. Empty: start an embedded etcd.
+	Endpoints []string `mapstructure:"endpoints"`
+	// Prefix is the root of every key the agent writes.
+	Prefix string `mapstructure:"prefix"`
+	// EmbeddedListen is the client URL of the embedded etcd.
+	EmbeddedListen string `mapstructure:"embedded_listen"`
+	// EmbeddedPeerListen is the peer URL of the embedded etcd; derived from
+	// EmbeddedListen (port + 1) when empty.
+	EmbeddedPeerListen string `mapstructure:"embedded_peer_listen"`
+	// DialTimeout bounds each connection attempt.
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
+	// Username and PasswordFile authenticate against etcd.
+	Username     string `mapstructure:"username"`
+	PasswordFile string `mapstructure:"password_file"`
+	// TLS for the etcd client connection.
+	CAFile             string `mapstructure:"ca_file"`
+	CertFile           string `mapstructure:"cert_file"`
+	KeyFile            string `mapstructure:"key_file"`
+	InsecureSkipVerify bool   `mapstructure:"insecure_skip_verify"`
+}
+
+// DefaultConfig holds the value of every key that is not set anywhere.
+var DefaultConfig = Config{
+	Cluster:   "default",
+	Listen:    "127.0.0.1:9464",
+	DataDir:   "/var/lib/agent",
+	TTL:       5 * time.Second,
+	LogLevel:  "info",
+	LogFormat: "text",
+	Etcd: Etcd{
+		Prefix:         "/agent",
+		EmbeddedListen: "http://127.0.0.1:2379",
+		DialTimeout:    5 * time.Second,
+	},
+}
+
+// Embedded reports whether the agent runs its own etcd.
+func (c *Config) Embedded() bool { return len(c.Etcd.Endpoints) == 0 }
+
+// AdvertiseAddr is the API address others use: Advertise, or Listen with an
+// unspecified host replaced by this host's name.
+func (c *Config) AdvertiseAddr() string {
+	if c.Advertise != "" {
+		return c.Advertise
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return c.Listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// dnsLabel is what node and cluster names must be: they become etcd key
+// segments, container labels and hostnames.
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// DNSLabelRule says in words what dnsLabel accepts, for error messages.
+const DNSLabelRule = "lower-case letters, digits and '-', 1 to 63 characters, starting and ending with a letter or digit"
+
+// ValidDNSLabel reports whether s may be used as a node, cluster or guid.
+func ValidDNSLabel(s string) bool { return dnsLabel.MatchString(s) }
+
+// labelName is the legacy Prometheus label-name charset.
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// Validate checks every field and returns all problems at once, each naming
+// the key, the bad value and what is allowed.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if !ValidDNSLabel(c.Node) {
+		bad("node: must be %s, got %q", DNSLabelRule, c.Node)
+	}
+	if !ValidDNSLabel(c.Cluster) {
+		bad("cluster: must be %s, got %q", DNSLabelRule, c.Cluster)
+	}
+	if err := checkHostPort(c.Listen); err != nil {
+		bad("listen: %v, got %q", err, c.Listen)
+	}
+	if c.Advertise != "" {
+		if err := checkHostPort(c.Advertise); err != nil {
+			bad("advertise: %v, got %q", err, c.Advertise)
+		}
+	}
+	if c.DataDir == "" {
+		bad("data_dir: must not be empty")
+	} else if !filepath.IsAbs(c.DataDir) {
+		bad("data_dir: must be an absolute path, got %q", c.DataDir)
+	}
+	if c.TTL < time.Second || c.TTL%time.Second != 0 {
+		bad("ttl: must be a whole number of seconds, at least 1s (etcd leases count in seconds), got %s", c.TTL)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level: must be one of debug, info, warn, error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format: must be text or json, got %q", c.LogFormat)
+	}
+	for k := range c.Labels {
+		if !labelName.MatchString(k) {
+			bad("labels: label name must match %s, got %q", labelName, k)
+		}
+	}
+	errs = append(errs, c.Etcd.validate()...)
+	return errors.Join(errs...)
+}
+
+func (e *Etcd) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for i, ep := range e.Endpoints {
+		if err := checkURL(ep); err != nil {
+			bad("etcd.endpoints[%d]: %v, got %q", i, err, ep)
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || strings.HasSuffix(e.Prefix, "/") || strings.Contains(e.Prefix, "//") {
+		bad("etcd.prefix: must start with '/' and not end with '/', got %q", e.Prefix)
+	}
+	if err := checkURL(e.EmbeddedListen); err != nil {
+		bad("etcd.embedded_listen: %v, got %q", err, e.EmbeddedListen)
+	}
+	if e.EmbeddedPeerListen != "" {
+		if err := checkURL(e.EmbeddedPeerListen); err != nil {
+			bad("etcd.embedded_peer_listen: %v, got %q", err, e.EmbeddedPeerListen)
+		}
+	}
+	if e.DialTimeout <= 0 {
+		bad("etcd.dial_timeout: must be > 0, got %s", e.DialTimeout)
+	}
+	if (e.Username == "") != (e.PasswordFile == "") {
+		bad("etcd.username and etcd.password_file: set both or neither, got username %q and password_file %q", e.Username, e.PasswordFile)
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		bad("etcd.cert_file and etcd.key_file: set both or neither, got cert_file %q and key_file %q", e.CertFile, e.KeyFile)
+	}
+	for _, f := range []struct{ key, path string }{
+		{"etcd.password_file", e.PasswordFile}, {"etcd.ca_file", e.CAFile},
+		{"etcd.cert_file", e.CertFile}, {"etcd.key_file", e.KeyFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad("%s: cannot read %q: %v", f.key, f.path, errors.Unwrap(err))
+		}
+	}
+	return errs
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" {
+		return errors.New("must be host:port")
+	}
+	return nil
+}
+
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an http:// or https:// URL with a host")
+	}
+	return nil
+}
