@@ -227,6 +227,10 @@ func (n *Node) runSession(ctx context.Context, s *concurrency.Session) {
 	g.Go(func() error {
 		select {
 		case <-s.Done():
+			// Not ready the moment the lease is no longer refreshed; the
+			// master duties end with sctx.
+			n.ready.Store(false)
+			n.m.sessionUp.Set(0)
 			cancel()
 		case <-gctx.Done():
 		}
@@ -249,7 +253,7 @@ func (n *Node) campaignLoop(ctx context.Context, s *concurrency.Session) {
 	bo := backoff{min: 100 * time.Millisecond, max: 2 * time.Second}
 	for ctx.Err() == nil {
 		e := concurrency.NewElection(s, n.cfg.Keys.Election())
-		if err := e.Campaign(ctx, n.cfg.Node); err != nil {
+		if err := n.campaign(ctx, e); err != nil {
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("campaign").Inc()
 				n.log.Warn("campaign failed, retrying", "err", err)
@@ -264,6 +268,22 @@ func (n *Node) campaignLoop(ctx context.Context, s *concurrency.Session) {
 		n.m.electionsLost.Inc()
 		n.log.Warn("stepped down as master", "err", err)
 		bo.wait(ctx)
+	}
+}
+
+// campaign waits until e is won or ctx ends. Campaign itself, when its
+// context ends, resigns with the client's context, which blocks for as long
+// as etcd is unreachable; so it runs aside and is abandoned on ctx.Done. The
+// abandoned call ends when etcd answers or the client is closed, and its
+// late resign is harmless: it deletes only a key of this dead session.
+func (n *Node) campaign(ctx context.Context, e *concurrency.Election) error {
+	errc := make(chan error, 1)
+	go func() { errc <- e.Campaign(ctx, n.cfg.Node) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -297,7 +317,7 @@ func (n *Node) lead(ctx context.Context, s *concurrency.Session, e *concurrency.
 
 	n.master.Store(false)
 	n.m.isMaster.Set(0)
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.TTL)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), min(n.cfg.TTL, 2*time.Second))
 	defer rcancel()
 	if rerr := e.Resign(rctx); rerr != nil {
 		n.log.Debug("resign", "err", rerr)

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -119,7 +122,7 @@ func Load(path string, fs *pflag.FlagSet, opts []Option) (*Config, error) {
 	}
 	cfg := DefaultConfig
 	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		mapstructure.StringToTimeDurationHookFunc(),
+		durationHook,
 		mapstructure.StringToSliceHookFunc(","),
 		mapstructure.TextUnmarshallerHookFunc(),
 	)))
@@ -155,6 +158,19 @@ func hasKey(opts []Option, key string) bool {
 	return false
 }
 
+// durationHook decodes "5s"-style strings, with an error that repeats the
+// bad value and shows the accepted form.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	d, err := time.ParseDuration(data.(string))
+	if err != nil {
+		return nil, fmt.Errorf("invalid duration %q: want a number with a unit, like 500ms, 5s or 1m", data)
+	}
+	return d, nil
+}
+
 func flagValue(fl *pflag.Flag) any {
 	if sv, ok := fl.Value.(pflag.SliceValue); ok {
 		return sv.GetSlice()
@@ -182,12 +198,15 @@ func flatten(prefix string, m map[string]any, set func(string, any)) {
 	}
 }
 
+var quotedKey = regexp.MustCompile(`'([a-z0-9_.\[\]]+)'`)
+
 // cleanDecodeError turns mapstructure's multi-line report into one line a
 // person can act on.
 func cleanDecodeError(err error) string {
 	msg := err.Error()
 	msg = strings.TrimPrefix(msg, "decoding failed due to the following error(s):")
 	msg = strings.ReplaceAll(msg, "'' has invalid keys:", "unknown keys:")
-	msg = strings.ReplaceAll(msg, "has invalid keys:", "has unknown keys:")
+	msg = strings.ReplaceAll(msg, "has invalid keys:", "unknown keys:")
+	msg = quotedKey.ReplaceAllString(msg, "$1:")
 	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", " ")), " ")
 }

@@ -1,0 +1,141 @@
+package stackconfig
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func joinFlags(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("join", pflag.ContinueOnError)
+	AddFlags(fs, JoinOptions)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func TestBadConfigs(t *testing.T) {
+	files, _ := filepath.Glob("../testdata/config/*.bad.toml")
+	if len(files) == 0 {
+		t.Fatal("no bad configs found")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want := expectedError(t, f)
+			_, err := Load(f, joinFlags(t), JoinOptions)
+			if err == nil {
+				t.Fatalf("accepted; want an error containing %q", want)
+			}
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("error %q\ndoes not contain %q", err, want)
+			}
+		})
+	}
+}
+
+// expectedError reads the "# error: ..." first line of a bad config.
+func expectedError(t *testing.T, path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan()
+	want, ok := strings.CutPrefix(sc.Text(), "# error: ")
+	if !ok {
+		t.Fatalf("%s: first line must be '# error: <text>'", path)
+	}
+	return want
+}
+
+func TestFullConfigFile(t *testing.T) {
+	cfg, err := Load("../testdata/config/full.good.toml", joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig
+	want.Node, want.Cluster, want.Listen, want.Advertise = "host-1", "prod", "127.0.0.1:9500", "host-1.example:9500"
+	want.DataDir, want.TTL, want.LogLevel, want.LogFormat = "/srv/agent", 3*time.Second, "debug", "json"
+	want.Labels = map[string]string{"rack": "r1"}
+	want.Etcd.Endpoints = []string{"http://127.0.0.1:2379", "http://127.0.0.2:2379"}
+	want.Etcd.Prefix, want.Etcd.DialTimeout = "/obs", 2*time.Second
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Fatalf("got  %+v\nwant %+v", *cfg, want)
+	}
+}
+
+// flag > environment > file > default, key by key.
+func TestPrecedence(t *testing.T) {
+	t.Setenv("AGENT_CLUSTER", "from-env")
+	t.Setenv("AGENT_TTL", "7s")
+	t.Setenv("AGENT_ETCD", "http://127.0.0.9:2379,http://127.0.0.8:2379")
+	t.Setenv("AGENT_LOG_FORMAT", "json")
+	cfg, err := Load("../testdata/config/full.good.toml", joinFlags(t, "--cluster", "from-flag", "--etcd", "http://127.0.0.7:2379"), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, pair := range map[string][2]any{
+		"cluster (flag over env and file)": {cfg.Cluster, "from-flag"},
+		"ttl (env over file)":              {cfg.TTL, 7 * time.Second},
+		"etcd.endpoints (flag over env)":   {cfg.Etcd.Endpoints, []string{"http://127.0.0.7:2379"}},
+		"log_format (env over file)":       {cfg.LogFormat, "json"},
+		"listen (file over default)":       {cfg.Listen, "127.0.0.1:9500"},
+		"etcd.embedded_listen (default)":   {cfg.Etcd.EmbeddedListen, DefaultConfig.Etcd.EmbeddedListen},
+	} {
+		if !reflect.DeepEqual(pair[0], pair[1]) {
+			t.Errorf("%s: got %v, want %v", key, pair[0], pair[1])
+		}
+	}
+}
+
+func TestBadEnvAndFlag(t *testing.T) {
+	t.Setenv("AGENT_LOG_LEVEL", "chatty")
+	_, err := Load("", joinFlags(t, "--node", "n1"), JoinOptions)
+	if err == nil || !strings.Contains(err.Error(), `log_level: must be one of debug, info, warn, error, got "chatty"`) {
+		t.Fatalf("bad env value: %v", err)
+	}
+	t.Setenv("AGENT_LOG_LEVEL", "")
+	_, err = Load("", joinFlags(t, "--node", "n1", "--ttl", "0s"), JoinOptions)
+	if err == nil || !strings.Contains(err.Error(), "ttl: must be a whole number of seconds, at least 1s") {
+		t.Fatalf("bad flag value: %v", err)
+	}
+}
+
+func TestDefaultsNeedOnlyANodeName(t *testing.T) {
+	cfg, err := Load("", joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Skipf("this host's name is not a valid node name: %v", err)
+	}
+	if cfg.Node == "" || !cfg.Embedded() || cfg.TTL != 5*time.Second || cfg.Etcd.EmbeddedListen != "http://127.0.0.1:2379" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+}
+
+func TestChanged(t *testing.T) {
+	a, b := DefaultConfig, DefaultConfig
+	b.LogLevel = "debug"
+	b.Etcd.Endpoints = []string{"http://127.0.0.1:1"}
+	if got := Changed(&a, &b); !reflect.DeepEqual(got, []string{"log_level", "etcd.endpoints"}) {
+		t.Fatalf("Changed = %v", got)
+	}
+}
+
+func TestAdvertiseAddr(t *testing.T) {
+	c := Config{Listen: "127.0.0.1:9464"}
+	if got := c.AdvertiseAddr(); got != "127.0.0.1:9464" {
+		t.Fatalf("AdvertiseAddr = %q", got)
+	}
+	c = Config{Listen: "0.0.0.0:9464"}
+	if got := c.AdvertiseAddr(); strings.HasPrefix(got, "0.0.0.0") || !strings.HasSuffix(got, ":9464") {
+		t.Fatalf("AdvertiseAddr of a wildcard listen = %q", got)
+	}
+}
