@@ -139,3 +139,14 @@ func TestAdvertiseAddr(t *testing.T) {
 		t.Fatalf("AdvertiseAddr of a wildcard listen = %q", got)
 	}
 }
+
+// The example config shipped in deploy/ must load as it is.
+func TestDeployExampleConfig(t *testing.T) {
+	cfg, err := Load("../deploy/agent.toml", joinFlags(t, "--node", "host-1"), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Embedded() || cfg.TTL != 5*time.Second || cfg.DataDir != "/var/lib/agent" {
+		t.Fatalf("deploy/agent.toml: %+v", cfg)
+	}
+}

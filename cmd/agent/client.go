@@ -109,4 +109,3 @@ func envOr(key, def string) string {
 	}
 	return def
 }
-

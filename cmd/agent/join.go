@@ -110,7 +110,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	})
 	g.Go(func() error { notifyReady(gctx, node); return nil })
-	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, level, log); })
+	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, level, log) })
 	if embedded != nil {
 		g.Go(func() error {
 			select {
@@ -189,4 +189,3 @@ func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*s
 		sdNotify("READY=1")
 	}
 }
-

@@ -44,6 +44,8 @@ type ClusterView struct {
 	Members []MemberView `json:"members"`
 	// Skipped counts member records that did not parse.
 	Skipped int `json:"skipped,omitempty"`
+	// Revision is the etcd revision the view was read at.
+	Revision int64 `json:"revision"`
 }
 
 // Registry reads what agents publish.
@@ -63,6 +65,7 @@ func (r Registry) View(ctx context.Context) (ClusterView, error) {
 	if err != nil {
 		return view, fmt.Errorf("read cluster: %w", err)
 	}
+	view.Revision = resp.Header.Revision
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		view.Master = &MasterView{Node: string(kvs[0].Value), Revision: kvs[0].CreateRevision}
 	}

@@ -1,0 +1,70 @@
+# agent — build, test, lint, benchmarks and the single-host demo.
+# `make run` and `make test` are the two commands of the README.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+DATA_DIR  ?= $(CURDIR)/data
+# Packages the tests run for real (see ../shared/ENV.md and docs/testing.md).
+APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
+TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
+
+.PHONY: all build deps test test-short lint fmt bench bench-failover bench-relay verify-unit run clean
+
+all: build
+
+## build: bin/agent, statically linked
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/agent ./cmd/agent
+
+## deps: install the real components the tests and the demo run (Debian, as root)
+deps:
+	@missing=""; for b in $(TEST_BINS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing (missing:$$missing): $(APT_PKGS)"; \
+		if [ "$$(id -u)" != 0 ]; then echo "run as root, or: sudo apt-get install $(APT_PKGS)"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+## test: every test, with the race detector, real etcd/Prometheus/Docker included
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 30m -count=1 ./...
+
+## test-short: unit tests only (no end-to-end processes)
+test-short:
+	$(GO) test -race -short -count=1 ./...
+
+## lint: vet, formatting, and golangci-lint when it is installed
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped"; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## bench: the Go benchmarks of every package (short ones)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## bench-failover: p50/p99 failover time over 10 runs, kill -9 and SIGTERM, TTL 5s
+bench-failover: deps
+	$(GO) test -run '^$$' -bench Failover -benchtime 10x -timeout 20m ./cmd/agent
+
+## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
+bench-relay: deps
+	bash master/relay/bench.sh
+
+## verify-unit: check deploy/agent.service with systemd-analyze verify
+verify-unit:
+	$(GO) test -count=1 -run TestSystemdUnitVerifies ./cmd/agent
+
+## run: the main job: a one-node cluster on the embedded etcd, on loopback
+run: deps build
+	@mkdir -p $(DATA_DIR)
+	@echo "agent API: http://127.0.0.1:9464  (try: bin/agent status; curl -s 127.0.0.1:9464/metrics)"
+	bin/agent join --data-dir $(DATA_DIR) --listen 127.0.0.1:9464
+
+clean:
+	rm -rf bin

@@ -1,0 +1,204 @@
+package main
+
+// Helpers for end-to-end tests that run real processes: the agent binary
+// built from this package, and the Debian etcd. Every process listens on
+// 127.0.0.1 only and is killed when its test ends.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+)
+
+// requireBinary returns the path of a program the test needs. When it is
+// missing the test fails under CI=true and is skipped elsewhere.
+func requireBinary(t testing.TB, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is missing (CI=true): apt-get install %s", name, pkg)
+	}
+	t.Skipf("%s is missing: apt-get install %s to run this test", name, pkg)
+	return ""
+}
+
+var (
+	agentOnce sync.Once
+	agentBin  string
+	agentErr  error
+)
+
+// agentBinary builds the agent once per test run.
+func agentBinary(t testing.TB) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "agent-e2e-bin")
+		if err != nil {
+			agentErr = err
+			return
+		}
+		agentBin = filepath.Join(dir, "agent")
+		out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput()
+		if err != nil {
+			agentErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if agentErr != nil {
+		t.Fatal(agentErr)
+	}
+	return agentBin
+}
+
+// proc is a process started by a test.
+type proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func startProc(t testing.TB, name, bin string, args ...string) *proc {
+	t.Helper()
+	log := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	f.Close()
+	p := &proc{t: t, name: name, cmd: cmd, log: log, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(log)
+			t.Logf("--- log of %s:\n%s", name, b)
+		}
+	})
+	return p
+}
+
+func (p *proc) signal(sig syscall.Signal) { _ = syscall.Kill(-p.cmd.Process.Pid, sig) }
+
+// kill sends SIGKILL to the process group and waits for the process.
+func (p *proc) kill() {
+	p.signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), nil
+	case <-time.After(timeout):
+		return -1, fmt.Errorf("%s still running after %s", p.name, timeout)
+	}
+}
+
+// startEtcd runs the Debian etcd on loopback and returns its client URL.
+func startEtcd(t testing.TB) string {
+	t.Helper()
+	bin := requireBinary(t, "etcd", "etcd-server")
+	client, peer := "http://"+etcdtest.FreeAddr(t), "http://"+etcdtest.FreeAddr(t)
+	startProc(t, "etcd", bin, "--name", "e1", "--data-dir", t.TempDir(),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "e1="+peer, "--initial-cluster-state", "new")
+	cli := etcdClient(t, client)
+	etcdtest.Eventually(t, 15*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := cli.Get(ctx, "health")
+		return err == nil
+	}, "etcd at %s not healthy", client)
+	return client
+}
+
+func etcdClient(t testing.TB, endpoint string) *clientv3.Client {
+	t.Helper()
+	cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// agentProc is one agent process of a test cluster.
+type agentProc struct {
+	*proc
+	node, api string
+}
+
+func startAgent(t testing.TB, endpoint, node, ttl string, extra ...string) *agentProc {
+	t.Helper()
+	api := etcdtest.FreeAddr(t)
+	args := append([]string{"join", "--etcd", endpoint, "--node", node, "--cluster", "e2e",
+		"--listen", api, "--data-dir", t.TempDir(), "--ttl", ttl, "--log-level", "debug"}, extra...)
+	return &agentProc{proc: startProc(t, "agent-"+node, agentBinary(t), args...), node: node, api: api}
+}
+
+func (a *agentProc) ready() bool {
+	resp, err := http.Get("http://" + a.api + "/-/ready")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+// masterSince watches etcd until a member other than not reports itself
+// master, and returns its name and the moment the watch saw it.
+func masterSince(ctx context.Context, cli *clientv3.Client, keys etcd.Keys, not string) (string, time.Time, error) {
+	reg := etcd.Registry{KV: cli, Keys: keys}
+	view, err := reg.View(ctx)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if m := view.Master; m != nil && m.Node != not && m.Since != nil {
+		return m.Node, time.Now(), nil
+	}
+	wch := cli.Watch(ctx, keys.Members(), clientv3.WithPrefix(), clientv3.WithRev(view.Revision+1))
+	for wr := range wch {
+		for _, ev := range wr.Events {
+			var m etcd.Member
+			if ev.Type == clientv3.EventTypePut && json.Unmarshal(ev.Kv.Value, &m) == nil && m.Node != not && m.MasterSince != nil {
+				return m.Node, time.Now(), nil
+			}
+		}
+	}
+	return "", time.Time{}, fmt.Errorf("no new master: %w", ctx.Err())
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
