@@ -273,4 +273,3 @@ func TestEtcdOutage(t *testing.T) {
 		t.Fatalf("at some moment %d masters ran their duties", d.maxActive.Load())
 	}
 }
-
