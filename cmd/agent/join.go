@@ -180,9 +180,9 @@ func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*s
 				restart = append(restart, key)
 			}
 		}
+		log.Info("reloaded", "log_level", next.LogLevel) // before a stricter level hides it
 		setLevel(level, next.LogLevel)
 		cur.LogLevel = next.LogLevel
-		log.Info("reloaded", "log_level", next.LogLevel)
 		if len(restart) > 0 {
 			log.Warn("reload: these changes take effect only after a restart", "keys", strings.Join(restart, ","))
 		}

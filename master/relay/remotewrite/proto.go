@@ -142,76 +142,102 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 	return c, nil
 }
 
+// series validates one TimeSeries body in a single pass and, when out is
+// set, appends it to its shard with the external labels inserted at their
+// sorted positions (found during the pass), copying everything else as is.
 func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
 	var (
-		prev    []byte
-		nLabels int
-		samples int
-		addLen  int
-		ei      int
-		h       *xxhash.Digest
+		prev       []byte
+		nLabels    int
+		samples    int
+		ei         int
+		addLen     int
+		lStart     = -1 // first label field
+		lEnd       int  // end of the last label field
+		contiguous = true
+		insBuf     [8]int
 	)
-	hashing := out != nil && r.shards > 1
-	if hashing {
-		h = xxhash.New()
+	ins := insBuf[:0] // where each external label goes; -1: the series has it
+	if len(r.ext) > len(insBuf) {
+		ins = make([]int, 0, len(r.ext))
 	}
-	for b := body; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
+	for off := 0; off < len(body); {
+		b := body[off:]
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("bad protobuf: series %d: field tag", idx)
 		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
+		if typ != protowire.BytesType {
+			m := protowire.ConsumeFieldValue(num, typ, b[n:])
+			if m < 0 {
+				return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
+			}
+			if lStart >= 0 && num != tsLabels {
+				contiguous = false
+			}
+			off += n + m
+			continue
+		}
+		l, m := consumeVarint(b[n:])
+		if m < 0 || l > uint64(len(b)-n-m) {
 			return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
 		}
-		if typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(b[n:])
-			switch num {
-			case tsLabels:
-				name, value, err := parseLabel(v)
-				if err != nil {
-					return fmt.Errorf("series %d: %w", idx, err)
-				}
-				if !ValidLabelName(name) {
-					return fmt.Errorf("series %d: invalid label name %q", idx, truncate(name))
-				}
-				if !utf8.Valid(value) {
-					return fmt.Errorf("series %d: label %s: value is not UTF-8", idx, name)
-				}
-				if nLabels > 0 && bytes.Compare(name, prev) <= 0 {
-					return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, name)
-				}
-				for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
-					addLen += len(r.ext[ei].field)
-					ei++
-				}
-				if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
-					ei++
-				}
-				if hashing {
-					_, _ = h.Write(b[:n+m])
-				}
-				prev = name
-				nLabels++
-			case tsSamples:
-				if err := checkSample(v); err != nil {
-					return fmt.Errorf("series %d: %w", idx, err)
-				}
-				samples++
-				c.Samples++
-			case tsExemplars, tsHistograms:
-				if !wellFormed(v) {
-					return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
-				}
-				if num == tsExemplars {
-					c.Exemplars++
-					break
-				}
-				samples++
-				c.Histograms++
+		v := b[n+m : n+m+int(l)]
+		end := off + n + m + int(l)
+		switch num {
+		case tsLabels:
+			name, value, err := parseLabel(v)
+			if err != nil {
+				return fmt.Errorf("series %d: %w", idx, err)
+			}
+			if !ValidLabelName(name) {
+				return fmt.Errorf("series %d: invalid label name %q", idx, truncate(name))
+			}
+			if !validUTF8(value) {
+				return fmt.Errorf("series %d: label %s: value is not UTF-8", idx, name)
+			}
+			if nLabels > 0 && !less(prev, name) {
+				return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, name)
+			}
+			for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
+				ins = append(ins, off)
+				addLen += len(r.ext[ei].field)
+				ei++
+			}
+			if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
+				ins = append(ins, -1)
+				ei++
+			}
+			if lStart < 0 {
+				lStart = off
+			} else if lEnd != off {
+				contiguous = false
+			}
+			lEnd = end
+			prev = name
+			nLabels++
+		case tsSamples:
+			if err := checkSample(v); err != nil {
+				return fmt.Errorf("series %d: %w", idx, err)
+			}
+			samples++
+			c.Samples++
+		case tsExemplars, tsHistograms:
+			if !wellFormed(v) {
+				return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
+			}
+			if num == tsExemplars {
+				c.Exemplars++
+				break
+			}
+			samples++
+			c.Histograms++
+		default:
+			if lStart >= 0 {
+				contiguous = false
 			}
 		}
-		b = b[n+m:]
+		off = end
 	}
 	if nLabels == 0 {
 		return fmt.Errorf("series %d: no labels", idx)
@@ -220,55 +246,106 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
 		return nil
 	}
 	for ; ei < len(r.ext); ei++ {
+		ins = append(ins, lEnd)
 		addLen += len(r.ext[ei].field)
 	}
 	s := 0
-	if hashing {
-		s = int(h.Sum64() % uint64(r.shards))
+	if r.shards > 1 {
+		s = int(r.labelHash(body, lStart, lEnd, contiguous) % uint64(r.shards))
 	}
 	out[s].Samples += samples
 	dst := protowire.AppendTag(out[s].Buf, fieldTimeseries, protowire.BytesType)
 	dst = protowire.AppendVarint(dst, uint64(len(body)+addLen))
-	if len(r.ext) == 0 {
-		out[s].Buf = append(dst, body...)
-		return nil
+	from := 0
+	for k, at := range ins {
+		if at < 0 {
+			continue
+		}
+		dst = append(dst, body[from:at]...)
+		dst = append(dst, r.ext[k].field...)
+		from = at
 	}
-	// Labels first, merged with the external ones in name order, then every
-	// other field as it came.
-	ei = 0
+	out[s].Buf = append(dst, body[from:]...)
+	return nil
+}
+
+// labelHash hashes a series' label fields: the series' identity, so it
+// always lands in the same shard.
+func (r *Rewriter) labelHash(body []byte, start, end int, contiguous bool) uint64 {
+	if contiguous {
+		return xxhash.Sum64(body[start:end])
+	}
+	h := xxhash.New()
 	for b := body; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		m := protowire.ConsumeFieldValue(num, typ, b[n:])
 		if num == tsLabels && typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(b[n:])
-			name, _, _ := parseLabel(v)
-			for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
-				dst = append(dst, r.ext[ei].field...)
-				ei++
-			}
-			if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
-				ei++
-			}
-			dst = append(dst, b[:n+m]...)
+			_, _ = h.Write(b[:n+m])
 		}
 		b = b[n+m:]
 	}
-	for ; ei < len(r.ext); ei++ {
-		dst = append(dst, r.ext[ei].field...)
+	return h.Sum64()
+}
+
+// validUTF8 is utf8.Valid with an inlined path for short ASCII values.
+func validUTF8(b []byte) bool {
+	var or byte
+	for _, c := range b {
+		or |= c
 	}
-	for b := body; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if num != tsLabels || typ != protowire.BytesType {
-			dst = append(dst, b[:n+m]...)
+	return or < 0x80 || utf8.Valid(b)
+}
+
+// less reports whether a sorts before b; label names are short, so a plain
+// loop beats the assembly of bytes.Compare.
+func less(a, b []byte) bool {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return a[i] < b[i]
 		}
-		b = b[n+m:]
 	}
-	out[s].Buf = dst
-	return nil
+	return len(a) < len(b)
+}
+
+// consumeTag is protowire.ConsumeTag with a fast path for one-byte tags.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		if b[0]>>3 == 0 {
+			return 0, 0, -1
+		}
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
+	return protowire.ConsumeTag(b)
+}
+
+// consumeVarint is protowire.ConsumeVarint with fast paths for the one- and
+// two-byte lengths that dominate remote-write.
+func consumeVarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	if len(b) > 1 && b[1] < 0x80 {
+		return uint64(b[0]&0x7f) | uint64(b[1])<<7, 2
+	}
+	return protowire.ConsumeVarint(b)
 }
 
 func parseLabel(b []byte) (name, value []byte, err error) {
+	// Fast path: name then value, one-byte tags, as every encoder writes.
+	if len(b) > 1 && b[0] == labelName<<3|2 {
+		if l, n := consumeVarint(b[1:]); n > 0 && l <= uint64(len(b)-1-n) {
+			name, rest := b[1+n:1+n+int(l)], b[1+n+int(l):]
+			if len(rest) == 0 {
+				return name, nil, nil
+			}
+			if len(rest) > 1 && rest[0] == labelValue<<3|2 {
+				if l, n := consumeVarint(rest[1:]); n > 0 && l == uint64(len(rest)-1-n) {
+					return name, rest[1+n:], nil
+				}
+			}
+		}
+	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {

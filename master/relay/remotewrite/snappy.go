@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/golang/snappy"
+	"github.com/klauspost/compress/s2"
 )
 
 // ErrTooLarge means a request decodes to more bytes than allowed.
@@ -31,12 +32,11 @@ func Decode(dst, src []byte, max int) ([]byte, error) {
 	return out, nil
 }
 
-// Encode appends the snappy block encoding of src to dst[:0], reusing dst.
+// Encode returns the snappy block encoding of src, reusing dst's array. It
+// uses the faster snappy-compatible encoder of klauspost/compress/s2;
+// decoding stays with golang/snappy so that only strict snappy is accepted.
 func Encode(dst, src []byte) []byte {
-	if n := snappy.MaxEncodedLen(len(src)); cap(dst) < n {
-		dst = make([]byte, n)
-	}
-	return snappy.Encode(dst[:cap(dst)], src)
+	return s2.EncodeSnappy(dst[:cap(dst)], src)
 }
 
 // Concat appends to dst[:0] one snappy block that decodes to the

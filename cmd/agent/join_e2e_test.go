@@ -1,0 +1,79 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+)
+
+func httpCode(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// etcd down when the agent starts: it stays up, healthy but not ready,
+// says it retries, and joins once etcd appears.
+func TestJoinWaitsForEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	requireBinary(t, "etcd", "etcd-server")
+	client, peer := etcdtest.FreeAddr(t), etcdtest.FreeAddr(t)
+	a := startAgent(t, "http://"+client, "n1", "2s")
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return httpCode("http://"+a.api+"/-/healthy") == 200 }, "not healthy without etcd")
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(readFile(t, a.log), "cannot start etcd session, retrying")
+	}, "no retry message in the log")
+	if code := httpCode("http://" + a.api + "/-/ready"); code != 503 {
+		t.Fatalf("/-/ready = %d without etcd, want 503", code)
+	}
+	startProc(t, "etcd", requireBinary(t, "etcd", "etcd-server"), "--name", "e1", "--data-dir", t.TempDir(),
+		"--listen-client-urls", "http://"+client, "--advertise-client-urls", "http://"+client,
+		"--listen-peer-urls", "http://"+peer, "--initial-advertise-peer-urls", "http://"+peer,
+		"--initial-cluster", "e1=http://"+peer, "--initial-cluster-state", "new")
+	etcdtest.Eventually(t, 30*time.Second, a.ready, "agent did not join once etcd was up")
+}
+
+// SIGHUP applies log_level and names the keys that need a restart; a bad
+// file is rejected and the agent keeps running.
+func TestReloadOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	endpoint := startEtcd(t)
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	write := func(s string) {
+		if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("log_level = \"info\"\n")
+	a := startAgent(t, endpoint, "n1", "2s", "--config", cfg)
+	etcdtest.Eventually(t, 10*time.Second, a.ready, "not ready")
+
+	write("log_level = \"warn\"\nlog_format = \"json\"\n")
+	a.signal(syscall.SIGHUP)
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		log := readFile(t, a.log)
+		return strings.Contains(log, `msg=reloaded node=n1 log_level=warn`) && strings.Contains(log, `keys=log_format`)
+	}, "reload did not apply log_level and report log_format as needing a restart")
+
+	write("log_level = \"loud\"\n")
+	a.signal(syscall.SIGHUP)
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(readFile(t, a.log), `log_level: must be one of debug, info, warn, error, got \"loud\"`)
+	}, "bad reload not reported")
+	if !a.ready() {
+		t.Fatal("agent not ready after a rejected reload")
+	}
+}

@@ -1,0 +1,17 @@
+// Package relay is the master's metric relay: it receives Prometheus
+// remote-write 1.0 on POST /api/v1/write, makes each request durable in a
+// disk queue (package queue) before answering 204, and forwards the data,
+// with external labels merged in, to every configured upstream (the
+// manager), retrying until the upstream accepts it.
+//
+// Lifecycle: New validates the config and opens the queue; Run (called
+// exactly once) runs the queue's committer and one forwarder per upstream
+// and shard, and returns after all of them exited and the queue files are
+// closed; ServeHTTP answers 503 outside Run.
+//
+// It owns the queue directory and the connections to upstreams. It must
+// never answer 429 (Prometheus would drop the batch), never answer 204
+// before the data is fsync'd, never block ingest on a slow upstream (a full
+// queue drops its oldest data instead), and never register metrics on the
+// global registry.
+package relay

@@ -1,0 +1,57 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the relay's own metrics, registered on the injected registerer.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	received  prometheus.Counter
+	forwarded *prometheus.CounterVec
+	dropped   *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	responses *prometheus.CounterVec
+	retries   *prometheus.CounterVec
+	corrupt   prometheus.Counter
+}
+
+// Drop reasons.
+const (
+	reasonQueueFull = "queue_full"
+	reasonRejected  = "upstream_rejected"
+)
+
+func newMetrics() *metrics {
+	return &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_write_requests_total", Help: "Remote-write requests received, by response code.",
+		}, []string{"code"}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_samples_received_total", Help: "Samples and histograms made durable in the queue.",
+		}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_samples_forwarded_total", Help: "Samples and histograms an upstream accepted.",
+		}, []string{"upstream"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_samples_dropped_total", Help: "Samples and histograms never delivered to an upstream, by reason (queue_full, upstream_rejected).",
+		}, []string{"upstream", "reason"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "relay_upstream_request_duration_seconds", Help: "Duration of requests to an upstream.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}, []string{"upstream"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_upstream_requests_total", Help: "Requests to an upstream by status code (\"error\" for no response).",
+		}, []string{"upstream", "code"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_upstream_retries_total", Help: "Requests to an upstream that will be retried.",
+		}, []string{"upstream"}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "relay_queue_corrupt_records_total", Help: "Corrupt or truncated queue records skipped (counted by each cursor that skips one).",
+		}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.received, m.forwarded, m.dropped, m.duration, m.responses, m.retries, m.corrupt}
+}

@@ -1,0 +1,421 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/agentproj/agent/master/relay/remotewrite"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeManager stands in for the manager's remote-write endpoint: it decodes
+// every request and answers with what respond returns (204 when nil).
+type fakeManager struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []*http.Request
+	series   []remotewrite.TimeSeries
+	respond  func(n int, req *remotewrite.WriteRequest) (int, http.Header)
+}
+
+func newFakeManager(t *testing.T) *fakeManager {
+	f := &fakeManager{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		dec, err := remotewrite.Decode(nil, body, 64<<20)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		wr, err := remotewrite.Unmarshal(dec)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		f.mu.Lock()
+		n := len(f.requests)
+		f.requests = append(f.requests, r)
+		respond := f.respond
+		f.mu.Unlock()
+		code := http.StatusNoContent
+		if respond != nil {
+			var h http.Header
+			code, h = respond(n, wr)
+			for k, v := range h {
+				w.Header()[k] = v
+			}
+		}
+		if code/100 == 2 {
+			f.mu.Lock()
+			f.series = append(f.series, wr.Timeseries...)
+			f.mu.Unlock()
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeManager) received() []remotewrite.TimeSeries {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]remotewrite.TimeSeries(nil), f.series...)
+}
+
+func (f *fakeManager) requestCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.requests)
+}
+
+func testConfig(dir string, upstream ...string) stackconfig.Relay {
+	cfg := stackconfig.DefaultRelay
+	cfg.Upstream = upstream
+	cfg.QueueDir = dir
+	cfg.ExternalLabels = map[string]string{"cluster": "test"}
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 20*time.Millisecond
+	cfg.FlushDeadline = 0
+	cfg.Concurrency = 2
+	cfg.QueueMaxBytes = 64 << 20
+	cfg.MaxRequestBytes = 1 << 20
+	return cfg
+}
+
+// running starts a relay and stops it when the test ends; stop stops it
+// earlier.
+func running(t *testing.T, cfg stackconfig.Relay) (r *Relay, stop func()) {
+	t.Helper()
+	r, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	waitFor(t, "relay running", r.running.Load)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return r, stop
+}
+
+// waitFor polls cond until it holds or 10 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func request(series ...string) []byte {
+	var wr remotewrite.WriteRequest
+	for i, name := range series {
+		wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{
+			Labels:  []remotewrite.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "node"}},
+			Samples: []remotewrite.Sample{{Value: float64(i), Timestamp: int64(1000 + i)}},
+		})
+	}
+	return remotewrite.Encode(nil, wr.Append(nil))
+}
+
+func post(h http.Handler, body []byte, header map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body))
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func names(series []remotewrite.TimeSeries) map[string]int {
+	out := map[string]int{}
+	for _, s := range series {
+		out[s.Labels[0].Value]++
+	}
+	return out
+}
+
+func TestHandlerStatusCodes(t *testing.T) {
+	up := newFakeManager(t)
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.MaxRequestBytes = 4096
+	r, stop := running(t, cfg)
+
+	bigLabel := strings.Repeat("a", 8000) // compresses far below 4096 bytes
+	big := remotewrite.Encode(nil, (&remotewrite.WriteRequest{Timeseries: []remotewrite.TimeSeries{{
+		Labels: []remotewrite.Label{{Name: "__name__", Value: bigLabel}}}}}).Append(nil))
+	metadataOnly := remotewrite.Encode(nil, (&remotewrite.WriteRequest{Metadata: []remotewrite.Metadata{{Type: 1, Family: "up", Help: "h"}}}).Append(nil))
+	badName := remotewrite.Encode(nil, (&remotewrite.WriteRequest{Timeseries: []remotewrite.TimeSeries{{
+		Labels: []remotewrite.Label{{Name: "bad-name", Value: "x"}}}}}).Append(nil))
+
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		header map[string]string
+		method string
+		code   int
+		msg    string
+	}{
+		{name: "valid", body: request("up"), code: 204},
+		{name: "metadata only", body: metadataOnly, code: 204},
+		{name: "empty", body: remotewrite.Encode(nil, nil), code: 204},
+		{name: "bad snappy", body: []byte("\x10not snappy"), code: 400, msg: "bad snappy"},
+		{name: "bad protobuf", body: remotewrite.Encode(nil, []byte{0x0a, 0xff, 0x01}), code: 400, msg: "bad protobuf"},
+		{name: "invalid label name", body: badName, code: 400, msg: `invalid label name "bad-name"`},
+		{name: "body over limit", body: bytes.Repeat([]byte{1}, 8192), code: 413, msg: "max_request_bytes"},
+		{name: "decoded over limit", body: big, code: 413, msg: "decoded size"},
+		{name: "remote-write 2.0", body: request("up"), header: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, code: 415, msg: "remote-write 2.0"},
+		{name: "json", body: request("up"), header: map[string]string{"Content-Type": "application/json"}, code: 415, msg: "content type"},
+		{name: "no snappy", body: request("up"), header: map[string]string{"Content-Encoding": ""}, code: 415, msg: "content encoding"},
+		{name: "GET", method: http.MethodGet, code: 405},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec *httptest.ResponseRecorder
+			if tc.method != "" {
+				rec = httptest.NewRecorder()
+				r.ServeHTTP(rec, httptest.NewRequest(tc.method, "/api/v1/write", nil))
+			} else {
+				rec = post(r, tc.body, tc.header)
+			}
+			if rec.Code != tc.code {
+				t.Fatalf("status %d (%s), want %d", rec.Code, rec.Body, tc.code)
+			}
+			if tc.code == 204 {
+				return
+			}
+			var e struct{ Error string }
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !strings.Contains(e.Error, tc.msg) {
+				t.Fatalf("body %q (err %v), want JSON error containing %q", rec.Body, err, tc.msg)
+			}
+		})
+	}
+	stop()
+	if rec := post(r, request("up"), nil); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("after stop: status %d, want 503", rec.Code)
+	}
+	if n := testutil.ToFloat64(r.m.requests.WithLabelValues("429")); n != 0 {
+		t.Fatal("answered 429")
+	}
+}
+
+func TestForwardsWithExternalLabelsAndHeaders(t *testing.T) {
+	up := newFakeManager(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(filepath.Join(dir, "q"), up.URL)
+	cfg.BearerTokenFile = tokenFile
+	cfg.Headers = map[string]string{"X-Tenant": "t1"}
+	r, _ := running(t, cfg)
+
+	for i := range 20 {
+		if rec := post(r, request("a", "b", "c", string(rune('d'+i))), nil); rec.Code != 204 {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	waitFor(t, "80 series upstream", func() bool { return len(up.received()) == 80 })
+	for _, s := range up.received() {
+		want := []remotewrite.Label{s.Labels[0], {Name: "cluster", Value: "test"}, {Name: "job", Value: "node"}}
+		if len(s.Labels) != 3 || s.Labels[1] != want[1] || s.Labels[2] != want[2] {
+			t.Fatalf("labels %v, want %v", s.Labels, want)
+		}
+	}
+	if got := names(up.received()); got["a"] != 20 || got["d"] != 1 {
+		t.Fatalf("series counts %v", got)
+	}
+	req := up.requests[0]
+	for k, v := range map[string]string{
+		"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+		"X-Prometheus-Remote-Write-Version": "0.1.0", "Authorization": "Bearer s3cret", "X-Tenant": "t1",
+	} {
+		if got := req.Header.Get(k); got != v {
+			t.Errorf("upstream header %s = %q, want %q", k, got, v)
+		}
+	}
+	if ua := req.Header.Get("User-Agent"); !strings.HasPrefix(ua, "agent-relay/") {
+		t.Errorf("User-Agent %q", ua)
+	}
+	waitFor(t, "stats to settle", func() bool {
+		st := r.Stats().Upstreams[0]
+		return st.SamplesForwarded == 80 && st.QueueEntries == 0 && st.State == "ok"
+	})
+	if n := testutil.ToFloat64(r.m.received); n != 80 {
+		t.Fatalf("received metric %v, want 80", n)
+	}
+}
+
+func TestRetriesUntilUpstreamRecovers(t *testing.T) {
+	up := newFakeManager(t)
+	up.respond = func(n int, _ *remotewrite.WriteRequest) (int, http.Header) {
+		if n < 6 {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 1
+	r, _ := running(t, cfg)
+	if rec := post(r, request("x", "y"), nil); rec.Code != 204 {
+		t.Fatalf("status %d", rec.Code)
+	}
+	waitFor(t, "delivery after failures", func() bool { return len(up.received()) == 2 })
+	if n := testutil.ToFloat64(r.m.retries.WithLabelValues(up.URL)); n != 6 {
+		t.Fatalf("retries %v, want 6", n)
+	}
+	if n := testutil.ToFloat64(r.m.responses.WithLabelValues(up.URL, "503")); n != 6 {
+		t.Fatalf("503 responses %v, want 6", n)
+	}
+	st := r.Stats().Upstreams[0]
+	if st.State != "ok" || !strings.Contains(st.LastError, "503") {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestStatsShowFailingUpstream(t *testing.T) {
+	up := newFakeManager(t)
+	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) { return http.StatusBadGateway, nil }
+	r, _ := running(t, testConfig(t.TempDir(), up.URL))
+	post(r, request("x"), nil)
+	waitFor(t, "state failing", func() bool { return r.Stats().Upstreams[0].State == "failing" })
+	st := r.Stats().Upstreams[0]
+	if st.QueueEntries != 1 || st.QueueSamples != 1 || st.QueueBytes == 0 || st.OldestEntryAgeSeconds < 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestHonoursRetryAfter(t *testing.T) {
+	up := newFakeManager(t)
+	var times []time.Time
+	up.respond = func(n int, _ *remotewrite.WriteRequest) (int, http.Header) {
+		times = append(times, time.Now())
+		if n == 0 {
+			return http.StatusTooManyRequests, http.Header{"Retry-After": {"1"}}
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 1
+	r, _ := running(t, cfg)
+	post(r, request("x"), nil)
+	waitFor(t, "delivery after 429", func() bool { return len(up.received()) == 1 })
+	up.mu.Lock()
+	gap := times[1].Sub(times[0])
+	up.mu.Unlock()
+	if gap < 900*time.Millisecond {
+		t.Fatalf("retried %v after a 429 with Retry-After: 1 (max_backoff is 20ms)", gap)
+	}
+}
+
+func TestDropsBatchUpstreamRejects(t *testing.T) {
+	up := newFakeManager(t)
+	up.respond = func(_ int, wr *remotewrite.WriteRequest) (int, http.Header) {
+		for _, s := range wr.Timeseries {
+			if s.Labels[0].Value == "poison" {
+				return http.StatusBadRequest, nil
+			}
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 1
+	r, _ := running(t, cfg)
+	post(r, request("poison", "poison"), nil)
+	waitFor(t, "poison sent", func() bool { return up.requestCount() == 1 })
+	post(r, request("good"), nil)
+	waitFor(t, "good delivered", func() bool { return len(up.received()) == 1 })
+	if n := up.requestCount(); n != 2 {
+		t.Fatalf("%d upstream requests, want 2 (a rejected batch is not retried)", n)
+	}
+	if n := testutil.ToFloat64(r.m.dropped.WithLabelValues(up.URL, reasonRejected)); n != 2 {
+		t.Fatalf("dropped %v, want 2", n)
+	}
+	if st := r.Stats().Upstreams[0]; st.SamplesDropped != 2 || st.SamplesForwarded != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
+	up := newFakeManager(t)
+	down := true
+	var mu sync.Mutex
+	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	other := newFakeManager(t) // a second upstream that is up: fan-out
+	cfg := testConfig(t.TempDir(), up.URL, other.URL)
+	r, stop := running(t, cfg)
+	for range 10 {
+		if rec := post(r, request("a", "b", "c"), nil); rec.Code != 204 {
+			t.Fatalf("status %d", rec.Code)
+		}
+	}
+	waitFor(t, "healthy upstream gets everything", func() bool { return len(other.received()) == 30 })
+	stop()
+
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	r, _ = running(t, cfg)
+	waitFor(t, "redelivery after restart", func() bool { return len(up.received()) >= 30 })
+	if got := names(up.received()); got["a"] != 10 || got["c"] != 10 {
+		t.Fatalf("after restart upstream got %v", got)
+	}
+	if n := len(other.received()); n != 30 {
+		t.Fatalf("healthy upstream got %d series after restart, want 30 (no resend of acknowledged data)", n)
+	}
+	waitFor(t, "queue drained", func() bool { return r.Stats().Upstreams[0].QueueEntries == 0 })
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err != ErrNoUpstream {
+		t.Fatalf("no upstream: err %v", err)
+	}
+	cfg = testConfig(t.TempDir(), "ftp://x")
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), `relay.upstream[0]`) {
+		t.Fatalf("bad upstream: err %v", err)
+	}
+}
