@@ -12,26 +12,25 @@ type backoff struct {
 	cur      time.Duration
 }
 
-// next returns the delay the following wait will use.
+// next returns the delay to wait now, with ±20% jitter, and doubles the
+// following one up to max.
 func (b *backoff) next() time.Duration {
 	if b.cur == 0 {
 		b.cur = b.min
 	}
-	return b.cur
+	d := b.cur + time.Duration((rand.Float64()*0.4-0.2)*float64(b.cur))
+	b.cur = min(2*b.cur, b.max)
+	return d
 }
 
-// wait sleeps the current delay (with ±20% jitter) or until ctx ends, then
-// doubles the delay up to max.
-func (b *backoff) wait(ctx context.Context) {
-	d := b.next()
-	d += time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	b.cur = min(2*b.cur, b.max)
 }
-
-func (b *backoff) reset() { b.cur = 0 }

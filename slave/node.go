@@ -85,8 +85,9 @@ func (n *Node) Run(ctx context.Context) error {
 		sess, err := n.newSession(ctx)
 		if err != nil {
 			n.m.etcdErrors.WithLabelValues("grant").Inc()
-			n.log.Warn("cannot start etcd session, retrying", "err", err, "retry_in", bo.next())
-			bo.wait(ctx)
+			d := bo.next()
+			n.log.Warn("cannot start etcd session, retrying", "err", err, "retry_in", d)
+			sleep(ctx, d)
 			continue
 		}
 		if prevLease != 0 {
@@ -103,8 +104,9 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("register").Inc()
-				n.log.Warn("cannot register member, retrying", "err", err, "retry_in", bo.next())
-				bo.wait(ctx)
+				d := bo.next()
+				n.log.Warn("cannot register member, retrying", "err", err, "retry_in", d)
+				sleep(ctx, d)
 			}
 			continue
 		}
@@ -257,7 +259,7 @@ func (n *Node) campaignLoop(ctx context.Context, s *concurrency.Session) {
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("campaign").Inc()
 				n.log.Warn("campaign failed, retrying", "err", err)
-				bo.wait(ctx)
+				sleep(ctx, bo.next())
 			}
 			continue
 		}
@@ -267,7 +269,7 @@ func (n *Node) campaignLoop(ctx context.Context, s *concurrency.Session) {
 		}
 		n.m.electionsLost.Inc()
 		n.log.Warn("stepped down as master", "err", err)
-		bo.wait(ctx)
+		sleep(ctx, bo.next())
 	}
 }
 

@@ -37,7 +37,14 @@ type Config struct {
 	// Labels are attached to this agent's member record.
 	Labels map[string]string `mapstructure:"labels"`
 
+	// SDDir is where the master writes Prometheus file_sd files; default
+	// <data_dir>/sd.
+	SDDir string `mapstructure:"sd_dir"`
+
 	Etcd Etcd `mapstructure:"etcd"`
+
+	// Exporters are the scrape targets of this host, published in etcd.
+	Exporters []Exporter `mapstructure:"exporters"`
 }
 
 // Etcd says how to reach etcd, or how to run the embedded one.
@@ -76,6 +83,14 @@ var DefaultConfig = Config{
 		EmbeddedListen: "http://127.0.0.1:2379",
 		DialTimeout:    5 * time.Second,
 	},
+}
+
+// SDPath is the file_sd directory: SDDir or <data_dir>/sd.
+func (c *Config) SDPath() string {
+	if c.SDDir != "" {
+		return c.SDDir
+	}
+	return filepath.Join(c.DataDir, "sd")
 }
 
 // Embedded reports whether the agent runs its own etcd.
@@ -155,7 +170,11 @@ func (c *Config) Validate() error {
 			bad("labels: label name must match %s, got %q", labelName, k)
 		}
 	}
+	if c.SDDir != "" && !filepath.IsAbs(c.SDDir) {
+		bad("sd_dir: must be an absolute path, got %q", c.SDDir)
+	}
 	errs = append(errs, c.Etcd.validate()...)
+	errs = append(errs, ValidateExporters(c.Exporters)...)
 	return errors.Join(errs...)
 }
 

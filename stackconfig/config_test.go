@@ -150,3 +150,21 @@ func TestDeployExampleConfig(t *testing.T) {
 		t.Fatalf("deploy/agent.toml: %+v", cfg)
 	}
 }
+
+func TestExportersConfig(t *testing.T) {
+	cfg, err := Load("../testdata/config/exporters.good.toml", joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Exporter{
+		{Job: "node", Address: "127.0.0.1:9100"},
+		{Job: "app", Addresses: []string{"127.0.0.1:8080", "127.0.0.1:8081"}, MetricsPath: "/internal/metrics", Scheme: "https",
+			Labels: map[string]string{"rack": "r1", "team": "a b"}},
+	}
+	if !reflect.DeepEqual(cfg.Exporters, want) {
+		t.Fatalf("exporters:\n got %+v\nwant %+v", cfg.Exporters, want)
+	}
+	if got := cfg.SDPath(); got != "/var/lib/agent/sd" {
+		t.Fatalf("SDPath = %q", got)
+	}
+}

@@ -37,6 +37,7 @@ var JoinOptions = []Option{
 	{"advertise", "advertise", "API address other agents use to reach this one (default: derived from --listen)"},
 	{"data_dir", "data-dir", "directory for the embedded etcd, the relay queue and rendered files"},
 	{"ttl", "ttl", "etcd session lease TTL; a dead agent is noticed after about this long"},
+	{"sd_dir", "sd-dir", "directory for the master's Prometheus file_sd files (default: <data-dir>/sd)"},
 	{"etcd.embedded_listen", "embedded-etcd-listen", "client URL of the embedded etcd"},
 	{"etcd.embedded_peer_listen", "embedded-etcd-peer-listen", "peer URL of the embedded etcd (default: client port + 1)"},
 	{"etcd.prefix", "etcd-prefix", "root of every etcd key the agent writes"},

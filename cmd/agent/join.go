@@ -18,6 +18,8 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/master"
+	"github.com/agentproj/agent/master/filesd"
+	"github.com/agentproj/agent/master/targetsync"
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -91,14 +93,27 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
-	duties := master.Duties{}
+	registry := etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}
+	publisher := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
+	publisher.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, cfg.Exporters))
+	sdWriter, err := filesd.NewWriter(cfg.SDPath())
+	if err != nil {
+		return err
+	}
+	duties := master.Duties{
+		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg)},
+	}
 	node := slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
-	}, cli, duties, nil, log.With("component", "node"), reg)
-	api, err := slave.NewAPI(cfg.Listen, node, etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}, reg, log.With("component", "api"))
+	}, cli, duties, []slave.SessionWorker{publisher}, log.With("component", "node"), reg)
+	api, err := slave.NewAPI(cfg.Listen, node, registry, reg, log.With("component", "api"))
 	if err != nil {
 		return err
+	}
+	api.HandleTargets(registry)
+	onReload := func(next *stackconfig.Config) {
+		publisher.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, next.Exporters))
 	}
 	log.Info("agent starting", "version", version, "api", api.Addr(), "cluster", cfg.Cluster, "etcd", strings.Join(endpoints, ","))
 
@@ -110,7 +125,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	})
 	g.Go(func() error { notifyReady(gctx, node); return nil })
-	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, level, log) })
+	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, onReload, level, log) })
 	if embedded != nil {
 		g.Go(func() error {
 			select {
@@ -155,9 +170,9 @@ func notifyReady(ctx context.Context, node *slave.Node) {
 
 // reloadable are the keys a running agent applies on SIGHUP; every other
 // changed key is reported as needing a restart.
-var reloadable = map[string]bool{"log_level": true}
+var reloadable = map[string]bool{"log_level": true, "exporters": true}
 
-func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*stackconfig.Config, error), level *slog.LevelVar, log *slog.Logger) error {
+func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*stackconfig.Config, error), apply func(*stackconfig.Config), level *slog.LevelVar, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -180,9 +195,10 @@ func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*s
 				restart = append(restart, key)
 			}
 		}
-		log.Info("reloaded", "log_level", next.LogLevel) // before a stricter level hides it
+		log.Info("reloaded", "log_level", next.LogLevel, "exporters", len(next.Exporters)) // before a stricter level hides it
 		setLevel(level, next.LogLevel)
-		cur.LogLevel = next.LogLevel
+		apply(next)
+		cur.LogLevel, cur.Exporters = next.LogLevel, next.Exporters
 		if len(restart) > 0 {
 			log.Warn("reload: these changes take effect only after a restart", "keys", strings.Join(restart, ","))
 		}

@@ -1,0 +1,155 @@
+package etcd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"unicode/utf8"
+
+	"github.com/prometheus/common/model"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TargetGroup is the value of a targets/<node>/<job>/<id> key: one
+// Prometheus file_sd group.
+type TargetGroup struct {
+	Targets []string       `json:"targets"`
+	Labels  model.LabelSet `json:"labels"`
+}
+
+// Target is a published target group with the coordinates of its key.
+type Target struct {
+	Node string `json:"node"`
+	Job  string `json:"job"`
+	ID   string `json:"id"`
+	TargetGroup
+}
+
+// Key is the target's etcd key relative to Keys.Targets().
+func (t Target) Key() string { return t.Node + "/" + t.Job + "/" + t.ID }
+
+// Group is the target group as Prometheus gets it: targets sorted, and the
+// job label from the key (a target's own job label wins over job_name in
+// Prometheus, so one scrape config serves every job).
+func (t Target) Group() TargetGroup {
+	ls := make(model.LabelSet, len(t.Labels)+1)
+	for k, v := range t.Labels {
+		ls[k] = v
+	}
+	ls[model.JobLabel] = model.LabelValue(t.Job)
+	targets := slices.Clone(t.Targets)
+	slices.Sort(targets)
+	return TargetGroup{Targets: targets, Labels: ls}
+}
+
+// RenderGroups is the file_sd / http_sd JSON of ts, in the order given:
+// identical input gives identical bytes, and no targets give "[]".
+func RenderGroups(ts []Target) []byte {
+	groups := make([]TargetGroup, 0, len(ts))
+	for _, t := range ts {
+		groups = append(groups, t.Group())
+	}
+	b, err := json.MarshalIndent(groups, "", "  ")
+	if err != nil {
+		panic(err) // strings and maps of strings always marshal
+	}
+	return append(b, '\n')
+}
+
+// ParseTargetKV checks one etcd key/value of the targets prefix. It rejects,
+// with a reason, what Prometheus could not use: a malformed key, JSON that
+// does not parse, no targets, a target that is not host:port, label names
+// outside the legacy charset, values that are not UTF-8.
+func (k Keys) ParseTargetKV(key, value []byte) (Target, error) {
+	node, job, id, ok := k.ParseTarget(string(key))
+	if !ok {
+		return Target{}, errors.New("key is not targets/<node>/<job>/<id>")
+	}
+	t := Target{Node: node, Job: job, ID: id}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t.TargetGroup); err != nil {
+		return Target{}, fmt.Errorf("value: %w", err)
+	}
+	if len(t.Targets) == 0 {
+		return Target{}, errors.New("value: no targets")
+	}
+	for _, addr := range t.Targets {
+		if h, p, err := net.SplitHostPort(addr); err != nil || h == "" || p == "" {
+			return Target{}, fmt.Errorf("target %q is not host:port", addr)
+		}
+	}
+	for name, v := range t.Labels {
+		if !legacyLabelName(string(name)) {
+			return Target{}, fmt.Errorf("label name %q is not [a-zA-Z_][a-zA-Z0-9_]*", name)
+		}
+		if !utf8.ValidString(string(v)) {
+			return Target{}, fmt.Errorf("label %s: value is not UTF-8", name)
+		}
+	}
+	return t, nil
+}
+
+func legacyLabelName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// BadTarget is a target key whose value was skipped, with the reason.
+type BadTarget struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// TargetSet is every target group of the cluster at one etcd revision.
+type TargetSet struct {
+	Targets  []Target    `json:"targets"`
+	Skipped  []BadTarget `json:"skipped,omitempty"`
+	Revision int64       `json:"revision"`
+}
+
+// Targets reads every published target group, sorted by job, node, id.
+// Values that do not parse are skipped and listed, never fatal.
+func (r Registry) Targets(ctx context.Context) (TargetSet, error) {
+	resp, err := r.KV.Get(ctx, r.Keys.Targets(), clientv3.WithPrefix())
+	if err != nil {
+		return TargetSet{}, fmt.Errorf("read targets: %w", err)
+	}
+	set := TargetSet{Targets: []Target{}, Revision: resp.Header.Revision}
+	for _, kv := range resp.Kvs {
+		t, err := r.Keys.ParseTargetKV(kv.Key, kv.Value)
+		if err != nil {
+			set.Skipped = append(set.Skipped, BadTarget{Key: string(kv.Key), Reason: err.Error()})
+			continue
+		}
+		set.Targets = append(set.Targets, t)
+	}
+	SortTargets(set.Targets)
+	return set, nil
+}
+
+// SortTargets orders targets by job, node and id.
+func SortTargets(ts []Target) {
+	sort.Slice(ts, func(i, j int) bool {
+		a, b := ts[i], ts[j]
+		if a.Job != b.Job {
+			return a.Job < b.Job
+		}
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		return a.ID < b.ID
+	})
+}
