@@ -80,3 +80,57 @@ func TestAPI(t *testing.T) {
 	px.Restore()
 	etcdtest.Eventually(t, 10*time.Second, func() bool { code, _ := get(t, base+"/-/ready"); return code == 200 }, "not ready again after etcd came back")
 }
+
+func TestHTTPSDAndTargetsAPI(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	reg := etcd.Registry{KV: cli, Keys: testKeys, Cluster: "test"}
+	n := startNodeWith(t, cli, "n1", nil)
+	api, err := NewAPI("127.0.0.1:0", n.Node, reg, n.reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.HandleTargets(reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	base := "http://" + api.Addr()
+
+	// Empty: always a list, never null.
+	if code, body := get(t, base+"/sd/http"); code != 200 || body != "[]\n" {
+		t.Fatalf("empty /sd/http = %d %q", code, body)
+	}
+	for key, value := range map[string]string{
+		testKeys.Target("n1", "node", "0"): `{"targets":["127.0.0.1:9100"],"labels":{"node":"n1"}}`,
+		testKeys.Target("n2", "node", "0"): `{"targets":["127.0.0.2:9100"],"labels":{"node":"n2"}}`,
+		testKeys.Target("n1", "app", "0"):  `{"targets":["127.0.0.1:8080"],"labels":{"node":"n1"}}`,
+		testKeys.Target("n3", "node", "0"): `not json`,
+		testKeys.Target("n3", "node", "1"): `{"targets":["no-port"]}`,
+		testKeys.Targets() + "too/short":   `{"targets":["127.0.0.9:1"]}`,
+	} {
+		if _, err := cli.Put(context.Background(), key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get(base + "/sd/http?job=node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []etcd.TargetGroup
+	if err := json.NewDecoder(resp.Body).Decode(&groups); err != nil || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("/sd/http?job=node: %v, content type %q", err, resp.Header.Get("Content-Type"))
+	}
+	resp.Body.Close()
+	if len(groups) != 2 || groups[0].Targets[0] != "127.0.0.1:9100" || groups[1].Labels["job"] != "node" {
+		t.Fatalf("/sd/http?job=node = %+v", groups)
+	}
+	code, body := get(t, base+"/api/v1/targets")
+	var set etcd.TargetSet
+	if err := json.Unmarshal([]byte(body), &set); code != 200 || err != nil {
+		t.Fatalf("/api/v1/targets = %d %s", code, body)
+	}
+	if len(set.Targets) != 3 || set.Targets[0].Job != "app" || len(set.Skipped) != 3 {
+		t.Fatalf("/api/v1/targets: %d targets (first job %q), %d skipped: %s", len(set.Targets), set.Targets[0].Job, len(set.Skipped), body)
+	}
+}

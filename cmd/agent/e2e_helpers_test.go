@@ -23,19 +23,9 @@ import (
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 )
 
-// requireBinary returns the path of a program the test needs. When it is
-// missing the test fails under CI=true and is skipped elsewhere.
 func requireBinary(t testing.TB, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is missing (CI=true): apt-get install %s", name, pkg)
-	}
-	t.Skipf("%s is missing: apt-get install %s to run this test", name, pkg)
-	return ""
+	return etcdtest.RequireBinary(t, name, pkg)
 }
 
 var (
@@ -119,33 +109,10 @@ func (p *proc) wait(timeout time.Duration) (int, error) {
 	}
 }
 
-// startEtcd runs the Debian etcd on loopback and returns its client URL.
-func startEtcd(t testing.TB) string {
-	t.Helper()
-	bin := requireBinary(t, "etcd", "etcd-server")
-	client, peer := "http://"+etcdtest.FreeAddr(t), "http://"+etcdtest.FreeAddr(t)
-	startProc(t, "etcd", bin, "--name", "e1", "--data-dir", t.TempDir(),
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "e1="+peer, "--initial-cluster-state", "new")
-	cli := etcdClient(t, client)
-	etcdtest.Eventually(t, 15*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		defer cancel()
-		_, err := cli.Get(ctx, "health")
-		return err == nil
-	}, "etcd at %s not healthy", client)
-	return client
-}
+func startEtcd(t testing.TB) string { return etcdtest.StartProcess(t) }
 
 func etcdClient(t testing.TB, endpoint string) *clientv3.Client {
-	t.Helper()
-	cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
+	return etcdtest.NewClient(t, endpoint)
 }
 
 // agentProc is one agent process of a test cluster.
@@ -201,4 +168,57 @@ func readFile(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// startNodeExporter runs the Debian node_exporter on a free loopback port.
+func startNodeExporter(t testing.TB) string {
+	t.Helper()
+	bin := requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	addr := etcdtest.FreeAddr(t)
+	startProc(t, "node-exporter-"+addr, bin, "--web.listen-address="+addr, "--no-collector.systemd")
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return httpCode("http://"+addr+"/metrics") == 200 }, "node_exporter at %s not up", addr)
+	return addr
+}
+
+// startPrometheus runs the Debian Prometheus with config on a free loopback
+// port and returns its base URL.
+func startPrometheus(t testing.TB, name, config string, extra ...string) string {
+	t.Helper()
+	bin := requireBinary(t, "prometheus", "prometheus")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := etcdtest.FreeAddr(t)
+	args := append([]string{"--config.file=" + cfg, "--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + addr, "--web.enable-lifecycle"}, extra...)
+	startProc(t, name, bin, args...)
+	url := "http://" + addr
+	etcdtest.Eventually(t, 15*time.Second, func() bool { return httpCode(url+"/-/ready") == 200 }, "%s not ready", name)
+	return url
+}
+
+// promTarget is one active target in Prometheus' /api/v1/targets.
+type promTarget struct {
+	Labels map[string]string `json:"labels"`
+	Health string            `json:"health"`
+}
+
+func activeTargets(t testing.TB, promURL string) []promTarget {
+	t.Helper()
+	resp, err := http.Get(promURL + "/api/v1/targets?state=active")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			ActiveTargets []promTarget `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil
+	}
+	return body.Data.ActiveTargets
 }

@@ -50,15 +50,45 @@ func (t Target) Group() TargetGroup {
 // RenderGroups is the file_sd / http_sd JSON of ts, in the order given:
 // identical input gives identical bytes, and no targets give "[]".
 func RenderGroups(ts []Target) []byte {
-	groups := make([]TargetGroup, 0, len(ts))
+	frags := make([][]byte, 0, len(ts))
 	for _, t := range ts {
-		groups = append(groups, t.Group())
+		frags = append(frags, t.GroupJSON())
 	}
-	b, err := json.MarshalIndent(groups, "", "  ")
+	return JoinGroups(frags)
+}
+
+// GroupJSON is the target's group as one element of a RenderGroups array.
+// Callers that re-render often (the master) keep it per target, so a file
+// is a concatenation, not a fresh encoding.
+func (t Target) GroupJSON() []byte {
+	b, err := json.MarshalIndent(t.Group(), "  ", "  ")
 	if err != nil {
 		panic(err) // strings and maps of strings always marshal
 	}
-	return append(b, '\n')
+	return b
+}
+
+// JoinGroups joins GroupJSON fragments into the JSON array RenderGroups
+// returns.
+func JoinGroups(frags [][]byte) []byte {
+	if len(frags) == 0 {
+		return []byte("[]\n")
+	}
+	n := 4
+	for _, f := range frags {
+		n += len(f) + 4
+	}
+	out := make([]byte, 0, n)
+	out = append(out, "[\n"...)
+	for i, f := range frags {
+		out = append(out, "  "...)
+		out = append(out, f...)
+		if i < len(frags)-1 {
+			out = append(out, ',')
+		}
+		out = append(out, '\n')
+	}
+	return append(out, "]\n"...)
 }
 
 // ParseTargetKV checks one etcd key/value of the targets prefix. It rejects,

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,8 +93,12 @@ func (s *Sync) Run(ctx context.Context, lead etcd.Leader) error {
 	return nil
 }
 
-// state holds every valid target by key, grouped by job.
-type state map[string]map[string]etcd.Target // job -> key -> target
+// state holds the rendered group of every valid target by key, grouped by
+// job; a job file is the sorted concatenation of its fragments.
+type state map[string]map[string][]byte // job -> node+"\x00"+id -> GroupJSON
+
+// sortKey orders a job's groups as etcd.SortTargets does: node, then id.
+func sortKey(node, id string) string { return node + "\x00" + id }
 
 // load reads the whole prefix, rewrites every job file and removes files of
 // jobs that no longer exist.
@@ -189,9 +195,9 @@ func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
 	}
 	delete(s.bad, key)
 	if st[t.Job] == nil {
-		st[t.Job] = map[string]etcd.Target{}
+		st[t.Job] = map[string][]byte{}
 	}
-	st[t.Job][key] = t
+	st[t.Job][sortKey(t.Node, t.ID)] = t.GroupJSON()
 	s.m.targets.Inc()
 	return t.Job
 }
@@ -200,14 +206,14 @@ func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
 func (s *Sync) remove(st state, k []byte) string {
 	key := string(k)
 	delete(s.bad, key)
-	node, job, _, ok := s.keys.ParseTarget(key)
-	if !ok || node == "" {
+	node, job, id, ok := s.keys.ParseTarget(key)
+	if !ok {
 		return ""
 	}
-	if _, ok := st[job][key]; !ok {
+	if _, ok := st[job][sortKey(node, id)]; !ok {
 		return ""
 	}
-	delete(st[job], key)
+	delete(st[job], sortKey(node, id))
 	s.m.targets.Dec()
 	return job
 }
@@ -223,14 +229,15 @@ func (s *Sync) write(leaderRev int64, files map[string][]byte) error {
 	return err
 }
 
-// render turns one job's targets into file_sd JSON, ordered by node and id.
-func render(targets map[string]etcd.Target) []byte {
-	ts := make([]etcd.Target, 0, len(targets))
-	for _, t := range targets {
-		ts = append(ts, t)
+// render joins one job's groups into file_sd JSON, ordered by node, then
+// id: the order etcd.Registry.Targets gives http_sd.
+func render(groups map[string][]byte) []byte {
+	keys := slices.Sorted(maps.Keys(groups))
+	frags := make([][]byte, len(keys))
+	for i, k := range keys {
+		frags[i] = groups[k]
 	}
-	etcd.SortTargets(ts)
-	return etcd.RenderGroups(ts)
+	return etcd.JoinGroups(frags)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -74,7 +74,7 @@ type master struct {
 }
 
 // campaign wins a term for node (waiting for earlier terms to end).
-func campaign(t *testing.T, cli *clientv3.Client, node string) (*concurrency.Session, etcd.Leader) {
+func campaign(t testing.TB, cli *clientv3.Client, node string) (*concurrency.Session, etcd.Leader) {
 	t.Helper()
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
 	if err != nil {
@@ -91,18 +91,20 @@ func campaign(t *testing.T, cli *clientv3.Client, node string) (*concurrency.Ses
 func runMaster(t *testing.T, cli *clientv3.Client, dir, node string) *master {
 	t.Helper()
 	sess, lead := campaign(t, cli, node)
-	m := runSync(t, cli, dir, lead)
+	m := runSync(t, cli, dir, lead, nil)
 	m.sess = sess
 	return m
 }
 
-func runSync(t *testing.T, cli *clientv3.Client, dir string, lead etcd.Leader) *master {
+// runSync runs the duty for lead; onWrite, if not nil, sees every file write.
+func runSync(t testing.TB, cli *clientv3.Client, dir string, lead etcd.Leader, onWrite func(string, []byte)) *master {
 	t.Helper()
 	w, err := filesd.NewWriter(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := &master{sync: New(cli, keys, w, quiet(), prometheus.NewRegistry()), lead: lead, done: make(chan error, 1)}
+	m.sync.OnWrite = onWrite
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go func() { m.done <- m.sync.Run(ctx, lead) }()
@@ -226,7 +228,7 @@ func TestFailoverRebuildsIdenticalFiles(t *testing.T) {
 
 	// The old master, still running with its old term on b's directory, is
 	// refused and ends its term.
-	stale := runSync(t, cli, dirB, a.lead)
+	stale := runSync(t, cli, dirB, a.lead, nil)
 	etcdtest.Eventually(t, 5*time.Second, func() bool {
 		select {
 		case err := <-stale.done:

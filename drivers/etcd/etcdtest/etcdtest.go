@@ -70,11 +70,17 @@ func (s *Server) Client() *clientv3.Client {
 // Proxy's), closed when the test ends.
 func (s *Server) ClientVia(endpoint string) *clientv3.Client {
 	s.t.Helper()
+	return NewClient(s.t, endpoint)
+}
+
+// NewClient returns a client for endpoint, closed when the test ends.
+func NewClient(t testing.TB, endpoint string) *clientv3.Client {
+	t.Helper()
 	cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second})
 	if err != nil {
-		s.t.Fatalf("etcd client: %v", err)
+		t.Fatalf("etcd client: %v", err)
 	}
-	s.t.Cleanup(func() { cli.Close() })
+	t.Cleanup(func() { cli.Close() })
 	return cli
 }
 
