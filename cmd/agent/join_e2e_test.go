@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -61,12 +62,16 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	a := startAgent(t, endpoint, "n1", "2s", "--config", cfg)
 	etcdtest.Eventually(t, 10*time.Second, a.ready, "not ready")
 
-	write("log_level = \"warn\"\nlog_format = \"json\"\n")
+	write("log_level = \"warn\"\nlog_format = \"json\"\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n")
 	a.signal(syscall.SIGHUP)
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		log := readFile(t, a.log)
 		return strings.Contains(log, `msg=reloaded node=n1 log_level=warn`) && strings.Contains(log, `keys=log_format`)
 	}, "reload did not apply log_level and report log_format as needing a restart")
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		out, _ := exec.Command(agentBinary(t), "targets", "--api", "http://"+a.api, "-o", "json").Output()
+		return strings.Contains(string(out), `"127.0.0.1:9100"`)
+	}, "reloaded exporter not published")
 
 	write("log_level = \"loud\"\n")
 	a.signal(syscall.SIGHUP)
