@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // TargetReader reads the cluster's targets; etcd.Registry implements it.
@@ -41,8 +42,14 @@ func (a *API) HandleTargets(r TargetReader) {
 				}
 			}
 		}
+		// Registry.Targets validated every group, so rendering cannot fail.
+		b, err := stackconfig.RenderFileSD(etcd.Groups(ts))
+		if err != nil {
+			WriteError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(etcd.RenderGroups(ts))
+		_, _ = w.Write(b)
 	})
 	a.mux.HandleFunc("GET /api/v1/targets", func(w http.ResponseWriter, req *http.Request) {
 		if set, ok := read(w, req); ok {

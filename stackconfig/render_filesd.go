@@ -25,9 +25,9 @@ type TargetGroup struct {
 
 // RenderFileSD renders groups as Prometheus file_sd (and http_sd) JSON. The
 // bytes depend only on the set of groups: targets are sorted within a group
-// and groups by their labels, then their targets. No groups render as "[]".
-// A label name Prometheus would refuse (it would drop the whole file) or a
-// target that is not a printable string is an error.
+// and groups by GroupOrder. No groups render as "[]". A label name
+// Prometheus would refuse (it would drop the whole file) or a target that is
+// not a printable string is an error.
 func RenderFileSD(groups []TargetGroup) ([]byte, error) {
 	var c checker
 	out := make([]TargetGroup, 0, len(groups))
@@ -43,32 +43,72 @@ func RenderFileSD(groups []TargetGroup) ([]byte, error) {
 				c.bad(key+".labels", "label name must match %s and value be UTF-8, got %q=%q", labelName, name, value)
 			}
 		}
-		targets := slices.Clone(g.Targets)
-		if targets == nil {
-			targets = []string{}
-		}
-		slices.Sort(targets)
-		labels := g.Labels.Clone()
-		if labels == nil {
-			labels = model.LabelSet{}
-		}
-		out = append(out, TargetGroup{Targets: targets, Labels: labels})
+		out = append(out, g.Normalize())
 	}
 	if err := c.err("render file_sd"); err != nil {
 		return nil, err
 	}
-	slices.SortStableFunc(out, func(a, b TargetGroup) int {
-		if c := cmp.Compare(a.Labels.String(), b.Labels.String()); c != 0 {
-			return c
-		}
-		return slices.Compare(a.Targets, b.Targets)
-	})
+	slices.SortStableFunc(out, func(a, b TargetGroup) int { return cmp.Compare(GroupOrder(a), GroupOrder(b)) })
+	frags := make([][]byte, len(out))
+	for i, g := range out {
+		frags[i] = GroupJSON(g)
+	}
+	return JoinGroups(frags), nil
+}
+
+// Normalize returns a copy with sorted targets and non-nil slices and maps.
+func (g TargetGroup) Normalize() TargetGroup {
+	targets := slices.Clone(g.Targets)
+	if targets == nil {
+		targets = []string{}
+	}
+	slices.Sort(targets)
+	labels := g.Labels.Clone()
+	if labels == nil {
+		labels = model.LabelSet{}
+	}
+	return TargetGroup{Targets: targets, Labels: labels}
+}
+
+// GroupOrder is the key RenderFileSD sorts normalized groups by: the label
+// set, then the targets.
+func GroupOrder(g TargetGroup) string {
+	return g.Labels.String() + "\x00" + strings.Join(g.Targets, "\x00")
+}
+
+// GroupJSON is one normalized group as an element of the RenderFileSD
+// array. Callers that re-render often (the master's file_sd writer) keep it
+// per group, so that a file is a concatenation rather than a new encoding.
+func GroupJSON(g TargetGroup) []byte {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil { // Encode ends with a newline
-		return nil, fmt.Errorf("render file_sd: %w", err)
+	enc.SetIndent("  ", "  ")
+	if err := enc.Encode(g); err != nil {
+		panic(err) // strings and maps of strings always encode
 	}
-	return buf.Bytes(), nil
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// JoinGroups joins GroupJSON fragments, in the order given, into the JSON
+// array RenderFileSD returns.
+func JoinGroups(frags [][]byte) []byte {
+	if len(frags) == 0 {
+		return []byte("[]\n")
+	}
+	n := 4
+	for _, f := range frags {
+		n += len(f) + 4
+	}
+	out := make([]byte, 0, n)
+	out = append(out, "[\n"...)
+	for i, f := range frags {
+		out = append(out, "  "...)
+		out = append(out, f...)
+		if i < len(frags)-1 {
+			out = append(out, ',')
+		}
+		out = append(out, '\n')
+	}
+	return append(out, "]\n"...)
 }

@@ -7,20 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"sort"
 	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // TargetGroup is the value of a targets/<node>/<job>/<id> key: one
 // Prometheus file_sd group.
-type TargetGroup struct {
-	Targets []string       `json:"targets"`
-	Labels  model.LabelSet `json:"labels"`
-}
+type TargetGroup = stackconfig.TargetGroup
 
 // Target is a published target group with the coordinates of its key.
 type Target struct {
@@ -33,62 +31,22 @@ type Target struct {
 // Key is the target's etcd key relative to Keys.Targets().
 func (t Target) Key() string { return t.Node + "/" + t.Job + "/" + t.ID }
 
-// Group is the target group as Prometheus gets it: targets sorted, and the
+// Group is the target group as Prometheus gets it: normalized, with the
 // job label from the key (a target's own job label wins over job_name in
 // Prometheus, so one scrape config serves every job).
 func (t Target) Group() TargetGroup {
-	ls := make(model.LabelSet, len(t.Labels)+1)
-	for k, v := range t.Labels {
-		ls[k] = v
-	}
-	ls[model.JobLabel] = model.LabelValue(t.Job)
-	targets := slices.Clone(t.Targets)
-	slices.Sort(targets)
-	return TargetGroup{Targets: targets, Labels: ls}
+	g := t.TargetGroup.Normalize()
+	g.Labels[model.JobLabel] = model.LabelValue(t.Job)
+	return g
 }
 
-// RenderGroups is the file_sd / http_sd JSON of ts, in the order given:
-// identical input gives identical bytes, and no targets give "[]".
-func RenderGroups(ts []Target) []byte {
-	frags := make([][]byte, 0, len(ts))
+// Groups returns the Prometheus groups of ts.
+func Groups(ts []Target) []TargetGroup {
+	out := make([]TargetGroup, 0, len(ts))
 	for _, t := range ts {
-		frags = append(frags, t.GroupJSON())
+		out = append(out, t.Group())
 	}
-	return JoinGroups(frags)
-}
-
-// GroupJSON is the target's group as one element of a RenderGroups array.
-// Callers that re-render often (the master) keep it per target, so a file
-// is a concatenation, not a fresh encoding.
-func (t Target) GroupJSON() []byte {
-	b, err := json.MarshalIndent(t.Group(), "  ", "  ")
-	if err != nil {
-		panic(err) // strings and maps of strings always marshal
-	}
-	return b
-}
-
-// JoinGroups joins GroupJSON fragments into the JSON array RenderGroups
-// returns.
-func JoinGroups(frags [][]byte) []byte {
-	if len(frags) == 0 {
-		return []byte("[]\n")
-	}
-	n := 4
-	for _, f := range frags {
-		n += len(f) + 4
-	}
-	out := make([]byte, 0, n)
-	out = append(out, "[\n"...)
-	for i, f := range frags {
-		out = append(out, "  "...)
-		out = append(out, f...)
-		if i < len(frags)-1 {
-			out = append(out, ',')
-		}
-		out = append(out, '\n')
-	}
-	return append(out, "]\n"...)
+	return out
 }
 
 // ParseTargetKV checks one etcd key/value of the targets prefix. It rejects,

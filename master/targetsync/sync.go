@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/master/filesd"
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // Sync is the target-sync duty.
@@ -95,10 +97,12 @@ func (s *Sync) Run(ctx context.Context, lead etcd.Leader) error {
 
 // state holds the rendered group of every valid target by key, grouped by
 // job; a job file is the sorted concatenation of its fragments.
-type state map[string]map[string][]byte // job -> node+"\x00"+id -> GroupJSON
+type state map[string]map[string]entry // job -> etcd key -> group
 
-// sortKey orders a job's groups as etcd.SortTargets does: node, then id.
-func sortKey(node, id string) string { return node + "\x00" + id }
+type entry struct {
+	order string // stackconfig.GroupOrder: the order RenderFileSD uses
+	json  []byte // stackconfig.GroupJSON
+}
 
 // load reads the whole prefix, rewrites every job file and removes files of
 // jobs that no longer exist.
@@ -195,9 +199,10 @@ func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
 	}
 	delete(s.bad, key)
 	if st[t.Job] == nil {
-		st[t.Job] = map[string][]byte{}
+		st[t.Job] = map[string]entry{}
 	}
-	st[t.Job][sortKey(t.Node, t.ID)] = t.GroupJSON()
+	g := t.Group()
+	st[t.Job][key] = entry{order: stackconfig.GroupOrder(g), json: stackconfig.GroupJSON(g)}
 	s.m.targets.Inc()
 	return t.Job
 }
@@ -206,14 +211,14 @@ func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
 func (s *Sync) remove(st state, k []byte) string {
 	key := string(k)
 	delete(s.bad, key)
-	node, job, id, ok := s.keys.ParseTarget(key)
+	_, job, _, ok := s.keys.ParseTarget(key)
 	if !ok {
 		return ""
 	}
-	if _, ok := st[job][sortKey(node, id)]; !ok {
+	if _, ok := st[job][key]; !ok {
 		return ""
 	}
-	delete(st[job], sortKey(node, id))
+	delete(st[job], key)
 	s.m.targets.Dec()
 	return job
 }
@@ -229,15 +234,15 @@ func (s *Sync) write(leaderRev int64, files map[string][]byte) error {
 	return err
 }
 
-// render joins one job's groups into file_sd JSON, ordered by node, then
-// id: the order etcd.Registry.Targets gives http_sd.
-func render(groups map[string][]byte) []byte {
-	keys := slices.Sorted(maps.Keys(groups))
-	frags := make([][]byte, len(keys))
-	for i, k := range keys {
-		frags[i] = groups[k]
+// render joins one job's groups into file_sd JSON in RenderFileSD's order,
+// so file_sd and http_sd give the same bytes for the same targets.
+func render(groups map[string]entry) []byte {
+	es := slices.SortedFunc(maps.Values(groups), func(a, b entry) int { return strings.Compare(a.order, b.order) })
+	frags := make([][]byte, len(es))
+	for i, e := range es {
+		frags[i] = e.json
 	}
-	return etcd.JoinGroups(frags)
+	return stackconfig.JoinGroups(frags)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -168,6 +168,20 @@ func TestFileSDFollowsTargets(t *testing.T) {
 	})
 	node := waitFile(t, filepath.Join(dir, "node.json"), func(s string) bool { return bytes.Count([]byte(s), []byte(`"targets"`)) == 2 }, "want two groups")
 	golden(t, "node.json", node)
+	// http_sd renders the same targets to the same bytes.
+	set, err := etcd.Registry{KV: cli, Keys: keys}.Targets(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodeJob []etcd.Target
+	for _, tg := range set.Targets {
+		if tg.Job == "node" {
+			nodeJob = append(nodeJob, tg)
+		}
+	}
+	if b, err := stackconfig.RenderFileSD(etcd.Groups(nodeJob)); err != nil || string(b) != node {
+		t.Fatalf("http_sd rendering differs from node.json (%v):\n%s", err, b)
+	}
 	golden(t, "app.json", waitFile(t, filepath.Join(dir, "app.json"), func(s string) bool { return s != "" }, "want the app job"))
 
 	// A value that does not parse, and one with a bad label name: skipped,
