@@ -1,0 +1,392 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// SupervisorOptions configure a Supervisor. Owner is required; zero values
+// of the others take the defaults in DefaultSupervisorOptions.
+type SupervisorOptions struct {
+	// Owner names the Supervisor, a DNS label ("node-stack",
+	// "cluster-stack", "apps"). It is set as LabelOwner on every workload
+	// and is part of the selector, so two Supervisors on one host never
+	// take each other's workloads for orphans.
+	Owner string
+	// Selector holds further labels that mark this caller's workloads
+	// (LabelNode, LabelCluster). They are set on every spec too.
+	Selector map[string]string
+	// Interval is the time between two reconciles without a nudge.
+	Interval time.Duration
+	// BackoffMin and BackoffMax bound the wait between two restarts (or
+	// failed attempts) of one workload: the first restart is immediate,
+	// the n-th waits BackoffMin·2^(n-2), at most BackoffMax. A workload
+	// that has run for BackoffMax is forgiven its earlier restarts.
+	BackoffMin, BackoffMax time.Duration
+	// StopOnExit removes every workload of the Supervisor when Run's
+	// context ends (the master's cluster stack on stepping down). Without
+	// it they keep running (the node stack), for the next agent to adopt.
+	StopOnExit bool
+	// StopTimeout bounds the removal on exit; zero means the longest
+	// StopGrace of the desired specs plus 10s.
+	StopTimeout time.Duration
+	// Logger is already tagged with the component's name; nil discards.
+	Logger *slog.Logger
+	// Registerer takes the Supervisor's metrics, labelled owner=Owner;
+	// nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// DefaultSupervisorOptions hold the defaults of the zero fields.
+var DefaultSupervisorOptions = SupervisorOptions{
+	Interval:   5 * time.Second,
+	BackoffMin: time.Second,
+	BackoffMax: time.Minute,
+}
+
+// Supervisor keeps one caller's desired set of workloads running through a
+// Driver. Set stores the desired set and nudges Run; Run reconciles on every
+// nudge and every Interval:
+//  1. List the workloads that carry the selector (LabelManaged, LabelOwner,
+//     Selector) and remove those no longer desired: after an agent restart
+//     this adopts its own workloads and removes its orphans.
+//  2. Inspect each desired workload. One that runs with the spec's hash is
+//     left alone (adopted, if an earlier agent started it).
+//  3. Ensure the others: create what is missing, replace what has another
+//     hash, start what stopped. Starting a stopped one counts as a
+//     restart and is spaced by a capped exponential backoff per workload.
+//
+// States reports what the last reconcile saw.
+type Supervisor struct {
+	driver   Driver
+	opts     SupervisorOptions
+	selector map[string]string
+	log      *slog.Logger
+	metrics  *supervisorMetrics
+
+	nudge chan struct{}
+
+	mu      sync.Mutex
+	desired map[string]Spec // guarded by mu
+	states  []State         // guarded by mu
+
+	track map[string]*tracked // owned by Run
+}
+
+type tracked struct {
+	hash     string    // the spec hash the backoff is about
+	failures int       // consecutive restarts or failed attempts
+	next     time.Time // no restart or attempt before this
+	restarts int
+	lastErr  string
+}
+
+// NewSupervisor returns a Supervisor of driver; it does nothing until Run.
+func NewSupervisor(driver Driver, opts SupervisorOptions) (*Supervisor, error) {
+	if !dnsLabel.MatchString(opts.Owner) {
+		return nil, fmt.Errorf("supervisor owner: must be a DNS label, got %q", opts.Owner)
+	}
+	d := DefaultSupervisorOptions
+	if opts.Interval <= 0 {
+		opts.Interval = d.Interval
+	}
+	if opts.BackoffMin <= 0 {
+		opts.BackoffMin = d.BackoffMin
+	}
+	if opts.BackoffMax < opts.BackoffMin {
+		opts.BackoffMax = max(d.BackoffMax, opts.BackoffMin)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	selector := maps.Clone(opts.Selector)
+	if selector == nil {
+		selector = map[string]string{}
+	}
+	selector[LabelOwner] = opts.Owner
+	selector[LabelManaged] = ManagedValue
+	m, err := newSupervisorMetrics(opts.Registerer, opts.Owner)
+	if err != nil {
+		return nil, err
+	}
+	return &Supervisor{
+		driver:   driver,
+		opts:     opts,
+		selector: selector,
+		log:      log.With("owner", opts.Owner, "driver", driver.Name()),
+		metrics:  m,
+		nudge:    make(chan struct{}, 1),
+		desired:  map[string]Spec{},
+		track:    map[string]*tracked{},
+	}, nil
+}
+
+// Selector returns the labels that mark this Supervisor's workloads.
+func (s *Supervisor) Selector() map[string]string { return maps.Clone(s.selector) }
+
+// Set replaces the desired set and nudges Run. Each spec gets the
+// Supervisor's selector labels. An invalid set is refused whole and the
+// previous one stays.
+func (s *Supervisor) Set(specs []Spec) error {
+	desired := make(map[string]Spec, len(specs))
+	for _, spec := range specs {
+		if err := spec.Validate(); err != nil {
+			return err
+		}
+		if _, dup := desired[spec.Name]; dup {
+			return fmt.Errorf("workload %q: name: desired twice", spec.Name)
+		}
+		spec = spec.Clone()
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		for k, v := range s.selector {
+			if k == LabelManaged {
+				continue
+			}
+			if got, ok := spec.Labels[k]; ok && got != v {
+				return fmt.Errorf("workload %q: labels.%s: the supervisor's selector says %q, got %q", spec.Name, k, v, got)
+			}
+			spec.Labels[k] = v
+		}
+		desired[spec.Name] = spec
+	}
+	s.mu.Lock()
+	s.desired = desired
+	s.mu.Unlock()
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// States returns the states the last reconcile saw of the desired
+// workloads, sorted by name.
+func (s *Supervisor) States() []State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]State, len(s.states))
+	for i, st := range s.states {
+		st.Labels = maps.Clone(st.Labels)
+		out[i] = st
+	}
+	return out
+}
+
+// Run reconciles until ctx ends, then removes the workloads if StopOnExit
+// is set. It returns nil, or the errors of that removal. Call it once.
+func (s *Supervisor) Run(ctx context.Context) error {
+	select { // the first pass sees the latest Set anyway
+	case <-s.nudge:
+	default:
+	}
+	timer := time.NewTimer(s.reconcile(ctx))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if s.opts.StopOnExit {
+				return s.removeAll()
+			}
+			return nil
+		case <-s.nudge:
+		case <-timer.C:
+		}
+		timer.Reset(s.reconcile(ctx))
+	}
+}
+
+func (s *Supervisor) snapshot() map[string]Spec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.desired // replaced whole by Set, never modified
+}
+
+// reconcile runs one pass and returns how long to wait for the next one.
+func (s *Supervisor) reconcile(ctx context.Context) time.Duration {
+	s.metrics.reconciles.Inc()
+	desired := s.snapshot()
+	wait := s.opts.Interval
+
+	existing, err := s.driver.List(ctx, s.selector)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("list workloads", "err", err)
+	}
+	for _, st := range existing {
+		if _, ok := desired[st.Name]; ok {
+			continue
+		}
+		if err := s.driver.Remove(ctx, st.Name); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("remove workload no longer desired", "name", st.Name, "err", err)
+			}
+			continue
+		}
+		s.metrics.removed.Inc()
+		s.log.Info("removed workload no longer desired", "name", st.Name, "role", st.Labels[LabelRole], "id", st.ID)
+	}
+	for name := range s.track {
+		if _, ok := desired[name]; !ok {
+			delete(s.track, name)
+		}
+	}
+
+	states := make([]State, 0, len(desired))
+	running := 0
+	for _, name := range slices.Sorted(maps.Keys(desired)) {
+		if ctx.Err() != nil {
+			return wait
+		}
+		st, retry := s.reconcileOne(ctx, desired[name])
+		if st.Running() {
+			running++
+		}
+		states = append(states, st)
+		if retry > 0 && retry < wait {
+			wait = retry
+		}
+	}
+	s.metrics.running.Set(float64(running))
+	s.metrics.desired.Set(float64(len(desired)))
+	s.mu.Lock()
+	s.states = states
+	s.mu.Unlock()
+	return wait
+}
+
+// reconcileOne brings one workload in line; retry > 0 asks for another pass
+// that soon (the end of a backoff).
+func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, retry time.Duration) {
+	tr := s.track[spec.Name]
+	if tr == nil {
+		tr = &tracked{}
+		s.track[spec.Name] = tr
+	}
+	defer func() {
+		st.Restarts = tr.restarts
+		if st.LastError == "" {
+			st.LastError = tr.lastErr
+		}
+	}()
+	role := spec.Labels[LabelRole]
+	log := s.log.With("name", spec.Name, "role", role)
+	now := time.Now()
+	hash := spec.Hash()
+	if tr.hash != hash { // a new spec gets a fresh start, not the old one's backoff
+		*tr = tracked{hash: hash, restarts: tr.restarts}
+	}
+
+	st, err := s.driver.Inspect(ctx, spec.Name)
+	if err != nil {
+		if ctx.Err() != nil {
+			return State{Name: spec.Name, Driver: s.driver.Name(), Status: StatusMissing, LastError: err.Error()}, 0
+		}
+		log.Warn("inspect workload", "err", err)
+		st = State{Name: spec.Name, Driver: s.driver.Name(), Status: StatusMissing}
+	}
+	if st.Status == StatusUnmanaged || (st.Running() && st.SpecHash == hash) {
+		tr.lastErr = ""
+		if st.Status == StatusRunning && !st.Since.IsZero() && now.Sub(st.Since) >= s.opts.BackoffMax {
+			tr.failures = 0
+		}
+		return st, 0
+	}
+	if wait := tr.next.Sub(now); wait > 0 {
+		st.LastError = fmt.Sprintf("next start in %s (backoff after %d consecutive restarts or failures)", wait.Round(time.Millisecond), tr.failures)
+		if tr.lastErr != "" {
+			st.LastError = tr.lastErr + "; " + st.LastError
+		}
+		return st, wait
+	}
+	// A stopped workload with this very spec crashed or was killed; one
+	// with another hash, or none at all, is new.
+	restart := st.SpecHash == hash && (st.Status == StatusExited || st.Status == StatusCreated)
+	next, err := s.driver.Ensure(ctx, spec)
+	if err != nil {
+		if ctx.Err() != nil {
+			return st, 0
+		}
+		tr.failures++
+		tr.next = time.Now().Add(s.backoff(tr.failures + 1)) // from the end of this attempt
+		tr.lastErr = err.Error()
+		s.metrics.ensureErrors.WithLabelValues(role).Inc()
+		log.Error("ensure workload", "err", err, "failures", tr.failures)
+		st.LastError = tr.lastErr
+		return st, time.Until(tr.next)
+	}
+	tr.lastErr = ""
+	if restart {
+		tr.failures++
+		tr.next = time.Now().Add(s.backoff(tr.failures + 1)) // from the end of this attempt
+		tr.restarts++
+		s.metrics.restarts.WithLabelValues(role).Inc()
+		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID)
+	} else {
+		log.Info("started workload", "id", next.ID, "spec_hash", next.SpecHash)
+	}
+	return next, 0
+}
+
+// backoff is the wait before the n-th consecutive restart or attempt,
+// counted from the one before: none before the first, then BackoffMin
+// doubling up to BackoffMax.
+func (s *Supervisor) backoff(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := s.opts.BackoffMin
+	for i := 2; i < n && d < s.opts.BackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, s.opts.BackoffMax)
+}
+
+// removeAll removes every workload of the selector, in parallel, under a
+// fresh context: Run's own has ended.
+func (s *Supervisor) removeAll() error {
+	timeout := s.opts.StopTimeout
+	if timeout <= 0 {
+		longest := DefaultStopTimeout
+		for _, spec := range s.snapshot() {
+			longest = max(longest, spec.StopGrace())
+		}
+		timeout = longest + 10*time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	existing, err := s.driver.List(ctx, s.selector)
+	if err != nil {
+		return fmt.Errorf("list workloads to stop: %w", err)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, st := range existing {
+		wg.Go(func() {
+			if err := s.driver.Remove(ctx, st.Name); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("remove %s: %w", st.Name, err))
+				mu.Unlock()
+				return
+			}
+			s.log.Info("stopped workload", "name", st.Name, "role", st.Labels[LabelRole])
+		})
+	}
+	wg.Wait()
+	s.mu.Lock()
+	s.states = nil
+	s.mu.Unlock()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,387 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeDriver is an in-memory fake for the Supervisor's logic (backoff,
+// errors, selectors). The Supervisor runs against the real drivers in the
+// tests of drivers/process and drivers/docker.
+type fakeDriver struct {
+	mu        sync.Mutex
+	w         map[string]State
+	starts    map[string][]time.Time
+	crash     bool    // every started workload is found exited at the next Inspect
+	ensureErr []error // returned by the next Ensure calls, in order
+	ids       int
+}
+
+func newFake() *fakeDriver {
+	return &fakeDriver{w: map[string]State{}, starts: map[string][]time.Time{}}
+}
+
+func (f *fakeDriver) Name() string { return "fake" }
+
+func (f *fakeDriver) Ensure(_ context.Context, spec Spec) (State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.ensureErr) > 0 {
+		err := f.ensureErr[0]
+		f.ensureErr = f.ensureErr[1:]
+		return State{}, err
+	}
+	st, ok := f.w[spec.Name]
+	if ok && st.Running() && st.SpecHash == spec.Hash() {
+		return st, nil
+	}
+	if !ok || st.SpecHash != spec.Hash() {
+		f.ids++
+		st = State{Name: spec.Name, Driver: "fake", ID: fmt.Sprint(f.ids), SpecHash: spec.Hash(), Labels: DriverLabels(spec.Labels, spec.Hash())}
+	}
+	st.Status, st.Since = StatusRunning, time.Now()
+	f.w[spec.Name] = st
+	f.starts[spec.Name] = append(f.starts[spec.Name], time.Now())
+	return st, nil
+}
+
+func (f *fakeDriver) Inspect(_ context.Context, name string) (State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, ok := f.w[name]
+	if !ok {
+		return State{Name: name, Driver: "fake", Status: StatusMissing}, nil
+	}
+	if f.crash && st.Status == StatusRunning {
+		st.Status, st.ExitCode = StatusExited, 1
+		f.w[name] = st
+	}
+	return st, nil
+}
+
+func (f *fakeDriver) Remove(_ context.Context, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.w, name)
+	return nil
+}
+
+func (f *fakeDriver) List(_ context.Context, selector map[string]string) ([]State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []State
+	for _, st := range f.w {
+		if IsManaged(st.Labels) && Matches(st.Labels, selector) {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeDriver) put(st State) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.w[st.Name] = st
+}
+
+func (f *fakeDriver) has(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.w[name]
+	return ok
+}
+
+func (f *fakeDriver) startTimes(name string) []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.starts[name]...)
+}
+
+var _ Driver = (*fakeDriver)(nil)
+
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// run runs s until the test ends and returns a stop function that returns
+// Run's error.
+func run(t *testing.T, s *Supervisor) func() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func spec(name, role string) Spec {
+	return Spec{Name: name, Image: "img", Labels: map[string]string{LabelRole: role}}
+}
+
+func TestNewSupervisorNeedsAnOwner(t *testing.T) {
+	if _, err := NewSupervisor(newFake(), SupervisorOptions{}); err == nil || !strings.Contains(err.Error(), `supervisor owner: must be a DNS label, got ""`) {
+		t.Fatalf("NewSupervisor without owner = %v", err)
+	}
+}
+
+func TestSetRefusesABadSetWholeAndKeepsThePrevious(t *testing.T) {
+	s, err := NewSupervisor(newFake(), SupervisorOptions{Owner: "node-stack", Selector: map[string]string{LabelNode: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("a", "app")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		specs []Spec
+		want  string
+	}{
+		{[]Spec{spec("b", "app"), spec("B", "app")}, `got "B"`},
+		{[]Spec{spec("b", "app"), spec("b", "app")}, `workload "b": name: desired twice`},
+		{[]Spec{{Name: "b", Labels: map[string]string{LabelNode: "n2"}}}, `workload "b": labels.io.agentproj.node: the supervisor's selector says "n1", got "n2"`},
+	} {
+		if err := s.Set(tc.specs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Set = %v; want an error containing %q", err, tc.want)
+		}
+	}
+	got := s.snapshot()
+	if len(got) != 1 || got["a"].Labels[LabelOwner] != "node-stack" || got["a"].Labels[LabelNode] != "n1" {
+		t.Fatalf("desired set after refused sets = %+v; want only a, with the selector labels", got)
+	}
+}
+
+func TestBackoffDoublesUpToTheCap(t *testing.T) {
+	s, err := NewSupervisor(newFake(), SupervisorOptions{Owner: "x", BackoffMin: 100 * time.Millisecond, BackoffMax: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{0, 100, 200, 400, 800, 1000, 1000}
+	for i, w := range want {
+		if got := s.backoff(i + 1); got != w*time.Millisecond {
+			t.Errorf("backoff(%d) = %s, want %s", i+1, got, w*time.Millisecond)
+		}
+	}
+}
+
+func TestCrashLoopIsSpacedByBackoff(t *testing.T) {
+	f := newFake()
+	f.crash = true
+	reg := prometheus.NewRegistry()
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", Interval: 5 * time.Millisecond,
+		BackoffMin: 40 * time.Millisecond, BackoffMax: 160 * time.Millisecond, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("vector", RoleVector)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 10*time.Second, func() bool { return len(f.startTimes("vector")) >= 7 }, "fewer than 7 starts")
+	starts := f.startTimes("vector")
+	// starts[0] creates; starts[n] is the n-th restart, which waits
+	// backoff(n) after the one before.
+	for n := 2; n < len(starts); n++ {
+		if gap, min := starts[n].Sub(starts[n-1]), s.backoff(n); gap < min {
+			t.Errorf("restart %d came %s after the one before; backoff says at least %s", n, gap, min)
+		}
+	}
+	if gap := starts[6].Sub(starts[5]); gap > 160*time.Millisecond+500*time.Millisecond {
+		t.Errorf("restart 6 waited %s: the cap is 160ms", gap)
+	}
+	if n := testutil.ToFloat64(s.metrics.restarts.WithLabelValues(RoleVector)); n < 6 {
+		t.Errorf("restarts{role=vector} = %v, want >= 6", n)
+	}
+	eventually(t, time.Second, func() bool {
+		st := s.States()
+		return len(st) == 1 && st[0].Restarts >= 6
+	}, "States does not count the restarts: %+v", s.States())
+}
+
+func TestEnsureErrorsAreCountedByRoleAndRetried(t *testing.T) {
+	f := newFake()
+	f.ensureErr = []error{errors.New("engine busy"), errors.New("engine busy")}
+	reg := prometheus.NewRegistry()
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "cluster-stack", Interval: 5 * time.Millisecond,
+		BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("prometheus", RolePrometheus)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, func() bool {
+		st := s.States()
+		return len(st) == 1 && st[0].Status == StatusRunning && st[0].LastError == ""
+	}, "never running after two errors: %+v", s.States())
+	const want = `
+# HELP agent_workload_ensure_errors_total Failed attempts to make a workload match its spec, by role.
+# TYPE agent_workload_ensure_errors_total counter
+agent_workload_ensure_errors_total{owner="cluster-stack",role="prometheus"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "agent_workload_ensure_errors_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(s.metrics.restarts.WithLabelValues(RolePrometheus)); n != 0 {
+		t.Fatalf("restarts = %v: a first start that failed is no restart", n)
+	}
+}
+
+func TestLastErrorShowsInStates(t *testing.T) {
+	f := newFake()
+	f.ensureErr = []error{errors.New("image absent")}
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "apps", Interval: time.Hour, BackoffMin: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("g1", RoleApp)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	var st []State
+	eventually(t, 5*time.Second, func() bool {
+		st = s.States()
+		return len(st) == 1 && st[0].LastError == "image absent" && st[0].Status == StatusMissing
+	}, "error not in States: %+v", &st)
+	// The nudge of Set reconciles again at once; the backoff holds the
+	// next attempt and says so.
+	if err := s.Set([]Spec{spec("g1", RoleApp)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		st := s.States()
+		return len(st) == 1 && strings.HasPrefix(st[0].LastError, "image absent; next start in ")
+	}, "backoff not in States: %+v", &st)
+	if f.has("g1") {
+		t.Fatal("started during the backoff")
+	}
+}
+
+func TestOrphansAreRemovedByOwnerOnly(t *testing.T) {
+	f := newFake()
+	mk := func(name, owner, node string) State {
+		return State{Name: name, Status: StatusRunning, Labels: DriverLabels(map[string]string{LabelOwner: owner, LabelNode: node}, "h")}
+	}
+	f.put(mk("old", "node-stack", "n1"))
+	f.put(mk("theirs", "cluster-stack", "n1"))
+	f.put(mk("other-node", "node-stack", "n2"))
+	f.put(State{Name: "unmanaged", Status: StatusRunning, Labels: map[string]string{LabelOwner: "node-stack", LabelNode: "n1"}})
+	reg := prometheus.NewRegistry()
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", Selector: map[string]string{LabelNode: "n1"}, Interval: 5 * time.Millisecond, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("vector", RoleVector)}); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, s)
+	eventually(t, 5*time.Second, func() bool { return !f.has("old") && f.has("vector") }, "orphan not removed or vector not started")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"theirs", "other-node", "unmanaged", "vector"} {
+		if !f.has(name) {
+			t.Errorf("%s removed; only the owner's orphans may go, and without StopOnExit the desired ones stay", name)
+		}
+	}
+	if n := testutil.ToFloat64(s.metrics.removed); n != 1 {
+		t.Errorf("orphans removed = %v, want 1", n)
+	}
+}
+
+func TestStopOnExitRemovesTheOwnersWorkloads(t *testing.T) {
+	f := newFake()
+	f.put(State{Name: "theirs", Status: StatusRunning, Labels: DriverLabels(map[string]string{LabelOwner: "node-stack"}, "h")})
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "cluster-stack", Interval: 5 * time.Millisecond, StopOnExit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("prometheus", RolePrometheus), spec("jaeger", RoleJaeger)}); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, s)
+	eventually(t, 5*time.Second, func() bool { return f.has("prometheus") && f.has("jaeger") }, "not started")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if f.has("prometheus") || f.has("jaeger") || !f.has("theirs") {
+		t.Fatalf("after stepping down: %v; want only theirs", slicesKeys(f))
+	}
+	if st := s.States(); len(st) != 0 {
+		t.Fatalf("States after stop = %+v", st)
+	}
+}
+
+func slicesKeys(f *fakeDriver) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for k := range maps.Keys(f.w) {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestTwoOwnersShareARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	for _, owner := range []string{"node-stack", "cluster-stack"} {
+		if _, err := NewSupervisor(newFake(), SupervisorOptions{Owner: owner, Registerer: reg}); err != nil {
+			t.Fatalf("owner %s: %v", owner, err)
+		}
+	}
+	if _, err := NewSupervisor(newFake(), SupervisorOptions{Owner: "node-stack", Registerer: reg}); err == nil {
+		t.Fatal("a second supervisor of the same owner registered its metrics twice without error")
+	}
+}
+
+func TestASpecChangeIsNotHeldByTheOldBackoff(t *testing.T) {
+	f := newFake()
+	f.ensureErr = []error{errors.New("image absent")}
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "apps", Interval: time.Hour, BackoffMin: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := spec("g1", RoleApp)
+	if err := s.Set([]Spec{bad}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	var st []State
+	eventually(t, 5*time.Second, func() bool {
+		st = s.States()
+		return len(st) == 1 && st[0].LastError == "image absent"
+	}, "error not in States: %+v", &st)
+	fixed := bad.Clone()
+	fixed.Image = "img:fixed"
+	if err := s.Set([]Spec{fixed}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		st = s.States()
+		return len(st) == 1 && st[0].Status == StatusRunning
+	}, "the fixed spec waits for the old backoff: %+v", &st)
+}
