@@ -45,6 +45,13 @@ type Config struct {
 
 	// Exporters are the scrape targets of this host, published in etcd.
 	Exporters []Exporter `mapstructure:"exporters"`
+
+	// Stack says what the agent runs and how (driver, images, binaries).
+	Stack Stack `mapstructure:"stack"`
+	// Manager is where logs and traces go; metrics go through the relay.
+	Manager Manager `mapstructure:"manager"`
+	// Relay forwards the master Prometheus' remote-write to the manager.
+	Relay Relay `mapstructure:"relay"`
 }
 
 // Etcd says how to reach etcd, or how to run the embedded one.
@@ -83,6 +90,9 @@ var DefaultConfig = Config{
 		EmbeddedListen: "http://127.0.0.1:2379",
 		DialTimeout:    5 * time.Second,
 	},
+	Stack:   DefaultStack,
+	Manager: DefaultManager,
+	Relay:   DefaultRelay,
 }
 
 // SDPath is the file_sd directory: SDDir or <data_dir>/sd.
@@ -175,6 +185,9 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Etcd.validate()...)
 	errs = append(errs, ValidateExporters(c.Exporters)...)
+	errs = append(errs, c.Stack.Validate()...)
+	errs = append(errs, c.Manager.Validate()...)
+	errs = append(errs, c.Relay.Validate())
 	return errors.Join(errs...)
 }
 

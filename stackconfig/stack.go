@@ -287,11 +287,12 @@ func (m *Manager) Validate() []error {
 	return c.errs
 }
 
-// WithHost returns addr (host:port) with host filled in when addr has none,
-// as in ":4317"; other addresses are returned unchanged.
+// WithHost returns addr (host:port) with host filled in when addr has none
+// or a wildcard one, as in ":4317" or "0.0.0.0:9100": the address to reach
+// a listener at. Other addresses are returned unchanged.
 func WithHost(addr, host string) string {
 	h, port, err := net.SplitHostPort(addr)
-	if err != nil || h != "" {
+	if err != nil || (h != "" && h != "0.0.0.0" && h != "::") {
 		return addr
 	}
 	return net.JoinHostPort(host, port)

@@ -125,7 +125,7 @@ func startAgent(t testing.TB, endpoint, node, ttl string, extra ...string) *agen
 	t.Helper()
 	api := etcdtest.FreeAddr(t)
 	args := append([]string{"join", "--etcd", endpoint, "--node", node, "--cluster", "e2e",
-		"--listen", api, "--data-dir", t.TempDir(), "--ttl", ttl}, extra...)
+		"--listen", api, "--data-dir", t.TempDir(), "--ttl", ttl, "--driver", "none"}, extra...)
 	return &agentProc{proc: startProc(t, "agent-"+node, agentBinary(t), args...), node: node, api: api}
 }
 

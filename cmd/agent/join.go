@@ -17,9 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/agentproj/agent/drivers/etcd"
-	"github.com/agentproj/agent/master"
-	"github.com/agentproj/agent/master/filesd"
-	"github.com/agentproj/agent/master/targetsync"
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -92,29 +89,11 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
-	registry := etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}
-	publisher := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
-	publisher.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, cfg.Exporters))
-	sdWriter, err := filesd.NewWriter(cfg.SDPath())
+	parts, err := wire(ctx, cfg, cli, log, reg)
 	if err != nil {
 		return err
 	}
-	duties := master.Duties{
-		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg)},
-	}
-	node := slave.NewNode(slave.NodeConfig{
-		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
-		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
-	}, cli, duties, []slave.SessionWorker{publisher}, log.With("component", "node"), reg)
-	api, err := slave.NewAPI(cfg.Listen, node, registry, reg, log.With("component", "api"))
-	if err != nil {
-		return err
-	}
-	api.HandleTargets(registry)
-	onReload := func(next *stackconfig.Config) {
-		publisher.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, next.Exporters))
-	}
+	api, node := parts.api, parts.node
 	log.Info("agent starting", "version", version, "api", api.Addr(), "cluster", cfg.Cluster, "etcd", strings.Join(endpoints, ","))
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -125,7 +104,10 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	})
 	g.Go(func() error { notifyReady(gctx, node); return nil })
-	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, onReload, level, log) })
+	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, parts.reload, level, log) })
+	for _, actor := range parts.actors {
+		g.Go(func() error { return actor(gctx) })
+	}
 	if embedded != nil {
 		g.Go(func() error {
 			select {

@@ -69,5 +69,11 @@ func (k Keys) App(guid string) string { return k.Apps() + guid }
 // AppStatuses is the prefix of the observed application states.
 func (k Keys) AppStatuses() string { return k.root + "status/apps/" }
 
+// NodeStatuses is the prefix of the nodes' observed stack and relay state.
+func (k Keys) NodeStatuses() string { return k.root + "status/nodes/" }
+
+// NodeStatus is the observed state of one node's workloads and relay.
+func (k Keys) NodeStatus(node string) string { return k.NodeStatuses() + node }
+
 // AppStatus is the observed state of one application.
 func (k Keys) AppStatus(guid string) string { return k.AppStatuses() + guid }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/workload"
 )
 
 // Member is what an agent publishes about itself under members/<node>.
@@ -21,10 +23,21 @@ type Member struct {
 	MasterSince *time.Time `json:"master_since,omitempty"`
 }
 
+// NodeStatus is what a node reports under status/nodes/<node>, under its
+// lease: the workloads it runs and, where a relay runs, the relay's state.
+type NodeStatus struct {
+	Node    string           `json:"node"`
+	Updated time.Time        `json:"updated"`
+	Stack   []workload.State `json:"stack"`
+	Relay   json.RawMessage  `json:"relay,omitempty"`
+}
+
 // MemberView is a member as the cluster sees it.
 type MemberView struct {
 	Member
 	Master bool `json:"master"`
+	// Status is the node's last report, if any.
+	Status *NodeStatus `json:"status,omitempty"`
 }
 
 // MasterView says who is master.
@@ -42,7 +55,7 @@ type ClusterView struct {
 	Cluster string       `json:"cluster"`
 	Master  *MasterView  `json:"master"`
 	Members []MemberView `json:"members"`
-	// Skipped counts member records that did not parse.
+	// Skipped counts member and status records that did not parse.
 	Skipped int `json:"skipped,omitempty"`
 	// Revision is the etcd revision the view was read at.
 	Revision int64 `json:"revision"`
@@ -61,11 +74,21 @@ func (r Registry) View(ctx context.Context) (ClusterView, error) {
 	resp, err := r.KV.Txn(ctx).Then(
 		clientv3.OpGet(r.Keys.Members(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.Keys.Election()+"/", clientv3.WithFirstCreate()...),
+		clientv3.OpGet(r.Keys.NodeStatuses(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return view, fmt.Errorf("read cluster: %w", err)
 	}
 	view.Revision = resp.Header.Revision
+	statuses := map[string]*NodeStatus{}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		var st NodeStatus
+		if err := json.Unmarshal(kv.Value, &st); err != nil || st.Node == "" {
+			view.Skipped++
+			continue
+		}
+		statuses[st.Node] = &st
+	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
 		view.Master = &MasterView{Node: string(kvs[0].Value), Revision: kvs[0].CreateRevision}
 	}
@@ -75,7 +98,7 @@ func (r Registry) View(ctx context.Context) (ClusterView, error) {
 			view.Skipped++
 			continue
 		}
-		mv := MemberView{Member: m}
+		mv := MemberView{Member: m, Status: statuses[m.Node]}
 		if view.Master != nil && view.Master.Node == m.Node {
 			mv.Master = true
 			view.Master.Since = m.MasterSince

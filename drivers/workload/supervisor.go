@@ -184,7 +184,9 @@ func (s *Supervisor) States() []State {
 }
 
 // Run reconciles until ctx ends, then removes the workloads if StopOnExit
-// is set. It returns nil, or the errors of that removal. Call it once.
+// is set. It returns nil, or the errors of that removal. It may run again
+// after it returned (the cluster stack runs once per master term), but
+// never twice at once.
 func (s *Supervisor) Run(ctx context.Context) error {
 	select { // the first pass sees the latest Set anyway
 	case <-s.nudge:

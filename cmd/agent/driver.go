@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentproj/agent/drivers/docker"
+	"github.com/agentproj/agent/drivers/none"
+	"github.com/agentproj/agent/drivers/process"
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// openDriver returns the workload driver that stack.driver names; empty
+// means docker when its socket answers, else process.
+func openDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (workload.Driver, error) {
+	procDir := filepath.Join(cfg.DataDir, "processes")
+	switch cfg.Stack.Driver {
+	case "docker":
+		return docker.New(ctx, docker.WithLogger(log))
+	case "process":
+		return process.New(procDir, process.WithLogger(log))
+	case "none":
+		return none.New(), nil
+	case "":
+		d, err := docker.New(ctx, docker.WithLogger(log), docker.WithPingTimeout(2*time.Second))
+		if err == nil {
+			log.Info("stack driver: docker (its socket answers)", "docker_host", dockerHost())
+			return d, nil
+		}
+		log.Info("stack driver: process (no Docker engine answers)", "tried", err)
+		return process.New(procDir, process.WithLogger(log))
+	}
+	return nil, fmt.Errorf("stack.driver: must be docker, process or none, got %q", cfg.Stack.Driver)
+}
+
+// dockerHost is the engine address the Docker client uses.
+func dockerHost() string {
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		return h
+	}
+	return "unix:///var/run/docker.sock"
+}
+
+// dockerSocket is the host path of the engine's unix socket, for Vector's
+// docker_logs source; "" when the engine is not reached over a socket.
+func dockerSocket() string {
+	p, ok := strings.CutPrefix(dockerHost(), "unix://")
+	if !ok {
+		return ""
+	}
+	return p
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/master"
+	"github.com/agentproj/agent/master/clusterstack"
+	"github.com/agentproj/agent/master/collectors"
+	"github.com/agentproj/agent/master/filesd"
+	"github.com/agentproj/agent/master/relay"
+	"github.com/agentproj/agent/master/targetsync"
+	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/slave/nodestack"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// parts are the agent's actors, wired.
+type parts struct {
+	node   *slave.Node
+	api    *slave.API
+	actors []func(context.Context) error // run beside the node and the API
+	reload func(*stackconfig.Config)     // applies what SIGHUP may change
+}
+
+// wire builds every component from cfg. Nothing runs yet.
+func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, log *slog.Logger, reg *prometheus.Registry) (*parts, error) {
+	p := &parts{}
+	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
+	registry := etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}
+	host := hostOf(cfg.AdvertiseAddr())
+
+	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
+	if err != nil {
+		return nil, err
+	}
+	// A Prometheus left by an earlier process that crashed while master
+	// must not run beside the next master's.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+
+	targets := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
+	targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, cfg.Exporters))
+	p.reload = func(next *stackconfig.Config) {
+		targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, next.Exporters))
+	}
+
+	var relayURL string
+	var rel *relay.Relay
+	if cfg.Relay.Enabled() {
+		rel, err = relay.New(cfg.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir), log.With("component", "relay"), reg)
+		if err != nil {
+			return nil, err
+		}
+		relayURL = "http://" + cfg.AdvertiseAddr() + "/api/v1/write"
+		p.actors = append(p.actors, rel.Run)
+	}
+
+	stackDir := filepath.Join(cfg.DataDir, "stack")
+	csCfg := clusterstack.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
+		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, Host: host,
+	}
+	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
+	if err != nil {
+		return nil, err
+	}
+	sdWriter, err := filesd.NewWriter(cfg.SDPath())
+	if err != nil {
+		return nil, err
+	}
+	duties := master.Duties{
+		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg)},
+		{Name: "cluster-stack", Duty: cluster},
+		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
+	}
+
+	nodeStack, err := nodestack.New(nodestack.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
+		Dir: stackDir, Host: host, DockerSocket: dockerSocket(),
+	}, driver, targets, log.With("component", "node-stack"), reg)
+	if err != nil {
+		return nil, err
+	}
+	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
+	p.actors = append(p.actors, nodeStack.Run, watch.Run)
+
+	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
+	if rel != nil {
+		sources.Relay = func() any { return rel.Stats() }
+	}
+	status := slave.NewStatusPublisher(cfg.Node, keys, cli, sources, 5*time.Second, log.With("component", "status"))
+
+	p.node = slave.NewNode(slave.NodeConfig{
+		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
+		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
+	}, cli, duties, []slave.SessionWorker{targets, status}, log.With("component", "node"), reg)
+	p.api, err = slave.NewAPI(cfg.Listen, p.node, registry, reg, log.With("component", "api"))
+	if err != nil {
+		return nil, err
+	}
+	p.api.HandleTargets(registry)
+	if rel != nil {
+		p.api.Handle("POST /api/v1/write", rel)
+	}
+	return p, nil
+}
+
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}

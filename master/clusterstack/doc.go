@@ -1,0 +1,10 @@
+// Package clusterstack is the master duty that runs the cluster's
+// Prometheus server and Jaeger collector for the length of a term.
+//
+// At the start of a term it renders their configs under <data_dir>/stack,
+// hands their specs to a workload.Supervisor, and stops them when the term
+// ends. A Prometheus whose config changed while running is reloaded over
+// HTTP, not restarted. RemoveLeftovers, called when an agent starts, stops
+// what a crashed earlier master left behind on this host, so a restarted
+// old master never keeps a second Prometheus running.
+package clusterstack

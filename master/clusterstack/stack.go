@@ -1,0 +1,218 @@
+package clusterstack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/master/collectors"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// Owner is the supervisor owner label of the cluster stack's workloads.
+const Owner = "cluster-stack"
+
+// Config is what the cluster stack is made from.
+type Config struct {
+	Node, Cluster string
+	Driver        string // workload driver name
+	Stack         stackconfig.Stack
+	Manager       stackconfig.Manager
+	Dir           string // <data_dir>/stack: rendered configs and Prometheus data
+	SDDir         string // the file_sd directory the target-sync duty writes
+	RelayURL      string // Prometheus' remote_write target; "" for none
+	Host          string // this host as other nodes reach it
+}
+
+// Stack is the duty.
+type Stack struct {
+	running atomic.Bool
+	cfg     Config
+	sup     *workload.Supervisor
+	log     *slog.Logger
+	client  *http.Client
+}
+
+// New returns the duty, running workloads through d.
+func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registerer) (*Stack, error) {
+	sup, err := workload.NewSupervisor(d, workload.SupervisorOptions{
+		Owner:      Owner,
+		Selector:   selector(cfg.Node, cfg.Cluster),
+		StopOnExit: true,
+		Logger:     log,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Stack{cfg: cfg, sup: sup, log: log, client: &http.Client{Timeout: 5 * time.Second}}, nil
+}
+
+func selector(node, cluster string) map[string]string {
+	return map[string]string{workload.LabelNode: node, workload.LabelCluster: cluster}
+}
+
+// States reports the cluster stack's workloads (none when not master).
+func (s *Stack) States() []workload.State {
+	if !s.running.Load() {
+		return nil
+	}
+	return s.sup.States()
+}
+
+// URLs are the collector URLs this master publishes.
+func URLs(cfg Config) map[string]string {
+	urls := map[string]string{}
+	if cfg.Stack.Prometheus.Enabled {
+		urls[collectors.Prometheus] = "http://" + stackconfig.WithHost(cfg.Stack.Prometheus.Listen, cfg.Host)
+	}
+	if cfg.Stack.Jaeger.Enabled && cfg.Manager.TracesOTLPEndpoint != "" {
+		urls[collectors.JaegerOTLPGRPC] = "http://" + stackconfig.WithHost(cfg.Stack.Jaeger.OTLPGRPCListen, cfg.Host)
+		urls[collectors.JaegerOTLPHTTP] = "http://" + stackconfig.WithHost(cfg.Stack.Jaeger.OTLPHTTPListen, cfg.Host)
+	}
+	if cfg.RelayURL != "" {
+		urls[collectors.Relay] = cfg.RelayURL
+	}
+	return urls
+}
+
+// Run keeps the stack running until the term ends, then stops it.
+func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
+	specs, promChanged, err := s.specs()
+	if err != nil {
+		return err
+	}
+	if err := s.sup.Set(specs); err != nil {
+		return fmt.Errorf("cluster stack: %w", err)
+	}
+	if promChanged {
+		s.reloadPrometheus(ctx) // an adopted Prometheus must read the new file
+	}
+	s.running.Store(true)
+	defer s.running.Store(false)
+	return s.sup.Run(ctx)
+}
+
+// specs renders the configs and returns the workloads of a term; changed
+// says whether prometheus.yml was rewritten.
+func (s *Stack) specs() ([]workload.Spec, bool, error) {
+	var specs []workload.Spec
+	var promChanged bool
+	st := s.cfg.Stack
+	if st.Prometheus.Enabled {
+		dir := filepath.Join(s.cfg.Dir, "prometheus")
+		labels := model.LabelSet{"cluster": model.LabelValue(s.cfg.Cluster)}
+		for k, v := range st.Prometheus.ExternalLabels {
+			labels[model.LabelName(k)] = model.LabelValue(v)
+		}
+		yml, err := stackconfig.RenderPrometheus(stackconfig.PrometheusInput{
+			ScrapeInterval: st.Prometheus.ScrapeInterval, ScrapeTimeout: st.Prometheus.ScrapeTimeout,
+			EvaluationInterval: st.Prometheus.EvaluationInterval, ExternalLabels: labels,
+			SDDir: s.cfg.SDDir, SDRefreshInterval: st.Prometheus.FileSDRefreshInterval,
+			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL,
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		cfgPath := filepath.Join(dir, "prometheus.yml")
+		if promChanged, err = workload.WriteFile(cfgPath, yml); err != nil {
+			return nil, false, fmt.Errorf("write prometheus config: %w", err)
+		}
+		spec, err := workload.Component{Key: "stack.prometheus", Role: workload.RolePrometheus, Image: st.Prometheus.Image, Binary: st.Prometheus.Binary}.
+			Spec(s.cfg.Driver, "agent-prometheus-"+s.cfg.Node, []string{
+				"--config.file=" + cfgPath,
+				"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+				"--storage.tsdb.retention.time=" + model.Duration(st.Prometheus.Retention).String(),
+				"--web.listen-address=" + st.Prometheus.Listen,
+				"--web.enable-lifecycle",
+			}, workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true))
+		if err != nil {
+			return nil, false, err
+		}
+		specs = append(specs, spec)
+	}
+	if st.Jaeger.Enabled {
+		spec, err := s.jaeger()
+		if err != nil {
+			s.log.Warn("jaeger collector not started", "err", err)
+		} else if spec != nil {
+			specs = append(specs, *spec)
+		}
+	}
+	return specs, promChanged, nil
+}
+
+// jaeger returns the collector's spec, or nil when there is nowhere to send
+// traces.
+func (s *Stack) jaeger() (*workload.Spec, error) {
+	st, m := s.cfg.Stack.Jaeger, s.cfg.Manager
+	if m.TracesOTLPEndpoint == "" {
+		return nil, fmt.Errorf("manager.traces_otlp_endpoint: not set, so traces have nowhere to go")
+	}
+	yml, err := stackconfig.RenderJaeger(stackconfig.JaegerInput{
+		GRPCListen: st.OTLPGRPCListen, HTTPListen: st.OTLPHTTPListen,
+		HealthListen: st.HealthListen, TelemetryListen: st.TelemetryListen,
+		Endpoint: m.TracesOTLPEndpoint, Protocol: m.TracesOTLPProtocol,
+		BearerTokenFile: m.TracesBearerTokenFile, QueueSize: st.QueueSize,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(s.cfg.Dir, "jaeger")
+	path := filepath.Join(dir, "config.yml")
+	if _, err := workload.WriteFile(path, yml); err != nil {
+		return nil, fmt.Errorf("write jaeger config: %w", err)
+	}
+	mounts := []workload.Mount{workload.SamePath(dir, true)}
+	if m.TracesBearerTokenFile != "" {
+		mounts = append(mounts, workload.SamePath(m.TracesBearerTokenFile, true))
+	}
+	spec, err := workload.Component{Key: "stack.jaeger", Role: workload.RoleJaeger, Image: st.Image, Binary: st.Binary}.
+		Spec(s.cfg.Driver, "agent-jaeger-"+s.cfg.Node, []string{"--config=" + path}, mounts...)
+	if err != nil {
+		return nil, err
+	}
+	return &spec, nil
+}
+
+// reloadPrometheus asks a running Prometheus to re-read its config.
+func (s *Stack) reloadPrometheus(ctx context.Context) {
+	url := "http://" + stackconfig.WithHost(s.cfg.Stack.Prometheus.Listen, "127.0.0.1") + "/-/reload"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+	if err != nil {
+		return
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return // not running yet: it reads the file when it starts
+	}
+	resp.Body.Close()
+	s.log.Info("prometheus config reloaded", "status", resp.StatusCode)
+}
+
+// RemoveLeftovers removes the cluster-stack workloads of this node that an
+// earlier agent process left running (it crashed while master). Call it
+// before joining: a new term starts them again.
+func RemoveLeftovers(ctx context.Context, d workload.Driver, node, cluster string) error {
+	sel := selector(node, cluster)
+	sel[workload.LabelOwner] = Owner
+	states, err := d.List(ctx, sel)
+	if err != nil {
+		return fmt.Errorf("list cluster-stack leftovers: %w", err)
+	}
+	for _, st := range states {
+		if err := d.Remove(ctx, st.Name); err != nil {
+			return fmt.Errorf("remove leftover %s: %w", st.Name, err)
+		}
+	}
+	return nil
+}
