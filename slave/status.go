@@ -48,8 +48,9 @@ func (p *StatusPublisher) Run(ctx context.Context, s *concurrency.Session) error
 	for {
 		body := p.report()
 		if !bytes.Equal(body, last) {
-			st := etcd.NodeStatus{Node: p.node, Updated: time.Now().UTC().Truncate(time.Millisecond)}
+			var st etcd.NodeStatus
 			_ = json.Unmarshal(body, &st)
+			st.Node, st.Updated = p.node, time.Now().UTC().Truncate(time.Millisecond)
 			val, _ := json.Marshal(st)
 			if _, err := p.cli.Put(ctx, p.keys.NodeStatus(p.node), string(val), clientv3.WithLease(s.Lease())); err != nil {
 				if ctx.Err() != nil {

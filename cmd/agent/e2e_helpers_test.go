@@ -8,7 +8,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,11 +123,18 @@ type agentProc struct {
 	node, api string
 }
 
+// startAgent runs an agent with the none driver (it starts no workloads)
+// and a fresh data dir; extra flags override.
 func startAgent(t testing.TB, endpoint, node, ttl string, extra ...string) *agentProc {
+	t.Helper()
+	return startAgentIn(t, endpoint, node, ttl, t.TempDir(), extra...)
+}
+
+func startAgentIn(t testing.TB, endpoint, node, ttl, dataDir string, extra ...string) *agentProc {
 	t.Helper()
 	api := etcdtest.FreeAddr(t)
 	args := append([]string{"join", "--etcd", endpoint, "--node", node, "--cluster", "e2e",
-		"--listen", api, "--data-dir", t.TempDir(), "--ttl", ttl, "--driver", "none"}, extra...)
+		"--listen", api, "--data-dir", dataDir, "--ttl", ttl, "--driver", "none"}, extra...)
 	return &agentProc{proc: startProc(t, "agent-"+node, agentBinary(t), args...), node: node, api: api}
 }
 
@@ -222,3 +231,7 @@ func activeTargets(t testing.TB, promURL string) []promTarget {
 	}
 	return body.Data.ActiveTargets
 }
+
+func urlEncode(s string) string { return url.QueryEscape(s) }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -10,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/master/relay"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -72,8 +74,37 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Node, m.API, m.Version, m.Started.Format(time.RFC3339), mark)
 	}
+	for _, m := range v.Members {
+		if m.Status == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\nNode %s (reported %s):\n", m.Node, m.Status.Updated.Format(time.RFC3339))
+		if len(m.Status.Stack) > 0 {
+			fmt.Fprintln(w, "  WORKLOAD\tDRIVER\tSTATE\tIMAGE/BINARY\tSINCE\tRESTARTS\tLAST ERROR")
+		}
+		for _, c := range m.Status.Stack {
+			what := c.Image
+			if what == "" {
+				what = c.Binary
+			}
+			since := ""
+			if !c.Since.IsZero() {
+				since = c.Since.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.Driver, c.Status, what, since, c.Restarts, c.LastError)
+		}
+		if len(m.Status.Relay) > 0 {
+			var rs relay.Stats
+			if json.Unmarshal(m.Status.Relay, &rs) == nil {
+				for _, u := range rs.Upstreams {
+					fmt.Fprintf(w, "  relay -> %s\t%s\tqueue %d B, %d samples, oldest %.0fs\tforwarded %d, dropped %d\t%s\n",
+						u.URL, u.State, u.QueueBytes, u.QueueSamples, u.OldestEntryAgeSeconds, u.SamplesForwarded, u.SamplesDropped, u.LastError)
+				}
+			}
+		}
+	}
 	if v.Skipped > 0 {
-		fmt.Fprintf(w, "\n%d member record(s) in etcd did not parse and were skipped\n", v.Skipped)
+		fmt.Fprintf(w, "\n%d record(s) in etcd did not parse and were skipped\n", v.Skipped)
 	}
 	_ = w.Flush()
 }

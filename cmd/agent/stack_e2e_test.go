@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/process"
+)
+
+// stackAgent is an agent of a stack test with the ports of its stack.
+type stackAgent struct {
+	*agentProc
+	dataDir, prom, nodeExporter string
+}
+
+// startStackAgent runs an agent whose node stack and cluster stack use
+// free ports, with the process driver; the workloads it starts are removed
+// when the test ends, even though the node stack outlives the agent.
+func startStackAgent(t *testing.T, endpoint, node, manager, dataDir string, extra ...string) *stackAgent {
+	t.Helper()
+	a := &stackAgent{dataDir: dataDir, prom: etcdtest.FreeAddr(t), nodeExporter: etcdtest.FreeAddr(t)}
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	toml := fmt.Sprintf(`
+[stack.prometheus]
+listen = %q
+scrape_interval = "1s"
+scrape_timeout = "1s"
+file_sd_refresh_interval = "1s"
+[stack.node_exporter]
+listen = %q
+[relay]
+upstream = [%q]
+flush_deadline = "100ms"
+`, a.prom, a.nodeExporter, manager+"/api/v1/write")
+	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeProcesses(t, dataDir) })
+	args := append([]string{"--config", cfg, "--driver", "process"}, extra...)
+	a.agentProc = startAgentIn(t, endpoint, node, "2s", dataDir, args...)
+	return a
+}
+
+// removeProcesses stops whatever the process driver of an agent started.
+func removeProcesses(t *testing.T, dataDir string) {
+	d, err := process.New(filepath.Join(dataDir, "processes"))
+	if err != nil {
+		return
+	}
+	states, _ := d.List(t.Context(), nil)
+	for _, st := range states {
+		_ = d.Remove(t.Context(), st.Name)
+	}
+}
+
+// query runs an instant PromQL query and returns the number of series.
+func query(prom, q string) int {
+	resp, err := http.Get(prom + "/api/v1/query?query=" + urlEncode(q))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct{} `json:"result"`
+		} `json:"data"`
+	}
+	if jsonDecode(resp.Body, &body) != nil {
+		return -1
+	}
+	return len(body.Data.Result)
+}
+
+// The main job with the process driver and the Debian binaries: two agents;
+// the master runs Prometheus, which scrapes both node_exporters through
+// file_sd and remote-writes through the relay to a manager Prometheus;
+// a graceful failover moves Prometheus to the other node; a restarted agent
+// adopts its node_exporter instead of starting a second one.
+func TestStackWithProcessDriver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	endpoint := startEtcd(t)
+	manager := startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
+	dirs := map[string]string{"a": t.TempDir(), "b": t.TempDir()}
+	agents := map[string]*stackAgent{}
+	for _, n := range []string{"a", "b"} {
+		agents[n] = startStackAgent(t, endpoint, n, manager, dirs[n])
+	}
+	for _, a := range agents {
+		etcdtest.Eventually(t, 20*time.Second, a.ready, "agent %s not ready", a.node)
+	}
+	master := agents[agentStatus(t, endpoint).Master.Node]
+	other := agents[map[string]string{"a": "b", "b": "a"}[master.node]]
+
+	promURL := "http://" + master.prom
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(promURL, `up{job="node",cluster="e2e"} == 1`) == 2
+	}, "master's Prometheus does not scrape both node_exporters")
+	// Relayed to the manager, with the cluster label.
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(manager, `node_exporter_build_info{cluster="e2e"}`) == 2
+	}, "node_exporter series of both nodes did not reach the manager through the relay")
+	if query("http://"+other.prom, "up") >= 0 {
+		t.Fatalf("a Prometheus runs on %s, which is not master", other.node)
+	}
+	status := agentStatus(t, endpoint)
+	for _, m := range status.Members {
+		if m.Status == nil || len(m.Status.Stack) == 0 {
+			t.Fatalf("status of %s lists no workloads", m.Node)
+		}
+	}
+
+	// Graceful failover: the old master's Prometheus stops, the new one's starts.
+	master.signal(syscall.SIGTERM)
+	if code, err := master.wait(20 * time.Second); err != nil || code != 0 {
+		t.Fatalf("master exit %d, %v", code, err)
+	}
+	if query(promURL, "up") >= 0 {
+		t.Fatal("the old master's Prometheus still answers after it stepped down")
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query("http://"+other.prom, `up{job="node",cluster="e2e"} == 1`) >= 1
+	}, "no Prometheus on the new master %s", other.node)
+
+	// The stopped agent's node_exporter kept running; a new agent on the
+	// same data dir adopts it (same pid) rather than starting another.
+	before := pidOf(t, master.dataDir, "agent-node-exporter-"+master.node)
+	restarted := startStackAgentWithPorts(t, endpoint, master, manager)
+	etcdtest.Eventually(t, 20*time.Second, restarted.ready, "restarted agent not ready")
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return pidOf(t, master.dataDir, "agent-node-exporter-"+master.node) == before
+	}, "restarted agent did not adopt its node_exporter (pid %s)", before)
+}
+
+// startStackAgentWithPorts restarts an agent with the data dir and ports of
+// an earlier one.
+func startStackAgentWithPorts(t *testing.T, endpoint string, old *stackAgent, manager string) *agentProc {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	toml := fmt.Sprintf("[stack.prometheus]\nlisten = %q\n[stack.node_exporter]\nlisten = %q\n[relay]\nupstream = [%q]\n",
+		old.prom, old.nodeExporter, manager+"/api/v1/write")
+	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startAgentIn(t, endpoint, old.node, "2s", old.dataDir, "--config", cfg, "--driver", "process")
+}
+
+func pidOf(t *testing.T, dataDir, name string) string {
+	b, err := os.ReadFile(filepath.Join(dataDir, "processes", name+".pid"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
