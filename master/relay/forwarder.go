@@ -70,6 +70,7 @@ func newForwarder(u string, cfg stackconfig.Relay, log *queue.Log, cursors []int
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tr.MaxIdleConnsPerHost = len(cursors) + 1
+	tr.WriteBufferSize = 128 << 10 // a request is ~100 KiB: few write calls
 	name := redact(u)
 	return &forwarder{
 		url: u, name: name, cfg: cfg, log: log, cursors: cursors,
@@ -121,6 +122,7 @@ func (f *forwarder) Run(ctx context.Context) {
 type batch struct {
 	rd      *queue.Reader
 	blocks  [][]byte // snappy blocks, one per record
+	counts  []int    // samples per block
 	spare   [][]byte // buffers to read records into
 	samples int
 	end     queue.Position
@@ -143,6 +145,7 @@ func (b *batch) add(rec queue.Record, at queue.Position) {
 		b.first = rec.Time
 	}
 	b.blocks = append(b.blocks, rec.Data)
+	b.counts = append(b.counts, rec.Samples)
 	b.samples += rec.Samples
 	b.end = at
 }
@@ -152,7 +155,7 @@ func (b *batch) add(rec queue.Record, at queue.Position) {
 // more to arrive.
 func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error {
 	b.spare = append(b.spare, b.blocks...)
-	b.blocks, b.samples = b.blocks[:0], 0
+	b.blocks, b.counts, b.samples = b.blocks[:0], b.counts[:0], 0
 	if b.held != nil {
 		b.add(*b.held, b.heldAt)
 		b.held = nil
@@ -207,7 +210,7 @@ func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error
 func (f *forwarder) runShard(ctx context.Context, s int) {
 	b := &batch{rd: f.log.Reader(f.cursors[s])}
 	defer b.rd.Close()
-	var body []byte
+	var body, joined []byte
 	for {
 		if err := b.fill(ctx, f.cfg.MaxSamplesPerSend, f.cfg.FlushDeadline); err != nil {
 			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
@@ -221,11 +224,13 @@ func (f *forwarder) runShard(ctx context.Context, s int) {
 		var err error
 		if len(b.blocks) == 1 {
 			body = b.blocks[0]
-		} else if body, err = remotewrite.Concat(body[:0:0], b.blocks...); err != nil {
+		} else if joined, err = remotewrite.Concat(joined, b.blocks...); err != nil {
 			f.logger.Error("join queue records", "err", err) // cannot happen: the queue checked them
 			continue
+		} else {
+			body = joined
 		}
-		if f.deliver(ctx, body, b.samples) != nil {
+		if f.deliverBatch(ctx, b, body) != nil {
 			return // ctx ended: the batch is sent again after a restart
 		}
 		b.rd.Ack(b.end, len(b.blocks), b.samples)
@@ -233,8 +238,39 @@ func (f *forwarder) runShard(ctx context.Context, s int) {
 	}
 }
 
-// deliver sends body until the upstream accepts or rejects it, or ctx ends.
-func (f *forwarder) deliver(ctx context.Context, body []byte, samples int) error {
+// deliverBatch delivers a batch (body is its records joined). When the
+// upstream rejects a batch of several records, each record is sent alone,
+// so that one bad record, or one already delivered before a crash (which
+// Prometheus refuses as out of order), does not take the others with it.
+func (f *forwarder) deliverBatch(ctx context.Context, b *batch, body []byte) error {
+	rejected, err := f.deliver(ctx, body, b.samples)
+	if err != nil || !rejected {
+		return err
+	}
+	if len(b.blocks) > 1 {
+		for i, block := range b.blocks {
+			if rejected, err = f.deliver(ctx, block, b.counts[i]); err != nil {
+				return err
+			}
+			if rejected {
+				f.drop(b.counts[i])
+			}
+		}
+		return nil
+	}
+	f.drop(b.samples)
+	return nil
+}
+
+func (f *forwarder) drop(samples int) {
+	f.dropped.Add(int64(samples))
+	f.rejectedC.Add(float64(samples))
+	f.logger.Warn("upstream rejected batch, dropped", "samples", samples, "err", f.lastError())
+}
+
+// deliver sends body until the upstream accepts it (rejected false),
+// refuses it with a 4xx other than 429 (rejected true), or ctx ends.
+func (f *forwarder) deliver(ctx context.Context, body []byte, samples int) (rejected bool, err error) {
 	for attempt := 0; ; attempt++ {
 		code, retryAfter, err := f.send(ctx, body)
 		switch {
@@ -242,18 +278,13 @@ func (f *forwarder) deliver(ctx context.Context, body []byte, samples int) error
 			f.failures.Store(0)
 			f.forwarded.Add(int64(samples))
 			f.forwardedC.Add(float64(samples))
-			return nil
+			return false, nil
 		case err == nil && code/100 == 4 && code != http.StatusTooManyRequests:
-			// The upstream will never take this batch: drop it, keep going.
-			f.failures.Store(0)
-			f.dropped.Add(int64(samples))
-			f.rejectedC.Add(float64(samples))
-			f.setErr(fmt.Errorf("upstream rejected %d samples: HTTP %d", samples, code))
-			f.logger.Warn("upstream rejected batch, dropped", "samples", samples, "code", code)
-			return nil
+			f.failures.Store(0) // reachable, just unwilling
+			return true, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		if err != nil {
 			f.setErr(err) // a status was recorded by send
@@ -268,7 +299,7 @@ func (f *forwarder) deliver(ctx context.Context, body []byte, samples int) error
 			f.logger.Warn("upstream failing, retrying", "err", f.lastError(), "attempt", attempt+1)
 		}
 		if !sleep(ctx, delay) {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }

@@ -303,9 +303,12 @@ func TestRetriesUntilUpstreamRecovers(t *testing.T) {
 	if n := testutil.ToFloat64(r.m.responses.WithLabelValues(up.URL, "503")); n != 6 {
 		t.Fatalf("503 responses %v, want 6", n)
 	}
-	st := r.Stats().Upstreams[0]
-	if st.State != "ok" || !strings.Contains(st.LastError, "503") {
-		t.Fatalf("stats %+v", st)
+	waitFor(t, "state ok", func() bool {
+		st := r.Stats().Upstreams[0]
+		return st.State == "ok" && st.SamplesForwarded == 2
+	})
+	if st := r.Stats().Upstreams[0]; !strings.Contains(st.LastError, "503") {
+		t.Fatalf("stats %+v, want the last error to name the 503", st)
 	}
 }
 
@@ -364,11 +367,12 @@ func TestDropsBatchUpstreamRejects(t *testing.T) {
 	if n := up.requestCount(); n != 2 {
 		t.Fatalf("%d upstream requests, want 2 (a rejected batch is not retried)", n)
 	}
+	waitFor(t, "stats: 2 dropped, 1 forwarded", func() bool {
+		st := r.Stats().Upstreams[0]
+		return st.SamplesDropped == 2 && st.SamplesForwarded == 1
+	})
 	if n := testutil.ToFloat64(r.m.dropped.WithLabelValues(up.URL, reasonRejected)); n != 2 {
 		t.Fatalf("dropped %v, want 2", n)
-	}
-	if st := r.Stats().Upstreams[0]; st.SamplesDropped != 2 || st.SamplesForwarded != 1 {
-		t.Fatalf("stats %+v", st)
 	}
 }
 
@@ -418,4 +422,32 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), `relay.upstream[0]`) {
 		t.Fatalf("bad upstream: err %v", err)
 	}
+}
+
+func TestRejectedJoinedBatchIsRetriedPerRecord(t *testing.T) {
+	up := newFakeManager(t)
+	up.respond = func(_ int, wr *remotewrite.WriteRequest) (int, http.Header) {
+		for _, s := range wr.Timeseries {
+			if s.Labels[0].Value == "poison" {
+				return http.StatusBadRequest, nil
+			}
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 1
+	// The forwarder waits for a full batch (3 samples): both requests below
+	// become one upstream request.
+	cfg.MaxSamplesPerSend, cfg.FlushDeadline = 3, time.Minute
+	r, _ := running(t, cfg)
+	post(r, request("poison", "poison"), nil)
+	post(r, request("good"), nil)
+	waitFor(t, "good delivered", func() bool { return len(up.received()) == 1 })
+	if n := up.requestCount(); n != 3 {
+		t.Fatalf("%d upstream requests, want 3 (joined, then each record alone)", n)
+	}
+	waitFor(t, "stats: 2 dropped, 1 forwarded", func() bool {
+		st := r.Stats().Upstreams[0]
+		return st.SamplesDropped == 2 && st.SamplesForwarded == 1
+	})
 }

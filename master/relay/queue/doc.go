@@ -2,7 +2,7 @@
 // on disk shared by every upstream, with one persisted read cursor per
 // (upstream, shard).
 //
-// A record is framed by a 28-byte header (magic, length, CRC32C, shard,
+// A record is framed by a 32-byte header (magic, length, CRC32C, shard,
 // samples, append time) and its payload. Appends are group-committed: one
 // writer goroutine writes every waiting batch with one write and one
 // fdatasync, then acknowledges them all. Each run starts a new segment, so a

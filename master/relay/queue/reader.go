@@ -94,7 +94,7 @@ func (r *Reader) TryNext(buf []byte) (Record, Position, <-chan struct{}, error) 
 			}
 			r.f, r.fid = f, r.pos.Segment
 		}
-		rec, next, ok, err := r.read(r.pos.Offset, limit, buf)
+		rec, next, ok, err := r.read(r.pos.Offset, limit, buf, true)
 		if err != nil {
 			return Record{}, Position{}, nil, err
 		}
@@ -114,8 +114,9 @@ func (r *Reader) TryNext(buf []byte) (Record, Position, <-chan struct{}, error) 
 }
 
 // read reads and checks the record at off; ok is false for a corrupt or
-// truncated one.
-func (r *Reader) read(off, limit int64, buf []byte) (rec Record, next int64, ok bool, err error) {
+// truncated one. With mine set, the payload of another shard's record is
+// skipped (its header CRC was checked).
+func (r *Reader) read(off, limit int64, buf []byte, mine bool) (rec Record, next int64, ok bool, err error) {
 	if off+headerSize > limit {
 		return rec, 0, false, nil
 	}
@@ -125,6 +126,10 @@ func (r *Reader) read(off, limit int64, buf []byte) (rec Record, next int64, ok 
 	h, ok := parseHeader(r.hb[:])
 	if !ok || off+headerSize+int64(h.length) > limit {
 		return rec, 0, false, nil
+	}
+	next = off + headerSize + int64(h.length)
+	if mine && int(h.shard)%r.l.opts.Shards != r.c.Shard {
+		return Record{Shard: int(h.shard)}, next, true, nil
 	}
 	if cap(buf) < int(h.length) {
 		buf = make([]byte, h.length)
@@ -136,7 +141,7 @@ func (r *Reader) read(off, limit int64, buf []byte) (rec Record, next int64, ok 
 	if !h.valid(r.hb[:], buf) {
 		return rec, 0, false, nil
 	}
-	return Record{Shard: int(h.shard), Samples: int(h.samples), Time: time.UnixMilli(h.unixMS), Data: buf}, off + headerSize + int64(h.length), true, nil
+	return Record{Shard: int(h.shard), Samples: int(h.samples), Time: time.UnixMilli(h.unixMS), Data: buf}, next, true, nil
 }
 
 // resync finds the next valid record at or after from, or returns limit.
@@ -155,7 +160,7 @@ func (r *Reader) resync(from, limit int64, buf []byte) (int64, error) {
 				break
 			}
 			cand := from + int64(i+j)
-			if _, _, ok, err := r.read(cand, limit, buf); err != nil {
+			if _, _, ok, err := r.read(cand, limit, buf, false); err != nil {
 				return 0, err
 			} else if ok {
 				return cand, nil

@@ -7,7 +7,7 @@ import (
 )
 
 const (
-	headerSize = 28
+	headerSize = 32
 	magic      = 0x31594c52 // "RLY1"
 	// MaxRecordBytes bounds one payload, so a corrupt length never makes a
 	// reader allocate more.
@@ -51,15 +51,18 @@ func appendRecord(dst []byte, shard, samples int, unixMS int64, data []byte) []b
 	binary.LittleEndian.PutUint16(h[12:], uint16(shard))
 	binary.LittleEndian.PutUint32(h[16:], uint32(samples))
 	binary.LittleEndian.PutUint64(h[20:], uint64(unixMS))
-	crc := crc32.Update(crc32.Checksum(h[12:], castagnoli), castagnoli, data)
+	crc := crc32.Update(crc32.Checksum(h[12:28], castagnoli), castagnoli, data)
 	binary.LittleEndian.PutUint32(h[8:], crc)
+	binary.LittleEndian.PutUint32(h[28:], crc32.Checksum(h[:28], castagnoli))
 	dst = append(dst, h[:]...)
 	return append(dst, data...)
 }
 
-// parseHeader reports whether b starts with a plausible header.
+// parseHeader reports whether b starts with a valid header (its own CRC
+// checked, so a reader may skip the payload of another shard's record).
 func parseHeader(b []byte) (header, bool) {
-	if len(b) < headerSize || binary.LittleEndian.Uint32(b) != magic {
+	if len(b) < headerSize || binary.LittleEndian.Uint32(b) != magic ||
+		crc32.Checksum(b[:28], castagnoli) != binary.LittleEndian.Uint32(b[28:]) {
 		return header{}, false
 	}
 	h := header{
@@ -73,5 +76,5 @@ func parseHeader(b []byte) (header, bool) {
 }
 
 func (h header) valid(raw, data []byte) bool {
-	return crc32.Update(crc32.Checksum(raw[12:headerSize], castagnoli), castagnoli, data) == h.crc
+	return crc32.Update(crc32.Checksum(raw[12:28], castagnoli), castagnoli, data) == h.crc
 }

@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"bytes"
 	"testing"
 )
 
@@ -29,8 +30,19 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		}
 		out := make([]Shard, 3)
 		c, err := rw.Rewrite(dec, out)
+		// A cold Rewriter must agree with the warm one (its label cache).
+		cold, _ := NewRewriter(map[string]string{"cluster": "fuzz"}, 3)
+		coldOut := make([]Shard, 3)
+		if _, coldErr := cold.Rewrite(dec, coldOut); (coldErr == nil) != (err == nil) {
+			t.Fatalf("warm rewriter err %v, cold %v", err, coldErr)
+		}
 		if err != nil {
 			return
+		}
+		for i := range out {
+			if !bytes.Equal(out[i].Buf, coldOut[i].Buf) {
+				t.Fatalf("shard %d differs between warm and cold rewriter", i)
+			}
 		}
 		size := 0
 		for _, s := range out {

@@ -62,6 +62,7 @@ type Shard struct {
 type Rewriter struct {
 	ext    []extLabel // sorted by name
 	shards int
+	cache  *labelCache
 }
 
 type extLabel struct {
@@ -75,7 +76,7 @@ func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
 	if shards < 1 {
 		return nil, fmt.Errorf("shards: must be >= 1, got %d", shards)
 	}
-	r := &Rewriter{shards: shards}
+	r := &Rewriter{shards: shards, cache: newLabelCache(labelCacheBytes)}
 	for name, value := range external {
 		if !ValidLabelName([]byte(name)) {
 			return nil, fmt.Errorf("external label name %q: must match [a-zA-Z_][a-zA-Z0-9_]*", name)
@@ -120,7 +121,7 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 		switch {
 		case num == fieldTimeseries && typ == protowire.BytesType:
 			body, _ := protowire.ConsumeBytes(b[n:])
-			if err := r.series(body, c.Series, out, &c); err != nil {
+			if err := r.series(body, c.Series, out, &c, true); err != nil {
 				return c, err
 			}
 			c.Series++
@@ -145,8 +146,13 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 // series validates one TimeSeries body in a single pass and, when out is
 // set, appends it to its shard with the external labels inserted at their
 // sorted positions (found during the pass), copying everything else as is.
-func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
+func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useCache bool) error {
 	var (
+		c          Counts // added to total on success
+		hash       uint64
+		fromCache  bool
+		off        int
+		runEnd     = -1 // end of the label run the cache looked up
 		prev       []byte
 		nLabels    int
 		samples    int
@@ -161,7 +167,17 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
 	if len(r.ext) > len(insBuf) {
 		ins = make([]int, 0, len(r.ext))
 	}
-	for off := 0; off < len(body); {
+	if useCache {
+		var e *cacheEntry
+		if e, runEnd, hash = r.cache.lookup(body); e != nil {
+			lEnd = runEnd
+			// These exact label bytes were validated before: reuse the
+			// merge plan and check only the rest.
+			fromCache, off, lStart, nLabels, addLen, ei = true, lEnd, 0, e.n, e.addLen, len(r.ext)
+			ins = append(ins, e.ins...)
+		}
+	}
+	for off < len(body) {
 		b := body[off:]
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -186,6 +202,9 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
 		end := off + n + m + int(l)
 		switch num {
 		case tsLabels:
+			if fromCache {
+				return r.series(body, idx, out, total, false) // labels after other fields: the slow way
+			}
 			name, value, err := parseLabel(v)
 			if err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
@@ -242,16 +261,26 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, c *Counts) error {
 	if nLabels == 0 {
 		return fmt.Errorf("series %d: no labels", idx)
 	}
-	if out == nil {
-		return nil
-	}
+	total.Series += c.Series
+	total.Samples += c.Samples
+	total.Histograms += c.Histograms
+	total.Exemplars += c.Exemplars
 	for ; ei < len(r.ext); ei++ {
 		ins = append(ins, lEnd)
 		addLen += len(r.ext[ei].field)
 	}
+	if !fromCache && lStart == 0 && contiguous && lEnd == runEnd {
+		r.cache.put(hash, body[:lEnd], ins, addLen, nLabels)
+	}
+	if out == nil {
+		return nil
+	}
 	s := 0
 	if r.shards > 1 {
-		s = int(r.labelHash(body, lStart, lEnd, contiguous) % uint64(r.shards))
+		if lStart != 0 || lEnd != runEnd || !contiguous {
+			hash = r.labelHash(body, lStart, lEnd, contiguous)
+		}
+		s = int(hash % uint64(r.shards))
 	}
 	out[s].Samples += samples
 	dst := protowire.AppendTag(out[s].Buf, fieldTimeseries, protowire.BytesType)
@@ -390,6 +419,12 @@ func wellFormed(b []byte) bool {
 }
 
 func checkSample(b []byte) error {
+	// Fast path: value then timestamp, as every encoder writes them.
+	if len(b) > 10 && b[0] == sampleValue<<3|1 && b[9] == sampleTimestamp<<3 {
+		if _, n := consumeVarint(b[10:]); n > 0 && 10+n == len(b) {
+			return nil
+		}
+	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {

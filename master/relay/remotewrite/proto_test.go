@@ -168,3 +168,48 @@ func TestSnappyConcatAndLimits(t *testing.T) {
 		t.Fatalf("decode garbage: err = %v", err)
 	}
 }
+
+func TestRewriteCacheGivesSameResult(t *testing.T) {
+	// "zz" sorts after every label of the request: it is appended last.
+	cached, _ := NewRewriter(map[string]string{"cluster": "c", "a": "x", "zz": "end"}, 3)
+	src := sampleRequest().Append(nil)
+	first := make([]Shard, 3)
+	if _, err := cached.Rewrite(src, first); err != nil {
+		t.Fatal(err)
+	}
+	second := make([]Shard, 3)
+	if _, err := cached.Rewrite(src, second); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for i := range cached.cache.shards {
+		n += len(cached.cache.shards[i].m)
+	}
+	if n != 3 {
+		t.Fatalf("%d label sets cached, want 3", n)
+	}
+	for i := range first {
+		if !bytes.Equal(first[i].Buf, second[i].Buf) || first[i].Samples != second[i].Samples {
+			t.Fatalf("shard %d differs between a cold and a cached rewrite", i)
+		}
+	}
+}
+
+func TestRewriteCacheStillChecksLaterLabels(t *testing.T) {
+	rw, _ := NewRewriter(nil, 1)
+	good := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"a", "1"}}, Samples: []Sample{{1, 1}}}}}).Append(nil)
+	if _, err := rw.Rewrite(good, make([]Shard, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The same label run, then a sample, then an invalid label.
+	body := append([]byte(nil), good[2:]...)
+	bad := protowire.AppendTag(nil, labelName, protowire.BytesType)
+	bad = protowire.AppendString(bad, "0bad")
+	body = protowire.AppendTag(body, tsLabels, protowire.BytesType)
+	body = protowire.AppendBytes(body, bad)
+	req := protowire.AppendTag(nil, fieldTimeseries, protowire.BytesType)
+	req = protowire.AppendBytes(req, body)
+	if _, err := rw.Rewrite(req, make([]Shard, 1)); err == nil || !strings.Contains(err.Error(), "invalid label name") {
+		t.Fatalf("err = %v, want invalid label name", err)
+	}
+}

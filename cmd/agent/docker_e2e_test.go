@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	"github.com/agentproj/agent/drivers/docker/dockertest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// The main job on a real Docker engine. Prometheus and node_exporter run
+// from local images built from the Debian binaries, under the image names
+// the stack config uses; Vector, the Jaeger collector and the trace agent
+// cannot run here and are STAND-IN images (busybox printing their args and
+// config files), which prove the containers are made with the right names,
+// labels, mounts and configs.
+func TestStackWithDockerDriver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	engine := dockertest.Start(t)
+	cli := engine.Client
+	st := stackconfig.DefaultStack
+	dockertest.ImportImage(t, cli, st.Prometheus.Image, requireBinary(t, "prometheus", "prometheus"))
+	dockertest.ImportImage(t, cli, st.NodeExporter.Image, requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter"))
+	for _, img := range []string{st.Vector.Image, st.Jaeger.Image, st.TraceAgent.Image} {
+		dockertest.StandInImage(t, cli, img)
+	}
+	t.Setenv("DOCKER_HOST", engine.Host)
+
+	endpoint := startEtcd(t)
+	manager := startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
+	type ports struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2 string }
+	agents := map[string]*agentProc{}
+	prom := map[string]string{}
+	args := map[string][]string{} // to restart an agent as it was
+	for _, n := range []string{"a", "b"} {
+		p := ports{}
+		for _, f := range []*string{&p.prom, &p.nodeExporter, &p.jaegerGRPC, &p.jaegerHTTP, &p.traceGRPC, &p.traceHTTP, &p.h1, &p.t1, &p.h2, &p.t2} {
+			*f = etcdtest.FreeAddr(t)
+		}
+		prom[n] = "http://" + p.prom
+		cfg := filepath.Join(t.TempDir(), "agent.toml")
+		toml := fmt.Sprintf(`
+[stack.prometheus]
+listen = %q
+scrape_interval = "1s"
+scrape_timeout = "1s"
+file_sd_refresh_interval = "1s"
+[stack.node_exporter]
+listen = %q
+[stack.jaeger]
+otlp_grpc_listen = %q
+otlp_http_listen = %q
+health_listen = %q
+telemetry_listen = %q
+[stack.trace_agent]
+otlp_grpc_listen = %q
+otlp_http_listen = %q
+health_listen = %q
+telemetry_listen = %q
+[manager]
+logs_url = "http://127.0.0.1:9/logs"
+traces_otlp_endpoint = "http://127.0.0.1:9"
+[relay]
+upstream = [%q]
+flush_deadline = "100ms"
+`, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, manager+"/api/v1/write")
+		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args[n] = []string{"--config", cfg, "--driver", "docker", "--data-dir", t.TempDir()}
+		agents[n] = startAgent(t, endpoint, n, "2s", args[n]...)
+	}
+	for _, a := range agents {
+		etcdtest.Eventually(t, 30*time.Second, a.ready, "agent %s not ready", a.node)
+	}
+	master := agentStatus(t, endpoint).Master.Node
+	other := map[string]string{"a": "b", "b": "a"}[master]
+
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return query(prom[master], `up{job="node",cluster="e2e"} == 1`) == 2
+	}, "the master's Prometheus container does not scrape both node_exporter containers")
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(manager, `node_exporter_build_info{cluster="e2e"}`) == 2
+	}, "node_exporter series did not reach the manager through the relay")
+
+	// Names, hostnames and labels of every container.
+	want := map[string]string{ // container -> role
+		"agent-prometheus-" + master: workload.RolePrometheus,
+		"agent-jaeger-" + master:     workload.RoleJaeger,
+	}
+	for _, n := range []string{"a", "b"} {
+		want["agent-node-exporter-"+n] = workload.RoleNodeExporter
+		want["agent-vector-"+n] = workload.RoleVector
+		want["agent-trace-agent-"+n] = workload.RoleTraceAgent
+	}
+	for name, role := range want {
+		var info container.InspectResponse
+		etcdtest.Eventually(t, 30*time.Second, func() bool {
+			var err error
+			info, err = cli.ContainerInspect(t.Context(), name)
+			return err == nil && info.State.Running
+		}, "container %s not running", name)
+		node := strings.TrimPrefix(strings.TrimPrefix(name, "agent-"+role+"-"), "agent-")
+		l := info.Config.Labels
+		if info.Config.Hostname != name || l[workload.LabelRole] != role || l[workload.LabelNode] != node || l[workload.LabelCluster] != "e2e" || !info.HostConfig.NetworkMode.IsHost() {
+			t.Errorf("container %s: hostname %q, network %q, labels %v", name, info.Config.Hostname, info.HostConfig.NetworkMode, l)
+		}
+	}
+	// The stand-in Vector was given its rendered config and the Docker socket.
+	logs := containerLogs(t, cli, "agent-vector-"+other)
+	if !strings.Contains(logs, `type = 'docker_logs'`) || !strings.Contains(logs, `.node = "`+other+`"`) {
+		t.Errorf("Vector stand-in did not get a config with docker_logs and its node:\n%s", logs)
+	}
+	// The trace agent forwards to the Jaeger collector the master published.
+	logs = containerLogs(t, cli, "agent-trace-agent-"+other)
+	if !strings.Contains(logs, "endpoint:") {
+		t.Errorf("trace agent stand-in config has no exporter endpoint:\n%s", logs)
+	}
+	ids := map[string]string{}
+	for name := range want {
+		info, _ := cli.ContainerInspect(t.Context(), name)
+		ids[name] = info.ID
+	}
+
+	// Failover: the Prometheus container moves to the other node.
+	agents[master].signal(syscall.SIGTERM)
+	if code, err := agents[master].wait(40 * time.Second); err != nil || code != 0 {
+		t.Fatalf("master exit %d, %v", code, err)
+	}
+	if _, err := cli.ContainerInspect(t.Context(), "agent-prometheus-"+master); !client.IsErrNotFound(err) {
+		t.Fatalf("the old master's Prometheus container is still there (%v)", err)
+	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return query(prom[other], `up{job="node",cluster="e2e"} == 1`) >= 1
+	}, "no Prometheus container on the new master %s", other)
+
+	// Restarting the stopped agent adopts its node stack containers.
+	again := startAgent(t, endpoint, master, "2s", args[master]...)
+	etcdtest.Eventually(t, 30*time.Second, again.ready, "restarted agent not ready")
+	for _, name := range []string{"agent-node-exporter-" + master, "agent-vector-" + master} {
+		info, err := cli.ContainerInspect(t.Context(), name)
+		if err != nil || info.ID != ids[name] {
+			t.Errorf("%s was not adopted: id %s before, %s after (%v)", name, ids[name], info.ID, err)
+		}
+	}
+}
+
+func containerLogs(t *testing.T, cli *client.Client, name string) string {
+	t.Helper()
+	rc, err := cli.ContainerLogs(t.Context(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatalf("logs of %s: %v", name, err)
+	}
+	defer rc.Close()
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return b.String()
+}
