@@ -63,11 +63,9 @@ bench-relay: deps
 verify-unit:
 	$(GO) test -count=1 -run TestSystemdUnitVerifies ./cmd/agent
 
-## run: the main job: a one-node cluster on the embedded etcd, on loopback
+## run: the main job: a one-node cluster on the embedded etcd running the stack, relaying to a local manager
 run: deps build
-	@mkdir -p $(DATA_DIR)
-	@echo "agent API: http://127.0.0.1:9464  (try: bin/agent status; curl -s 127.0.0.1:9464/metrics)"
-	bin/agent join --data-dir $(DATA_DIR) --listen 127.0.0.1:9464
+	DATA_DIR=$(DATA_DIR) bash deploy/demo.sh
 
 clean:
 	rm -rf bin
