@@ -119,12 +119,12 @@ flush_deadline = "100ms"
 		}
 	}
 	// The stand-in Vector was given its rendered config and the Docker socket.
-	logs := containerLogs(t, cli, "agent-vector-"+other)
+	logs := dockertest.Logs(t, cli, "agent-vector-"+other)
 	if !strings.Contains(logs, `type = 'docker_logs'`) || !strings.Contains(logs, `.node = "`+other+`"`) {
 		t.Errorf("Vector stand-in did not get a config with docker_logs and its node:\n%s", logs)
 	}
 	// The trace agent forwards to the Jaeger collector the master published.
-	logs = containerLogs(t, cli, "agent-trace-agent-"+other)
+	logs = dockertest.Logs(t, cli, "agent-trace-agent-"+other)
 	if !strings.Contains(logs, "endpoint:") {
 		t.Errorf("trace agent stand-in config has no exporter endpoint:\n%s", logs)
 	}
@@ -155,23 +155,4 @@ flush_deadline = "100ms"
 			t.Errorf("%s was not adopted: id %s before, %s after (%v)", name, ids[name], info.ID, err)
 		}
 	}
-}
-
-func containerLogs(t *testing.T, cli *client.Client, name string) string {
-	t.Helper()
-	rc, err := cli.ContainerLogs(t.Context(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		t.Fatalf("logs of %s: %v", name, err)
-	}
-	defer rc.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := rc.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return b.String()
 }

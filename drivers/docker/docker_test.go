@@ -1,7 +1,6 @@
 package docker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -51,20 +48,6 @@ func newDriver(t *testing.T, e *dockertest.Engine) *docker.Driver {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
-}
-
-func logs(t *testing.T, cli *client.Client, name string) string {
-	t.Helper()
-	rc, err := cli.ContainerLogs(context.Background(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		t.Fatalf("logs of %s: %v", name, err)
-	}
-	defer rc.Close()
-	var out bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
-		t.Fatalf("logs of %s: %v", name, err)
-	}
-	return out.String()
 }
 
 func TestNewNamesTheEngineThatDoesNotAnswer(t *testing.T) {
@@ -151,9 +134,9 @@ func TestEnsureCreatesStandInContainerAsSpecified(t *testing.T) {
 		}
 	}
 	// The stand-in prints its hostname and the config it was given.
-	eventually(t, 10*time.Second, func() bool { return strings.Contains(logs(t, e.Client, "vector"), "stand-in ready") },
-		"stand-in never ready:\n%s", logs(t, e.Client, "vector"))
-	out := logs(t, e.Client, "vector")
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(dockertest.Logs(t, e.Client, "vector"), "stand-in ready") },
+		"stand-in never ready:\n%s", dockertest.Logs(t, e.Client, "vector"))
+	out := dockertest.Logs(t, e.Client, "vector")
 	for _, want := range []string{"hostname: n1-vector", "# vector config for the stand-in", "args: --config=/etc/vector/vector.toml"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stand-in log lacks %q:\n%s", want, out)
@@ -421,18 +404,18 @@ func TestPrometheusFromLocalBinaryServesOnHostNetwork(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}
-	eventually(t, 30*time.Second, ready, "containerised Prometheus not ready on %s (host network):\n%s", addr, logs(t, e.Client, "prometheus"))
+	eventually(t, 30*time.Second, ready, "containerised Prometheus not ready on %s (host network):\n%s", addr, dockertest.Logs(t, e.Client, "prometheus"))
 	t.Logf("prometheus ready %s after the import", time.Since(start).Round(time.Millisecond))
 	// Prometheus logs this line once at start and once per reload.
 	const loaded = "Completed loading of configuration file"
-	if n := strings.Count(logs(t, e.Client, "prometheus"), loaded); n != 1 {
+	if n := strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded); n != 1 {
 		t.Fatalf("%q logged %d times before SIGHUP, want 1", loaded, n)
 	}
 	if err := d.Signal(ctx, "prometheus", syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() bool {
-		return strings.Count(logs(t, e.Client, "prometheus"), loaded) == 2
+		return strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded) == 2
 	}, "no config reload seen after SIGHUP")
 	if st, _ := d.Inspect(ctx, "prometheus"); st.Status != workload.StatusRunning {
 		t.Fatalf("prometheus after SIGHUP: %+v", st)

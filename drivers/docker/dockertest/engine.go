@@ -2,8 +2,11 @@ package dockertest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,4 +229,19 @@ func unescapeMount(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// Logs returns what a container wrote to stdout and stderr so far.
+func Logs(t testing.TB, cli *client.Client, name string) string {
+	t.Helper()
+	rc, err := cli.ContainerLogs(context.Background(), name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatalf("logs of %s: %v", name, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		t.Fatalf("logs of %s: %v", name, err)
+	}
+	return out.String()
 }
