@@ -35,11 +35,17 @@ test: deps
 test-short:
 	$(GO) test -race -short -count=1 ./...
 
-## lint: vet, formatting, and golangci-lint when it is installed
-lint:
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
+
+## lint: vet, formatting and golangci-lint (.golangci.yml), installed on first use
+lint: $(GOLANGCI_LINT)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
-	@if command -v golangci-lint >/dev/null 2>&1; then golangci-lint run ./...; else echo "golangci-lint not installed: skipped"; fi
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -69,7 +69,7 @@ func TestAPI(t *testing.T) {
 	// etcd unreachable: not ready, and the status says why, as JSON.
 	px.Cut()
 	etcdtest.Eventually(t, 5*time.Second, func() bool { code, _ := get(t, base+"/-/ready"); return code == 503 }, "still ready with etcd cut off")
-	code, body = get(t, base+"/-/ready")
+	_, body = get(t, base+"/-/ready")
 	var e struct{ Error string }
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Error == "" {
 		t.Fatalf("/-/ready 503 body is not a JSON error: %q", body)

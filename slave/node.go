@@ -263,6 +263,7 @@ func (n *Node) campaignLoop(ctx context.Context, s *concurrency.Session) {
 			}
 			continue
 		}
+		bo.reset()
 		err := n.lead(ctx, s, e)
 		if ctx.Err() != nil {
 			return

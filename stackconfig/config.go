@@ -48,6 +48,8 @@ type Config struct {
 
 	// Stack says what the agent runs and how (driver, images, binaries).
 	Stack Stack `mapstructure:"stack"`
+	// API guards the manager API (token, allowed images, body limit).
+	API API `mapstructure:"api"`
 	// Manager is where logs and traces go; metrics go through the relay.
 	Manager Manager `mapstructure:"manager"`
 	// Relay forwards the master Prometheus' remote-write to the manager.
@@ -91,6 +93,7 @@ var DefaultConfig = Config{
 		DialTimeout:    5 * time.Second,
 	},
 	Stack:   DefaultStack,
+	API:     DefaultAPI,
 	Manager: DefaultManager,
 	Relay:   DefaultRelay,
 }
@@ -176,7 +179,7 @@ func (c *Config) Validate() error {
 		bad("log_format: must be text or json, got %q", c.LogFormat)
 	}
 	for k := range c.Labels {
-		if !labelName.MatchString(k) {
+		if !ValidLabelName(k) {
 			bad("labels: label name must match %s, got %q", labelName, k)
 		}
 	}
@@ -186,6 +189,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Etcd.validate()...)
 	errs = append(errs, ValidateExporters(c.Exporters)...)
 	errs = append(errs, c.Stack.Validate()...)
+	errs = append(errs, c.API.Validate(c.Listen)...)
 	errs = append(errs, c.Manager.Validate()...)
 	errs = append(errs, c.Relay.Validate())
 	return errors.Join(errs...)

@@ -35,8 +35,16 @@ func (e Exporter) Targets() []string {
 var jobName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // ValidLabelName reports whether s is a legacy Prometheus label name
-// ([a-zA-Z_][a-zA-Z0-9_]*).
-func ValidLabelName(s string) bool { return labelName.MatchString(s) }
+// ([a-zA-Z_][a-zA-Z0-9_]*, the labelName pattern), without a regexp: the
+// relay and the target sync call it often.
+func ValidLabelName(s string) bool {
+	for i, c := range []byte(s) {
+		if c != '_' && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return s != ""
+}
 
 // AgentLabels are the target labels the agent sets itself; exporters may not
 // set them.

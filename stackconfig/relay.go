@@ -135,7 +135,7 @@ func (r Relay) Validate() error {
 		bad("tls: cert_file and key_file must be set together, got cert_file=%q key_file=%q", r.TLS.CertFile, r.TLS.KeyFile)
 	}
 	for name, value := range r.ExternalLabels {
-		if !relayLabelName(name) {
+		if !ValidLabelName(name) {
 			bad("external_labels: label name must match [a-zA-Z_][a-zA-Z0-9_]*, got %q", name)
 		} else if value == "" {
 			bad("external_labels.%s: must not be empty", name)
@@ -172,15 +172,6 @@ func (r Relay) Validate() error {
 		bad("remote_timeout: must be > 0, got %s", r.RemoteTimeout)
 	}
 	return errors.Join(errs...)
-}
-
-func relayLabelName(s string) bool {
-	for i, c := range []byte(s) {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return s != ""
 }
 
 func relayHeaderName(s string) bool {

@@ -39,7 +39,7 @@ func RenderFileSD(groups []TargetGroup) ([]byte, error) {
 			}
 		}
 		for name, value := range g.Labels {
-			if !labelName.MatchString(string(name)) || !utf8.ValidString(string(value)) {
+			if !ValidLabelName(string(name)) || !utf8.ValidString(string(value)) {
 				c.bad(key+".labels", "label name must match %s and value be UTF-8, got %q=%q", labelName, name, value)
 			}
 		}

@@ -234,7 +234,7 @@ func vrlAssignmentsFake(src string) (map[string]string, error) {
 			}
 			k2, rest, err := vrlStringLiteralFake(rest)
 			if err != nil || k2 != k {
-				return nil, fmt.Errorf("guid label %q then %q: %v", k, k2, err)
+				return nil, fmt.Errorf("guid label %q then %q: %w", k, k2, err)
 			}
 			if rest, ok = strings.CutPrefix(rest, "\n}"); !ok {
 				return nil, fmt.Errorf("unexpected VRL at %q", rest)

@@ -334,7 +334,7 @@ func (c *checker) dnsLabel(key, value string) {
 func (c *checker) labels(key string, ls map[string]string) {
 	for name, value := range ls {
 		switch {
-		case !labelName.MatchString(name):
+		case !ValidLabelName(name):
 			c.bad(key, "label name must match %s, got %q", labelName, name)
 		case strings.HasPrefix(name, "__"):
 			c.bad(key, "label names starting with __ are reserved, got %q", name)

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -201,13 +202,13 @@ func printApp(cmd *cobra.Command, a apps.AppView) {
 	if len(a.Spec.Args) > 0 {
 		row("args", strings.Join(a.Spec.Args, " "))
 	}
-	for _, k := range sortedKeys(a.Spec.Env) {
+	for _, k := range slices.Sorted(maps.Keys(a.Spec.Env)) {
 		row("env", fmt.Sprintf("%s=%q", k, a.Spec.Env[k]))
 	}
 	if m := a.Spec.Metrics; m != nil {
 		row("metrics", fmt.Sprintf("port %d, path %s", m.Port, m.Path))
 	}
-	for _, k := range sortedKeys(a.Spec.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(a.Spec.Labels)) {
 		row("label", fmt.Sprintf("%s=%q", k, a.Spec.Labels[k]))
 	}
 	if s := a.Status; s != nil {
@@ -309,13 +310,4 @@ func keyValues(flag string, kvs []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

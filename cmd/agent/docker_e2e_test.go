@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	cerrdefs "github.com/containerd/errdefs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
 
 	"github.com/agentproj/agent/drivers/docker/dockertest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
@@ -139,7 +139,7 @@ flush_deadline = "100ms"
 	if code, err := agents[master].wait(40 * time.Second); err != nil || code != 0 {
 		t.Fatalf("master exit %d, %v", code, err)
 	}
-	if _, err := cli.ContainerInspect(t.Context(), "agent-prometheus-"+master); !client.IsErrNotFound(err) {
+	if _, err := cli.ContainerInspect(t.Context(), "agent-prometheus-"+master); !cerrdefs.IsNotFound(err) {
 		t.Fatalf("the old master's Prometheus container is still there (%v)", err)
 	}
 	etcdtest.Eventually(t, 60*time.Second, func() bool {

@@ -48,7 +48,7 @@ func agentBinary(t testing.TB) string {
 		agentBin = filepath.Join(dir, "agent")
 		out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput()
 		if err != nil {
-			agentErr = fmt.Errorf("go build: %v\n%s", err, out)
+			agentErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if agentErr != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -16,9 +17,11 @@ import (
 	"github.com/agentproj/agent/master/clusterstack"
 	"github.com/agentproj/agent/master/collectors"
 	"github.com/agentproj/agent/master/filesd"
+	"github.com/agentproj/agent/master/placement"
 	"github.com/agentproj/agent/master/relay"
 	"github.com/agentproj/agent/master/targetsync"
 	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/slave/apps"
 	"github.com/agentproj/agent/slave/nodestack"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -82,6 +85,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		return nil, err
 	}
 	duties := master.Duties{
+		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
 		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg)},
 		{Name: "cluster-stack", Duty: cluster},
 		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
@@ -97,6 +101,30 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
 
+	// Apps: the Supervisor starts only once the Reconciler has handed it
+	// the first desired set, so that it adopts the apps an earlier agent
+	// left running instead of removing them as orphans.
+	appSup, err := workload.NewSupervisor(driver, workload.SupervisorOptions{
+		Owner:    "apps",
+		Selector: map[string]string{workload.LabelNode: cfg.Node, workload.LabelCluster: cfg.Cluster},
+		Logger:   log.With("component", "apps-supervisor"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
+		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
+		OTLPEndpoint: nodeStack.TraceEndpoint(),
+	}, appSup, targets, log.With("component", "apps"), reg)
+	p.actors = append(p.actors, func(ctx context.Context) error {
+		select {
+		case <-appRec.Synced():
+		case <-ctx.Done():
+			return nil
+		}
+		return appSup.Run(ctx)
+	})
+
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
 	if rel != nil {
 		sources.Relay = func() any { return rel.Stats() }
@@ -106,12 +134,21 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	p.node = slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
-	}, cli, duties, []slave.SessionWorker{targets, status}, log.With("component", "node"), reg)
+	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
 	p.api, err = slave.NewAPI(cfg.Listen, p.node, registry, reg, log.With("component", "api"))
 	if err != nil {
 		return nil, err
 	}
 	p.api.HandleTargets(registry)
+	token := ""
+	if cfg.API.TokenFile != "" {
+		if token, err = stackconfig.ReadToken(cfg.API.TokenFile); err != nil {
+			return nil, exitCode{2, fmt.Errorf("api.token_file: %w", err)}
+		}
+	}
+	apps.NewHandler(cli, apps.HandlerConfig{
+		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
+	}, log.With("component", "apps-api"), reg).Register(p.api, token)
 	if rel != nil {
 		p.api.Handle("POST /api/v1/write", rel)
 	}

@@ -35,7 +35,7 @@ func (t Target) Key() string { return t.Node + "/" + t.Job + "/" + t.ID }
 // job label from the key (a target's own job label wins over job_name in
 // Prometheus, so one scrape config serves every job).
 func (t Target) Group() TargetGroup {
-	g := t.TargetGroup.Normalize()
+	g := t.Normalize()
 	g.Labels[model.JobLabel] = model.LabelValue(t.Job)
 	return g
 }
@@ -73,7 +73,7 @@ func (k Keys) ParseTargetKV(key, value []byte) (Target, error) {
 		}
 	}
 	for name, v := range t.Labels {
-		if !legacyLabelName(string(name)) {
+		if !stackconfig.ValidLabelName(string(name)) {
 			return Target{}, fmt.Errorf("label name %q is not [a-zA-Z_][a-zA-Z0-9_]*", name)
 		}
 		if !utf8.ValidString(string(v)) {
@@ -81,18 +81,6 @@ func (k Keys) ParseTargetKV(key, value []byte) (Target, error) {
 		}
 	}
 	return t, nil
-}
-
-func legacyLabelName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, c := range s {
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // BadTarget is a target key whose value was skipped, with the reason.

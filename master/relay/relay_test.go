@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -415,7 +416,7 @@ func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	cfg := testConfig(t.TempDir())
-	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err != ErrNoUpstream {
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); !errors.Is(err, ErrNoUpstream) {
 		t.Fatalf("no upstream: err %v", err)
 	}
 	cfg = testConfig(t.TempDir(), "ftp://x")

@@ -71,7 +71,7 @@ func libraries(binary string) ([]string, error) {
 			lddCache[binary] = nil
 			return nil, nil
 		}
-		return nil, fmt.Errorf("ldd %s: %v: %s", binary, err, out)
+		return nil, fmt.Errorf("ldd %s: %w: %s", binary, err, out)
 	}
 	var libs []string
 	for _, line := range strings.Split(string(out), "\n") {

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -253,14 +254,14 @@ func TestGroupCommitConcurrentAppends(t *testing.T) {
 func TestAppendAfterStopFails(t *testing.T) {
 	h := start(t, opts(t.TempDir()))
 	h.stop()
-	if err := h.l.Append(context.Background(), []Record{{Data: []byte("x")}}); err != ErrClosed {
+	if err := h.l.Append(context.Background(), []Record{{Data: []byte("x")}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after stop: %v, want ErrClosed", err)
 	}
 	r := h.l.Reader(0)
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, _, err := r.Next(ctx, nil); err != ErrClosed {
+	if _, _, err := r.Next(ctx, nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("next after stop: %v, want ErrClosed", err)
 	}
 }

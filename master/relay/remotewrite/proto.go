@@ -558,9 +558,10 @@ func Unmarshal(b []byte) (*WriteRequest, error) {
 				case tsSamples:
 					var s Sample
 					err := eachValue(v, func(num protowire.Number, x uint64) {
-						if num == sampleValue {
+						switch num {
+						case sampleValue:
 							s.Value = math.Float64frombits(x)
-						} else if num == sampleTimestamp {
+						case sampleTimestamp:
 							s.Timestamp = int64(x)
 						}
 					})

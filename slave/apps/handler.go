@@ -1,0 +1,344 @@
+package apps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// HandlerConfig configures the apps API.
+type HandlerConfig struct {
+	Keys etcd.Keys
+	// AllowedImages is api.allowed_images; empty refuses every image.
+	AllowedImages []string
+	// MaxBodyBytes bounds a request body; zero means
+	// stackconfig.DefaultAPI.MaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Handler serves the manager's apps API from etcd; any agent answers it.
+type Handler struct {
+	kv     clientv3.KV
+	cfg    HandlerConfig
+	policy ImagePolicy
+	log    *slog.Logger
+	m      *apiMetrics
+	bad    *invalidRecords
+}
+
+// NewHandler returns the API over kv. A nil reg registers no metrics.
+func NewHandler(kv clientv3.KV, cfg HandlerConfig, log *slog.Logger, reg prometheus.Registerer) *Handler {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = stackconfig.DefaultAPI.MaxBodyBytes
+	}
+	m := newAPIMetrics(reg)
+	return &Handler{
+		kv: kv, cfg: cfg, policy: ImagePolicy(cfg.AllowedImages), log: log, m: m,
+		bad: newInvalidRecords(log, m.invalid),
+	}
+}
+
+// Mux is where routes go; *slave.API and *http.ServeMux are ones.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Routes returns the API's routes by net/http pattern. The two patterns
+// without a method answer every other method and path below
+// /api/v1/apps with a JSON error, as every API error is.
+func (h *Handler) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST /api/v1/apps":          http.HandlerFunc(h.create),
+		"GET /api/v1/apps":           http.HandlerFunc(h.list),
+		"GET /api/v1/apps/{guid}":    http.HandlerFunc(h.get),
+		"DELETE /api/v1/apps/{guid}": http.HandlerFunc(h.delete),
+		"/api/v1/apps":               h.other("GET, POST"),
+		"/api/v1/apps/":              h.other("GET, DELETE"),
+	}
+}
+
+// Register adds the routes to mux, each behind RequireToken(token) unless
+// token is empty (a loopback-only agent without api.token_file).
+func (h *Handler) Register(mux Mux, token string) {
+	for pattern, handler := range h.Routes() {
+		if token != "" {
+			handler = RequireToken(token, handler)
+		}
+		mux.Handle(pattern, handler)
+	}
+}
+
+// AppView is an app as the API shows it: the record and what its node
+// last reported (null before the first report, or while no node runs it).
+type AppView struct {
+	GUID string `json:"guid"`
+	Record
+	Status *Status `json:"status"`
+}
+
+// SkippedRecord is a key whose value was left out, with the reason.
+type SkippedRecord struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// AppList is the answer of GET /api/v1/apps.
+type AppList struct {
+	Apps     []AppView       `json:"apps"`
+	Skipped  []SkippedRecord `json:"skipped,omitempty"`
+	Revision int64           `json:"revision"`
+}
+
+const etcdTimeout = 5 * time.Second
+
+func (h *Handler) fail(w http.ResponseWriter, code int, msg string) {
+	h.m.rejected.WithLabelValues(strconv.Itoa(code)).Inc()
+	slave.WriteError(w, code, msg)
+}
+
+func (h *Handler) etcdFail(w http.ResponseWriter, err error) {
+	h.log.Warn("apps api: etcd request failed", "err", err)
+	h.fail(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// create is POST /api/v1/apps.
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		h.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type: must be application/json, got %q", r.Header.Get("Content-Type")))
+		return
+	}
+	spec, err := DecodeApp(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), h.policy)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than api.max_body_bytes (%d bytes)", tooBig.Limit))
+			return
+		}
+		h.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+	defer cancel()
+	key := h.cfg.Keys.App(spec.GUID)
+
+	// One consistent read of the members, the apps and this app.
+	resp, err := h.kv.Txn(ctx).Then(
+		clientv3.OpGet(h.cfg.Keys.Members(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(h.cfg.Keys.Apps(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("read members and apps: %w", err))
+		return
+	}
+	live := MemberNodes(h.cfg.Keys, resp.Responses[0].GetResponseRange().Kvs)
+	counts := map[string]int{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		rec, err := ParseRecord(h.cfg.Keys, kv.Key, kv.Value)
+		if string(kv.Key) == key {
+			h.exists(w, spec, rec, err)
+			return
+		}
+		if err != nil {
+			h.bad.report(string(kv.Key), kv.ModRevision, err)
+			continue
+		}
+		counts[rec.Node]++
+	}
+
+	rec := Record{Spec: spec, Node: spec.Node, Pinned: spec.Node != "", Created: time.Now().UTC().Truncate(time.Millisecond)}
+	if rec.Pinned {
+		if !contains(live, spec.Node) {
+			h.fail(w, http.StatusBadRequest, fmt.Sprintf("node: must name a live member, got %q (live: %s)", spec.Node, strings.Join(live, ", ")))
+			return
+		}
+	} else if rec.Node = LeastLoaded(live, counts); rec.Node == "" {
+		h.fail(w, http.StatusServiceUnavailable, "no live member to place the app on")
+		return
+	}
+	val, err := json.Marshal(rec)
+	if err != nil {
+		h.fail(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	// Only the first of concurrent creations of one guid succeeds.
+	tx, err := h.kv.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(val))).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("create %s: %w", key, err))
+		return
+	}
+	if !tx.Succeeded {
+		kv := tx.Responses[0].GetResponseRange().Kvs[0]
+		existing, err := ParseRecord(h.cfg.Keys, kv.Key, kv.Value)
+		h.exists(w, spec, existing, err)
+		return
+	}
+	h.m.created.Inc()
+	h.log.Info("app created", "guid", spec.GUID, "image", spec.Image, "assigned", rec.Node, "pinned", rec.Pinned)
+	w.Header().Set("Location", "/api/v1/apps/"+spec.GUID)
+	slave.WriteJSON(w, http.StatusCreated, AppView{GUID: spec.GUID, Record: rec})
+}
+
+// exists answers a POST for a guid that has a record already: 200 with it
+// when the specs are the same (a retried request), else 409.
+func (h *Handler) exists(w http.ResponseWriter, spec AppSpec, rec Record, parseErr error) {
+	switch {
+	case parseErr != nil:
+		h.fail(w, http.StatusConflict, fmt.Sprintf("app %q exists with a record that does not validate (%v); delete it first", spec.GUID, parseErr))
+	case !rec.Spec.Equal(spec):
+		h.fail(w, http.StatusConflict, fmt.Sprintf("app %q exists with a different spec; delete it first to change it", spec.GUID))
+	default:
+		slave.WriteJSON(w, http.StatusOK, AppView{GUID: spec.GUID, Record: rec})
+	}
+}
+
+// list is GET /api/v1/apps.
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+	defer cancel()
+	resp, err := h.kv.Txn(ctx).Then(
+		clientv3.OpGet(h.cfg.Keys.Apps(), clientv3.WithPrefix()),
+		clientv3.OpGet(h.cfg.Keys.AppStatuses(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("read apps: %w", err))
+		return
+	}
+	statuses := map[string]*Status{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if st, ok := parseStatus(kv.Value); ok {
+			statuses[strings.TrimPrefix(string(kv.Key), h.cfg.Keys.AppStatuses())] = st
+		}
+	}
+	out := AppList{Apps: []AppView{}, Revision: resp.Header.Revision}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		rec, err := ParseRecord(h.cfg.Keys, kv.Key, kv.Value)
+		if err != nil {
+			h.bad.report(string(kv.Key), kv.ModRevision, err)
+			out.Skipped = append(out.Skipped, SkippedRecord{Key: string(kv.Key), Reason: err.Error()})
+			continue
+		}
+		out.Apps = append(out.Apps, AppView{GUID: rec.Spec.GUID, Record: rec, Status: statuses[rec.Spec.GUID]})
+	}
+	sort.Slice(out.Apps, func(i, j int) bool { return out.Apps[i].GUID < out.Apps[j].GUID })
+	slave.WriteJSON(w, http.StatusOK, out)
+}
+
+// get is GET /api/v1/apps/{guid}.
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
+	guid, ok := h.guid(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+	defer cancel()
+	resp, err := h.kv.Txn(ctx).Then(
+		clientv3.OpGet(h.cfg.Keys.App(guid)),
+		clientv3.OpGet(h.cfg.Keys.AppStatus(guid)),
+	).Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("read app: %w", err))
+		return
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		h.fail(w, http.StatusNotFound, fmt.Sprintf("app %q not found", guid))
+		return
+	}
+	rec, err := ParseRecord(h.cfg.Keys, kvs[0].Key, kvs[0].Value)
+	if err != nil {
+		h.bad.report(string(kvs[0].Key), kvs[0].ModRevision, err)
+		h.fail(w, http.StatusInternalServerError, fmt.Sprintf("app %q: stored record does not validate: %v", guid, err))
+		return
+	}
+	view := AppView{GUID: guid, Record: rec}
+	if st := resp.Responses[1].GetResponseRange().Kvs; len(st) > 0 {
+		view.Status, _ = parseStatus(st[0].Value)
+	}
+	slave.WriteJSON(w, http.StatusOK, view)
+}
+
+// delete is DELETE /api/v1/apps/{guid}. The status goes in the same
+// transaction; the assigned node stops the app when its watch sees it.
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
+	guid, ok := h.guid(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+	defer cancel()
+	resp, err := h.kv.Txn(ctx).Then(
+		clientv3.OpDelete(h.cfg.Keys.App(guid)),
+		clientv3.OpDelete(h.cfg.Keys.AppStatus(guid)),
+	).Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("delete app: %w", err))
+		return
+	}
+	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
+		h.fail(w, http.StatusNotFound, fmt.Sprintf("app %q not found", guid))
+		return
+	}
+	h.m.deleted.Inc()
+	h.log.Info("app deleted", "guid", guid)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) guid(w http.ResponseWriter, r *http.Request) (string, bool) {
+	guid := r.PathValue("guid")
+	if !stackconfig.ValidDNSLabel(guid) {
+		h.fail(w, http.StatusBadRequest, (&FieldError{Field: "guid", Msg: fmt.Sprintf("must be a DNS label (%s), got %q", stackconfig.DNSLabelRule, guid)}).Error())
+		return "", false
+	}
+	return guid, true
+}
+
+// other answers what the method routes do not: a wrong method on a known
+// path (405) or a path below /api/v1/apps/ that names no app (404).
+func (h *Handler) other(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest := strings.TrimPrefix(r.URL.Path, "/api/v1/apps")
+		if rest == "" || (strings.Count(rest, "/") == 1 && len(rest) > 1) {
+			w.Header().Set("Allow", allow)
+			h.fail(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; allowed: %s", r.Method, allow))
+			return
+		}
+		h.fail(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path))
+	})
+}
+
+func parseStatus(b []byte) (*Status, bool) {
+	var st Status
+	if json.Unmarshal(b, &st) != nil || st.Status == "" {
+		return nil, false
+	}
+	return &st, true
+}
+
+func contains(sorted []string, s string) bool {
+	i := sort.SearchStrings(sorted, s)
+	return i < len(sorted) && sorted[i] == s
+}
+
+var (
+	_ Mux = (*slave.API)(nil)
+	_ Mux = (*http.ServeMux)(nil)
+)

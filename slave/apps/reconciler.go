@@ -1,0 +1,381 @@
+package apps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/slave"
+)
+
+// Supervisor keeps a desired set of workloads running;
+// *workload.Supervisor is one.
+type Supervisor interface {
+	Set(specs []workload.Spec) error
+	States() []workload.State
+}
+
+// TargetSetter publishes the target groups of one source, keyed
+// "<job>/<id>"; *slave.TargetPublisher is one.
+type TargetSetter interface {
+	Set(source string, groups map[string]etcd.TargetGroup)
+}
+
+// TargetSource is the source name of the apps' groups in TargetSetter, and
+// TargetJob their Prometheus job.
+const (
+	TargetSource = "apps"
+	TargetJob    = "apps"
+)
+
+// LabelAppPrefix prefixes an app's own labels on its workload:
+// io.agentproj.label.<name>.
+const LabelAppPrefix = workload.LabelPrefix + "label."
+
+// ReconcilerConfig configures the node's app reconciler.
+type ReconcilerConfig struct {
+	// Node and Cluster name this agent.
+	Node, Cluster string
+	Keys          etcd.Keys
+	// OTLPEndpoint is the node trace agent's OTLP endpoint
+	// ("http://127.0.0.1:14318"), given to every app as
+	// OTEL_EXPORTER_OTLP_ENDPOINT; empty sets none.
+	OTLPEndpoint string
+	// Host is where Prometheus reaches this node's apps (the advertised
+	// host); default 127.0.0.1.
+	Host string
+	// StatusInterval is how often the Supervisor's states are compared with
+	// what was last written to status/apps/; default 1s.
+	StatusInterval time.Duration
+}
+
+// Reconciler is a session worker that runs on this node the apps assigned
+// to it in etcd:
+//  1. read apps/ and keep the records whose node is this one (a record that
+//     does not validate is counted, logged once and left out);
+//  2. hand their workload specs to the Supervisor and their metrics ports
+//     to the TargetSetter;
+//  3. follow a watch of apps/ and do 2 again on every change;
+//  4. every StatusInterval, write each app's observed state to
+//     status/apps/<guid> under the session lease when it changed (only
+//     while the app record is still the one it acts on), and delete the
+//     statuses it wrote of apps no longer assigned here.
+//
+// When the session ends the desired set stays with the Supervisor, so apps
+// keep running through an etcd outage; their statuses and targets go with
+// the lease.
+type Reconciler struct {
+	cli     *clientv3.Client
+	cfg     ReconcilerConfig
+	sup     Supervisor
+	targets TargetSetter
+	log     *slog.Logger
+	m       *reconcilerMetrics
+	bad     *invalidRecords
+
+	synced     chan struct{}
+	syncedOnce sync.Once
+
+	// Owned by Run.
+	apps    map[string]assigned // guid -> record assigned to this node
+	lastSet string              // fingerprint of the last desired set handed over
+	handed  bool                // a set was handed over at least once
+}
+
+type assigned struct {
+	rec Record
+	rev int64 // mod revision of apps/<guid>
+}
+
+// NewReconciler returns the reconciler of cfg.Node. A nil reg registers no
+// metrics.
+func NewReconciler(cli *clientv3.Client, cfg ReconcilerConfig, sup Supervisor, targets TargetSetter, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	m := newReconcilerMetrics(reg)
+	return &Reconciler{
+		cli: cli, cfg: cfg, sup: sup, targets: targets, log: log, m: m,
+		bad:    newInvalidRecords(log, m.invalid),
+		synced: make(chan struct{}),
+		apps:   map[string]assigned{},
+	}
+}
+
+// Synced is closed once the first desired set read from etcd has been
+// handed to the Supervisor. Start the Supervisor's Run after it: a
+// Supervisor that runs with an empty set removes the apps an earlier agent
+// left running instead of adopting them.
+func (r *Reconciler) Synced() <-chan struct{} { return r.synced }
+
+// Run follows apps/ for one session until ctx ends; see Reconciler.
+func (r *Reconciler) Run(ctx context.Context, s *concurrency.Session) error {
+	written := map[string]string{} // guid -> status JSON written under this lease
+	for ctx.Err() == nil {
+		rev, err := r.load(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.m.etcdErrors.Inc()
+				r.log.Warn("read apps, retrying", "err", err)
+				wait(ctx, time.Second)
+			}
+			continue
+		}
+		r.report(ctx, s.Lease(), written)
+		err = r.follow(ctx, s.Lease(), rev, written)
+		if ctx.Err() == nil {
+			r.m.etcdErrors.Inc()
+			r.log.Warn("watch of apps ended, reading them again", "err", err)
+		}
+	}
+	return nil
+}
+
+// load reads every record and applies the ones assigned here.
+func (r *Reconciler) load(ctx context.Context) (int64, error) {
+	resp, err := r.cli.Get(ctx, r.cfg.Keys.Apps(), clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read apps: %w", err)
+	}
+	clear(r.apps)
+	for _, kv := range resp.Kvs {
+		r.put(kv)
+	}
+	r.apply()
+	return resp.Header.Revision, nil
+}
+
+// follow applies watch events after rev and reports states on a ticker.
+func (r *Reconciler) follow(ctx context.Context, lease clientv3.LeaseID, rev int64, written map[string]string) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := r.cli.Watch(wctx, r.cfg.Keys.Apps(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	tick := time.NewTicker(r.cfg.StatusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			r.report(ctx, lease, written)
+		case wr, ok := <-wch:
+			if !ok {
+				return fmt.Errorf("watch closed")
+			}
+			if err := wr.Err(); err != nil {
+				return err
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					guid := strings.TrimPrefix(string(ev.Kv.Key), r.cfg.Keys.Apps())
+					delete(r.apps, guid)
+					r.bad.forget(string(ev.Kv.Key))
+					continue
+				}
+				r.put(ev.Kv)
+			}
+			r.apply()
+			r.report(ctx, lease, written)
+		}
+	}
+}
+
+// put keeps kv in r.apps if it is a valid record assigned to this node.
+func (r *Reconciler) put(kv *mvccpb.KeyValue) {
+	guid := strings.TrimPrefix(string(kv.Key), r.cfg.Keys.Apps())
+	delete(r.apps, guid)
+	rec, err := ParseRecord(r.cfg.Keys, kv.Key, kv.Value)
+	if err != nil {
+		r.bad.report(string(kv.Key), kv.ModRevision, err)
+		return
+	}
+	r.bad.forget(string(kv.Key))
+	if rec.Node == r.cfg.Node {
+		r.apps[guid] = assigned{rec: rec, rev: kv.ModRevision}
+	}
+}
+
+// apply hands the desired set to the Supervisor and the targets to the
+// publisher.
+func (r *Reconciler) apply() {
+	specs := make([]workload.Spec, 0, len(r.apps))
+	groups := map[string]etcd.TargetGroup{}
+	var fp strings.Builder
+	for _, guid := range slices.Sorted(maps.Keys(r.apps)) {
+		a := r.apps[guid]
+		spec := WorkloadSpec(a.rec, r.cfg.Cluster, r.cfg.OTLPEndpoint)
+		if err := spec.Validate(); err != nil { // cannot happen after ParseRecord; never pass it on
+			r.bad.report(r.cfg.Keys.App(guid), a.rev, err)
+			continue
+		}
+		specs = append(specs, spec)
+		fp.WriteString(guid + "=" + spec.Hash() + ";")
+		if g, ok := TargetGroup(a.rec, r.cfg.Cluster, r.cfg.Host); ok {
+			groups[TargetJob+"/"+guid] = g
+		}
+	}
+	r.m.assigned.Set(float64(len(specs)))
+	if !r.handed || fp.String() != r.lastSet {
+		if err := r.sup.Set(specs); err != nil {
+			r.log.Error("hand apps to the supervisor", "err", err)
+		} else {
+			r.lastSet, r.handed = fp.String(), true
+			r.log.Info("apps assigned to this node", "count", len(specs))
+		}
+	}
+	r.targets.Set(TargetSource, groups)
+	r.syncedOnce.Do(func() { close(r.synced) })
+}
+
+// report writes the changed statuses of the apps assigned here and deletes
+// the statuses this session wrote of apps no longer assigned here.
+func (r *Reconciler) report(ctx context.Context, lease clientv3.LeaseID, written map[string]string) {
+	states := map[string]workload.State{}
+	for _, st := range r.sup.States() {
+		states[st.Name] = st
+	}
+	for guid, a := range r.apps {
+		val := statusJSON(r.cfg.Node, states, guid)
+		if written[guid] == val {
+			continue
+		}
+		key := r.cfg.Keys.AppStatus(guid)
+		// Only while the record is the one acted on: a deleted or moved app
+		// gets no status from this node.
+		resp, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(r.cfg.Keys.App(guid)), "=", a.rev)).
+			Then(clientv3.OpPut(key, val, clientv3.WithLease(lease))).
+			Commit()
+		if err != nil {
+			if ctx.Err() == nil {
+				r.m.etcdErrors.Inc()
+				r.log.Warn("write app status", "guid", guid, "err", err)
+			}
+			continue
+		}
+		if resp.Succeeded {
+			r.m.statusWrites.Inc()
+			written[guid] = val
+		}
+	}
+	for guid := range written {
+		if _, ok := r.apps[guid]; ok {
+			continue
+		}
+		key := r.cfg.Keys.AppStatus(guid)
+		// Only our own: the node the app moved to may have written its own.
+		resp, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(key), "=", lease)).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err != nil {
+			if ctx.Err() == nil {
+				r.m.etcdErrors.Inc()
+				r.log.Warn("delete app status", "guid", guid, "err", err)
+			}
+			continue
+		}
+		if resp.Succeeded {
+			r.m.statusWrites.Inc()
+		}
+		delete(written, guid)
+	}
+}
+
+func statusJSON(node string, states map[string]workload.State, guid string) string {
+	s := Status{Node: node, Status: StatusPending}
+	if st, ok := states[guid]; ok {
+		s = Status{
+			Node: node, Status: string(st.Status), ID: st.ID, Since: st.Since.UTC(),
+			ExitCode: st.ExitCode, LastError: st.LastError, Restarts: st.Restarts,
+		}
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// WorkloadSpec is the workload of an app record on this node: container
+// name and host name are the guid, the workload carries the guid and role
+// labels and the app's own labels under LabelAppPrefix, and the
+// environment adds the OTEL_* variables that send traces, tagged with guid,
+// node and cluster, to the node's trace agent at otlpEndpoint.
+func WorkloadSpec(rec Record, cluster, otlpEndpoint string) workload.Spec {
+	guid := rec.Spec.GUID
+	env := make(map[string]string, len(rec.Spec.Env)+3)
+	maps.Copy(env, rec.Spec.Env)
+	if otlpEndpoint != "" {
+		env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlpEndpoint
+	}
+	env["OTEL_RESOURCE_ATTRIBUTES"] = "guid=" + guid + ",node=" + rec.Node + ",cluster=" + cluster
+	env["OTEL_SERVICE_NAME"] = guid
+	labels := map[string]string{
+		workload.LabelGUID:    guid,
+		workload.LabelRole:    workload.RoleApp,
+		workload.LabelNode:    rec.Node,
+		workload.LabelCluster: cluster,
+	}
+	for k, v := range rec.Spec.Labels {
+		labels[LabelAppPrefix+k] = v
+	}
+	return workload.Spec{
+		Name:     guid,
+		Hostname: guid,
+		Image:    rec.Spec.Image,
+		Args:     slices.Clone(rec.Spec.Args),
+		Env:      env,
+		Labels:   labels,
+	}
+}
+
+// TargetGroup is the scrape target of an app with a metrics port:
+// host:port, labelled guid, node and cluster, __metrics_path__ when not
+// /metrics, and the app's own labels. ok is false for an app without
+// metrics.
+func TargetGroup(rec Record, cluster, host string) (etcd.TargetGroup, bool) {
+	m := rec.Spec.Metrics
+	if m == nil {
+		return etcd.TargetGroup{}, false
+	}
+	ls := model.LabelSet{"guid": model.LabelValue(rec.Spec.GUID), "node": model.LabelValue(rec.Node), "cluster": model.LabelValue(cluster)}
+	for k, v := range rec.Spec.Labels {
+		ls[model.LabelName(k)] = model.LabelValue(v)
+	}
+	if m.Path != "" && m.Path != DefaultMetricsPath {
+		ls[model.MetricsPathLabel] = model.LabelValue(m.Path)
+	}
+	return etcd.TargetGroup{Targets: []string{net.JoinHostPort(host, strconv.Itoa(m.Port))}, Labels: ls}, true
+}
+
+func wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+var (
+	_ slave.SessionWorker = (*Reconciler)(nil)
+	_ Supervisor          = (*workload.Supervisor)(nil)
+	_ TargetSetter        = (*slave.TargetPublisher)(nil)
+)
