@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/client"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,40 +19,42 @@ import (
 	"github.com/agentproj/agent/stackconfig"
 )
 
-// The main job on a real Docker engine. Prometheus and node_exporter run
-// from local images built from the Debian binaries, under the image names
-// the stack config uses; Vector, the Jaeger collector and the trace agent
-// cannot run here and are STAND-IN images (busybox printing their args and
-// config files), which prove the containers are made with the right names,
-// labels, mounts and configs.
-func TestStackWithDockerDriver(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+// dockerCluster is two agents on a real dockerd with the stack running.
+type dockerCluster struct {
+	cli      *client.Client
+	endpoint string // etcd
+	manager  string // the manager Prometheus (remote-write receiver)
+	agents   map[string]*agentProc
+	prom     map[string]string   // node -> URL of its Prometheus, when master
+	args     map[string][]string // node -> join flags, to restart it as it was
+}
+
+// startDockerCluster starts the engine, imports the images, etcd, a manager
+// Prometheus and agents a and b with the docker driver; extraTOML is added
+// to both agents' config.
+func startDockerCluster(t *testing.T, extraTOML string) *dockerCluster {
+	t.Helper()
 	engine := dockertest.Start(t)
-	cli := engine.Client
+	c := &dockerCluster{cli: engine.Client, agents: map[string]*agentProc{}, prom: map[string]string{}, args: map[string][]string{}}
 	st := stackconfig.DefaultStack
-	dockertest.ImportImage(t, cli, st.Prometheus.Image, requireBinary(t, "prometheus", "prometheus"))
-	dockertest.ImportImage(t, cli, st.NodeExporter.Image, requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter"))
+	dockertest.ImportImage(t, c.cli, st.Prometheus.Image, requireBinary(t, "prometheus", "prometheus"))
+	dockertest.ImportImage(t, c.cli, st.NodeExporter.Image, requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter"))
 	for _, img := range []string{st.Vector.Image, st.Jaeger.Image, st.TraceAgent.Image} {
-		dockertest.StandInImage(t, cli, img)
+		dockertest.StandInImage(t, c.cli, img)
 	}
 	t.Setenv("DOCKER_HOST", engine.Host)
 
-	endpoint := startEtcd(t)
-	manager := startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
+	c.endpoint = startEtcd(t)
+	c.manager = startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
 	type ports struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2 string }
-	agents := map[string]*agentProc{}
-	prom := map[string]string{}
-	args := map[string][]string{} // to restart an agent as it was
 	for _, n := range []string{"a", "b"} {
 		p := ports{}
 		for _, f := range []*string{&p.prom, &p.nodeExporter, &p.jaegerGRPC, &p.jaegerHTTP, &p.traceGRPC, &p.traceHTTP, &p.h1, &p.t1, &p.h2, &p.t2} {
 			*f = etcdtest.FreeAddr(t)
 		}
-		prom[n] = "http://" + p.prom
+		c.prom[n] = "http://" + p.prom
 		cfg := filepath.Join(t.TempDir(), "agent.toml")
-		toml := fmt.Sprintf(`
+		toml := fmt.Sprintf(`%s
 [stack.prometheus]
 listen = %q
 scrape_interval = "1s"
@@ -75,16 +78,31 @@ traces_otlp_endpoint = "http://127.0.0.1:9"
 [relay]
 upstream = [%q]
 flush_deadline = "100ms"
-`, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, manager+"/api/v1/write")
+`, extraTOML, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, c.manager+"/api/v1/write")
 		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		args[n] = []string{"--config", cfg, "--driver", "docker", "--data-dir", t.TempDir()}
-		agents[n] = startAgent(t, endpoint, n, "2s", args[n]...)
+		c.args[n] = []string{"--config", cfg, "--driver", "docker", "--data-dir", t.TempDir()}
+		c.agents[n] = startAgent(t, c.endpoint, n, "2s", c.args[n]...)
 	}
-	for _, a := range agents {
+	for _, a := range c.agents {
 		etcdtest.Eventually(t, 30*time.Second, a.ready, "agent %s not ready", a.node)
 	}
+	return c
+}
+
+// The main job on a real Docker engine. Prometheus and node_exporter run
+// from local images built from the Debian binaries, under the image names
+// the stack config uses; Vector, the Jaeger collector and the trace agent
+// cannot run here and are STAND-IN images (busybox printing their args and
+// config files), which prove the containers are made with the right names,
+// labels, mounts and configs.
+func TestStackWithDockerDriver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	c := startDockerCluster(t, "")
+	cli, endpoint, manager, agents, prom, args := c.cli, c.endpoint, c.manager, c.agents, c.prom, c.args
 	master := agentStatus(t, endpoint).Master.Node
 	other := map[string]string{"a": "b", "b": "a"}[master]
 

@@ -21,7 +21,7 @@ func TestEngineIsGoneAfterItsTest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(img.Config.Entrypoint) != 1 || img.Config.Entrypoint[0] != "/standin" {
+		if len(img.Config.Entrypoint) != 1 || img.Config.Entrypoint[0] != "/entrypoint" {
 			t.Fatalf("entrypoint = %v", img.Config.Entrypoint)
 		}
 	})

@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,15 +129,31 @@ func ImportImage(t testing.TB, cli *client.Client, name, binaryPath string) {
 // names that they run a stand-in.
 func StandInImage(t testing.TB, cli *client.Client, name string) {
 	t.Helper()
+	BusyboxImage(t, cli, name, StandInScript, nil)
+}
+
+// BusyboxImage makes the local image name from static busybox (its shell,
+// coreutils and httpd applets), the files given (path -> content) and
+// script as the entrypoint: a test application in a few lines of shell.
+func BusyboxImage(t testing.TB, cli *client.Client, name, script string, extra map[string]string) {
+	t.Helper()
 	Need(t, "busybox")
 	files := append(baseFiles(),
 		file{name: "/bin/busybox", mode: 0o755, from: BusyboxPath},
-		file{name: "/standin", mode: 0o755, body: []byte(StandInScript)},
+		file{name: "/entrypoint", mode: 0o755, body: []byte(script)},
 	)
-	for _, applet := range []string{"sh", "sleep", "cat", "echo", "ls", "env", "hostname", "test", "["} {
+	for _, applet := range []string{"sh", "sleep", "cat", "echo", "ls", "env", "hostname", "test", "[", "httpd"} {
 		files = append(files, file{name: "/bin/" + applet, mode: 0o777, link: "busybox"})
 	}
-	importFiles(t, cli, name, files, `ENTRYPOINT ["/standin"]`)
+	dirs := map[string]bool{}
+	for _, p := range slices.Sorted(maps.Keys(extra)) {
+		if d := filepath.Dir(p); d != "/" && !dirs[d] {
+			dirs[d] = true
+			files = append(files, file{name: d, mode: 0o755, dir: true})
+		}
+		files = append(files, file{name: p, mode: 0o644, body: []byte(extra[p])})
+	}
+	importFiles(t, cli, name, files, `ENTRYPOINT ["/entrypoint"]`)
 }
 
 // importFiles imports files as the image name unless it exists.
