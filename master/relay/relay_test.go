@@ -398,6 +398,10 @@ func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
 		}
 	}
 	waitFor(t, "healthy upstream gets everything", func() bool { return len(other.received()) == 30 })
+	// Delivery is at least once: a batch the upstream took but whose answer
+	// the relay had not yet acknowledged when it stopped is sent again. Stop
+	// only once the healthy upstream's cursor has caught up.
+	waitFor(t, "healthy upstream acknowledged", func() bool { return r.Stats().Upstreams[1].QueueEntries == 0 })
 	stop()
 
 	mu.Lock()
