@@ -90,6 +90,10 @@ allowed_images = ["registry.local/*"]
 	if err != nil || !strings.Contains(string(out), `"running"`) {
 		t.Fatalf("agent apps get: %v\n%s", err, out)
 	}
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		apps := agentStatus(t, c.endpoint).Apps
+		return len(apps) == 1 && apps[0].GUID == guid && apps[0].Node == other && apps[0].Status == "running"
+	}, "agent status does not list the app as running on %s", other)
 
 	// A node dies: the master (a new one, if it was the master) re-places
 	// its unpinned apps once the grace period has passed.

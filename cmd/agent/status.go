@@ -103,6 +103,17 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 			}
 		}
 	}
+	if len(v.Apps) > 0 {
+		fmt.Fprintf(w, "\nApps: %d\n", len(v.Apps))
+		fmt.Fprintln(w, "  GUID\tNODE\tIMAGE\tSTATE")
+		for _, a := range v.Apps {
+			st := a.Status
+			if st == "" {
+				st = "not reported"
+			}
+			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\n", a.GUID, a.Node, a.Image, st)
+		}
+	}
 	if v.Skipped > 0 {
 		fmt.Fprintf(w, "\n%d record(s) in etcd did not parse and were skipped\n", v.Skipped)
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/workload"
@@ -49,12 +51,23 @@ type MasterView struct {
 	Revision int64 `json:"revision"`
 }
 
+// AppSummary is one application as `agent status` lists it: the assigned
+// node and the state that node observes ("" before it reported).
+type AppSummary struct {
+	GUID   string `json:"guid"`
+	Image  string `json:"image"`
+	Node   string `json:"node"`
+	Status string `json:"status,omitempty"`
+}
+
 // ClusterView is the cluster as read from etcd: the data behind
 // `agent status` and GET /api/v1/status.
 type ClusterView struct {
 	Cluster string       `json:"cluster"`
 	Master  *MasterView  `json:"master"`
 	Members []MemberView `json:"members"`
+	// Apps are the manager's applications, by guid.
+	Apps []AppSummary `json:"apps"`
 	// Skipped counts member and status records that did not parse.
 	Skipped int `json:"skipped,omitempty"`
 	// Revision is the etcd revision the view was read at.
@@ -70,11 +83,13 @@ type Registry struct {
 
 // View reads members and the current master in one consistent revision.
 func (r Registry) View(ctx context.Context) (ClusterView, error) {
-	view := ClusterView{Cluster: r.Cluster, Members: []MemberView{}}
+	view := ClusterView{Cluster: r.Cluster, Members: []MemberView{}, Apps: []AppSummary{}}
 	resp, err := r.KV.Txn(ctx).Then(
 		clientv3.OpGet(r.Keys.Members(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.Keys.Election()+"/", clientv3.WithFirstCreate()...),
 		clientv3.OpGet(r.Keys.NodeStatuses(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.Keys.Apps(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.Keys.AppStatuses(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return view, fmt.Errorf("read cluster: %w", err)
@@ -106,5 +121,37 @@ func (r Registry) View(ctx context.Context) (ClusterView, error) {
 		view.Members = append(view.Members, mv)
 	}
 	sort.Slice(view.Members, func(i, j int) bool { return view.Members[i].Node < view.Members[j].Node })
+	view.Apps = r.apps(resp.Responses[3].GetResponseRange().Kvs, resp.Responses[4].GetResponseRange().Kvs, &view.Skipped)
 	return view, nil
+}
+
+// apps summarizes app records and their statuses, sorted by guid; the
+// records are validated in full by slave/apps, this only reads them.
+func (r Registry) apps(records, statuses []*mvccpb.KeyValue, skipped *int) []AppSummary {
+	state := map[string]string{}
+	for _, kv := range statuses {
+		var st struct {
+			Status string `json:"status"`
+		}
+		if json.Unmarshal(kv.Value, &st) == nil {
+			state[strings.TrimPrefix(string(kv.Key), r.Keys.AppStatuses())] = st.Status
+		}
+	}
+	out := []AppSummary{}
+	for _, kv := range records {
+		var rec struct {
+			Spec struct {
+				GUID  string `json:"guid"`
+				Image string `json:"image"`
+			} `json:"spec"`
+			Node string `json:"node"`
+		}
+		if err := json.Unmarshal(kv.Value, &rec); err != nil || rec.Spec.GUID == "" {
+			*skipped++
+			continue
+		}
+		out = append(out, AppSummary{GUID: rec.Spec.GUID, Image: rec.Spec.Image, Node: rec.Node, Status: state[rec.Spec.GUID]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GUID < out[j].GUID })
+	return out
 }

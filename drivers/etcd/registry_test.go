@@ -24,8 +24,15 @@ func TestRegistryViewSkipsMalformedMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := cli.Put(ctx, keys.Member("broken"), "{not json"); err != nil {
-		t.Fatal(err)
+	for key, value := range map[string]string{
+		keys.Member("broken"):    "{not json",
+		keys.App("shop-1"):       `{"spec":{"guid":"shop-1","image":"registry.local/shop:1"},"node":"b"}`,
+		keys.App("bad"):          `[]`,
+		keys.AppStatus("shop-1"): `{"node":"b","status":"running"}`,
+	} {
+		if _, err := cli.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
 	}
 	reg := etcd.Registry{KV: cli, Keys: keys, Cluster: "c1"}
 
@@ -36,8 +43,11 @@ func TestRegistryViewSkipsMalformedMembers(t *testing.T) {
 	if view.Master != nil {
 		t.Fatalf("master before any election: %+v", view.Master)
 	}
-	if len(view.Members) != 2 || view.Members[0].Node != "a" || view.Members[1].Node != "b" || view.Skipped != 1 {
-		t.Fatalf("members %+v skipped %d: want a, b sorted and 1 skipped", view.Members, view.Skipped)
+	if len(view.Members) != 2 || view.Members[0].Node != "a" || view.Members[1].Node != "b" || view.Skipped != 2 {
+		t.Fatalf("members %+v skipped %d: want a, b sorted and 2 skipped (a member, an app)", view.Members, view.Skipped)
+	}
+	if want := (etcd.AppSummary{GUID: "shop-1", Image: "registry.local/shop:1", Node: "b", Status: "running"}); len(view.Apps) != 1 || view.Apps[0] != want {
+		t.Fatalf("apps %+v, want [%+v]", view.Apps, want)
 	}
 
 	s, err := concurrency.NewSession(cli)
