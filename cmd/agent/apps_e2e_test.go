@@ -46,7 +46,7 @@ allowed_images = ["registry.local/*"]
 	api := "http://" + c.agents[master].api
 
 	// An image outside the allow-list is refused and changes nothing.
-	if code, body := postApp(t, api, fmt.Sprintf(`{"guid":"evil-1","image":"docker.io/evil:1"}`)); code != 400 || !strings.Contains(body, "allowed") {
+	if code, body := postApp(t, api, `{"guid":"evil-1","image":"docker.io/evil:1"}`); code != 400 || !strings.Contains(body, "allowed") {
 		t.Fatalf("image outside the allow-list: %d %s", code, body)
 	}
 	// The app goes to the node that is not master, where it must survive the master.
