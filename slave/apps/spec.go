@@ -101,6 +101,10 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// ReservedGUIDPrefix starts the names of the stack's own workloads
+// (agent-prometheus-<node>, ...); a guid is a container name too.
+const ReservedGUIDPrefix = "agent-"
+
 // Validate checks every field as the agent will use it: as a container
 // name, host name, environment, Prometheus label and scrape path. It does
 // not check the image allow-list (ImagePolicy does, at the API). Errors are
@@ -108,6 +112,9 @@ func fieldErr(field, format string, args ...any) error {
 func (s *AppSpec) Validate() error {
 	if !stackconfig.ValidDNSLabel(s.GUID) {
 		return fieldErr("guid", "must be a DNS label (%s), got %q", stackconfig.DNSLabelRule, s.GUID)
+	}
+	if strings.HasPrefix(s.GUID, ReservedGUIDPrefix) {
+		return fieldErr("guid", "must not start with %q, which names the agent's own workloads, got %q", ReservedGUIDPrefix, s.GUID)
 	}
 	if len(s.Image) > maxImageLen || !imageRef.MatchString(s.Image) {
 		return fieldErr("image", "must be an image reference ([registry[:port]/]name[:tag][@sha256:digest], name in lower case, at most %d characters), got %q", maxImageLen, s.Image)

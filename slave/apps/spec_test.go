@@ -45,6 +45,7 @@ func hostileMutations() []mutation {
 			mutation{"node " + h, "node", func(m map[string]any) { m["node"] = h }},
 		)
 	}
+	ms = append(ms, mutation{"guid of a stack workload", "guid", func(m map[string]any) { m["guid"] = "agent-prometheus-n1" }})
 	for _, h := range append(slices.Clone(hostile), badNames...) {
 		ms = append(ms,
 			mutation{"env name " + h, "env", func(m map[string]any) { m["env"] = map[string]any{h: "x"} }},
