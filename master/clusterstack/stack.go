@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/master/collectors"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -216,3 +217,5 @@ func RemoveLeftovers(ctx context.Context, d workload.Driver, node, cluster strin
 	}
 	return nil
 }
+
+var _ master.Duty = (*Stack)(nil)

@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/master"
 )
 
 // Names of the published services.
@@ -97,3 +98,5 @@ func (p *Publisher) publish(ctx context.Context, lead etcd.Leader) error {
 	p.log.Info("published collector URLs", "urls", urls)
 	return nil
 }
+
+var _ master.Duty = (*Publisher)(nil)

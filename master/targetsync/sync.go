@@ -16,6 +16,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/master/filesd"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -253,3 +254,5 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
+
+var _ master.Duty = (*Sync)(nil)

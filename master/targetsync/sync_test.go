@@ -64,8 +64,8 @@ func (a *agent) stop() {
 	a.sess.Close()
 }
 
-// master runs the duty for one term until stopped or the test ends.
-type master struct {
+// term runs the duty for one term until stopped or the test ends.
+type term struct {
 	sync   *Sync
 	sess   *concurrency.Session
 	lead   etcd.Leader
@@ -88,7 +88,7 @@ func campaign(t testing.TB, cli *clientv3.Client, node string) (*concurrency.Ses
 	return sess, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: sess.Lease(), KV: cli}
 }
 
-func runMaster(t *testing.T, cli *clientv3.Client, dir, node string) *master {
+func runMaster(t *testing.T, cli *clientv3.Client, dir, node string) *term {
 	t.Helper()
 	sess, lead := campaign(t, cli, node)
 	m := runSync(t, cli, dir, lead, nil)
@@ -97,13 +97,13 @@ func runMaster(t *testing.T, cli *clientv3.Client, dir, node string) *master {
 }
 
 // runSync runs the duty for lead; onWrite, if not nil, sees every file write.
-func runSync(t testing.TB, cli *clientv3.Client, dir string, lead etcd.Leader, onWrite func(string, []byte)) *master {
+func runSync(t testing.TB, cli *clientv3.Client, dir string, lead etcd.Leader, onWrite func(string, []byte)) *term {
 	t.Helper()
 	w, err := filesd.NewWriter(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &master{sync: New(cli, keys, w, quiet(), prometheus.NewRegistry()), lead: lead, done: make(chan error, 1)}
+	m := &term{sync: New(cli, keys, w, quiet(), prometheus.NewRegistry()), lead: lead, done: make(chan error, 1)}
 	m.sync.OnWrite = onWrite
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -113,7 +113,7 @@ func runSync(t testing.TB, cli *clientv3.Client, dir string, lead etcd.Leader, o
 }
 
 // stop ends the term and returns what Run returned.
-func (m *master) stop() error {
+func (m *term) stop() error {
 	m.cancel()
 	err, ok := <-m.done
 	if ok {
