@@ -31,6 +31,9 @@ type PrometheusInput struct {
 	// RemoteWriteURL is the relay (http://<master api>/api/v1/write);
 	// empty: no remote_write.
 	RemoteWriteURL string
+	// RemoteWriteTokenFile, when set, holds the bearer token the relay
+	// requires (the agent's api.token_file): Prometheus reads it itself.
+	RemoteWriteTokenFile string
 }
 
 // Job names of the rendered scrape configs. Targets from the file_sd files
@@ -91,6 +94,7 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			Name:           "relay",
 			RemoteTimeout:  model.Duration(30 * time.Second),
 			QueueConfig:    relayQueue,
+			Authorization:  promAuthorization(in.RemoteWriteTokenFile),
 			MetadataConfig: promMetadataConfig{Send: true, SendInterval: model.Duration(time.Minute)},
 		}}
 	}
@@ -119,6 +123,9 @@ func (in PrometheusInput) validate() error {
 	c.check("listen", in.Listen, checkAddr(in.Listen, false))
 	if in.RemoteWriteURL != "" {
 		c.check("remote_write_url", in.RemoteWriteURL, checkEndpointURL(in.RemoteWriteURL))
+	}
+	if in.RemoteWriteTokenFile != "" {
+		c.check("remote_write_token_file", in.RemoteWriteTokenFile, checkPath(in.RemoteWriteTokenFile, false))
 	}
 	return c.err("render prometheus")
 }
@@ -166,8 +173,21 @@ type promRemoteWrite struct {
 	URL            string             `yaml:"url"`
 	Name           string             `yaml:"name"`
 	RemoteTimeout  model.Duration     `yaml:"remote_timeout"`
+	Authorization  *promAuthz         `yaml:"authorization,omitempty"`
 	QueueConfig    promQueueConfig    `yaml:"queue_config"`
 	MetadataConfig promMetadataConfig `yaml:"metadata_config"`
+}
+
+type promAuthz struct {
+	Type            string `yaml:"type"`
+	CredentialsFile string `yaml:"credentials_file"`
+}
+
+func promAuthorization(tokenFile string) *promAuthz {
+	if tokenFile == "" {
+		return nil
+	}
+	return &promAuthz{Type: "Bearer", CredentialsFile: tokenFile}
 }
 
 type promQueueConfig struct {

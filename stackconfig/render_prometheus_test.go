@@ -122,6 +122,10 @@ func TestRenderPrometheusPromtool(t *testing.T) {
 	in := testPrometheusInput()
 	in.SDDir = filepath.Join(dir, "sd")
 	in.ExternalLabels = model.LabelSet{"cluster": "c1", "note": model.LabelValue(strings.Join(hostile, ""))}
+	in.RemoteWriteTokenFile = filepath.Join(dir, "token") // the relay behind the API token
+	if err := os.WriteFile(in.RemoteWriteTokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := RenderPrometheus(in)
 	if err != nil {
 		t.Fatal(err)

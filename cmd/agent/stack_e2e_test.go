@@ -27,7 +27,14 @@ func startStackAgent(t *testing.T, endpoint, node, manager, dataDir string, extr
 	t.Helper()
 	a := &stackAgent{dataDir: dataDir, prom: etcdtest.FreeAddr(t), nodeExporter: etcdtest.FreeAddr(t)}
 	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	// The API token guards the relay too: Prometheus must send it.
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	toml := fmt.Sprintf(`
+[api]
+token_file = %q
 [stack.prometheus]
 listen = %q
 scrape_interval = "1s"
@@ -38,7 +45,7 @@ listen = %q
 [relay]
 upstream = [%q]
 flush_deadline = "100ms"
-`, a.prom, a.nodeExporter, manager+"/api/v1/write")
+`, token, a.prom, a.nodeExporter, manager+"/api/v1/write")
 	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +116,12 @@ func TestStackWithProcessDriver(t *testing.T) {
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		return query(manager, `node_exporter_build_info{cluster="e2e"}`) == 2
 	}, "node_exporter series of both nodes did not reach the manager through the relay")
+	// Without the token the relay refuses writes.
+	resp, err := http.Post("http://"+master.api+"/api/v1/write", "application/x-protobuf", strings.NewReader("x"))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("relay without a token: %v %v, want 401", resp, err)
+	}
+	resp.Body.Close()
 	if query("http://"+other.prom, "up") >= 0 {
 		t.Fatalf("a Prometheus runs on %s, which is not master", other.node)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -41,6 +42,16 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	registry := etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}
 	host := hostOf(cfg.AdvertiseAddr())
 
+	// One token guards the manager API and the relay when configured; it is
+	// required when the API listens beyond loopback (stackconfig.API).
+	token := ""
+	if cfg.API.TokenFile != "" {
+		var err error
+		if token, err = stackconfig.ReadToken(cfg.API.TokenFile); err != nil {
+			return nil, exitCode{2, fmt.Errorf("api.token_file: %w", err)}
+		}
+	}
+
 	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
 	if err != nil {
 		return nil, err
@@ -74,7 +85,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	stackDir := filepath.Join(cfg.DataDir, "stack")
 	csCfg := clusterstack.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, Host: host,
+		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, Host: host,
 	}
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
 	if err != nil {
@@ -140,17 +151,15 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		return nil, err
 	}
 	p.api.HandleTargets(registry)
-	token := ""
-	if cfg.API.TokenFile != "" {
-		if token, err = stackconfig.ReadToken(cfg.API.TokenFile); err != nil {
-			return nil, exitCode{2, fmt.Errorf("api.token_file: %w", err)}
-		}
-	}
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
 	if rel != nil {
-		p.api.Handle("POST /api/v1/write", rel)
+		var h http.Handler = rel
+		if token != "" {
+			h = apps.RequireToken(token, rel)
+		}
+		p.api.Handle("POST /api/v1/write", h)
 	}
 	return p, nil
 }

@@ -31,7 +31,10 @@ type Config struct {
 	Dir           string // <data_dir>/stack: rendered configs and Prometheus data
 	SDDir         string // the file_sd directory the target-sync duty writes
 	RelayURL      string // Prometheus' remote_write target; "" for none
-	Host          string // this host as other nodes reach it
+	// RelayTokenFile holds the bearer token the relay requires, when the
+	// API has one; Prometheus sends it.
+	RelayTokenFile string
+	Host           string // this host as other nodes reach it
 }
 
 // Stack is the duty.
@@ -119,7 +122,7 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 			ScrapeInterval: st.Prometheus.ScrapeInterval, ScrapeTimeout: st.Prometheus.ScrapeTimeout,
 			EvaluationInterval: st.Prometheus.EvaluationInterval, ExternalLabels: labels,
 			SDDir: s.cfg.SDDir, SDRefreshInterval: st.Prometheus.FileSDRefreshInterval,
-			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL,
+			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL, RemoteWriteTokenFile: s.cfg.RelayTokenFile,
 		})
 		if err != nil {
 			return nil, false, err
@@ -128,6 +131,10 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		if promChanged, err = workload.WriteFile(cfgPath, yml); err != nil {
 			return nil, false, fmt.Errorf("write prometheus config: %w", err)
 		}
+		mounts := []workload.Mount{workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true)}
+		if s.cfg.RelayTokenFile != "" {
+			mounts = append(mounts, workload.SamePath(s.cfg.RelayTokenFile, true))
+		}
 		spec, err := workload.Component{Key: "stack.prometheus", Role: workload.RolePrometheus, Image: st.Prometheus.Image, Binary: st.Prometheus.Binary}.
 			Spec(s.cfg.Driver, "agent-prometheus-"+s.cfg.Node, []string{
 				"--config.file=" + cfgPath,
@@ -135,7 +142,7 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 				"--storage.tsdb.retention.time=" + model.Duration(st.Prometheus.Retention).String(),
 				"--web.listen-address=" + st.Prometheus.Listen,
 				"--web.enable-lifecycle",
-			}, workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true))
+			}, mounts...)
 		if err != nil {
 			return nil, false, err
 		}
