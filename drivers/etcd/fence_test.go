@@ -21,15 +21,7 @@ func TestStaleLeaderWriteIsFenced(t *testing.T) {
 	keys := etcd.NewKeys("/agent", "test")
 
 	campaign := func(node string) (*concurrency.Session, etcd.Leader) {
-		s, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := concurrency.NewElection(s, keys.Election())
-		if err := e.Campaign(ctx, node); err != nil {
-			t.Fatal(err)
-		}
-		return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: s.Lease(), KV: cli}
+		return etcdtest.Campaign(t, cli, keys, node, 5)
 	}
 
 	oldSess, old := campaign("a")

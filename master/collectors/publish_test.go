@@ -40,15 +40,7 @@ func TestCollectorsTravelThroughEtcd(t *testing.T) {
 	}
 
 	term := func(node string) (*concurrency.Session, etcd.Leader) {
-		s, err := concurrency.NewSession(cli, concurrency.WithTTL(2))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := concurrency.NewElection(s, keys.Election())
-		if err := e.Campaign(context.Background(), node); err != nil {
-			t.Fatal(err)
-		}
-		return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: s.Lease(), KV: cli}
+		return etcdtest.Campaign(t, cli, keys, node, 2)
 	}
 	run := func(p *collectors.Publisher, lead etcd.Leader) (context.CancelFunc, chan error) {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -73,16 +73,8 @@ func nodeOf(t *testing.T, cli *clientv3.Client, guid string) string {
 // term wins an election for node.
 func term(t *testing.T, cli *clientv3.Client, node string) (etcd.Leader, *concurrency.Session) {
 	t.Helper()
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	e := concurrency.NewElection(sess, keys.Election())
-	if err := e.Campaign(context.Background(), node); err != nil {
-		t.Fatal(err)
-	}
-	return etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: sess.Lease(), KV: cli}, sess
+	sess, lead := etcdtest.Campaign(t, cli, keys, node, 5)
+	return lead, sess
 }
 
 // running is a duty's Run in progress: err is set when done closes.

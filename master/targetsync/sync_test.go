@@ -76,16 +76,7 @@ type term struct {
 // campaign wins a term for node (waiting for earlier terms to end).
 func campaign(t testing.TB, cli *clientv3.Client, node string) (*concurrency.Session, etcd.Leader) {
 	t.Helper()
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close() })
-	e := concurrency.NewElection(sess, keys.Election())
-	if err := e.Campaign(context.Background(), node); err != nil {
-		t.Fatal(err)
-	}
-	return sess, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: sess.Lease(), KV: cli}
+	return etcdtest.Campaign(t, cli, keys, node, 5)
 }
 
 func runMaster(t *testing.T, cli *clientv3.Client, dir, node string) *term {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/agentproj/agent/drivers/etcd"
 )
@@ -106,4 +107,21 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Campaign wins a term for node under keys' election prefix, on a new
+// session with the given TTL (seconds) that is closed when the test ends.
+// It blocks while an earlier term is alive.
+func Campaign(t testing.TB, cli *clientv3.Client, keys etcd.Keys, node string, ttl int) (*concurrency.Session, etcd.Leader) {
+	t.Helper()
+	s, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
+	if err != nil {
+		t.Fatalf("session: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	e := concurrency.NewElection(s, keys.Election())
+	if err := e.Campaign(context.Background(), node); err != nil {
+		t.Fatalf("campaign: %v", err)
+	}
+	return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: s.Lease(), KV: cli}
 }
