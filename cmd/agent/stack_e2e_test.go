@@ -152,6 +152,22 @@ func TestStackWithProcessDriver(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		return pidOf(t, master.dataDir, "agent-node-exporter-"+master.node) == before
 	}, "restarted agent did not adopt its node_exporter (pid %s)", before)
+
+	// kill -9 of the current master leaves its Prometheus running; the
+	// restarted agent removes that leftover before it joins, and the other
+	// node, now master, runs the only Prometheus.
+	otherProm := "http://" + other.prom
+	other.kill()
+	if query(otherProm, "up") < 0 {
+		t.Fatal("the killed master's Prometheus should still run until its agent comes back")
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(promURL, `up{job="node",cluster="e2e"} == 1`) >= 1
+	}, "%s did not take over with its own Prometheus", master.node)
+	back := startStackAgentWithPorts(t, endpoint, other, manager)
+	etcdtest.Eventually(t, 20*time.Second, back.ready, "agent %s not ready after kill -9", other.node)
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return query(otherProm, "up") < 0 },
+		"the Prometheus left by the killed master %s still runs beside the new master's", other.node)
 }
 
 // startStackAgentWithPorts restarts an agent with the data dir and ports of
