@@ -8,9 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,7 +229,3 @@ func activeTargets(t testing.TB, promURL string) []promTarget {
 	}
 	return body.Data.ActiveTargets
 }
-
-func urlEncode(s string) string { return url.QueryEscape(s) }
-
-func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

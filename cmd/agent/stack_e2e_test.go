@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +71,7 @@ func removeProcesses(t *testing.T, dataDir string) {
 
 // query runs an instant PromQL query and returns the number of series.
 func query(prom, q string) int {
-	resp, err := http.Get(prom + "/api/v1/query?query=" + urlEncode(q))
+	resp, err := http.Get(prom + "/api/v1/query?query=" + url.QueryEscape(q))
 	if err != nil {
 		return -1
 	}
@@ -79,7 +81,7 @@ func query(prom, q string) int {
 			Result []struct{} `json:"result"`
 		} `json:"data"`
 	}
-	if jsonDecode(resp.Body, &body) != nil {
+	if json.NewDecoder(resp.Body).Decode(&body) != nil {
 		return -1
 	}
 	return len(body.Data.Result)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -28,18 +29,11 @@ import (
 //
 //	node_exporter <-scrape- Prometheus A -remote_write-> relay -> Prometheus B (remote-write receiver)
 //
-// Run it with: go test -tags e2e -race -run EndToEnd ./master/relay/
+// Run it with: go test -race -run EndToEnd ./master/relay/ (make test runs it).
 
 func needBinary(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (CI=true): %v", name, err)
-		}
-		t.Skipf("%s not installed: apt-get install prometheus prometheus-node-exporter", name)
-	}
-	return p
+	return etcdtest.RequireBinary(t, name, "prometheus prometheus-node-exporter")
 }
 
 func freePort(t *testing.T) int {

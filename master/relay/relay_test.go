@@ -348,7 +348,9 @@ func TestHonoursRetryAfter(t *testing.T) {
 	}
 }
 
-func TestDropsBatchUpstreamRejects(t *testing.T) {
+// poisonUpstream is a fake manager that rejects with 400 any request
+// holding a series named "poison" and accepts the rest.
+func poisonUpstream(t *testing.T) *fakeManager {
 	up := newFakeManager(t)
 	up.respond = func(_ int, wr *remotewrite.WriteRequest) (int, http.Header) {
 		for _, s := range wr.Timeseries {
@@ -358,6 +360,11 @@ func TestDropsBatchUpstreamRejects(t *testing.T) {
 		}
 		return http.StatusNoContent, nil
 	}
+	return up
+}
+
+func TestDropsBatchUpstreamRejects(t *testing.T) {
+	up := poisonUpstream(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 	cfg.Concurrency = 1
 	r, _ := running(t, cfg)
@@ -430,15 +437,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestRejectedJoinedBatchIsRetriedPerRecord(t *testing.T) {
-	up := newFakeManager(t)
-	up.respond = func(_ int, wr *remotewrite.WriteRequest) (int, http.Header) {
-		for _, s := range wr.Timeseries {
-			if s.Labels[0].Value == "poison" {
-				return http.StatusBadRequest, nil
-			}
-		}
-		return http.StatusNoContent, nil
-	}
+	up := poisonUpstream(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 	cfg.Concurrency = 1
 	// The forwarder waits for a full batch (3 samples): both requests below
