@@ -9,7 +9,7 @@ DATA_DIR  ?= $(CURDIR)/data
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 
-.PHONY: all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
+.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
 
 all: build
 
@@ -25,6 +25,10 @@ deps:
 		if [ "$$(id -u)" != 0 ]; then echo "run as root, or: sudo apt-get install $(APT_PKGS)"; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
 	fi
+
+## testbins: build the components without a Debian package once into a cache (testdata/testbins)
+testbins:
+	bash testdata/testbins/build.sh
 
 ## test: every test, with the race detector, real etcd/Prometheus/Docker included
 test: deps
