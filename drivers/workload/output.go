@@ -2,16 +2,19 @@ package workload
 
 import (
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
 // LastLines returns the last n non-blank lines of text, oldest first, each
-// cut at MaxOutputLine bytes. Drivers use it for OutputTailer.
+// cut at MaxOutputLine bytes, with tabs and control characters (terminal
+// escapes, above all) turned into spaces: the lines end up in a table on
+// an operator's terminal. Drivers use it for OutputTailer.
 func LastLines(text string, n int) []string {
 	var out []string
 	for _, line := range strings.Split(text, "\n") {
-		line = strings.TrimRight(line, "\r \t")
-		if strings.TrimSpace(line) == "" {
+		line = strings.TrimSpace(strings.Map(printable, line))
+		if line == "" {
 			continue
 		}
 		out = append(out, cutLine(line))
@@ -20,6 +23,13 @@ func LastLines(text string, n int) []string {
 		out = out[len(out)-n:]
 	}
 	return out
+}
+
+func printable(r rune) rune {
+	if unicode.IsControl(r) || r == utf8.RuneError {
+		return ' '
+	}
+	return r
 }
 
 func cutLine(line string) string {

@@ -595,8 +595,8 @@ func TestReloadSignalsOnlyTheSupervisorsOwnRunningWorkload(t *testing.T) {
 
 func TestLastLinesDropsBlanksAndCutsLongLines(t *testing.T) {
 	long := strings.Repeat("é", MaxOutputLine)
-	got := LastLines("a\n\n  \nb\r\n"+long+"\nc\n", 3)
-	if len(got) != 3 || got[0] != "b" || got[2] != "c" || len(got[1]) > MaxOutputLine || !strings.HasSuffix(got[1], "...") {
+	got := LastLines("a\n\n  \nb\r\n"+long+"\n\x1b[31mc\td\n", 3)
+	if len(got) != 3 || got[0] != "b" || got[2] != "[31mc d" || len(got[1]) > MaxOutputLine || !strings.HasSuffix(got[1], "...") {
 		t.Fatalf("LastLines = %q", got)
 	}
 	if !utf8.ValidString(got[1]) {
