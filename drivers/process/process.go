@@ -564,11 +564,11 @@ func (d *Driver) Signal(_ context.Context, name string, sig syscall.Signal) erro
 	if err != nil {
 		return err
 	}
+	if p != nil && !workload.IsManaged(p.rec.Labels) {
+		return fmt.Errorf("process: signal %s to %q: %w", sig, name, workload.ErrNotManaged)
+	}
 	if p == nil || !p.running() {
 		return fmt.Errorf("process: signal %s to %q: not running", sig, name)
-	}
-	if !workload.IsManaged(p.rec.Labels) {
-		return fmt.Errorf("process: signal %s to %q: %w", sig, name, workload.ErrNotManaged)
 	}
 	if err := syscall.Kill(p.rec.PID, sig); err != nil {
 		return fmt.Errorf("process: signal %s to %q (pid %d): %w", sig, name, p.rec.PID, err)

@@ -568,6 +568,11 @@ func TestSignalRefusesAWorkloadNotManaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	// Until it has exec'd, the child's cmdline is this test binary's.
+	eventually(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(sleeper.Process.Pid) + "/cmdline")
+		return strings.HasPrefix(string(b), "/bin/sleep\x00")
+	}, "sleep never started")
 	rec := `{"name":"foreign","binary":"/bin/sleep","pid":` + strconv.Itoa(sleeper.Process.Pid) + `,"spec_hash":"x","labels":{}}`
 	if err := os.WriteFile(filepath.Join(dir, "foreign.json"), []byte(rec), 0o600); err != nil {
 		t.Fatal(err)
