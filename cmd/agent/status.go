@@ -93,6 +93,17 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 			}
 			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.Driver, c.Status, what, since, c.Restarts, c.LastError)
 		}
+		// Below the table, so its columns stay aligned: what a
+		// crash-looping workload last wrote, which says why it exits.
+		for _, c := range m.Status.Stack {
+			if len(c.LastOutput) == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "  last output of %s:\n", c.Name)
+			for _, line := range c.LastOutput {
+				fmt.Fprintf(w, "    %s\n", line)
+			}
+		}
 		if len(m.Status.Relay) > 0 {
 			var rs relay.Stats
 			if json.Unmarshal(m.Status.Relay, &rs) == nil {

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/agentproj/agent/drivers/workload"
 )
@@ -274,6 +276,9 @@ func stateOf(info container.InspectResponse) workload.State {
 		Name:   strings.TrimPrefix(info.Name, "/"),
 		Driver: DriverName,
 		ID:     info.ID,
+		// The engine's restarts by the container's policy since it was
+		// last started through the API; the Supervisor counts them.
+		Restarts: info.RestartCount,
 	}
 	if info.Config != nil {
 		st.Image = info.Config.Image
@@ -381,7 +386,39 @@ func (d *Driver) Signal(ctx context.Context, name string, sig syscall.Signal) er
 	return nil
 }
 
+// Tail implements workload.OutputTailer: the last lines of the container's
+// log (stdout and stderr, across its restarts), read through the engine.
+func (d *Driver) Tail(ctx context.Context, name string, lines int) ([]string, error) {
+	info, err := d.cli.ContainerInspect(ctx, name)
+	if cerrdefs.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("docker: logs of %q: %w", name, err)
+	}
+	if !workload.IsManaged(info.Config.Labels) {
+		return nil, fmt.Errorf("docker: logs of %q: %w", name, workload.ErrNotManaged)
+	}
+	// Blank lines are dropped afterwards: ask for a few more.
+	rc, err := d.cli.ContainerLogs(ctx, info.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(2 * lines)})
+	if err != nil {
+		return nil, fmt.Errorf("docker: logs of %q: %w", name, err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if info.Config.Tty {
+		_, err = io.Copy(&out, rc)
+	} else {
+		_, err = stdcopy.StdCopy(&out, &out, rc) // one stream, in the order written
+	}
+	if err != nil {
+		return nil, fmt.Errorf("docker: logs of %q: %w", name, err)
+	}
+	return workload.LastLines(out.String(), lines), nil
+}
+
 var (
-	_ workload.Driver   = (*Driver)(nil)
-	_ workload.Signaler = (*Driver)(nil)
+	_ workload.Driver       = (*Driver)(nil)
+	_ workload.Signaler     = (*Driver)(nil)
+	_ workload.OutputTailer = (*Driver)(nil)
 )

@@ -408,9 +408,11 @@ func TestPrometheusFromLocalBinaryServesOnHostNetwork(t *testing.T) {
 	t.Logf("prometheus ready %s after the import", time.Since(start).Round(time.Millisecond))
 	// Prometheus logs this line once at start and once per reload.
 	const loaded = "Completed loading of configuration file"
-	if n := strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded); n != 1 {
-		t.Fatalf("%q logged %d times before SIGHUP, want 1", loaded, n)
-	}
+	// The engine copies a container's output into its log on its own time:
+	// poll for the line Prometheus wrote before it became ready.
+	eventually(t, 10*time.Second, func() bool {
+		return strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded) == 1
+	}, "%q not logged once before SIGHUP:\n%s", loaded, dockertest.Logs(t, e.Client, "prometheus"))
 	if err := d.Signal(ctx, "prometheus", syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -419,5 +421,78 @@ func TestPrometheusFromLocalBinaryServesOnHostNetwork(t *testing.T) {
 	}, "no config reload seen after SIGHUP")
 	if st, _ := d.Inspect(ctx, "prometheus"); st.Status != workload.StatusRunning {
 		t.Fatalf("prometheus after SIGHUP: %+v", st)
+	}
+}
+
+// The issue's case on the real engine: node_exporter on a port that is
+// already taken (host network) exits at once with "bind: address already
+// in use". Whether Docker restarts it by its policy ("always", the
+// default) or the Supervisor does ("no"), the state is crash-looping with
+// the restarts and that line from the container's log; once the port is
+// free it runs and is reported running.
+func TestCrashLoopingContainerShowsItsError(t *testing.T) {
+	e := dockertest.Start(t)
+	const img = "prom/node-exporter:v1.5.0"
+	dockertest.ImportImage(t, e.Client, img, "/usr/bin/prometheus-node-exporter")
+	d := newDriver(t, e)
+	for _, restart := range []workload.Restart{workload.RestartAlways, workload.RestartNo} {
+		t.Run(string(restart), func(t *testing.T) {
+			held, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			addr := held.Addr().String()
+			spec := workload.Spec{
+				Name: "node-exporter-" + string(restart), Image: img, Restart: restart,
+				Args:   []string{"--web.listen-address=" + addr, "--no-collector.systemd"},
+				Labels: map[string]string{workload.LabelRole: workload.RoleNodeExporter},
+			}
+			t.Cleanup(func() {
+				if err := d.Remove(context.Background(), spec.Name); err != nil {
+					t.Errorf("cleanup: %v", err)
+				}
+			})
+			sup, err := workload.NewSupervisor(d, workload.SupervisorOptions{
+				Owner: "node-stack", Interval: 50 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 2 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sup.Set([]workload.Spec{spec}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- sup.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+
+			var st workload.State
+			eventually(t, 60*time.Second, func() bool {
+				s := sup.States()
+				if len(s) != 1 {
+					return false
+				}
+				st = s[0]
+				return st.Status == workload.StatusCrashLooping && st.Restarts >= 2 && strings.Contains(st.LastError, "address already in use")
+			}, "node_exporter on a taken port is not reported crash-looping with its error: %+v", &st)
+			if !strings.Contains(strings.Join(st.LastOutput, "\n"), "bind: address already in use") {
+				t.Errorf("last_output lacks the error from the container's log: %q", st.LastOutput)
+			}
+
+			held.Close()
+			eventually(t, 60*time.Second, func() bool {
+				resp, err := http.Get("http://" + addr + "/metrics")
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				return resp.StatusCode == http.StatusOK
+			}, "node_exporter does not serve once the port is free:\n%s", dockertest.Logs(t, e.Client, spec.Name))
+			eventually(t, 30*time.Second, func() bool {
+				s := sup.States()
+				return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
+			}, "node_exporter that stays up is not reported running: %+v", sup.States())
+		})
 	}
 }

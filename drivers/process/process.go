@@ -1,10 +1,12 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -265,7 +267,7 @@ func (d *Driver) start(spec workload.Spec, bin, hash string) (*proc, error) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	started := time.Now()
-	fmt.Fprintf(logf, "--- agent: starting %s %s at %s\n", bin, strings.Join(spec.Args, " "), started.UTC().Format(time.RFC3339Nano))
+	fmt.Fprintf(logf, startMarker+"starting %s %s at %s\n", bin, strings.Join(spec.Args, " "), started.UTC().Format(time.RFC3339Nano))
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("process: start %q (%s): %w", spec.Name, bin, err)
 	}
@@ -326,7 +328,7 @@ func (d *Driver) wait(cmd *exec.Cmd, p *proc) {
 		return // removed or replaced meanwhile: its files are not ours
 	}
 	p.rec.Exited, p.rec.ExitCode = p.exited, &code
-	if err := d.writeFiles(p.rec); err != nil {
+	if err := d.recordExit(p.rec); err != nil {
 		d.log.Warn("record process exit", "name", p.rec.Name, "err", err)
 	}
 	if p.stopping.Load() {
@@ -347,19 +349,70 @@ func environ(env map[string]string) []string {
 	return out
 }
 
-// writeFiles writes <name>.pid and <name>.json, each renamed into place.
+// lockFiles takes the directory's lock (an flock on <dir>/.lock), which
+// every change to the workloads' files holds: another driver on the same
+// directory (the next agent, or a second driver in a test) never sees a
+// half-made change, and a removal is never undone by a late write.
+func (d *Driver) lockFiles() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(d.dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("process: lock %s: %w", d.dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("process: lock %s: %w", d.dir, err)
+	}
+	return func() { f.Close() }, nil // closing drops the lock
+}
+
+// writeFiles writes <name>.pid and <name>.json, each renamed into place,
+// the pid file first: should the agent die between the two, the pid file,
+// which wins over the record (lookup), names the newest process.
 func (d *Driver) writeFiles(rec record) error {
+	unlock, err := d.lockFiles()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return d.writeFilesLocked(rec)
+}
+
+func (d *Driver) writeFilesLocked(rec record) error {
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("process: encode state of %q: %w", rec.Name, err)
 	}
-	if err := writeAtomic(d.statePath(rec.Name), append(b, '\n')); err != nil {
-		return fmt.Errorf("process: write state of %q: %w", rec.Name, err)
-	}
 	if err := writeAtomic(d.pidPath(rec.Name), []byte(strconv.Itoa(rec.PID)+"\n")); err != nil {
 		return fmt.Errorf("process: write pid file of %q: %w", rec.Name, err)
 	}
+	if err := writeAtomic(d.statePath(rec.Name), append(b, '\n')); err != nil {
+		return fmt.Errorf("process: write state of %q: %w", rec.Name, err)
+	}
 	return nil
+}
+
+// recordExit writes the exit of rec's process into its files, unless they
+// are gone or name another process: then another driver on the directory
+// removed or replaced the workload, and writing would bring back files it
+// removed.
+func (d *Driver) recordExit(rec record) error {
+	unlock, err := d.lockFiles()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b, err := os.ReadFile(d.statePath(rec.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("process: read state of %q: %w", rec.Name, err)
+	}
+	var onDisk record
+	if json.Unmarshal(b, &onDisk) != nil || onDisk.PID != rec.PID || onDisk.StartTicks != rec.StartTicks {
+		return nil
+	}
+	return d.writeFilesLocked(rec)
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -463,6 +516,11 @@ func (d *Driver) Remove(ctx context.Context, name string) error {
 		return nil // replaced meanwhile: the new one is not ours to remove
 	}
 	delete(d.procs, name)
+	unlock, err := d.lockFiles()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	for _, f := range []string{d.statePath(name), d.pidPath(name)} {
 		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("process: remove %q: %w", name, err)
@@ -506,6 +564,9 @@ func (d *Driver) Signal(_ context.Context, name string, sig syscall.Signal) erro
 	if err != nil {
 		return err
 	}
+	if p != nil && !workload.IsManaged(p.rec.Labels) {
+		return fmt.Errorf("process: signal %s to %q: %w", sig, name, workload.ErrNotManaged)
+	}
 	if p == nil || !p.running() {
 		return fmt.Errorf("process: signal %s to %q: not running", sig, name)
 	}
@@ -515,7 +576,49 @@ func (d *Driver) Signal(_ context.Context, name string, sig syscall.Signal) erro
 	return nil
 }
 
+// tailBytes is how much of the end of a log file Tail reads: enough for
+// OutputLines lines of MaxOutputLine bytes, and markers between them.
+const tailBytes = 64 << 10
+
+// startMarker begins the line the driver writes into a log at each start.
+const startMarker = "--- agent: "
+
+// Tail implements workload.OutputTailer: the last lines of the workload's
+// log file, without the driver's start markers.
+func (d *Driver) Tail(_ context.Context, name string, lines int) ([]string, error) {
+	f, err := os.Open(d.LogPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("process: read log of %q: %w", name, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("process: read log of %q: %w", name, err)
+	}
+	off := max(fi.Size()-tailBytes, 0)
+	b := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("process: read log of %q: %w", name, err)
+	}
+	if off > 0 { // the first line is cut: drop it
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	var kept []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, startMarker) {
+			kept = append(kept, line)
+		}
+	}
+	return workload.LastLines(strings.Join(kept, "\n"), lines), nil
+}
+
 var (
-	_ workload.Driver   = (*Driver)(nil)
-	_ workload.Signaler = (*Driver)(nil)
+	_ workload.Driver       = (*Driver)(nil)
+	_ workload.Signaler     = (*Driver)(nil)
+	_ workload.OutputTailer = (*Driver)(nil)
 )

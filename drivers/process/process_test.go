@@ -2,10 +2,12 @@ package process_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -354,9 +356,8 @@ func TestNewDriverAdoptsAndSupervisorRemovesOrphans(t *testing.T) {
 	if other, _ := d2.Inspect(ctx, "other-owner"); other.Status != workload.StatusRunning || other.ID != foreign.ID {
 		t.Fatalf("another owner's workload was touched: %+v", other)
 	}
-	if !serves(addr) {
-		t.Fatal("adopted node_exporter stopped serving")
-	}
+	// d1 started it without waiting for it to listen: poll, as everywhere.
+	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "adopted node_exporter does not serve on %s", addr)
 	// Without StopOnExit the node stack stays for the next agent.
 	if !pidAlive(st1.ID) {
 		t.Fatal("node-exporter stopped when Run ended without StopOnExit")
@@ -497,5 +498,93 @@ func TestEnsureRejectsBadBinary(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Ensure(%+v) = %v; want an error containing %q", tc.spec, err, tc.want)
 		}
+	}
+}
+
+// The issue's case: node_exporter on a port that is already taken exits at
+// once with "bind: address already in use". The Supervisor reports it
+// crash-looping, with its restarts and that line from its log file, not
+// "running"; once the port is free it runs and is reported running again.
+func TestCrashLoopingNodeExporterShowsItsError(t *testing.T) {
+	needBinary(t, nodeExporter, "prometheus-node-exporter")
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	d := newDriver(t, t.TempDir())
+	cleanupRemove(t, d, "node-exporter")
+	sup, err := workload.NewSupervisor(d, workload.SupervisorOptions{
+		Owner: "node-stack", Interval: 50 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sup.Set([]workload.Spec{exporterSpec(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var st workload.State
+	eventually(t, 30*time.Second, func() bool {
+		s := sup.States()
+		if len(s) != 1 {
+			return false
+		}
+		st = s[0]
+		return st.Status == workload.StatusCrashLooping && st.Restarts >= 2 && strings.Contains(st.LastError, "address already in use")
+	}, "node_exporter on a taken port is not reported crash-looping with its error: %+v", &st)
+	if !strings.Contains(strings.Join(st.LastOutput, "\n"), "bind: address already in use") {
+		t.Errorf("last_output lacks the error from the log file: %q", st.LastOutput)
+	}
+	if !strings.Contains(st.LastError, "exit code 1") {
+		t.Errorf("last_error lacks the exit code: %q", st.LastError)
+	}
+	for _, l := range st.LastOutput {
+		if strings.HasPrefix(l, "--- agent:") {
+			t.Errorf("last_output holds the driver's start marker: %q", l)
+		}
+	}
+
+	held.Close()
+	eventually(t, 30*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve once the port is free")
+	eventually(t, 30*time.Second, func() bool {
+		s := sup.States()
+		return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
+	}, "node_exporter that stays up is not reported running: %+v", sup.States())
+}
+
+// The driver signals only what it started: a record without the managed
+// label (not the agent's) is refused.
+func TestSignalRefusesAWorkloadNotManaged(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	sleeper := exec.Command("/bin/sleep", "300")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	// Until it has exec'd, the child's cmdline is this test binary's.
+	eventually(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(sleeper.Process.Pid) + "/cmdline")
+		return strings.HasPrefix(string(b), "/bin/sleep\x00")
+	}, "sleep never started")
+	rec := `{"name":"foreign","binary":"/bin/sleep","pid":` + strconv.Itoa(sleeper.Process.Pid) + `,"spec_hash":"x","labels":{}}`
+	if err := os.WriteFile(filepath.Join(dir, "foreign.json"), []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(t, dir)
+	if err := d.Signal(ctx, "foreign", syscall.SIGTERM); !errors.Is(err, workload.ErrNotManaged) {
+		t.Fatalf("Signal of a process without the managed label = %v; want ErrNotManaged", err)
+	}
+	if err := d.Remove(ctx, "foreign"); !errors.Is(err, workload.ErrNotManaged) {
+		t.Fatalf("Remove of a process without the managed label = %v; want ErrNotManaged", err)
+	}
+	if !pidAlive(strconv.Itoa(sleeper.Process.Pid)) {
+		t.Fatal("the foreign process was signalled")
 	}
 }

@@ -36,6 +36,15 @@ type Driver interface {
 	List(ctx context.Context, selector map[string]string) ([]State, error)
 }
 
+// OutputTailer is implemented by drivers that can read what a workload
+// wrote: the Supervisor shows the last lines of a crash-looping workload.
+type OutputTailer interface {
+	// Tail returns up to lines last lines of the named workload's stdout
+	// and stderr, oldest first, without the driver's own markers; none
+	// when it wrote nothing or does not exist.
+	Tail(ctx context.Context, name string, lines int) ([]string, error)
+}
+
 // Signaler is implemented by drivers that can send a signal to a running
 // workload, for config reloads (SIGHUP to Vector or Prometheus).
 type Signaler interface {

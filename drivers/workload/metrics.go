@@ -13,6 +13,7 @@ type supervisorMetrics struct {
 	removed      prometheus.Counter
 	desired      prometheus.Gauge
 	running      prometheus.Gauge
+	crashLooping prometheus.Gauge
 }
 
 func newSupervisorMetrics(reg prometheus.Registerer, owner string) (*supervisorMetrics, error) {
@@ -41,12 +42,16 @@ func newSupervisorMetrics(reg prometheus.Registerer, owner string) (*supervisorM
 			Name: "agent_workloads_running",
 			Help: "Desired workloads seen running by the last reconcile.",
 		}),
+		crashLooping: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "agent_workloads_crash_looping",
+			Help: "Desired workloads that exited at least twice in a row without running for the backoff maximum since.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	reg = prometheus.WrapRegistererWith(prometheus.Labels{"owner": owner}, reg)
-	for _, c := range []prometheus.Collector{m.reconciles, m.ensureErrors, m.restarts, m.removed, m.desired, m.running} {
+	for _, c := range []prometheus.Collector{m.reconciles, m.ensureErrors, m.restarts, m.removed, m.desired, m.running, m.crashLooping} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register supervisor metrics: %w", err)
 		}

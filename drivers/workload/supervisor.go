@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,8 +86,17 @@ type tracked struct {
 	hash     string    // the spec hash the backoff is about
 	failures int       // consecutive restarts or failed attempts
 	next     time.Time // no restart or attempt before this
-	restarts int
+	restarts int       // restarts seen: the Supervisor's and the runtime's
 	lastErr  string
+
+	// Crash loops: exits in a row after a start (not failed attempts),
+	// forgiven with the failures once the workload has run for BackoffMax.
+	crashes  int
+	runtime  int  // the runtime's own restart count last seen (Docker's)
+	exitCode int  // of the last exit seen
+	exited   bool // an exit has been seen, so exitCode means something
+	output   []string
+	outputAt int // the crash count output was read at
 }
 
 // NewSupervisor returns a Supervisor of driver; it does nothing until Run.
@@ -244,7 +254,7 @@ func (s *Supervisor) reconcile(ctx context.Context) time.Duration {
 	}
 
 	states := make([]State, 0, len(desired))
-	running := 0
+	running, looping := 0, 0
 	for _, name := range slices.Sorted(maps.Keys(desired)) {
 		if ctx.Err() != nil {
 			return wait
@@ -253,12 +263,16 @@ func (s *Supervisor) reconcile(ctx context.Context) time.Duration {
 		if st.Running() {
 			running++
 		}
+		if st.Status == StatusCrashLooping {
+			looping++
+		}
 		states = append(states, st)
 		if retry > 0 && retry < wait {
 			wait = retry
 		}
 	}
 	s.metrics.running.Set(float64(running))
+	s.metrics.crashLooping.Set(float64(looping))
 	s.metrics.desired.Set(float64(len(desired)))
 	s.mu.Lock()
 	s.states = states
@@ -274,18 +288,13 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 		tr = &tracked{}
 		s.track[spec.Name] = tr
 	}
-	defer func() {
-		st.Restarts = tr.restarts
-		if st.LastError == "" {
-			st.LastError = tr.lastErr
-		}
-	}()
+	defer func() { s.report(ctx, tr, &st) }()
 	role := spec.Labels[LabelRole]
 	log := s.log.With("name", spec.Name, "role", role)
 	now := time.Now()
 	hash := spec.Hash()
 	if tr.hash != hash { // a new spec gets a fresh start, not the old one's backoff
-		*tr = tracked{hash: hash, restarts: tr.restarts}
+		*tr = tracked{hash: hash, restarts: tr.restarts, runtime: tr.runtime}
 	}
 
 	st, err := s.driver.Inspect(ctx, spec.Name)
@@ -296,10 +305,22 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 		log.Warn("inspect workload", "err", err)
 		st = State{Name: spec.Name, Driver: s.driver.Name(), Status: StatusMissing}
 	}
+	// The runtime restarts by its own policy (Docker's "always") without
+	// asking: each one it counted since the last look is an exit too. On
+	// first sight that is its whole count, so an agent restarted in the
+	// middle of a crash loop still sees one.
+	if st.Restarts > tr.runtime {
+		tr.restarts += st.Restarts - tr.runtime
+		tr.crashes += st.Restarts - tr.runtime
+	}
+	tr.runtime = st.Restarts
+	if st.Status == StatusExited || st.Status == StatusRestarting {
+		tr.exitCode, tr.exited = st.ExitCode, true
+	}
 	if st.Status == StatusUnmanaged || (st.Running() && st.SpecHash == hash) {
 		tr.lastErr = ""
 		if st.Status == StatusRunning && !st.Since.IsZero() && now.Sub(st.Since) >= s.opts.BackoffMax {
-			tr.failures = 0
+			tr.failures, tr.crashes, tr.output, tr.outputAt = 0, 0, nil, 0
 		}
 		return st, 0
 	}
@@ -331,12 +352,83 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 		tr.failures++
 		tr.next = time.Now().Add(s.backoff(tr.failures + 1)) // from the end of this attempt
 		tr.restarts++
+		tr.crashes++
 		s.metrics.restarts.WithLabelValues(role).Inc()
 		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID)
 	} else {
 		log.Info("started workload", "id", next.ID, "spec_hash", next.SpecHash)
 	}
 	return next, 0
+}
+
+// report completes the state of one workload with what the Supervisor
+// knows and a single look cannot: the restart count, the last error, and
+// whether it is crash-looping, with the last lines it wrote.
+func (s *Supervisor) report(ctx context.Context, tr *tracked, st *State) {
+	st.Restarts = tr.restarts
+	if st.LastError == "" {
+		st.LastError = tr.lastErr
+	}
+	if tr.crashes < CrashLoopThreshold || st.Status == StatusUnmanaged {
+		return
+	}
+	st.Status = StatusCrashLooping
+	if tailer, ok := s.driver.(OutputTailer); ok && tr.outputAt != tr.crashes {
+		lines, err := tailer.Tail(ctx, st.Name, OutputLines)
+		switch {
+		case err == nil:
+			tr.output, tr.outputAt = lines, tr.crashes
+		case ctx.Err() == nil:
+			s.log.Warn("read output of crash-looping workload", "name", st.Name, "err", err)
+		}
+	}
+	st.LastOutput = slices.Clone(tr.output)
+	msg := fmt.Sprintf("exited %d times in a row", tr.crashes)
+	if tr.exited && tr.exitCode >= 0 {
+		msg += fmt.Sprintf(", last with exit code %d", tr.exitCode)
+	}
+	if line := errorLine(tr.output); line != "" {
+		msg += ": " + line
+	}
+	if st.LastError != "" {
+		msg += "; " + st.LastError
+	}
+	st.LastError = msg
+}
+
+// Reload sends sig to the named workload so that it reads a config that
+// was rewritten at changedAt, and reports whether it did. Only a workload
+// of the desired set that carries this Supervisor's labels (LabelManaged,
+// LabelOwner, the selector) and runs the desired spec is signalled, and
+// only through a driver that can (Signaler): whatever else listens on the
+// workload's port or bears its name is never touched. One that started
+// after changedAt read the new config when it started and is left alone:
+// a signal that lands before a program installs its handler kills it.
+func (s *Supervisor) Reload(ctx context.Context, name string, sig syscall.Signal, changedAt time.Time) (bool, error) {
+	s.mu.Lock()
+	spec, ok := s.desired[name]
+	s.mu.Unlock()
+	if !ok {
+		return false, fmt.Errorf("reload %q: not a desired workload", name)
+	}
+	signaler, ok := s.driver.(Signaler)
+	if !ok {
+		return false, nil
+	}
+	st, err := s.driver.Inspect(ctx, name)
+	if err != nil {
+		return false, fmt.Errorf("reload %q: %w", name, err)
+	}
+	if st.Status != StatusRunning || !Matches(st.Labels, s.selector) || st.SpecHash != spec.Hash() {
+		return false, nil
+	}
+	if !st.Since.IsZero() && !st.Since.Before(changedAt) {
+		return false, nil
+	}
+	if err := signaler.Signal(ctx, name, sig); err != nil {
+		return false, fmt.Errorf("reload %q: %w", name, err)
+	}
+	return true, nil
 }
 
 // backoff is the wait before the n-th consecutive restart or attempt,

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,7 +43,6 @@ type Stack struct {
 	cfg     Config
 	sup     *workload.Supervisor
 	log     *slog.Logger
-	client  *http.Client
 }
 
 // New returns the duty, running workloads through d.
@@ -58,7 +57,7 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{cfg: cfg, sup: sup, log: log, client: &http.Client{Timeout: 5 * time.Second}}, nil
+	return &Stack{cfg: cfg, sup: sup, log: log}, nil
 }
 
 func selector(node, cluster string) map[string]string {
@@ -95,11 +94,12 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 	if err != nil {
 		return err
 	}
+	changedAt := time.Now()
 	if err := s.sup.Set(specs); err != nil {
 		return fmt.Errorf("cluster stack: %w", err)
 	}
 	if promChanged {
-		s.reloadPrometheus(ctx) // an adopted Prometheus must read the new file
+		s.reloadPrometheus(ctx, changedAt) // an adopted Prometheus must read the new file
 	}
 	s.running.Store(true)
 	defer s.running.Store(false)
@@ -136,7 +136,7 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 			mounts = append(mounts, workload.SamePath(s.cfg.RelayTokenFile, true))
 		}
 		spec, err := workload.Component{Key: "stack.prometheus", Role: workload.RolePrometheus, Image: st.Prometheus.Image, Binary: st.Prometheus.Binary}.
-			Spec(s.cfg.Driver, "agent-prometheus-"+s.cfg.Node, []string{
+			Spec(s.cfg.Driver, prometheusName(s.cfg.Node), []string{
 				"--config.file=" + cfgPath,
 				"--storage.tsdb.path=" + filepath.Join(dir, "data"),
 				"--storage.tsdb.retention.time=" + model.Duration(st.Prometheus.Retention).String(),
@@ -192,20 +192,23 @@ func (s *Stack) jaeger() (*workload.Spec, error) {
 	return &spec, nil
 }
 
-// reloadPrometheus asks a running Prometheus to re-read its config.
-func (s *Stack) reloadPrometheus(ctx context.Context) {
-	url := "http://" + stackconfig.WithHost(s.cfg.Stack.Prometheus.Listen, "127.0.0.1") + "/-/reload"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
-	if err != nil {
-		return
+// reloadPrometheus sends SIGHUP to this stack's own Prometheus, if it runs
+// already (adopted), so that it re-reads its config. Never over HTTP: the
+// Prometheus answering on the configured port may be one the agent does
+// not run (the none driver, or the operator's own), and the agent touches
+// only workloads it started or adopted, by their labels.
+func (s *Stack) reloadPrometheus(ctx context.Context, changedAt time.Time) {
+	name := prometheusName(s.cfg.Node)
+	ok, err := s.sup.Reload(ctx, name, syscall.SIGHUP, changedAt)
+	switch {
+	case err != nil:
+		s.log.Warn("reload prometheus", "workload", name, "err", err)
+	case ok:
+		s.log.Info("prometheus config reloaded", "workload", name)
 	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return // not running yet: it reads the file when it starts
-	}
-	resp.Body.Close()
-	s.log.Info("prometheus config reloaded", "status", resp.StatusCode)
 }
+
+func prometheusName(node string) string { return "agent-prometheus-" + node }
 
 // RemoveLeftovers removes the cluster-stack workloads of this node that an
 // earlier agent process left running (it crashed while master). Call it

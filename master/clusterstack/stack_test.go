@@ -5,9 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/none"
+	"github.com/agentproj/agent/drivers/process"
+	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/collectors"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -71,4 +76,203 @@ func TestTermRunsAndStopsTheStack(t *testing.T) {
 	if st := s.States(); len(st) != 0 {
 		t.Fatalf("states after the term: %+v", st)
 	}
+}
+
+// promProc is a Prometheus the test runs itself, as an operator would: the
+// agent did not start it and must never reload, signal or stop it.
+type promProc struct {
+	addr, log string
+}
+
+// startOperatorPrometheus runs the Debian Prometheus on a free loopback
+// port, with the lifecycle API on (so an HTTP reload would work), and
+// kills it when the test ends.
+func startOperatorPrometheus(t *testing.T) promProc {
+	t.Helper()
+	bin := etcdtest.RequireBinary(t, "prometheus", "prometheus")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfg, []byte("global: {scrape_interval: 1m}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := promProc{addr: etcdtest.FreeAddr(t), log: filepath.Join(dir, "prometheus.log")}
+	logf, err := os.Create(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+p.addr, "--web.enable-lifecycle")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return httpGet("http://"+p.addr+"/-/ready") != "" }, "operator's Prometheus not ready on %s", p.addr)
+	return p
+}
+
+// loads counts the config loads in Prometheus' log: one at start, one per
+// reload (SIGHUP or POST /-/reload).
+func (p promProc) loads(t *testing.T) int {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "Completed loading of configuration file")
+}
+
+// lastReload is prometheus_config_last_reload_success_timestamp_seconds.
+func (p promProc) lastReload(t *testing.T) string {
+	for _, line := range strings.Split(httpGet("http://"+p.addr+"/metrics"), "\n") {
+		if strings.HasPrefix(line, "prometheus_config_last_reload_success_timestamp_seconds ") {
+			return line
+		}
+	}
+	t.Fatalf("Prometheus on %s has no reload timestamp", p.addr)
+	return ""
+}
+
+func httpGet(url string) string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
+}
+
+// runTerm runs one master term of the stack until its workloads are
+// reported, which is after the term's reload (if any) was done, and ends it.
+func runTerm(t *testing.T, cfg Config, d workload.Driver, want int) {
+	t.Helper()
+	s, err := New(cfg, d, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("term ended early: %v", err)
+		default:
+		}
+		return len(s.States()) == want
+	}, "term did not start %d workloads: %+v", want, s.States())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("end of term: %v", err)
+	}
+}
+
+// Issue 9, item 2: the operator runs Prometheus on the port the config
+// names; an agent that does not run Prometheus (the none driver, or
+// Prometheus disabled) becomes master, twice, with a changed config in
+// between, and the operator's Prometheus never sees a reload.
+func TestMasterNeverReloadsAPrometheusItDoesNotRun(t *testing.T) {
+	op := startOperatorPrometheus(t)
+	loads, stamp := op.loads(t), op.lastReload(t)
+	if loads != 1 {
+		t.Fatalf("operator's Prometheus loaded its config %d times at start", loads)
+	}
+	cfg := testConfig(t)
+	cfg.Stack.Prometheus.Listen = op.addr
+
+	runTerm(t, cfg, none.New(), 2) // renders prometheus.yml: a changed config
+	cfg.RelayURL = "http://10.0.0.2:9464/api/v1/write"
+	cfg.Stack.Prometheus.ScrapeInterval = 20 * time.Second
+	runTerm(t, cfg, none.New(), 2)
+	if yml, _ := os.ReadFile(filepath.Join(cfg.Dir, "prometheus", "prometheus.yml")); !strings.Contains(string(yml), "10.0.0.2:9464") {
+		t.Fatalf("the second term did not rewrite prometheus.yml:\n%s", yml)
+	}
+
+	// Prometheus disabled, with a driver that runs processes.
+	d, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Driver = process.DriverName
+	cfg.Stack.Prometheus.Enabled = false
+	cfg.Stack.Jaeger.Enabled = false
+	cfg.Stack.Prometheus.ScrapeInterval = 25 * time.Second
+	runTerm(t, cfg, d, 0)
+
+	if got := op.loads(t); got != 1 {
+		t.Errorf("the operator's Prometheus loaded its config %d times: the agent reloaded a Prometheus it does not run", got)
+	}
+	if got := op.lastReload(t); got != stamp {
+		t.Errorf("reload timestamp moved from %q to %q", stamp, got)
+	}
+}
+
+// The Prometheus of the agent's own cluster stack, left running (adopted,
+// same spec) when a term starts with a changed prometheus.yml, is reloaded
+// by SIGHUP through the driver: same pid, new config loaded.
+func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
+	etcdtest.RequireBinary(t, "prometheus", "prometheus")
+	d, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Driver = process.DriverName
+	cfg.Stack.Jaeger.Enabled = false
+	cfg.Stack.Prometheus.Listen = etcdtest.FreeAddr(t)
+	cfg.RelayURL = ""
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	// What a crashed master left: the stack's own Prometheus, with its labels.
+	left, err := New(cfg, d, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs, _, err := left.specs()
+	if err != nil || len(specs) != 1 {
+		t.Fatalf("specs = %+v, %v", specs, err)
+	}
+	spec := specs[0]
+	for k, v := range left.sup.Selector() {
+		if k != workload.LabelManaged {
+			spec.Labels[k] = v
+		}
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), spec.Name) })
+	st, err := d.Ensure(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + cfg.Stack.Prometheus.Listen
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return httpGet(url+"/-/ready") != "" }, "Prometheus not ready")
+	loads := func() int {
+		b, _ := os.ReadFile(d.LogPath(spec.Name))
+		return strings.Count(string(b), "Completed loading of configuration file")
+	}
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return loads() == 1 }, "Prometheus did not load its config once")
+
+	cfg.Stack.Prometheus.ScrapeInterval = 20 * time.Second
+	s, err := New(cfg, d, log, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
+	defer func() { cancel(); <-done }()
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return loads() == 2 }, "adopted Prometheus not reloaded (config loads: %d)", loads())
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(httpGet(url+"/api/v1/status/config"), "scrape_interval: 20s") },
+		"the reloaded Prometheus does not run the new config")
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		states := s.States()
+		return len(states) == 1 && states[0].Status == workload.StatusRunning && states[0].ID == st.ID
+	}, "the term did not adopt pid %s: %+v", st.ID, s.States())
 }

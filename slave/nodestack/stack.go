@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
@@ -39,7 +40,6 @@ type Config struct {
 // Stack is the node stack actor.
 type Stack struct {
 	cfg     Config
-	driver  workload.Driver
 	sup     *workload.Supervisor
 	targets TargetSetter
 	log     *slog.Logger
@@ -61,7 +61,7 @@ func New(cfg Config, d workload.Driver, targets TargetSetter, log *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{cfg: cfg, driver: d, sup: sup, targets: targets, log: log,
+	return &Stack{cfg: cfg, sup: sup, targets: targets, log: log,
 		collectors: map[string]string{}, nudge: make(chan struct{}, 1), warned: map[string]string{}}, nil
 }
 
@@ -135,21 +135,21 @@ func (s *Stack) apply(ctx context.Context) {
 		spec, changed, err := s.traceAgent()
 		add("trace_agent", spec, changed, err)
 	}
+	// The configs are written: a workload started from now on reads them.
+	changedAt := time.Now()
 	if err := s.sup.Set(specs); err != nil {
 		s.log.Error("node stack rejected", "err", err)
 		return
 	}
-	sig, ok := s.driver.(workload.Signaler)
-	if !ok {
-		return
-	}
+	// Only this stack's own running workloads are signalled (the
+	// Supervisor checks their labels and spec); with the none driver,
+	// nothing is.
 	for _, name := range reload {
-		if st, err := s.driver.Inspect(ctx, name); err == nil && st.Running() {
-			if err := sig.Signal(ctx, name, syscall.SIGHUP); err != nil {
-				s.log.Warn("reload", "workload", name, "err", err)
-			} else {
-				s.log.Info("config reloaded", "workload", name)
-			}
+		switch ok, err := s.sup.Reload(ctx, name, syscall.SIGHUP, changedAt); {
+		case err != nil:
+			s.log.Warn("reload", "workload", name, "err", err)
+		case ok:
+			s.log.Info("config reloaded", "workload", name)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/none"
+	"github.com/agentproj/agent/drivers/process"
+	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/collectors"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -83,5 +85,50 @@ func TestNodeStackRendersAndFollowsCollector(t *testing.T) {
 	}, "trace agent config did not follow the new collector URL")
 	if got := s.TraceEndpoint(); got != "http://127.0.0.1:14318" {
 		t.Fatalf("TraceEndpoint = %q", got)
+	}
+}
+
+// A changed config of the node stack's own running workload is reloaded
+// with SIGHUP through the driver (same pid), once the workload runs: here
+// a shell stands in for the trace agent (which cannot run here) and says
+// when it gets the signal.
+func TestChangedConfigReloadsTheStacksOwnProcess(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "trace-agent-stand-in")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ntrap 'echo \"reloaded: $(grep -c 10.0.0.3 \"${1#--config=}\")\"' HUP\necho \"ready: $1\"\nwhile :; do sleep 0.05; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Node: "n1", Cluster: "c1", Driver: process.DriverName, Stack: stackconfig.DefaultStack, Dir: filepath.Join(dir, "stack"), Host: "127.0.0.1"}
+	cfg.Stack.NodeExporter.Enabled, cfg.Stack.Vector.Enabled = false, false
+	cfg.Stack.TraceAgent.Binary = script
+	d, err := process.New(filepath.Join(dir, "processes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "agent-trace-agent-n1"
+	t.Cleanup(func() {
+		if err := d.Remove(context.Background(), name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	s, err := New(cfg, d, &fakeTargets{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	logHas := func(text string) func() bool {
+		return func() bool { b, _ := os.ReadFile(d.LogPath(name)); return strings.Contains(string(b), text) }
+	}
+
+	s.SetCollectors(map[string]string{collectors.JaegerOTLPGRPC: "http://10.0.0.2:4317"})
+	etcdtest.Eventually(t, 10*time.Second, logHas("ready: --config="), "the trace agent stand-in never started")
+	first, _ := d.Inspect(ctx, name)
+	s.SetCollectors(map[string]string{collectors.JaegerOTLPGRPC: "http://10.0.0.3:4317"})
+	etcdtest.Eventually(t, 10*time.Second, logHas("reloaded: 1"), "no SIGHUP after the collector URL changed")
+	if now, _ := d.Inspect(ctx, name); now.ID != first.ID || now.Status != workload.StatusRunning {
+		t.Fatalf("reload replaced the process: %+v, then %+v", first, now)
 	}
 }
