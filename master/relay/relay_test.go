@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -103,7 +104,13 @@ func testConfig(dir string, upstream ...string) stackconfig.Relay {
 // earlier.
 func running(t *testing.T, cfg stackconfig.Relay) (r *Relay, stop func()) {
 	t.Helper()
-	r, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	return runningLogged(t, cfg, slog.New(slog.DiscardHandler))
+}
+
+// runningLogged is running with the relay logging to logger.
+func runningLogged(t *testing.T, cfg stackconfig.Relay, logger *slog.Logger) (r *Relay, stop func()) {
+	t.Helper()
+	r, err := New(cfg, logger, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,4 +461,72 @@ func TestRejectedJoinedBatchIsRetriedPerRecord(t *testing.T) {
 		st := r.Stats().Upstreams[0]
 		return st.SamplesDropped == 2 && st.SamplesForwarded == 1
 	})
+}
+
+// syncBuffer is a log sink tests can read while the relay writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestQueueWithOneSeriesEmptiesOnceDelivered: a relay that carries one
+// series (so all but one of its shards get nothing) must free its queue as
+// it delivers: relay_queue_bytes back to zero, the queue on disk down to
+// nothing, and no "queue full" although the data is several times
+// queue_max_bytes.
+func TestQueueWithOneSeriesEmptiesOnceDelivered(t *testing.T) {
+	up := newFakeManager(t)
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 4
+	cfg.MaxRequestBytes = 64 << 10
+	cfg.QueueMaxBytes = 128 << 10 // sealed every 16 KiB
+	var logs syncBuffer
+	r, _ := runningLogged(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	const requests, perRequest = 100, 200
+	for i := range requests {
+		var wr remotewrite.WriteRequest
+		for j := range perRequest {
+			n := i*perRequest + j
+			wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{
+				Labels: []remotewrite.Label{{Name: "__name__", Value: "only_series"}, {Name: "job", Value: "node"}},
+				// Values that do not compress: the queue sees ~2 KiB per request.
+				Samples: []remotewrite.Sample{{Value: math.Float64frombits(uint64(n) * 0x9e3779b97f4a7c15), Timestamp: int64(n)}},
+			})
+		}
+		if rec := post(r, remotewrite.Encode(nil, wr.Append(nil)), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	if got := testutil.ToFloat64(r.m.received); got != requests*perRequest {
+		t.Fatalf("received %v samples", got)
+	}
+	waitFor(t, "everything delivered, relay_queue_bytes 0 and the queue on disk empty", func() bool {
+		st := r.Stats()
+		return st.Upstreams[0].SamplesForwarded == requests*perRequest && st.Upstreams[0].QueueBytes == 0 && st.QueueBytes == 0
+	})
+	if strings.Contains(logs.String(), "queue full") {
+		t.Fatalf("the queue dropped delivered data:\n%s", logs.String())
+	}
+	if n := testutil.ToFloat64(r.m.dropped.WithLabelValues(up.URL, reasonQueueFull)); n != 0 {
+		t.Fatalf("%v samples dropped", n)
+	}
+	last := int64(-1)
+	for _, s := range up.received() {
+		if s.Samples[0].Timestamp != last+1 {
+			t.Fatalf("sample %d after %d", s.Samples[0].Timestamp, last)
+		}
+		last = s.Samples[0].Timestamp
+	}
 }
