@@ -246,9 +246,13 @@ func (l *Log) count(s segment, from int64, shard int) (records, samples int) {
 }
 
 // dropOldest removes the oldest segment and moves every cursor still in it
-// to the next one. Called with mu held and at least two segments.
+// to the next one. Called with mu held and at least two segments. The
+// segment may hold nothing undelivered (cursors acknowledged it but are not
+// persisted yet, the persister being behind): then nothing is lost, and
+// nothing is reported.
 func (l *Log) dropOldest() {
 	s := l.segs[0]
+	lost := 0
 	for i, c := range l.cursors {
 		if c.acked.Segment > s.id {
 			continue
@@ -264,12 +268,15 @@ func (l *Log) dropOldest() {
 		}
 		if r > 0 {
 			l.opts.OnDrop(i, r, n)
+			lost += r
 		}
 	}
 	if err := os.Remove(l.segPath(s.id)); err != nil {
 		l.opts.Logger.Error("remove segment", "segment", s.id, "err", err)
 	}
-	l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size)
+	if lost > 0 {
+		l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size, "undelivered_records", lost)
+	}
 	l.segs = l.segs[1:]
 	l.total -= s.size
 }
