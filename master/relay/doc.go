@@ -2,7 +2,10 @@
 // remote-write 1.0 on POST /api/v1/write, makes each request durable in a
 // disk queue (package queue) before answering 204, and forwards the data,
 // with external labels merged in, to every configured upstream (the
-// manager), retrying until the upstream accepts it.
+// manager), retrying until the upstream accepts it or refuses it with a 4xx
+// (then it is dropped and counted, never resent). Samples of a series stay
+// in order; across series an upstream's shards send the oldest data first
+// (order.go).
 //
 // Lifecycle: New validates the config and opens the queue; Run (called
 // exactly once) runs the queue's committer and one forwarder per upstream

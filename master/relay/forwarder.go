@@ -46,6 +46,7 @@ type forwarder struct {
 	client    *http.Client
 	log       *queue.Log
 	cursors   []int
+	order     *order
 	logger    *slog.Logger
 
 	forwardedC prometheus.Counter
@@ -74,6 +75,7 @@ func newForwarder(u string, cfg stackconfig.Relay, log *queue.Log, cursors []int
 	name := redact(u)
 	return &forwarder{
 		url: u, name: name, cfg: cfg, log: log, cursors: cursors,
+		order:      newOrder(len(cursors), defaultShardLead),
 		client:     &http.Client{Transport: tr, Timeout: cfg.RemoteTimeout},
 		logger:     logger.With("upstream", name),
 		forwardedC: m.forwarded.WithLabelValues(name),
@@ -121,13 +123,14 @@ func (f *forwarder) Run(ctx context.Context) {
 // batch is one upstream request being assembled from queue records.
 type batch struct {
 	rd      *queue.Reader
+	order   *order
+	shard   int
 	blocks  [][]byte // snappy blocks, one per record
-	counts  []int    // samples per block
 	spare   [][]byte // buffers to read records into
 	samples int
 	end     queue.Position
 	first   time.Time
-	held    *queue.Record // read but did not fit; opens the next batch
+	held    *queue.Record // read but not taken; opens the next batch
 	heldAt  queue.Position
 }
 
@@ -145,27 +148,38 @@ func (b *batch) add(rec queue.Record, at queue.Position) {
 		b.first = rec.Time
 	}
 	b.blocks = append(b.blocks, rec.Data)
-	b.counts = append(b.counts, rec.Samples)
 	b.samples += rec.Samples
 	b.end = at
 }
 
-// fill starts a new batch: it waits for a first record, then takes records
-// while they fit in max samples, waiting up to deadline after the first for
-// more to arrive.
+// fill starts a new batch: it waits for a first record, and for the shard's
+// turn to send it (order), then takes records while they fit in max
+// samples and the order allows them, waiting up to deadline after the first
+// for more to arrive. With max 0 it takes one record.
 func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error {
 	b.spare = append(b.spare, b.blocks...)
-	b.blocks, b.counts, b.samples = b.blocks[:0], b.counts[:0], 0
-	if b.held != nil {
-		b.add(*b.held, b.heldAt)
-		b.held = nil
-	} else {
-		rec, at, err := b.rd.Next(ctx, b.buf())
+	b.blocks, b.samples = b.blocks[:0], 0
+	first, at := b.held, b.heldAt
+	b.held = nil
+	if first == nil {
+		x := b.buf()
+		rec, pos, wait, err := b.rd.TryNext(x)
+		if err == nil && wait != nil {
+			b.order.set(b.shard, idle) // nothing to send: others need not wait for us
+			rec, pos, err = b.rd.Next(ctx, x)
+		}
 		if err != nil {
+			b.spare = append(b.spare, x)
 			return err
 		}
-		b.add(rec, at)
+		first, at = &rec, pos
 	}
+	b.order.set(b.shard, first.Time.UnixMilli())
+	if err := b.order.wait(ctx, b.shard, first.Time.UnixMilli()); err != nil {
+		b.held, b.heldAt = first, at
+		return err
+	}
+	b.add(*first, at)
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -198,7 +212,7 @@ func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error
 				return ctx.Err()
 			}
 		}
-		if b.samples+rec.Samples > max {
+		if lim, _ := b.order.limit(b.shard); b.samples+rec.Samples > max || rec.Time.UnixMilli() > lim {
 			b.held, b.heldAt = &rec, at
 			return nil
 		}
@@ -208,11 +222,15 @@ func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error
 }
 
 func (f *forwarder) runShard(ctx context.Context, s int) {
-	b := &batch{rd: f.log.Reader(f.cursors[s])}
+	b := &batch{rd: f.log.Reader(f.cursors[s]), order: f.order, shard: s}
 	defer b.rd.Close()
 	var body, joined []byte
+	// After a rejection batches are one record, then grow back to
+	// max_samples_per_send with every accepted one: a run of bad records
+	// (a restart resending what the upstream has) costs one record each.
+	limit := f.cfg.MaxSamplesPerSend
 	for {
-		if err := b.fill(ctx, f.cfg.MaxSamplesPerSend, f.cfg.FlushDeadline); err != nil {
+		if err := b.fill(ctx, limit, f.cfg.FlushDeadline); err != nil {
 			if ctx.Err() != nil || errors.Is(err, queue.ErrClosed) {
 				return
 			}
@@ -230,42 +248,28 @@ func (f *forwarder) runShard(ctx context.Context, s int) {
 		} else {
 			body = joined
 		}
-		if f.deliverBatch(ctx, b, body) != nil {
+		rejected, err := f.deliver(ctx, body, b.samples)
+		if err != nil {
 			return // ctx ended: the batch is sent again after a restart
+		}
+		if rejected {
+			f.drop(len(b.blocks), b.samples)
+			limit = 0
+		} else {
+			limit = min(f.cfg.MaxSamplesPerSend, 2*max(limit, b.samples))
 		}
 		b.rd.Ack(b.end, len(b.blocks), b.samples)
 		f.oldest[s].Store(0)
 	}
 }
 
-// deliverBatch delivers a batch (body is its records joined). When the
-// upstream rejects a batch of several records, each record is sent alone,
-// so that one bad record, or one already delivered before a crash (which
-// Prometheus refuses as out of order), does not take the others with it.
-func (f *forwarder) deliverBatch(ctx context.Context, b *batch, body []byte) error {
-	rejected, err := f.deliver(ctx, body, b.samples)
-	if err != nil || !rejected {
-		return err
-	}
-	if len(b.blocks) > 1 {
-		for i, block := range b.blocks {
-			if rejected, err = f.deliver(ctx, block, b.counts[i]); err != nil {
-				return err
-			}
-			if rejected {
-				f.drop(b.counts[i])
-			}
-		}
-		return nil
-	}
-	f.drop(b.samples)
-	return nil
-}
-
-func (f *forwarder) drop(samples int) {
+// drop counts a batch the upstream refused with a 4xx. It is never sent
+// again, not even in parts: the upstream may have stored some of it, and
+// the remote-write spec forbids retrying on 4xx (429 aside).
+func (f *forwarder) drop(records, samples int) {
 	f.dropped.Add(int64(samples))
 	f.rejectedC.Add(float64(samples))
-	f.logger.Warn("upstream rejected batch, dropped", "samples", samples, "err", f.lastError())
+	f.logger.Warn("upstream rejected batch, dropped", "records", records, "samples", samples, "err", f.lastError())
 }
 
 // deliver sends body until the upstream accepts it (rejected false),

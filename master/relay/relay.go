@@ -74,6 +74,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	r.log, err = queue.Open(queue.Options{
 		Dir:      cfg.QueueDir,
 		MaxBytes: cfg.QueueMaxBytes,
+		IdleSeal: time.Second,
 		Shards:   shards,
 		Cursors:  cursors,
 		Logger:   logger,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -33,6 +34,7 @@ type fakeManager struct {
 	mu       sync.Mutex
 	requests []*http.Request
 	series   []remotewrite.TimeSeries
+	accepted [][]remotewrite.TimeSeries // by request
 	respond  func(n int, req *remotewrite.WriteRequest) (int, http.Header)
 }
 
@@ -66,6 +68,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 		if code/100 == 2 {
 			f.mu.Lock()
 			f.series = append(f.series, wr.Timeseries...)
+			f.accepted = append(f.accepted, wr.Timeseries)
 			f.mu.Unlock()
 		}
 		w.WriteHeader(code)
@@ -103,9 +106,19 @@ func testConfig(dir string, upstream ...string) stackconfig.Relay {
 // earlier.
 func running(t *testing.T, cfg stackconfig.Relay) (r *Relay, stop func()) {
 	t.Helper()
-	r, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	return runningWith(t, cfg, slog.New(slog.DiscardHandler), nil)
+}
+
+// runningWith is running with the relay logging to logger, and prepare
+// (if set) called between New and Run.
+func runningWith(t *testing.T, cfg stackconfig.Relay, logger *slog.Logger, prepare func(*Relay)) (r *Relay, stop func()) {
+	t.Helper()
+	r, err := New(cfg, logger, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -436,22 +449,111 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
-func TestRejectedJoinedBatchIsRetriedPerRecord(t *testing.T) {
+// TestRejectedBatchIsNotResent: a batch the upstream answers 400 is
+// dropped whole and counted; none of it is sent again, not even record by
+// record (the upstream may have stored part of it, and the spec forbids a
+// retry on 4xx). The next batch is one record, so that a run of bad records
+// costs little, and batches grow back after that.
+func TestRejectedBatchIsNotResent(t *testing.T) {
 	up := poisonUpstream(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 	cfg.Concurrency = 1
-	// The forwarder waits for a full batch (3 samples): both requests below
-	// become one upstream request.
+	// The forwarder waits for a full batch (3 samples): the two requests
+	// below become one upstream request.
 	cfg.MaxSamplesPerSend, cfg.FlushDeadline = 3, time.Minute
 	r, _ := running(t, cfg)
 	post(r, request("poison", "poison"), nil)
 	post(r, request("good"), nil)
-	waitFor(t, "good delivered", func() bool { return len(up.received()) == 1 })
-	if n := up.requestCount(); n != 3 {
-		t.Fatalf("%d upstream requests, want 3 (joined, then each record alone)", n)
+	waitFor(t, "the batch refused", func() bool { return r.Stats().Upstreams[0].SamplesDropped == 3 })
+	for _, name := range []string{"after1", "after2", "after3"} {
+		post(r, request(name), nil)
 	}
-	waitFor(t, "stats: 2 dropped, 1 forwarded", func() bool {
+	waitFor(t, "later data delivered", func() bool { return len(up.received()) == 3 })
+	if n := up.requestCount(); n != 3 {
+		t.Fatalf("%d upstream requests, want 3: the refused batch once, then [after1], [after2 after3]", n)
+	}
+	up.mu.Lock()
+	first, second := len(up.accepted[0]), len(up.accepted[1])
+	up.mu.Unlock()
+	if first != 1 || second != 2 {
+		t.Fatalf("batches after the refusal hold %d and %d series, want 1 then 2", first, second)
+	}
+	if got := names(up.received()); got["good"] != 0 {
+		t.Fatalf("the refused batch was sent again in part: %v", got)
+	}
+	waitFor(t, "stats: 3 dropped, 3 forwarded, nothing queued", func() bool {
 		st := r.Stats().Upstreams[0]
-		return st.SamplesDropped == 2 && st.SamplesForwarded == 1
+		return st.SamplesDropped == 3 && st.SamplesForwarded == 3 && st.QueueEntries == 0
 	})
+	if n := testutil.ToFloat64(r.m.dropped.WithLabelValues(up.URL, reasonRejected)); n != 3 {
+		t.Fatalf("relay_samples_dropped_total{reason=upstream_rejected} %v, want 3", n)
+	}
+}
+
+// syncBuffer is a log sink tests can read while the relay writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestQueueWithOneSeriesEmptiesOnceDelivered: a relay that carries one
+// series (so all but one of its shards get nothing) must free its queue as
+// it delivers: relay_queue_bytes back to zero, the queue on disk down to
+// nothing, and no "queue full" although the data is several times
+// queue_max_bytes.
+func TestQueueWithOneSeriesEmptiesOnceDelivered(t *testing.T) {
+	up := newFakeManager(t)
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 4
+	cfg.MaxRequestBytes = 64 << 10
+	cfg.QueueMaxBytes = 128 << 10 // sealed every 16 KiB
+	var logs syncBuffer
+	r, _ := runningWith(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	const requests, perRequest = 100, 200
+	for i := range requests {
+		var wr remotewrite.WriteRequest
+		for j := range perRequest {
+			n := i*perRequest + j
+			wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{
+				Labels: []remotewrite.Label{{Name: "__name__", Value: "only_series"}, {Name: "job", Value: "node"}},
+				// Values that do not compress: the queue sees ~2 KiB per request.
+				Samples: []remotewrite.Sample{{Value: math.Float64frombits(uint64(n) * 0x9e3779b97f4a7c15), Timestamp: int64(n)}},
+			})
+		}
+		if rec := post(r, remotewrite.Encode(nil, wr.Append(nil)), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	if got := testutil.ToFloat64(r.m.received); got != requests*perRequest {
+		t.Fatalf("received %v samples", got)
+	}
+	waitFor(t, "everything delivered, relay_queue_bytes 0 and the queue on disk empty", func() bool {
+		st := r.Stats()
+		return st.Upstreams[0].SamplesForwarded == requests*perRequest && st.Upstreams[0].QueueBytes == 0 && st.QueueBytes == 0
+	})
+	if strings.Contains(logs.String(), "queue full") {
+		t.Fatalf("the queue dropped delivered data:\n%s", logs.String())
+	}
+	if n := testutil.ToFloat64(r.m.dropped.WithLabelValues(up.URL, reasonQueueFull)); n != 0 {
+		t.Fatalf("%v samples dropped", n)
+	}
+	last := int64(-1)
+	for _, s := range up.received() {
+		if s.Samples[0].Timestamp != last+1 {
+			t.Fatalf("sample %d after %d", s.Samples[0].Timestamp, last)
+		}
+		last = s.Samples[0].Timestamp
+	}
 }

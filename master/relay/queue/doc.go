@@ -9,7 +9,9 @@
 // torn tail left by a crash is never appended to; readers skip corrupt or
 // truncated records by resynchronising on the magic and count them. A cursor
 // is persisted (two CRC-checked slots, fdatasync) only after its upstream
-// acknowledged, so delivery is at least once. When the log would exceed its
+// acknowledged, so delivery is at least once; it also moves past other
+// shards' records, so a shard with nothing to send pins no segment, and a
+// fully delivered active segment is sealed early so it can be deleted. When the log would exceed its
 // byte limit the oldest segment is dropped and the samples that cursors had
 // not yet delivered are reported.
 //

@@ -32,6 +32,11 @@ type Options struct {
 	// SegmentBytes is the size at which a segment is sealed; 0 means
 	// MaxBytes/8, at most 64 MiB. Dropping for space drops one segment.
 	SegmentBytes int64
+	// IdleSeal is how often the committer looks whether every cursor has
+	// acknowledged all of the active segment, and if so seals it early so
+	// that it can be deleted: once everything is delivered the queue
+	// shrinks to about nothing, not to up to a segment. 0 means 5 s.
+	IdleSeal time.Duration
 	// Shards is how many shards records are spread over; a record of shard
 	// s belongs to the cursors of shard s % Shards.
 	Shards  int
@@ -80,6 +85,9 @@ func Open(opts Options) (*Log, error) {
 	}
 	if opts.SegmentBytes <= 0 {
 		opts.SegmentBytes = min(opts.MaxBytes/8, 64<<20)
+	}
+	if opts.IdleSeal <= 0 {
+		opts.IdleSeal = 5 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -238,9 +246,13 @@ func (l *Log) count(s segment, from int64, shard int) (records, samples int) {
 }
 
 // dropOldest removes the oldest segment and moves every cursor still in it
-// to the next one. Called with mu held and at least two segments.
+// to the next one. Called with mu held and at least two segments. The
+// segment may hold nothing undelivered (cursors acknowledged it but are not
+// persisted yet, the persister being behind): then nothing is lost, and
+// nothing is reported.
 func (l *Log) dropOldest() {
 	s := l.segs[0]
+	lost := 0
 	for i, c := range l.cursors {
 		if c.acked.Segment > s.id {
 			continue
@@ -256,12 +268,15 @@ func (l *Log) dropOldest() {
 		}
 		if r > 0 {
 			l.opts.OnDrop(i, r, n)
+			lost += r
 		}
 	}
 	if err := os.Remove(l.segPath(s.id)); err != nil {
 		l.opts.Logger.Error("remove segment", "segment", s.id, "err", err)
 	}
-	l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size)
+	if lost > 0 {
+		l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size, "undelivered_records", lost)
+	}
 	l.segs = l.segs[1:]
 	l.total -= s.size
 }
@@ -303,9 +318,13 @@ func (l *Log) Run(ctx context.Context) error {
 		<-pdone
 		l.persistCursors() // the last acks before shutdown
 	}()
+	seal := time.NewTicker(l.opts.IdleSeal)
+	defer seal.Stop()
 	var batch []*appendReq
 	for {
 		select {
+		case <-seal.C:
+			l.sealIfDelivered()
 		case <-ctx.Done():
 			for {
 				select {
@@ -391,6 +410,31 @@ func (l *Log) commit(batch []*appendReq) error {
 	l.notify = make(chan struct{})
 	l.mu.Unlock()
 	return nil
+}
+
+// sealIfDelivered starts a new segment when every cursor has acknowledged
+// all of the active one, and has the persister delete it. Called by the
+// committer only (it writes to the active segment without holding mu).
+func (l *Log) sealIfDelivered() {
+	l.mu.Lock()
+	cur := l.segs[len(l.segs)-1]
+	end := Position{Segment: cur.id, Offset: cur.size}
+	done := cur.size > 0
+	for _, c := range l.cursors {
+		done = done && !c.acked.Less(end)
+	}
+	var err error
+	if done {
+		err = l.newSegment(cur.id + 1)
+	}
+	l.mu.Unlock()
+	if err != nil {
+		l.opts.Logger.Error("seal delivered segment", "err", err)
+		return
+	}
+	if done {
+		l.nudgePersist()
+	}
 }
 
 func (l *Log) closeFiles() {

@@ -1,11 +1,14 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,5 +274,71 @@ func TestSecondOpenOfDirFails(t *testing.T) {
 	start(t, opts(dir))
 	if _, err := Open(opts(dir)); err == nil {
 		t.Fatal("second Open of a locked dir succeeded")
+	}
+}
+
+// syncBuffer is a log sink tests can read while the log writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestShardWithoutRecordsDoesNotPinSegments: with few series some shards
+// get nothing. Their cursors must still move past other shards' records,
+// so that once everything is delivered the queue shrinks to nothing,
+// instead of filling up and dropping "oldest" segments that were all
+// delivered.
+func TestShardWithoutRecordsDoesNotPinSegments(t *testing.T) {
+	var logs syncBuffer
+	o := Options{
+		Dir: t.TempDir(), MaxBytes: 8192, SegmentBytes: 1024, Shards: 2, IdleSeal: 10 * time.Millisecond,
+		Cursors: []Cursor{{Name: "s0", Shard: 0}, {Name: "s1", Shard: 1}},
+		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
+	}
+	h := start(t, o)
+	payload := string(make([]byte, 200))
+	for i := range 100 { // 23 KiB through an 8 KiB queue
+		h.append(0, fmt.Sprintf("%03d", i)+payload)
+		if got := h.readAll(0, true); len(got) != 1 {
+			t.Fatalf("shard 0 read %d records, want 1", len(got))
+		}
+		if got := h.readAll(1, true); len(got) != 0 {
+			t.Fatalf("shard 1 read %d records, want none", len(got))
+		}
+	}
+	for i := range 2 {
+		if st := h.l.Stats(i); st.Bytes != 0 || st.Records != 0 {
+			t.Errorf("cursor %d backlog %+v after everything was read, want none", i, st)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.l.Bytes() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue still holds %d bytes after everything was delivered", h.l.Bytes())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), "queue full") || h.dropped.Load() != 0 {
+		t.Fatalf("queue dropped delivered data (%d samples):\n%s", h.dropped.Load(), logs.String())
+	}
+	// Cursors left at the end of a sealed, deleted segment resume after it.
+	h.settled()
+	h.stop()
+	h = start(t, o)
+	h.append(1, "new")
+	if a, b := h.readAll(0, false), h.readAll(1, false); len(a) != 0 || fmt.Sprint(b) != "[new]" {
+		t.Fatalf("after restart read %q and %q, want nothing and [new]", a, b)
 	}
 }

@@ -18,6 +18,9 @@ type Reader struct {
 	idx int
 	c   *cursorState
 	pos Position
+	// own is the position after the last record of the reader's shard it
+	// returned: everything from there to pos belongs to other shards.
+	own Position
 	f   *os.File
 	fid uint64
 	hb  [headerSize]byte
@@ -27,7 +30,7 @@ type Reader struct {
 func (l *Log) Reader(i int) *Reader {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return &Reader{l: l, idx: i, c: l.cursors[i], pos: l.cursors[i].acked}
+	return &Reader{l: l, idx: i, c: l.cursors[i], pos: l.cursors[i].acked, own: l.cursors[i].acked}
 }
 
 // Close releases the reader's file.
@@ -81,6 +84,7 @@ func (r *Reader) TryNext(buf []byte) (Record, Position, <-chan struct{}, error) 
 				r.pos = Position{Segment: r.pos.Segment + 1}
 				continue
 			}
+			r.skipOthers()
 			return Record{}, Position{}, wait, nil
 		}
 		if r.f == nil || r.fid != r.pos.Segment {
@@ -108,6 +112,7 @@ func (r *Reader) TryNext(buf []byte) (Record, Position, <-chan struct{}, error) 
 		}
 		r.pos.Offset = next
 		if rec.Shard%l.opts.Shards == r.c.Shard {
+			r.own = r.pos
 			return rec, r.pos, nil, nil
 		}
 	}
@@ -178,15 +183,49 @@ func (r *Reader) resync(from, limit int64, buf []byte) (int64, error) {
 // other cursors' acks, so delivery after a crash is at least once; segments
 // are deleted once every cursor's persisted position is past them.
 func (r *Reader) Ack(pos Position, records, samples int) {
+	to := pos
+	if pos == r.own {
+		// Nothing of this shard is outstanding: what the reader skipped
+		// after pos was other shards' and is done with too.
+		to = r.pos
+	}
 	l := r.l
 	l.mu.Lock()
 	c := r.c
 	if c.acked.Less(pos) { // else the space limit moved the cursor past it
-		c.acked = pos
 		c.records = max(0, c.records-int64(records))
 		c.samples = max(0, c.samples-int64(samples))
 	}
+	if c.acked.Less(to) {
+		c.acked = to
+	}
 	l.mu.Unlock()
+	l.nudgePersist()
+}
+
+// skipOthers moves the cursor over the records of other shards the reader
+// has passed, once every record of its own shard it returned is
+// acknowledged. Without it a shard that gets no series (few series, many
+// shards) would pin every segment until the queue is full. The move is
+// persisted when it leaves a segment behind: that is what frees space,
+// and a cursor persisted a little behind only rereads other shards'
+// headers after a crash.
+func (r *Reader) skipOthers() {
+	l := r.l
+	l.mu.Lock()
+	c := r.c
+	moved := false
+	if !c.acked.Less(r.own) && c.acked.Less(r.pos) {
+		c.acked = r.pos
+		moved = c.acked.Segment != c.durable.Segment
+	}
+	l.mu.Unlock()
+	if moved {
+		l.nudgePersist()
+	}
+}
+
+func (l *Log) nudgePersist() {
 	select {
 	case l.persistCh <- struct{}{}:
 	default:
@@ -223,7 +262,7 @@ func (l *Log) persistCursors() {
 	defer l.mu.Unlock()
 	low := l.segs[len(l.segs)-1].id
 	for _, c := range l.cursors {
-		low = min(low, c.durable.Segment)
+		low = min(low, l.after(c.durable))
 	}
 	for len(l.segs) > 1 && l.segs[0].id < low {
 		if err := os.Remove(l.segPath(l.segs[0].id)); err != nil {
@@ -233,4 +272,18 @@ func (l *Log) persistCursors() {
 		l.total -= l.segs[0].size
 		l.segs = l.segs[1:]
 	}
+}
+
+// after returns the first segment a cursor at pos may still need: pos's own,
+// or the next one when pos is at the end of a sealed segment (a cursor is
+// left there when the segment is sealed under it). Called with mu held.
+func (l *Log) after(pos Position) uint64 {
+	first := l.segs[0].id
+	if pos.Segment < first {
+		return pos.Segment
+	}
+	if i := int(pos.Segment - first); i < len(l.segs)-1 && pos.Offset >= l.segs[i].size {
+		return pos.Segment + 1
+	}
+	return pos.Segment
 }

@@ -30,7 +30,8 @@ type cacheEntry struct {
 	key    []byte // the label fields, as received
 	ins    []int  // Rewriter.series' insertion offsets for external labels
 	addLen int
-	n      int // labels
+	n      int    // labels
+	ident  uint64 // hash of the final label set (Rewriter.series)
 }
 
 func newLabelCache(max int) *labelCache {
@@ -66,13 +67,13 @@ func (c *labelCache) lookup(body []byte) (*cacheEntry, int, uint64) {
 	return e, off, h
 }
 
-func (c *labelCache) put(h uint64, key []byte, ins []int, addLen, n int) {
+func (c *labelCache) put(h uint64, key []byte, ins []int, addLen, n int, ident uint64) {
 	sh := &c.shards[h%uint64(len(c.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if _, ok := sh.m[h]; ok || sh.size+len(key) > c.max {
 		return
 	}
-	sh.m[h] = &cacheEntry{key: bytes.Clone(key), ins: slices.Clone(ins), addLen: addLen, n: n}
+	sh.m[h] = &cacheEntry{key: bytes.Clone(key), ins: slices.Clone(ins), addLen: addLen, n: n, ident: ident}
 	sh.size += len(key) + 64
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"unicode/utf8"
 
@@ -66,8 +65,8 @@ type Rewriter struct {
 }
 
 type extLabel struct {
-	name  []byte
-	field []byte // the encoded Label message, tag and length included
+	name, value []byte
+	field       []byte // the encoded Label message, tag and length included
 }
 
 // NewRewriter returns a Rewriter that adds external (a series' own label of
@@ -88,7 +87,7 @@ func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
 		msg = protowire.AppendString(msg, value)
 		field := protowire.AppendTag(nil, tsLabels, protowire.BytesType)
 		field = protowire.AppendBytes(field, msg)
-		r.ext = append(r.ext, extLabel{name: []byte(name), field: field})
+		r.ext = append(r.ext, extLabel{name: []byte(name), value: []byte(value), field: field})
 	}
 	slices.SortFunc(r.ext, func(a, b extLabel) int { return bytes.Compare(a.name, b.name) })
 	return r, nil
@@ -109,7 +108,7 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 	var c Counts
 	b := src
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return c, errors.New("bad protobuf: write request field tag")
 		}
@@ -119,15 +118,18 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 		}
 		field := b[:n+m]
 		switch {
-		case num == fieldTimeseries && typ == protowire.BytesType:
+		case (num == fieldTimeseries || num == fieldMetadata) && typ != protowire.BytesType:
+			return c, fmt.Errorf("bad protobuf: write request field %d has wire type %s, want bytes", num, wireName(typ))
+		case num == fieldTimeseries:
 			body, _ := protowire.ConsumeBytes(b[n:])
 			if err := r.series(body, c.Series, out, &c, true); err != nil {
 				return c, err
 			}
 			c.Series++
-		case num == fieldMetadata && typ == protowire.BytesType:
-			if body, _ := protowire.ConsumeBytes(b[n:]); !wellFormed(body) {
-				return c, fmt.Errorf("bad protobuf: metadata %d", c.Metadata)
+		case num == fieldMetadata:
+			body, _ := protowire.ConsumeBytes(b[n:])
+			if err := checkMessage(body, metadataDesc); err != nil {
+				return c, fmt.Errorf("metadata %d: %w", c.Metadata, err)
 			}
 			c.Metadata++
 			if out != nil {
@@ -162,6 +164,13 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		lEnd       int  // end of the last label field
 		contiguous = true
 		insBuf     [8]int
+		// The shard is a hash of the final label set (external labels
+		// merged, empty values left out as receivers do), not of the bytes
+		// as received: a series sent with an explicit external label, or
+		// encoded another way, is still the same series in the same shard.
+		ident   xxhash.Digest
+		identOn = r.shards > 1
+		identOf uint64
 	)
 	ins := insBuf[:0] // where each external label goes; -1: the series has it
 	if len(r.ext) > len(insBuf) {
@@ -172,10 +181,14 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		if e, runEnd, hash = r.cache.lookup(body); e != nil {
 			lEnd = runEnd
 			// These exact label bytes were validated before: reuse the
-			// merge plan and check only the rest.
+			// merge plan and the shard hash, and check only the rest.
 			fromCache, off, lStart, nLabels, addLen, ei = true, lEnd, 0, e.n, e.addLen, len(r.ext)
 			ins = append(ins, e.ins...)
+			identOn, identOf = false, e.ident
 		}
+	}
+	if identOn {
+		ident.Reset()
 	}
 	for off < len(body) {
 		b := body[off:]
@@ -184,6 +197,9 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			return fmt.Errorf("bad protobuf: series %d: field tag", idx)
 		}
 		if typ != protowire.BytesType {
+			if num >= tsLabels && num <= tsHistograms {
+				return fmt.Errorf("bad protobuf: series %d: field %d has wire type %s, want bytes", idx, num, wireName(typ))
+			}
 			m := protowire.ConsumeFieldValue(num, typ, b[n:])
 			if m < 0 {
 				return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
@@ -221,11 +237,17 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			for ei < len(r.ext) && bytes.Compare(r.ext[ei].name, name) < 0 {
 				ins = append(ins, off)
 				addLen += len(r.ext[ei].field)
+				if identOn {
+					hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+				}
 				ei++
 			}
 			if ei < len(r.ext) && bytes.Equal(r.ext[ei].name, name) {
 				ins = append(ins, -1)
 				ei++
+			}
+			if identOn && len(value) > 0 {
+				hashLabel(&ident, name, value)
 			}
 			if lStart < 0 {
 				lStart = off
@@ -241,13 +263,14 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			}
 			samples++
 			c.Samples++
-		case tsExemplars, tsHistograms:
-			if !wellFormed(v) {
-				return fmt.Errorf("bad protobuf: series %d: field %d", idx, num)
+		case tsExemplars:
+			if err := checkMessage(v, exemplarDesc); err != nil {
+				return fmt.Errorf("series %d: exemplar %d: %w", idx, c.Exemplars, err)
 			}
-			if num == tsExemplars {
-				c.Exemplars++
-				break
+			c.Exemplars++
+		case tsHistograms:
+			if err := checkHistogram(v); err != nil {
+				return fmt.Errorf("series %d: histogram %d: %w", idx, c.Histograms, err)
 			}
 			samples++
 			c.Histograms++
@@ -268,19 +291,22 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 	for ; ei < len(r.ext); ei++ {
 		ins = append(ins, lEnd)
 		addLen += len(r.ext[ei].field)
+		if identOn {
+			hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+		}
+	}
+	if identOn {
+		identOf = ident.Sum64()
 	}
 	if !fromCache && lStart == 0 && contiguous && lEnd == runEnd {
-		r.cache.put(hash, body[:lEnd], ins, addLen, nLabels)
+		r.cache.put(hash, body[:lEnd], ins, addLen, nLabels, identOf)
 	}
 	if out == nil {
 		return nil
 	}
 	s := 0
 	if r.shards > 1 {
-		if lStart != 0 || lEnd != runEnd || !contiguous {
-			hash = r.labelHash(body, lStart, lEnd, contiguous)
-		}
-		s = int(hash % uint64(r.shards))
+		s = int(identOf % uint64(r.shards))
 	}
 	out[s].Samples += samples
 	dst := protowire.AppendTag(out[s].Buf, fieldTimeseries, protowire.BytesType)
@@ -298,22 +324,14 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 	return nil
 }
 
-// labelHash hashes a series' label fields: the series' identity, so it
-// always lands in the same shard.
-func (r *Rewriter) labelHash(body []byte, start, end int, contiguous bool) uint64 {
-	if contiguous {
-		return xxhash.Sum64(body[start:end])
-	}
-	h := xxhash.New()
-	for b := body; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if num == tsLabels && typ == protowire.BytesType {
-			_, _ = h.Write(b[:n+m])
-		}
-		b = b[n+m:]
-	}
-	return h.Sum64()
+var labelSep = []byte{0xff} // never in UTF-8
+
+// hashLabel adds one label of a series' identity to d.
+func hashLabel(d *xxhash.Digest, name, value []byte) {
+	_, _ = d.Write(name)
+	_, _ = d.Write(labelSep)
+	_, _ = d.Write(value)
+	_, _ = d.Write(labelSep)
 }
 
 // validUTF8 is utf8.Valid with an inlined path for short ASCII values.
@@ -337,7 +355,9 @@ func less(a, b []byte) bool {
 	return len(a) < len(b)
 }
 
-// consumeTag is protowire.ConsumeTag with a fast path for one-byte tags.
+// consumeTag is protowire.ConsumeTag with a fast path for one-byte tags. It
+// refuses field numbers beyond the protobuf range (2^29-1), which the
+// receivers' parsers refuse.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	if len(b) > 0 && b[0] < 0x80 {
 		if b[0]>>3 == 0 {
@@ -345,7 +365,11 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 		}
 		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
 	}
-	return protowire.ConsumeTag(b)
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && !num.IsValid() {
+		return 0, 0, -1
+	}
+	return num, typ, n
 }
 
 // consumeVarint is protowire.ConsumeVarint with fast paths for the one- and
@@ -376,14 +400,21 @@ func parseLabel(b []byte) (name, value []byte, err error) {
 		}
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return nil, nil, errors.New("bad protobuf: label field tag")
 		}
-		if typ == protowire.BytesType && (num == labelName || num == labelValue) {
+		if (num == labelName || num == labelValue) && typ != protowire.BytesType {
+			return nil, nil, fmt.Errorf("bad protobuf: label field %d has wire type %s, want bytes", num, wireName(typ))
+		}
+		if num == labelName || num == labelValue {
 			v, m := protowire.ConsumeBytes(b[n:])
 			if m < 0 {
 				return nil, nil, errors.New("bad protobuf: label string")
+			}
+			// The last occurrence counts, but each must be a string.
+			if !utf8.Valid(v) {
+				return nil, nil, fmt.Errorf("label field %d: not UTF-8", num)
 			}
 			if num == labelName {
 				name = v
@@ -402,22 +433,6 @@ func parseLabel(b []byte) (name, value []byte, err error) {
 	return name, value, nil
 }
 
-// wellFormed reports whether b is a sequence of protobuf fields.
-func wellFormed(b []byte) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return false
-		}
-		b = b[n+m:]
-	}
-	return true
-}
-
 func checkSample(b []byte) error {
 	// Fast path: value then timestamp, as every encoder writes them.
 	if len(b) > 10 && b[0] == sampleValue<<3|1 && b[9] == sampleTimestamp<<3 {
@@ -426,7 +441,7 @@ func checkSample(b []byte) error {
 		}
 	}
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return errors.New("bad protobuf: sample field tag")
 		}
@@ -473,185 +488,4 @@ func truncate(b []byte) string {
 		return string(b[:64]) + "..."
 	}
 	return string(b)
-}
-
-// Label, Sample, TimeSeries, Metadata and WriteRequest are plain structs for
-// tests and tools; the relay's hot path never builds them.
-type (
-	Label struct{ Name, Value string }
-	// Sample is a float sample.
-	Sample struct {
-		Value     float64
-		Timestamp int64 // milliseconds
-	}
-	// TimeSeries is one series and its samples.
-	TimeSeries struct {
-		Labels  []Label
-		Samples []Sample
-	}
-	// Metadata describes a metric family.
-	Metadata struct {
-		Type               int32
-		Family, Help, Unit string
-	}
-	// WriteRequest is prometheus.WriteRequest without exemplars and histograms.
-	WriteRequest struct {
-		Timeseries []TimeSeries
-		Metadata   []Metadata
-	}
-)
-
-// Append appends the protobuf encoding of w to dst.
-func (w *WriteRequest) Append(dst []byte) []byte {
-	var msg, sub []byte
-	for _, ts := range w.Timeseries {
-		msg = msg[:0]
-		for _, l := range ts.Labels {
-			sub = protowire.AppendTag(sub[:0], labelName, protowire.BytesType)
-			sub = protowire.AppendString(sub, l.Name)
-			sub = protowire.AppendTag(sub, labelValue, protowire.BytesType)
-			sub = protowire.AppendString(sub, l.Value)
-			msg = protowire.AppendTag(msg, tsLabels, protowire.BytesType)
-			msg = protowire.AppendBytes(msg, sub)
-		}
-		for _, s := range ts.Samples {
-			sub = protowire.AppendTag(sub[:0], sampleValue, protowire.Fixed64Type)
-			sub = protowire.AppendFixed64(sub, math.Float64bits(s.Value))
-			sub = protowire.AppendTag(sub, sampleTimestamp, protowire.VarintType)
-			sub = protowire.AppendVarint(sub, uint64(s.Timestamp))
-			msg = protowire.AppendTag(msg, tsSamples, protowire.BytesType)
-			msg = protowire.AppendBytes(msg, sub)
-		}
-		dst = protowire.AppendTag(dst, fieldTimeseries, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, msg)
-	}
-	for _, md := range w.Metadata {
-		msg = protowire.AppendTag(msg[:0], mdType, protowire.VarintType)
-		msg = protowire.AppendVarint(msg, uint64(md.Type))
-		for _, f := range []struct {
-			num protowire.Number
-			s   string
-		}{{mdFamily, md.Family}, {mdHelp, md.Help}, {mdUnit, md.Unit}} {
-			msg = protowire.AppendTag(msg, f.num, protowire.BytesType)
-			msg = protowire.AppendString(msg, f.s)
-		}
-		dst = protowire.AppendTag(dst, fieldMetadata, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, msg)
-	}
-	return dst
-}
-
-// Unmarshal decodes the series, float samples and metadata of a
-// WriteRequest; everything else is skipped.
-func Unmarshal(b []byte) (*WriteRequest, error) {
-	w := &WriteRequest{}
-	err := eachField(b, func(num protowire.Number, v []byte) error {
-		switch num {
-		case fieldTimeseries:
-			var ts TimeSeries
-			err := eachField(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case tsLabels:
-					name, value, err := parseLabel(v)
-					ts.Labels = append(ts.Labels, Label{string(name), string(value)})
-					return err
-				case tsSamples:
-					var s Sample
-					err := eachValue(v, func(num protowire.Number, x uint64) {
-						switch num {
-						case sampleValue:
-							s.Value = math.Float64frombits(x)
-						case sampleTimestamp:
-							s.Timestamp = int64(x)
-						}
-					})
-					ts.Samples = append(ts.Samples, s)
-					return err
-				}
-				return nil
-			})
-			w.Timeseries = append(w.Timeseries, ts)
-			return err
-		case fieldMetadata:
-			var md Metadata
-			err := eachField(v, func(num protowire.Number, v []byte) error {
-				switch num {
-				case mdFamily:
-					md.Family = string(v)
-				case mdHelp:
-					md.Help = string(v)
-				case mdUnit:
-					md.Unit = string(v)
-				}
-				return nil
-			})
-			if err == nil {
-				err = eachValue(v, func(num protowire.Number, x uint64) {
-					if num == mdType {
-						md.Type = int32(x)
-					}
-				})
-			}
-			w.Metadata = append(w.Metadata, md)
-			return err
-		}
-		return nil
-	})
-	return w, err
-}
-
-// eachField calls fn for every length-delimited field of b.
-func eachField(b []byte, fn func(protowire.Number, []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return protowire.ParseError(m)
-		}
-		if typ == protowire.BytesType {
-			v, _ := protowire.ConsumeBytes(b[n:])
-			if err := fn(num, v); err != nil {
-				return err
-			}
-		}
-		b = b[n+m:]
-	}
-	return nil
-}
-
-// eachValue calls fn for every varint and fixed64 field of b.
-func eachValue(b []byte, fn func(protowire.Number, uint64)) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		switch typ {
-		case protowire.VarintType:
-			x, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return protowire.ParseError(m)
-			}
-			fn(num, x)
-			b = b[m:]
-		case protowire.Fixed64Type:
-			x, m := protowire.ConsumeFixed64(b)
-			if m < 0 {
-				return protowire.ParseError(m)
-			}
-			fn(num, x)
-			b = b[m:]
-		default:
-			m := protowire.ConsumeFieldValue(num, typ, b)
-			if m < 0 {
-				return protowire.ParseError(m)
-			}
-			b = b[m:]
-		}
-	}
-	return nil
 }

@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -212,4 +213,55 @@ func TestRewriteCacheStillChecksLaterLabels(t *testing.T) {
 	if _, err := rw.Rewrite(req, make([]Shard, 1)); err == nil || !strings.Contains(err.Error(), "invalid label name") {
 		t.Fatalf("err = %v, want invalid label name", err)
 	}
+}
+
+// TestRewriteShardsByFinalLabelSet: a series lands in one shard however it
+// is encoded and whether or not it carries an external label itself, so
+// its samples stay in order.
+func TestRewriteShardsByFinalLabelSet(t *testing.T) {
+	const shards = 4
+	label := func(name, value string) []byte { return rawLabel(name, value) }
+	for _, warm := range []bool{false, true} {
+		rw, _ := NewRewriter(map[string]string{"cluster": "default"}, shards)
+		for i := range 50 {
+			name := fmt.Sprintf("metric_%d", i)
+			variants := map[string][]byte{
+				"plain":            cat(label("__name__", name), label("job", "j"), rawSample(1, 1)),
+				"explicit cluster": cat(label("__name__", name), label("cluster", "default"), label("job", "j"), rawSample(1, 2)),
+				"value before name": cat(fBytes(tsLabels, fBytes(labelValue, []byte(name)), fBytes(labelName, []byte("__name__"))),
+					label("job", "j"), rawSample(1, 3)),
+				"empty label":          cat(label("__name__", name), label("a", ""), label("job", "j"), rawSample(1, 4)),
+				"labels around sample": cat(label("__name__", name), rawSample(1, 5), label("job", "j")),
+				"unknown field in label": cat(label("__name__", name),
+					fBytes(tsLabels, fBytes(labelName, []byte("job")), fVarint(7, 1), fBytes(labelValue, []byte("j"))), rawSample(1, 6)),
+				"long length varint": cat(label("__name__", name),
+					[]byte{tsLabels<<3 | 2, 0x88, 0x00}, fBytes(labelName, []byte("job")), fBytes(labelValue, []byte("j")), rawSample(1, 7)),
+			}
+			want := shardOf(t, rw, fBytes(fieldTimeseries, variants["plain"]), "plain")
+			for v, body := range variants {
+				src := fBytes(fieldTimeseries, body)
+				if warm {
+					shardOf(t, rw, src, v) // from the label cache the second time
+				}
+				if got := shardOf(t, rw, src, v); got != want {
+					t.Fatalf("%s (%s, warm %v): shard %d, plain form in shard %d", name, v, warm, got, want)
+				}
+			}
+		}
+	}
+}
+
+func shardOf(t *testing.T, rw *Rewriter, src []byte, variant string) int {
+	t.Helper()
+	out := make([]Shard, rw.Shards())
+	if _, err := rw.Rewrite(src, out); err != nil {
+		t.Fatalf("%s: %v", variant, err)
+	}
+	for i, s := range out {
+		if len(s.Buf) > 0 {
+			return i
+		}
+	}
+	t.Fatalf("%s: in no shard", variant)
+	return -1
 }

@@ -1,0 +1,110 @@
+package relay
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentproj/agent/master/relay/remotewrite"
+)
+
+// seriesInShard returns n series names (label sets __name__=<name>,
+// job=node) that r puts in shard.
+func seriesInShard(t *testing.T, r *Relay, shard, n int) []string {
+	t.Helper()
+	var names []string
+	for i := 0; len(names) < n; i++ {
+		name := fmt.Sprintf("s%d", i)
+		dec, err := remotewrite.Decode(nil, request(name), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]remotewrite.Shard, r.rw.Shards())
+		if _, err := r.rw.Rewrite(dec, out); err != nil {
+			t.Fatal(err)
+		}
+		if len(out[shard].Buf) > 0 {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// TestShardsSendOldestDataFirst: after an outage, a shard with little data
+// per request (one series) must not run ahead of a shard with much (20
+// series): requests reach the upstream roughly ordered in time across all
+// series, timestamps never going back by much more than the shard lead.
+func TestShardsSendOldestDataFirst(t *testing.T) {
+	up := newFakeManager(t)
+	var mu sync.Mutex
+	down := true
+	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 2
+	cfg.MaxSamplesPerSend = 200 // the one-series shard could take its whole backlog in one request
+	const lead = 100 * time.Millisecond
+	r, _ := runningWith(t, cfg, discardLogger(), func(r *Relay) { r.fwds[0].order.lead = lead })
+	lone := seriesInShard(t, r, 0, 1)
+	many := seriesInShard(t, r, 1, 20)
+
+	const requests = 100
+	var gap time.Duration // the longest time between two requests, as appended
+	prev := time.Now()
+	for i := range requests {
+		// Each request's samples carry the time it was sent; the queue
+		// stamps it with the time it was appended, no later than the
+		// next request's.
+		now := time.Now()
+		gap = max(gap, now.Sub(prev))
+		prev = now
+		var wr remotewrite.WriteRequest
+		for _, name := range append([]string{lone[0]}, many...) {
+			wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{
+				Labels:  []remotewrite.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "node"}},
+				Samples: []remotewrite.Sample{{Value: float64(i), Timestamp: now.UnixMilli()}},
+			})
+		}
+		if rec := post(r, remotewrite.Encode(nil, wr.Append(nil)), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		for time.Since(now) < 5*time.Millisecond { // spread the requests over time
+			time.Sleep(time.Millisecond)
+		}
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	waitFor(t, "everything delivered", func() bool { return len(up.received()) == 21*requests })
+
+	// How far back do timestamps go from one request to any later one?
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	var back time.Duration
+	newest := int64(0)
+	for _, req := range up.accepted {
+		lo, hi := req[0].Samples[0].Timestamp, req[0].Samples[0].Timestamp
+		for _, s := range req {
+			lo, hi = min(lo, s.Samples[0].Timestamp), max(hi, s.Samples[0].Timestamp)
+		}
+		back = max(back, time.Duration(newest-lo)*time.Millisecond)
+		newest = max(newest, hi)
+	}
+	// The relay bounds append times; a sample's time is at most one gap
+	// before its append time (and a millisecond of rounding).
+	if bound := lead + gap + 2*time.Millisecond; back > bound {
+		t.Fatalf("timestamps went back %v between requests, want at most the lead %v + %v between requests", back, lead, gap+2*time.Millisecond)
+	}
+	t.Logf("timestamps went back at most %v (lead %v, longest gap between requests %v), %d requests", back, lead, gap, len(up.accepted))
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
