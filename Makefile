@@ -53,7 +53,7 @@ fmt:
 ## bench: every benchmark below
 bench: bench-failover bench-targets bench-relay
 
-## bench-failover: p50/p99 failover time over 10 runs, kill -9 and SIGTERM, TTL 5s
+## bench-failover: p50/p99 over 10 runs: failover after kill -9 and SIGTERM (TTL 5s), and a kill -9'd agent's restart to ready
 bench-failover: deps
 	$(GO) test -run '^$$' -bench Failover -benchtime 10x -timeout 20m ./cmd/agent
 

@@ -66,10 +66,15 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
 	endpoints := cfg.Etcd.Endpoints
 	var embedded *etcd.Embedded
 	if cfg.Embedded() {
-		var err error
 		embedded, err = etcd.StartEmbedded(ctx, etcd.EmbedConfig{
 			Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
 			ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,

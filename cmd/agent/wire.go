@@ -144,7 +144,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	p.node = slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
-		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
+		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
 	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
 	p.api, err = slave.NewAPI(cfg.Listen, p.node, registry, reg, log.With("component", "api"))
 	if err != nil {
