@@ -21,6 +21,9 @@ import (
 // ErrNodeTaken means another live agent already holds this node name.
 var ErrNodeTaken = errors.New("node name already taken by a live agent")
 
+// probeTimeout bounds the dial that tells why etcd did not answer.
+const probeTimeout = 2 * time.Second
+
 // SessionWorker is a piece of work bound to one etcd session, such as a
 // publisher of leased keys. Run blocks until ctx ends; it is started anew for
 // every session, so it must re-publish everything it owns.
@@ -101,9 +104,12 @@ func (n *Node) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		sess, err := n.newSession(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				continue // shutting down, not an outage
+			}
 			n.m.etcdErrors.WithLabelValues("grant").Inc()
 			d := bo.next()
-			n.log.Warn("cannot start etcd session, retrying", "err", err, "retry_in", d)
+			n.log.Warn("cannot start etcd session, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
 			sleep(ctx, d)
 			continue
 		}
@@ -125,7 +131,7 @@ func (n *Node) Run(ctx context.Context) error {
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("register").Inc()
 				d := bo.next()
-				n.log.Warn("cannot register member, retrying", "err", err, "retry_in", d)
+				n.log.Warn("cannot register member, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
 				sleep(ctx, d)
 			}
 			continue
