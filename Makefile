@@ -5,7 +5,7 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 DATA_DIR  ?= $(CURDIR)/data
-# Packages the tests run for real (see ../shared/ENV.md and docs/testing.md).
+# Packages the tests run for real (see docs/testing.md).
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 

@@ -57,9 +57,20 @@ var JoinOptions = []Option{
 }
 
 // ClientOptions are the etcd connection keys that read-only commands
-// (`agent status --etcd`) take.
-var ClientOptions = filterOptions(JoinOptions, "etcd.endpoints", "cluster", "etcd.prefix", "etcd.dial_timeout",
-	"etcd.username", "etcd.password_file", "etcd.ca_file", "etcd.cert_file", "etcd.key_file", "etcd.insecure_skip_verify")
+// (`agent status --etcd`) take. They never start an etcd: without
+// endpoints, those commands ask an agent's API instead.
+var ClientOptions = clientOptions()
+
+func clientOptions() []Option {
+	opts := filterOptions(JoinOptions, "etcd.endpoints", "cluster", "etcd.prefix", "etcd.dial_timeout",
+		"etcd.username", "etcd.password_file", "etcd.ca_file", "etcd.cert_file", "etcd.key_file", "etcd.insecure_skip_verify")
+	for i := range opts {
+		if opts[i].Key == "etcd.endpoints" {
+			opts[i].Usage = "etcd client URLs to read from directly, comma-separated; without them, the agent at --api is asked"
+		}
+	}
+	return opts
+}
 
 func filterOptions(opts []Option, keys ...string) []Option {
 	var out []Option
