@@ -90,7 +90,9 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	tlsOnly := etcd.ClientConfig{Endpoints: []string{curl.String()}, DialTimeout: 2 * time.Second, CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
+	// The dial with a password checks it with bcrypt on the server, which
+	// takes seconds under -race on a loaded machine: a generous timeout.
+	tlsOnly := etcd.ClientConfig{Endpoints: []string{curl.String()}, DialTimeout: 20 * time.Second, CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
 	root, err := etcd.NewClient(tlsOnly)
 	if err != nil {
 		t.Fatal(err)
