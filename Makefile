@@ -5,7 +5,7 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 DATA_DIR  ?= $(CURDIR)/data
-# Packages the tests run for real (see ../shared/ENV.md and docs/testing.md).
+# Packages the tests run for real (see docs/testing.md).
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 
@@ -57,7 +57,7 @@ fmt:
 ## bench: every benchmark below
 bench: bench-failover bench-targets bench-relay
 
-## bench-failover: p50/p99 failover time over 10 runs, kill -9 and SIGTERM, TTL 5s
+## bench-failover: p50/p99 over 10 runs: failover after kill -9 and SIGTERM (TTL 5s), and a kill -9'd agent's restart to ready
 bench-failover: deps
 	$(GO) test -run '^$$' -bench Failover -benchtime 10x -timeout 20m ./cmd/agent
 

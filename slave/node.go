@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/sync/errgroup"
@@ -18,7 +19,10 @@ import (
 )
 
 // ErrNodeTaken means another live agent already holds this node name.
-var ErrNodeTaken = errors.New("slave: node name already taken by a live agent")
+var ErrNodeTaken = errors.New("node name already taken by a live agent")
+
+// probeTimeout bounds the dial that tells why etcd did not answer.
+const probeTimeout = 2 * time.Second
 
 // SessionWorker is a piece of work bound to one etcd session, such as a
 // publisher of leased keys. Run blocks until ctx ends; it is started anew for
@@ -42,6 +46,11 @@ type NodeConfig struct {
 	Labels  map[string]string
 	TTL     time.Duration
 	Keys    etcd.Keys
+	// LeaseFile, in the agent's data dir, keeps the id of the lease the
+	// agent holds, so that the next run after a crash recognises its own
+	// member record and revokes that lease at once instead of waiting for
+	// it to expire. Empty: kept nowhere (a crash-restart waits).
+	LeaseFile string
 }
 
 // Node keeps the agent in the cluster; see the package documentation for
@@ -57,6 +66,10 @@ type Node struct {
 
 	ready  atomic.Bool
 	master atomic.Bool
+
+	// prevRun is the lease of this node's previous run, read from the
+	// lease file at start; 0 once taken over, or when there is none.
+	prevRun clientv3.LeaseID
 }
 
 // NewNode returns a Node; duties may be nil (an agent that only campaigns).
@@ -79,14 +92,24 @@ func (n *Node) Master() bool { return n.master.Load() }
 // live agent when it starts, and nil after a clean shutdown.
 func (n *Node) Run(ctx context.Context) error {
 	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	key := n.cfg.Keys.Member(n.cfg.Node)
+	lf := leaseFile{path: n.cfg.LeaseFile}
+	prevRun, err := lf.read(key)
+	if err != nil {
+		n.log.Warn("cannot read the lease of this node's previous run; if it crashed, joining waits for that lease to expire", "err", err)
+	}
+	n.prevRun = prevRun
 	var prevLease clientv3.LeaseID
 	first := true
 	for ctx.Err() == nil {
 		sess, err := n.newSession(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				continue // shutting down, not an outage
+			}
 			n.m.etcdErrors.WithLabelValues("grant").Inc()
 			d := bo.next()
-			n.log.Warn("cannot start etcd session, retrying", "err", err, "retry_in", d)
+			n.log.Warn("cannot start etcd session, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
 			sleep(ctx, d)
 			continue
 		}
@@ -97,6 +120,9 @@ func (n *Node) Run(ctx context.Context) error {
 			n.revoke(prevLease)
 		}
 		prevLease = sess.Lease()
+		if err := lf.write(key, sess.Lease()); err != nil {
+			n.log.Warn("cannot record the lease in the data dir; after a crash, the next run waits for it to expire", "err", err)
+		}
 		if err := n.register(ctx, sess, first); err != nil {
 			n.closeSession(sess)
 			if errors.Is(err, ErrNodeTaken) && first {
@@ -105,7 +131,7 @@ func (n *Node) Run(ctx context.Context) error {
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("register").Inc()
 				d := bo.next()
-				n.log.Warn("cannot register member, retrying", "err", err, "retry_in", d)
+				n.log.Warn("cannot register member, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
 				sleep(ctx, d)
 			}
 			continue
@@ -123,6 +149,9 @@ func (n *Node) Run(ctx context.Context) error {
 		n.m.sessionUp.Set(0)
 		if ctx.Err() != nil {
 			n.closeSession(sess) // revoke: our keys go at once
+			if err := lf.remove(); err != nil {
+				n.log.Debug("remove lease file", "err", err)
+			}
 			n.log.Info("left cluster")
 			return nil
 		}
@@ -158,9 +187,23 @@ func (n *Node) revoke(id clientv3.LeaseID) {
 	}
 }
 
+// revokePrevRun revokes the lease of this node's previous run, which
+// deletes every key it held (member record, election key, targets, status).
+func (n *Node) revokePrevRun(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.TTL+time.Second)
+	defer cancel()
+	if _, err := n.cli.Revoke(rctx, n.prevRun); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("revoke lease %x of this node's previous run: %w", n.prevRun, err)
+	}
+	n.prevRun = 0
+	return nil
+}
+
 // register writes the member record under the session lease. A record held
-// under another lease belongs to a live agent, or to this node's previous
-// incarnation whose lease has not yet expired: wait up to TTL+1s for it to go.
+// under the lease of this node's previous run (from the lease file) is taken
+// over at once: that lease is revoked. A record held under another lease
+// belongs to a live agent, or to a previous incarnation whose lease file was
+// lost: wait up to TTL+1s for it to go.
 func (n *Node) register(ctx context.Context, s *concurrency.Session, first bool) error {
 	key := n.cfg.Keys.Member(n.cfg.Node)
 	val, err := json.Marshal(n.member(nil))
@@ -181,6 +224,13 @@ func (n *Node) register(ctx context.Context, s *concurrency.Session, first bool)
 			return nil
 		}
 		holder := resp.Responses[0].GetResponseRange().Kvs[0]
+		if n.prevRun != 0 && clientv3.LeaseID(holder.Lease) == n.prevRun {
+			n.log.Info("taking over from this node's previous run: revoking its lease", "key", key, "lease", fmt.Sprintf("%x", holder.Lease))
+			if err := n.revokePrevRun(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		if time.Now().After(deadline) {
 			var other etcd.Member
 			_ = json.Unmarshal(holder.Value, &other)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,9 +71,17 @@ func startNode(t *testing.T, srv *etcdtest.Server, name string, d MasterDuties) 
 
 func startNodeWith(t *testing.T, cli *clientv3.Client, name string, d MasterDuties) *testNode {
 	t.Helper()
+	return startNodeConfig(t, cli, nodeConfig(name), d)
+}
+
+func nodeConfig(name string) NodeConfig {
+	return NodeConfig{Node: name, API: "127.0.0.1:1", Version: "test", TTL: 2 * time.Second, Keys: testKeys}
+}
+
+func startNodeConfig(t *testing.T, cli *clientv3.Client, cfg NodeConfig, d MasterDuties) *testNode {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	n := NewNode(NodeConfig{Node: name, API: "127.0.0.1:1", Version: "test", TTL: 2 * time.Second, Keys: testKeys},
-		cli, d, nil, slog.New(slog.NewTextHandler(testLogOut, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name), reg)
+	n := NewNode(cfg, cli, d, nil, slog.New(slog.NewTextHandler(testLogOut, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", cfg.Node), reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	tn := &testNode{Node: n, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { tn.done <- n.Run(ctx) }()
@@ -208,6 +219,98 @@ func TestRestartAfterCrashTakesNameBack(t *testing.T) {
 	}
 	n := startNode(t, srv, "n1", nil)
 	etcdtest.Eventually(t, 5*time.Second, n.Ready, "restarted agent did not take its name back")
+}
+
+// crashedRun leaves in etcd what an agent killed with -9 leaves: its member
+// record and election key under a lease nobody refreshes, alive for ttl
+// seconds (an embedded etcd restarts leases at full length); leaseFile, if
+// not empty, records that lease as the agent would have.
+func crashedRun(t *testing.T, cli *clientv3.Client, node string, ttl int64, file string) clientv3.LeaseID {
+	t.Helper()
+	ctx := context.Background()
+	lease, err := cli.Grant(ctx, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testKeys.Member(node)
+	if _, err := cli.Put(ctx, key, `{"node":"`+node+`","api":"127.0.0.1:1"}`, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, fmt.Sprintf("%s/%x", testKeys.Election(), lease.ID), node, clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if file != "" {
+		if err := (leaseFile{path: file}).write(key, lease.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lease.ID
+}
+
+// An agent restarted on its data dir after a crash recognises the lease of
+// its previous run and revokes it: it is ready and master at once, long
+// before that lease would expire, instead of waiting TTL+1s and refusing
+// its own name.
+func TestCrashRestartTakesOverPreviousLease(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	file := filepath.Join(t.TempDir(), "lease.json")
+	old := crashedRun(t, cli, "n1", 600, file)
+
+	cfg := nodeConfig("n1")
+	cfg.LeaseFile = file
+	d := &duty{}
+	n := startNodeConfig(t, cli, cfg, d)
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		select {
+		case err := <-n.done:
+			close(n.done)
+			t.Fatalf("restarted agent refused to start: %v", err)
+		default:
+		}
+		return n.Ready() && n.Master()
+	}, "restarted agent not ready and master, though its previous lease has 600s to live")
+	ttl, err := cli.TimeToLive(context.Background(), old)
+	if err != nil || ttl.TTL != -1 {
+		t.Fatalf("the previous run's lease %x is still alive (ttl %d, %v)", old, ttl.TTL, err)
+	}
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return d.active.Load() == 1 }, "master duties not running")
+	// The file now names the new lease; a clean stop removes it.
+	if got, err := (leaseFile{path: file}).read(testKeys.Member("n1")); err != nil || got == 0 || got == old {
+		t.Fatalf("lease file after joining: %x, %v", got, err)
+	}
+	if err := n.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Fatalf("lease file left after a clean stop: %v", err)
+	}
+}
+
+// Another agent of the same name, with its own data dir (its lease file
+// names another lease, or none), is still refused while the first lives.
+func TestOtherAgentWithSameNameStillRefused(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	first := startNode(t, srv, "same", nil)
+	etcdtest.Eventually(t, 5*time.Second, first.Ready, "first node not ready")
+	file := filepath.Join(t.TempDir(), "lease.json")
+	crashedRun(t, cli, "other", 600, file) // a lease of its own, for another key
+	cfg := nodeConfig("same")
+	cfg.LeaseFile = file
+	second := startNodeConfig(t, cli, cfg, nil)
+	select {
+	case err := <-second.done:
+		close(second.done)
+		if !errors.Is(err, ErrNodeTaken) {
+			t.Fatalf("second agent with the same name: got %v, want ErrNodeTaken", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("second agent with the same name did not refuse to start")
+	}
+	if !first.Ready() {
+		t.Fatal("first agent lost its place")
+	}
 }
 
 // A duty whose fenced write is refused ends the term; the node campaigns

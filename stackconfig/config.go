@@ -152,8 +152,9 @@ func (c *Config) Validate() error {
 	if !ValidDNSLabel(c.Cluster) {
 		bad("cluster: must be %s, got %q", DNSLabelRule, c.Cluster)
 	}
-	if err := checkHostPort(c.Listen); err != nil {
-		bad("listen: %v, got %q", err, c.Listen)
+	listenErr := checkHostPort(c.Listen)
+	if listenErr != nil {
+		bad("listen: %v, got %q", listenErr, c.Listen)
 	}
 	if c.Advertise != "" {
 		if err := checkHostPort(c.Advertise); err != nil {
@@ -189,7 +190,13 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Etcd.validate()...)
 	errs = append(errs, ValidateExporters(c.Exporters)...)
 	errs = append(errs, c.Stack.Validate()...)
-	errs = append(errs, c.API.Validate(c.Listen)...)
+	if listenErr == nil {
+		errs = append(errs, c.API.Validate(c.Listen)...)
+	} else {
+		// A bad listen is reported once, above; the token rule, which
+		// depends on it, would only repeat it.
+		errs = append(errs, c.API.Validate("127.0.0.1:0")...)
+	}
 	errs = append(errs, c.Manager.Validate()...)
 	errs = append(errs, c.Relay.Validate())
 	return errors.Join(errs...)

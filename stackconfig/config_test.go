@@ -29,32 +29,49 @@ func TestBadConfigs(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			want := expectedError(t, f)
+			want, notWant := expectedError(t, f)
 			_, err := Load(f, joinFlags(t), JoinOptions)
 			if err == nil {
 				t.Fatalf("accepted; want an error containing %q", want)
 			}
-			if !strings.Contains(err.Error(), want) {
-				t.Fatalf("error %q\ndoes not contain %q", err, want)
+			for _, w := range want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\ndoes not contain %q", err, w)
+				}
+			}
+			for _, n := range notWant {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("error %q\ncontains %q", err, n)
+				}
 			}
 		})
 	}
 }
 
-// expectedError reads the "# error: ..." first line of a bad config.
-func expectedError(t *testing.T, path string) string {
+// expectedError reads the leading comment lines of a bad config: each
+// "# error: <text>" must be in the error, each "# not: <text>" must not;
+// "\n" in a text stands for a line break.
+func expectedError(t *testing.T, path string) (want, notWant []string) {
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sc.Scan()
-	want, ok := strings.CutPrefix(sc.Text(), "# error: ")
-	if !ok {
+	for sc.Scan() {
+		line := sc.Text()
+		if w, ok := strings.CutPrefix(line, "# error: "); ok {
+			want = append(want, strings.ReplaceAll(w, `\n`, "\n"))
+		} else if n, ok := strings.CutPrefix(line, "# not: "); ok {
+			notWant = append(notWant, strings.ReplaceAll(n, `\n`, "\n"))
+		} else {
+			break
+		}
+	}
+	if len(want) == 0 {
 		t.Fatalf("%s: first line must be '# error: <text>'", path)
 	}
-	return want
+	return want, notWant
 }
 
 func TestFullConfigFile(t *testing.T) {

@@ -57,9 +57,20 @@ var JoinOptions = []Option{
 }
 
 // ClientOptions are the etcd connection keys that read-only commands
-// (`agent status --etcd`) take.
-var ClientOptions = filterOptions(JoinOptions, "etcd.endpoints", "cluster", "etcd.prefix", "etcd.dial_timeout",
-	"etcd.username", "etcd.password_file", "etcd.ca_file", "etcd.cert_file", "etcd.key_file", "etcd.insecure_skip_verify")
+// (`agent status --etcd`) take. They never start an etcd: without
+// endpoints, those commands ask an agent's API instead.
+var ClientOptions = clientOptions()
+
+func clientOptions() []Option {
+	opts := filterOptions(JoinOptions, "etcd.endpoints", "cluster", "etcd.prefix", "etcd.dial_timeout",
+		"etcd.username", "etcd.password_file", "etcd.ca_file", "etcd.cert_file", "etcd.key_file", "etcd.insecure_skip_verify")
+	for i := range opts {
+		if opts[i].Key == "etcd.endpoints" {
+			opts[i].Usage = "etcd client URLs to read from directly, comma-separated; without them, the agent at --api is asked"
+		}
+	}
+	return opts
+}
 
 func filterOptions(opts []Option, keys ...string) []Option {
 	var out []Option
@@ -126,13 +137,22 @@ func Load(path string, fs *pflag.FlagSet, opts []Option) (*Config, error) {
 		}
 	}
 	cfg := DefaultConfig
-	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+	err := v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
 		mapstructure.StringToSliceHookFunc(","),
 		mapstructure.TextUnmarshallerHookFunc(),
 	)))
+	// Only the file can hold unknown keys: the environment and the flags
+	// are read for known keys only.
+	var errs []error
+	if unknown := unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]()); len(unknown) > 0 {
+		errs = append(errs, unknownKeysError(path, unknown))
+	}
 	if err != nil {
-		return nil, fmt.Errorf("config: %s", cleanDecodeError(err))
+		errs = append(errs, fmt.Errorf("%s", cleanDecodeError(err)))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n%w", errors.Join(errs...))
 	}
 	if !hasKey(opts, "node") {
 		// A client command: only the etcd connection matters.
@@ -164,9 +184,19 @@ func hasKey(opts []Option, key string) bool {
 }
 
 // durationHook decodes "5s"-style strings, with an error that repeats the
-// bad value and shows the accepted form.
+// bad value and shows the accepted form. A bare number (`ttl = 5` in TOML)
+// is refused rather than read as nanoseconds.
 func durationHook(from, to reflect.Type, data any) (any, error) {
-	if from.Kind() != reflect.String || to != reflect.TypeFor[time.Duration]() {
+	if to != reflect.TypeFor[time.Duration]() || from == to {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.String:
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil, fmt.Errorf("must be a duration string with a unit, like \"%vs\" or \"500ms\", got the number %v", data, data)
+	default:
 		return data, nil
 	}
 	d, err := time.ParseDuration(data.(string))

@@ -61,7 +61,8 @@ func (s *source) withEtcd(fn func(ctx context.Context, cli *clientv3.Client, key
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(s.cmd.Context(), cfg.Etcd.DialTimeout+5*time.Second)
 	defer cancel()
-	return fn(ctx, cli, etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster), cfg)
+	err = fn(ctx, cli, etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster), cfg)
+	return etcd.Explain(s.cmd.Context(), cfg.Etcd.Endpoints, min(cfg.Etcd.DialTimeout, 2*time.Second), err)
 }
 
 // getJSON asks the agent API for path and decodes the answer into v; an

@@ -12,9 +12,21 @@ import (
 
 // BenchmarkFailover measures, with three agent processes on one etcd
 // process and the default TTL of 5s, the time from stopping the master to a
-// new master announcing itself in etcd. Run it with `make bench-failover`
-// (-benchtime=10x gives ten failovers per case).
+// new master announcing itself in etcd; and, for an agent killed with -9
+// and started again at once on its data dir, the time from the new
+// process's start to its /-/ready, on its embedded etcd and on an etcd
+// process. Run it with `make bench-failover` (-benchtime=10x gives ten
+// runs per case).
 func BenchmarkFailover(b *testing.B) {
+	b.Run("crash-restart-embedded", func(b *testing.B) {
+		dir := b.TempDir()
+		args := embeddedAgentArgs(b, "r1", dir)
+		benchCrashRestart(b, &agentProc{proc: startProc(b, "agent-r1", agentBinary(b), args...), node: "r1", api: flagValue(args, "--listen")}, args)
+	})
+	b.Run("crash-restart-etcd", func(b *testing.B) {
+		a := startAgent(b, startEtcd(b), "r1", "5s")
+		benchCrashRestart(b, a, a.cmd.Args[1:])
+	})
 	for _, tc := range []struct {
 		name string
 		stop func(*agentProc)
@@ -57,13 +69,34 @@ func BenchmarkFailover(b *testing.B) {
 				agents[master].wait(10 * time.Second)
 				agents[master] = startAgent(b, endpoint, master, ttl)
 			}
-			slices.Sort(times)
-			b.ReportMetric(float64(percentile(times, 0.50).Milliseconds()), "p50-ms")
-			b.ReportMetric(float64(percentile(times, 0.99).Milliseconds()), "p99-ms")
-			b.ReportMetric(float64(times[len(times)-1].Milliseconds()), "max-ms")
-			b.Logf("%s failover over %d runs: p50 %s, p99 %s, all %v", tc.name, len(times), percentile(times, 0.5), percentile(times, 0.99), times)
+			reportTimes(b, tc.name+" failover", times)
 		})
 	}
+}
+
+// benchCrashRestart kills a with -9 and restarts it with args, b.N times,
+// and reports how long each restarted process took to be ready.
+func benchCrashRestart(b *testing.B, a *agentProc, args []string) {
+	var times []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		etcdtest.Eventually(b, 30*time.Second, a.ready, "agent %s not ready", a.node)
+		b.StartTimer()
+		var took time.Duration
+		a, took = restartAfterKill(b, a, args)
+		b.StopTimer()
+		times = append(times, took)
+	}
+	reportTimes(b, "crash-restart", times)
+}
+
+func reportTimes(b *testing.B, name string, times []time.Duration) {
+	slices.Sort(times)
+	b.ReportMetric(float64(percentile(times, 0.50).Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(percentile(times, 0.99).Milliseconds()), "p99-ms")
+	b.ReportMetric(float64(times[len(times)-1].Milliseconds()), "max-ms")
+	b.Logf("%s over %d runs: p50 %s, p99 %s, all %v", name, len(times), percentile(times, 0.5), percentile(times, 0.99), times)
 }
 
 // percentile of sorted durations, nearest-rank.

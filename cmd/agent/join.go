@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -66,10 +67,15 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
 	endpoints := cfg.Etcd.Endpoints
 	var embedded *etcd.Embedded
 	if cfg.Embedded() {
-		var err error
 		embedded, err = etcd.StartEmbedded(ctx, etcd.EmbedConfig{
 			Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
 			ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
@@ -96,28 +102,49 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	api, node := parts.api, parts.node
 	log.Info("agent starting", "version", version, "api", api.Addr(), "cluster", cfg.Cluster, "etcd", strings.Join(endpoints, ","))
 
+	// Shutdown (a signal, or a fatal error of any part) runs in three
+	// steps, so that nothing loses its receiver while it still writes:
+	//  1. the node leaves the cluster: the master duties stop, so the
+	//     cluster Prometheus flushes its remote-write into this agent's
+	//     relay and exits by itself; the agent resigns and revokes its lease;
+	//  2. the API and the other actors stop;
+	//  3. the relay stops, with everything it acknowledged on disk.
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return api.Run(gctx) })
+	restCtx, stopRest := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopRest()
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopRelay()
 	g.Go(func() error {
+		defer stopRest()
 		err := node.Run(gctx)
 		stop() // the node is gone from the cluster: everything else stops too
 		return err
 	})
-	g.Go(func() error { notifyReady(gctx, node); return nil })
-	g.Go(func() error { return reloadOnHUP(gctx, cfg, reload, parts.reload, level, log) })
+	var rest sync.WaitGroup
+	goRest := func(actor func(context.Context) error) {
+		rest.Add(1)
+		g.Go(func() error { defer rest.Done(); return actor(restCtx) })
+	}
+	goRest(api.Run)
+	goRest(func(ctx context.Context) error { notifyReady(ctx, node); return nil })
+	goRest(func(ctx context.Context) error { return reloadOnHUP(ctx, cfg, reload, parts.reload, level, log) })
 	for _, actor := range parts.actors {
-		g.Go(func() error { return actor(gctx) })
+		goRest(actor)
 	}
 	if embedded != nil {
-		g.Go(func() error {
+		goRest(func(ctx context.Context) error {
 			select {
 			case err := <-embedded.Err():
 				return fmt.Errorf("embedded etcd: %w", err)
-			case <-gctx.Done():
+			case <-ctx.Done():
 				return nil
 			}
 		})
 	}
+	if parts.relay != nil {
+		g.Go(func() error { return parts.relay(relayCtx) })
+	}
+	g.Go(func() error { rest.Wait(); stopRelay(); return nil })
 	err = g.Wait()
 	sdNotify("STOPPING=1")
 	if err != nil {

@@ -33,8 +33,8 @@ func TestJoinWaitsForEtcd(t *testing.T) {
 	a := startAgent(t, "http://"+client, "n1", "2s")
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return httpCode("http://"+a.api+"/-/healthy") == 200 }, "not healthy without etcd")
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(readFile(t, a.log), "cannot start etcd session, retrying")
-	}, "no retry message in the log")
+		return strings.Contains(readFile(t, a.log), `msg="cannot start etcd session, retrying" node=n1 component=node err="etcd at http://`+client+` is unreachable: connection refused (nothing listens there)"`)
+	}, "no retry message naming the endpoint and the cause in the log")
 	if code := httpCode("http://" + a.api + "/-/ready"); code != 503 {
 		t.Fatalf("/-/ready = %d without etcd, want 503", code)
 	}
@@ -80,5 +80,20 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}, "bad reload not reported")
 	if !a.ready() {
 		t.Fatal("agent not ready after a rejected reload")
+	}
+}
+
+// agent status --etcd with no etcd there names the endpoints and the cause.
+func TestStatusNamesUnreachableEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	a, b := "http://"+etcdtest.FreeAddr(t), "http://"+etcdtest.FreeAddr(t)
+	for _, cmd := range []string{"status", "targets"} {
+		out, err := exec.Command(agentBinary(t), cmd, "--etcd", a+","+b, "--etcd-dial-timeout", "1s").CombinedOutput()
+		want := "agent: etcd is unreachable: " + a + ": connection refused (nothing listens there); " + b + ": connection refused (nothing listens there)\n"
+		if err == nil || string(out) != want {
+			t.Errorf("agent %s --etcd %s,%s: %v\n got %q\nwant %q", cmd, a, b, err, out, want)
+		}
 	}
 }

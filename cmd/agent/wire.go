@@ -32,7 +32,10 @@ type parts struct {
 	node   *slave.Node
 	api    *slave.API
 	actors []func(context.Context) error // run beside the node and the API
-	reload func(*stackconfig.Config)     // applies what SIGHUP may change
+	// relay stops last: the master's Prometheus writes into it until the
+	// node's master duties have stopped it.
+	relay  func(context.Context) error
+	reload func(*stackconfig.Config) // applies what SIGHUP may change
 }
 
 // wire builds every component from cfg. Nothing runs yet.
@@ -79,7 +82,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 			return nil, err
 		}
 		relayURL = "http://" + cfg.AdvertiseAddr() + "/api/v1/write"
-		p.actors = append(p.actors, rel.Run)
+		p.relay = rel.Run
 	}
 
 	stackDir := filepath.Join(cfg.DataDir, "stack")
@@ -144,7 +147,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	p.node = slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
-		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys,
+		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
 	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
 	p.api, err = slave.NewAPI(cfg.Listen, p.node, registry, reg, log.With("component", "api"))
 	if err != nil {

@@ -1,15 +1,22 @@
 package etcd
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ClientConfig says how to reach etcd.
@@ -77,4 +84,88 @@ func tlsConfig(cfg ClientConfig) (*tls.Config, error) {
 		t.Certificates = []tls.Certificate{pair}
 	}
 	return t, nil
+}
+
+// Explain turns the error of a request that etcd did not answer (the
+// client only reports "context deadline exceeded": it waits for a
+// connection until the deadline) into one a person can act on: it dials
+// every endpoint and names each with the reason it cannot be reached,
+// "connection refused" or "no answer within 2s (timeout)". When some
+// endpoint does accept connections, the trouble is past the network (TLS,
+// not an etcd, no quorum), and the error says so, naming the endpoints.
+// Errors etcd answered with (auth, permissions) and nil are returned as
+// they are; so is err when ctx is done (a shutdown, not an outage).
+func Explain(ctx context.Context, endpoints []string, timeout time.Duration, err error) error {
+	if err == nil || ctx.Err() != nil || !unanswered(err) {
+		return err
+	}
+	reasons := make([]string, len(endpoints)) // "" once an endpoint accepts
+	done := make(chan struct{}, len(endpoints))
+	for i, ep := range endpoints {
+		go func() { reasons[i] = probe(ctx, ep, timeout); done <- struct{}{} }()
+	}
+	for range endpoints {
+		<-done
+	}
+	var down []string
+	for i, r := range reasons {
+		if r == "" {
+			return fmt.Errorf("etcd at %s accepts connections but did not answer: %w", strings.Join(endpoints, ", "), err)
+		}
+		down = append(down, endpoints[i]+": "+r)
+	}
+	switch len(down) {
+	case 0:
+		return err
+	case 1:
+		return fmt.Errorf("etcd at %s is unreachable: %s", endpoints[0], reasons[0])
+	}
+	return fmt.Errorf("etcd is unreachable: %s", strings.Join(down, "; "))
+}
+
+// unanswered reports whether err means that no etcd server answered.
+func unanswered(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	return false
+}
+
+// probe dials endpoint's host:port and returns "" when it accepts a
+// connection, else why not.
+func probe(ctx context.Context, endpoint string, timeout time.Duration) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return "not a URL with a host"
+	}
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	if err == nil {
+		conn.Close()
+		return ""
+	}
+	return dialReason(err, timeout)
+}
+
+// dialReason says in a few words why a TCP dial failed.
+func dialReason(err error, timeout time.Duration) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused (nothing listens there)"
+	case errors.As(err, &dnsErr):
+		return "host " + dnsErr.Name + " not found"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to host"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Sprintf("no answer within %s (timeout)", timeout)
+	}
+	return err.Error()
 }

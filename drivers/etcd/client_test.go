@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/url"
@@ -89,7 +90,9 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	tlsOnly := etcd.ClientConfig{Endpoints: []string{curl.String()}, DialTimeout: 2 * time.Second, CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
+	// The dial with a password checks it with bcrypt on the server, which
+	// takes seconds under -race on a loaded machine: a generous timeout.
+	tlsOnly := etcd.ClientConfig{Endpoints: []string{curl.String()}, DialTimeout: 20 * time.Second, CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
 	root, err := etcd.NewClient(tlsOnly)
 	if err != nil {
 		t.Fatal(err)
@@ -145,5 +148,69 @@ func TestClientTLSAndAuth(t *testing.T) {
 	defer qcancel()
 	if _, err := anon.Get(qctx, "/agent/tls-test"); err == nil {
 		t.Fatal("a client without user and password was served with auth enabled")
+	}
+}
+
+// A request etcd does not answer fails with "context deadline exceeded"
+// only; Explain names the endpoint and the cause a person can act on.
+func TestExplainUnreachable(t *testing.T) {
+	closed := "http://" + etcdtest.FreeAddr(t) // nothing listens
+	closed2 := "http://" + etcdtest.FreeAddr(t)
+	silentLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silentLn.Close()
+	go func() { // accepts and never speaks: not an etcd
+		for {
+			c, err := silentLn.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	silent := "http://" + silentLn.Addr().String()
+
+	request := func(endpoints ...string) error {
+		cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: endpoints, DialTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = cli.Get(ctx, "/x")
+		if err == nil {
+			t.Fatalf("%v answered", endpoints)
+		}
+		return etcd.Explain(context.Background(), endpoints, time.Second, err)
+	}
+	for _, tc := range []struct {
+		endpoints []string
+		want      string
+	}{
+		{[]string{closed}, "etcd at " + closed + " is unreachable: connection refused (nothing listens there)"},
+		{[]string{silent}, "etcd at " + silent + " accepts connections but did not answer: context deadline exceeded"},
+		{[]string{closed, closed2}, "etcd is unreachable: " + closed + ": connection refused (nothing listens there); " + closed2 + ": connection refused (nothing listens there)"},
+	} {
+		if err := request(tc.endpoints...); err == nil || err.Error() != tc.want {
+			t.Errorf("%v:\n got %v\nwant %s", tc.endpoints, err, tc.want)
+		}
+	}
+	// A dial that runs out of time is called a timeout.
+	if err := etcd.Explain(context.Background(), []string{closed}, time.Nanosecond, context.DeadlineExceeded); err == nil ||
+		err.Error() != "etcd at "+closed+" is unreachable: no answer within 1ns (timeout)" {
+		t.Errorf("timeout: got %v", err)
+	}
+	// What etcd itself answered, and a shutdown, are left as they are.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := etcd.Explain(ctx, []string{closed}, time.Second, context.Canceled); err == nil || err.Error() != context.Canceled.Error() {
+		t.Errorf("cancelled: got %v", err)
+	}
+	other := errors.New("etcdserver: permission denied")
+	if err := etcd.Explain(context.Background(), []string{closed}, time.Second, other); err == nil || err.Error() != other.Error() {
+		t.Errorf("an answer of etcd: got %v", err)
 	}
 }
