@@ -41,7 +41,7 @@ allowed_images = ["registry.local/*"]
 		"/www/metrics": "# TYPE shop_orders_total counter\nshop_orders_total 42\n",
 	})
 	port := strings.Split(etcdtest.FreeAddr(t), ":")[1]
-	master := agentStatus(t, c.endpoint).Master.Node
+	master := waitMaster(t, c.endpoint)
 	other := map[string]string{"a": "b", "b": "a"}[master]
 	api := "http://" + c.agents[master].api
 
@@ -86,10 +86,10 @@ allowed_images = ["registry.local/*"]
 	series := fmt.Sprintf(`shop_orders_total{guid=%q,cluster="e2e",team="a"}`, guid)
 	etcdtest.Eventually(t, 60*time.Second, func() bool { return query(c.prom[master], series) == 1 }, "master's Prometheus does not scrape the app")
 	etcdtest.Eventually(t, 30*time.Second, func() bool { return query(c.manager, series) == 1 }, "app series with its guid did not reach the manager")
-	out, err := exec.Command(agentBinary(t), "apps", "get", guid, "--api", api, "-o", "json").Output()
-	if err != nil || !strings.Contains(string(out), `"running"`) {
-		t.Fatalf("agent apps get: %v\n%s", err, out)
-	}
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		out, err := exec.Command(agentBinary(t), "apps", "get", guid, "--api", api, "-o", "json").Output()
+		return err == nil && strings.Contains(string(out), `"running"`)
+	}, "agent apps get does not say the app is running")
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		apps := agentStatus(t, c.endpoint).Apps
 		return len(apps) == 1 && apps[0].GUID == guid && apps[0].Node == other && apps[0].Status == "running"

@@ -51,7 +51,7 @@ func TestClusterProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("kill -9 of %s: %s took over after %s (ttl %s)", first, second, seen.Sub(killed), ttl)
-	etcdtest.Eventually(t, 5*time.Second, func() bool {
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		s := agentStatus(t, endpoint)
 		return len(s.Members) == 2 && s.Master != nil && s.Master.Node == second
 	}, "dead agent %s still listed, or master not %s", first, second)
@@ -80,6 +80,20 @@ func TestClusterProcesses(t *testing.T) {
 	if !strings.Contains(readFile(t, dup.log), "already taken by a live agent") {
 		t.Fatalf("duplicate agent's message does not say the name is taken:\n%s", readFile(t, dup.log))
 	}
+}
+
+// waitMaster returns the master's node name once status shows one: agents
+// are ready before one of them has won the election.
+func waitMaster(t *testing.T, endpoint string) string {
+	t.Helper()
+	var master string
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		if m := agentStatus(t, endpoint).Master; m != nil {
+			master = m.Node
+		}
+		return master != ""
+	}, "no master in agent status")
+	return master
 }
 
 func agentStatus(t *testing.T, endpoint string) etcd.ClusterView {

@@ -103,7 +103,7 @@ func TestStackWithDockerDriver(t *testing.T) {
 	}
 	c := startDockerCluster(t, "")
 	cli, endpoint, manager, agents, prom, args := c.cli, c.endpoint, c.manager, c.agents, c.prom, c.args
-	master := agentStatus(t, endpoint).Master.Node
+	master := waitMaster(t, endpoint)
 	other := map[string]string{"a": "b", "b": "a"}[master]
 
 	etcdtest.Eventually(t, 60*time.Second, func() bool {

@@ -107,7 +107,7 @@ func TestStackWithProcessDriver(t *testing.T) {
 	for _, a := range agents {
 		etcdtest.Eventually(t, 20*time.Second, a.ready, "agent %s not ready", a.node)
 	}
-	master := agents[agentStatus(t, endpoint).Master.Node]
+	master := agents[waitMaster(t, endpoint)]
 	other := agents[map[string]string{"a": "b", "b": "a"}[master.node]]
 
 	promURL := "http://" + master.prom
@@ -127,12 +127,15 @@ func TestStackWithProcessDriver(t *testing.T) {
 	if query("http://"+other.prom, "up") >= 0 {
 		t.Fatalf("a Prometheus runs on %s, which is not master", other.node)
 	}
-	status := agentStatus(t, endpoint)
-	for _, m := range status.Members {
-		if m.Status == nil || len(m.Status.Stack) == 0 {
-			t.Fatalf("status of %s lists no workloads", m.Node)
+	// Each node publishes its workloads every few seconds.
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		for _, m := range agentStatus(t, endpoint).Members {
+			if m.Status == nil || len(m.Status.Stack) == 0 {
+				return false
+			}
 		}
-	}
+		return true
+	}, "agent status does not list the workloads of every member")
 
 	// Graceful failover: the old master's Prometheus stops, the new one's starts.
 	master.signal(syscall.SIGTERM)
