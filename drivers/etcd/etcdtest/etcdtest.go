@@ -28,11 +28,16 @@ type Server struct {
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	// FreeAddr closes its probe, so two calls can return the same port.
+	client, peer := FreeAddr(t), FreeAddr(t)
+	for peer == client {
+		peer = FreeAddr(t)
+	}
 	s := &Server{t: t, cfg: etcd.EmbedConfig{
 		Name:      "test",
 		Dir:       t.TempDir(),
-		ClientURL: "http://" + FreeAddr(t),
-		PeerURL:   "http://" + FreeAddr(t),
+		ClientURL: "http://" + client,
+		PeerURL:   "http://" + peer,
 	}}
 	s.Restart()
 	t.Cleanup(s.Stop)
