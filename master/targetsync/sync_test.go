@@ -564,3 +564,36 @@ func TestShortOutageHoldsExpiredLeasesAndThenNot(t *testing.T) {
 		t.Errorf("c's target left %s after its lease was revoked in a healthy etcd, want at once", at.Sub(stopped))
 	}
 }
+
+// A term that ends while etcd answers (resigned, lost, shut down) keeps
+// nothing: the agent's next term, maybe much later, starts from etcd alone
+// and holds no removal against an old set.
+func TestTermEndedWhileHealthyStartsFromEtcd(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	dir := t.TempDir()
+	a := publish(t, cli, "host-a", []stackconfig.Exporter{{Job: "node", Address: "127.0.0.2:9100"}, {Job: "only-a", Address: "127.0.0.2:9100"}})
+	publish(t, cli, "host-b", []stackconfig.Exporter{{Job: "node", Address: "127.0.0.3:9100"}})
+	w, err := filesd.NewWriter(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(cli, keys, w, quiet(), prometheus.NewRegistry(), WithTTL(2*time.Second))
+	sess, lead := etcdtest.Campaign(t, cli, keys, "m", 2)
+	stop := runTerm(t, s, lead)
+	waitFile(t, filepath.Join(dir, "only-a.json"), func(c string) bool { return c != "" }, "only-a.json")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	sess.Close()
+	a.stop() // between the terms
+	_, lead2 := etcdtest.Campaign(t, cli, keys, "m", 2)
+	runTerm(t, s, lead2)
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.m.resyncs) == 2 }, "no full read in the second term")
+	// A hold would keep it for TTL + 1 s = 3 s.
+	etcdtest.Eventually(t, 2*time.Second, func() bool { return read(t, filepath.Join(dir, "only-a.json")) == "" },
+		"the second term kept a job that was gone when it read etcd")
+	if got := testutil.ToFloat64(s.m.held); got != 0 {
+		t.Fatalf("%v removals held, want none", got)
+	}
+}
