@@ -119,64 +119,58 @@ func ParseTargetGroup(value []byte) (TargetGroup, error) {
 	if len(value) > MaxTargetGroupBytes {
 		return TargetGroup{}, fmt.Errorf("value: %d bytes, more than the %d a target group may have", len(value), MaxTargetGroupBytes)
 	}
-	var raw struct {
-		Targets []json.RawMessage          `json:"targets"`
-		Labels  map[string]json.RawMessage `json:"labels"`
+	if !utf8.Valid(value) || hasLoneSurrogate(value) {
+		return TargetGroup{}, notUTF8(value)
 	}
+	var g TargetGroup
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
+	if err := dec.Decode(&g); err != nil {
 		return TargetGroup{}, fmt.Errorf("value: %w", err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return TargetGroup{}, errors.New("value: data after the JSON object")
 	}
-	g := TargetGroup{Targets: make([]string, 0, len(raw.Targets)), Labels: make(model.LabelSet, len(raw.Labels))}
-	for i, r := range raw.Targets {
-		s, err := jsonString(r)
-		if err != nil {
-			return TargetGroup{}, fmt.Errorf("targets[%d]: %w", i, err)
-		}
-		g.Targets = append(g.Targets, s)
-	}
-	// Names reach us decoded (invalid UTF-8 already U+FFFD), which the
-	// name charset refuses in Validate; values are checked raw here. Of
-	// several bad values the first by name is reported.
-	var first string
-	var err error
-	for name, r := range raw.Labels {
-		s, e := jsonString(r)
-		if e != nil {
-			if err == nil || name < first {
-				first, err = name, fmt.Errorf("labels.%s: %w", name, e)
-			}
-			continue
-		}
-		g.Labels[model.LabelName(name)] = model.LabelValue(s)
-	}
-	if err != nil {
-		return TargetGroup{}, err
-	}
 	return g, g.Validate()
 }
 
-// jsonString decodes one JSON string token, refusing what json.Unmarshal
-// would rewrite to U+FFFD.
-func jsonString(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", fmt.Errorf("must be a string, got %s", raw)
+// notUTF8 names the string of value that is not valid UTF-8. It is the
+// slow path: it decodes every string raw.
+func notUTF8(value []byte) error {
+	var raw struct {
+		Targets []json.RawMessage          `json:"targets"`
+		Labels  map[string]json.RawMessage `json:"labels"`
 	}
+	if err := json.Unmarshal(value, &raw); err == nil {
+		for i, r := range raw.Targets {
+			if err := checkJSONString(r); err != nil {
+				return fmt.Errorf("targets[%d]: %w", i, err)
+			}
+		}
+		var first string
+		var err error
+		for name, r := range raw.Labels {
+			if e := checkJSONString(r); e != nil && (err == nil || name < first) {
+				first, err = name, fmt.Errorf("labels.%s: %w", name, e)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return errors.New("value: must be UTF-8 (no invalid bytes, no unpaired surrogate escape)")
+}
+
+// checkJSONString refuses a JSON string token that json.Unmarshal would
+// rewrite to U+FFFD.
+func checkJSONString(raw json.RawMessage) error {
 	if !utf8.Valid(raw) {
-		return "", fmt.Errorf("must be UTF-8, got %q", raw)
+		return fmt.Errorf("must be UTF-8, got %q", raw)
 	}
 	if hasLoneSurrogate(raw) {
-		return "", fmt.Errorf("must be UTF-8, got an unpaired surrogate escape in %s", raw)
+		return fmt.Errorf("must be UTF-8, got an unpaired surrogate escape in %s", raw)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", err
-	}
-	return s, nil
+	return nil
 }
 
 // hasLoneSurrogate reports whether JSON text holds a \uXXXX escape of a

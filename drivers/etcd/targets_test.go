@@ -30,7 +30,7 @@ func TestParseTargetKV(t *testing.T) {
 		{"reserved param label", "node", `{"targets":["127.0.0.1:9100"],"labels":{"__param_target":"x"}}`, "reserved"},
 		{"bad scheme", "node", `{"targets":["127.0.0.1:9100"],"labels":{"__scheme__":"ftp"}}`, "labels.__scheme__: must be http or https"},
 		{"bad metrics path", "node", `{"targets":["127.0.0.1:9100"],"labels":{"__metrics_path__":"m?x=1"}}`, "labels.__metrics_path__"},
-		{"label value not a string", "node", `{"targets":["127.0.0.1:9100"],"labels":{"x":1}}`, "labels.x: must be a string"},
+		{"label value not a string", "node", `{"targets":["127.0.0.1:9100"],"labels":{"x":1}}`, "cannot unmarshal number"},
 		{"bad label name", "node", `{"targets":["127.0.0.1:9100"],"labels":{"bad-name":"x"}}`, "labels: name must match"},
 		{"no targets", "node", `{"targets":[]}`, "targets: none"},
 		{"not host:port", "node", `{"targets":["127.0.0.1"]}`, "targets[0]: must be host:port"},
