@@ -342,7 +342,7 @@ func (n *Node) campaign(ctx context.Context, e *concurrency.Election) error {
 
 // lead runs the master duties for one term and resigns afterwards.
 func (n *Node) lead(ctx context.Context, s *concurrency.Session, e *concurrency.Election) error {
-	lead := etcd.Leader{Node: n.cfg.Node, Key: e.Key(), Rev: e.Rev(), Lease: s.Lease(), KV: n.cli}
+	lead := etcd.Leader{Node: n.cfg.Node, Key: e.Key(), Rev: e.Rev(), ClusterID: e.Header().ClusterId, Lease: s.Lease(), KV: n.cli}
 	lctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go n.watchTerm(lctx, cancel, lead)

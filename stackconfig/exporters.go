@@ -1,12 +1,12 @@
 package stackconfig
 
 import (
-	"errors"
+	"encoding/json"
 	"fmt"
-	"net"
-	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/prometheus/common/model"
 )
 
 // Exporter is one [[exporters]] entry: a scrape job on this host that the
@@ -31,8 +31,6 @@ func (e Exporter) Targets() []string {
 	}
 	return e.Addresses
 }
-
-var jobName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // ValidLabelName reports whether s is a legacy Prometheus label name
 // ([a-zA-Z_][a-zA-Z0-9_]*, the labelName pattern), without a regexp: the
@@ -72,8 +70,8 @@ func ValidateExporters(exps []Exporter) []error {
 		errs = append(errs, fmt.Errorf("exporters[%d].%s", i, fmt.Sprintf(format, args...)))
 	}
 	for i, e := range exps {
-		if !jobName.MatchString(e.Job) {
-			bad(i, "job: must be 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit, got %q", e.Job)
+		if !ValidJobName(e.Job) {
+			bad(i, "job: must be %s, got %q", JobNameRule, e.Job)
 		}
 		targets := e.Targets()
 		if len(targets) == 0 {
@@ -84,11 +82,16 @@ func ValidateExporters(exps []Exporter) []error {
 				bad(i, "address: %v, got %q", err, t)
 			}
 		}
-		if e.MetricsPath != "" && (!strings.HasPrefix(e.MetricsPath, "/") || strings.ContainsAny(e.MetricsPath, " \t\r\n?#")) {
-			bad(i, "metrics_path: must be an absolute URL path without spaces, '?' or '#', got %q", e.MetricsPath)
+		if e.MetricsPath != "" {
+			if err := checkMetricsPath(e.MetricsPath); err != nil {
+				bad(i, "metrics_path: %v, got %q", err, e.MetricsPath)
+			}
 		}
 		if e.Scheme != "" && e.Scheme != "http" && e.Scheme != "https" {
 			bad(i, "scheme: must be http or https, got %q", e.Scheme)
+		}
+		if n := publishedSize(e); n > MaxTargetGroupBytes {
+			bad(i, "addresses: with its labels the target group would be %d bytes, more than the %d the master accepts; split the addresses over several [[exporters]] entries of the same job", n, MaxTargetGroupBytes)
 		}
 		if err := ValidateTargetLabels(e.Labels); err != nil {
 			bad(i, "labels: %v", err)
@@ -107,16 +110,18 @@ func ValidateExporters(exps []Exporter) []error {
 	return errs
 }
 
-// checkTarget accepts host:port with a non-empty host and a numeric port.
-func checkTarget(t string) error {
-	host, port, err := net.SplitHostPort(t)
-	if err != nil || host == "" || port == "" || strings.ContainsAny(t, "/ \t\r\n") {
-		return errors.New("must be host:port")
+// publishedSize is an upper bound of the size of e's group in etcd: its
+// targets and labels as the agent publishes them, with node and cluster
+// names of the longest length allowed.
+func publishedSize(e Exporter) int {
+	longest := model.LabelValue(strings.Repeat("x", 63))
+	ls := model.LabelSet{"node": longest, "cluster": longest, model.MetricsPathLabel: model.LabelValue(e.MetricsPath), model.SchemeLabel: model.LabelValue(e.Scheme)}
+	for k, v := range e.Labels {
+		ls[model.LabelName(k)] = model.LabelValue(v)
 	}
-	for _, c := range port {
-		if c < '0' || c > '9' {
-			return errors.New("port must be a number")
-		}
+	b, err := json.Marshal(TargetGroup{Targets: e.Targets(), Labels: ls})
+	if err != nil {
+		return 0
 	}
-	return nil
+	return len(b)
 }

@@ -100,7 +100,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	duties := master.Duties{
 		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
-		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg)},
+		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg, targetsync.WithTTL(cfg.TTL))},
 		{Name: "cluster-stack", Duty: cluster},
 		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
 	}

@@ -16,12 +16,31 @@ var ErrFenced = errors.New("etcd: fenced write refused, leadership lost")
 // Leader is proof of one term of mastership: the election key this agent
 // created and its create revision. A later term, even of the same agent, has
 // a different revision, so a write fenced on an old term is always refused.
+//
+// Revisions order the terms of one etcd history only: an etcd replaced or
+// restored empty counts from 1 again. ClusterID names the etcd the term was
+// won in, for fences kept outside etcd (the file_sd directory's record).
 type Leader struct {
-	Node  string
-	Key   string           // election key of this term
-	Rev   int64            // create revision of Key; orders terms
-	Lease clientv3.LeaseID // the master's session lease, for its own keys
-	KV    clientv3.KV
+	Node      string
+	Key       string           // election key of this term
+	Rev       int64            // create revision of Key; orders terms
+	ClusterID uint64           // etcd cluster ID from the campaign's response header
+	Lease     clientv3.LeaseID // the master's session lease, for its own keys
+	KV        clientv3.KV
+}
+
+// Revision returns the revision etcd is at now, read linearizably, so that
+// it is at least that of every term already won. It returns ErrFenced when
+// this term's election key is gone or re-created.
+func (l Leader) Revision(ctx context.Context) (int64, error) {
+	resp, err := l.KV.Get(ctx, l.Key)
+	if err != nil {
+		return 0, fmt.Errorf("read etcd revision: %w", err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != l.Rev {
+		return 0, ErrFenced
+	}
+	return resp.Header.Revision, nil
 }
 
 // Txn applies ops atomically if and only if this term is still current:

@@ -1,14 +1,10 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
-	"unicode/utf8"
 
 	"github.com/prometheus/common/model"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -49,38 +45,28 @@ func Groups(ts []Target) []TargetGroup {
 	return out
 }
 
-// ParseTargetKV checks one etcd key/value of the targets prefix. It rejects,
-// with a reason, what Prometheus could not use: a malformed key, JSON that
-// does not parse, no targets, a target that is not host:port, label names
-// outside the legacy charset, values that are not UTF-8.
+// ParseTargetKV checks one etcd key/value of the targets prefix against
+// the rule every target group is held to, whoever wrote it: a key
+// targets/<node>/<job>/<id> whose job is a safe file name
+// (stackconfig.ValidJobName), and a value that stackconfig.ParseTargetGroup
+// accepts (at most stackconfig.MaxTargetGroupBytes of strict JSON, UTF-8
+// strings, host:port targets, legacy label names, no reserved __ label but
+// __metrics_path__ and __scheme__). The error says what is wrong; callers
+// skip and count the value, never fail on it. The master's file_sd and
+// every agent's http_sd use this one function.
 func (k Keys) ParseTargetKV(key, value []byte) (Target, error) {
 	node, job, id, ok := k.ParseTarget(string(key))
 	if !ok {
 		return Target{}, errors.New("key is not targets/<node>/<job>/<id>")
 	}
-	t := Target{Node: node, Job: job, ID: id}
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t.TargetGroup); err != nil {
-		return Target{}, fmt.Errorf("value: %w", err)
+	if !stackconfig.ValidJobName(job) {
+		return Target{}, fmt.Errorf("job %q: must be %s", job, stackconfig.JobNameRule)
 	}
-	if len(t.Targets) == 0 {
-		return Target{}, errors.New("value: no targets")
+	g, err := stackconfig.ParseTargetGroup(value)
+	if err != nil {
+		return Target{}, err
 	}
-	for _, addr := range t.Targets {
-		if h, p, err := net.SplitHostPort(addr); err != nil || h == "" || p == "" {
-			return Target{}, fmt.Errorf("target %q is not host:port", addr)
-		}
-	}
-	for name, v := range t.Labels {
-		if !stackconfig.ValidLabelName(string(name)) {
-			return Target{}, fmt.Errorf("label name %q is not [a-zA-Z_][a-zA-Z0-9_]*", name)
-		}
-		if !utf8.ValidString(string(v)) {
-			return Target{}, fmt.Errorf("label %s: value is not UTF-8", name)
-		}
-	}
-	return t, nil
+	return Target{Node: node, Job: job, ID: id, TargetGroup: g}, nil
 }
 
 // BadTarget is a target key whose value was skipped, with the reason.

@@ -2,6 +2,7 @@ package filesd
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -9,18 +10,51 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/agentproj/agent/stackconfig"
 )
 
-// ErrStaleLeader means the directory was last written under a newer leader
-// revision than the caller's.
+// ErrStaleLeader means the directory was last written by a newer term of
+// the same etcd history than the caller's.
 var ErrStaleLeader = errors.New("filesd: a newer master has written this directory")
 
 const revisionFile = ".leader-revision"
+
+// Term is what the directory is fenced by: the etcd cluster a master was
+// elected in and the create revision of its election key.
+//
+// Leader revisions order the terms of one etcd history only. An etcd that
+// is replaced, or restored empty, counts from 1 again, so a revision
+// recorded under the old one says nothing about the new one: a directory
+// record of another cluster ID starts a new sequence, and so does one whose
+// revision is above anything this etcd has issued (a wiped etcd started
+// with the same name and peer URLs gets the same cluster ID back).
+type Term struct {
+	ClusterID uint64 // etcd cluster ID; 0 if unknown (then only revisions count)
+	Rev       int64  // create revision of the term's election key
+
+	// Revision reads the revision the etcd is at now. Apply calls it only
+	// when the directory holds a higher revision of the same cluster, to
+	// tell a newer master (refuse) from an older etcd history (start a new
+	// sequence). nil: always refuse. An error that wraps ErrStaleLeader
+	// (the caller learnt that its term is over) is returned as it is.
+	Revision func() (int64, error)
+}
+
+// record is the content of the revision file.
+type record struct {
+	ClusterID string `json:"cluster_id,omitempty"` // hex, as etcdctl prints it
+	Revision  int64  `json:"revision"`
+}
 
 // Writer writes file_sd files into one directory.
 type Writer struct {
 	dir  string
 	last map[string][]byte // job -> bytes last written or found on disk
+
+	// OnNewSequence, when set, is called when a write starts a new sequence
+	// over a record of another etcd history, with that record.
+	OnNewSequence func(clusterID uint64, rev int64)
 }
 
 // NewWriter creates dir if needed.
@@ -34,7 +68,9 @@ func NewWriter(dir string) (*Writer, error) {
 // Dir is the directory written.
 func (w *Writer) Dir() string { return w.dir }
 
-// Jobs lists the jobs that have a file in the directory.
+// Jobs lists the jobs that have a file in the directory. Files whose name is
+// not a valid job (stackconfig.ValidJobName) are not the writer's and are
+// left out, so they are never removed.
 func (w *Writer) Jobs() ([]string, error) {
 	names, err := filepath.Glob(filepath.Join(w.dir, "*.json"))
 	if err != nil {
@@ -42,60 +78,110 @@ func (w *Writer) Jobs() ([]string, error) {
 	}
 	jobs := make([]string, 0, len(names))
 	for _, n := range names {
-		jobs = append(jobs, strings.TrimSuffix(filepath.Base(n), ".json"))
+		if job := strings.TrimSuffix(filepath.Base(n), ".json"); stackconfig.ValidJobName(job) {
+			jobs = append(jobs, job)
+		}
 	}
 	return jobs, nil
 }
 
-// Apply writes files under leader revision rev: content per job, nil to
-// remove the job's file. It returns the jobs whose file changed. The whole
-// call holds an exclusive lock on the directory, so two writers on one host
-// cannot interleave.
-func (w *Writer) Apply(rev int64, files map[string][]byte) (changed []string, err error) {
+// Apply writes files under term t: content per job, nil to remove the
+// job's file. The whole call holds an exclusive lock on the directory, so
+// two writers on one host cannot interleave.
+//
+// err is for the directory as a whole (a newer term wrote it:
+// ErrStaleLeader; the lock or the revision file failed): nothing was
+// written. Otherwise every job is tried: changed lists the files replaced
+// or removed, and failed the jobs that could not be (a name outside
+// stackconfig.ValidJobName, a full disk), which never keeps the others
+// from being written.
+func (w *Writer) Apply(t Term, files map[string][]byte) (changed []string, failed map[string]error, err error) {
 	unlock, err := w.lock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer unlock()
-	stored, err := w.revision()
-	if err != nil {
-		return nil, err
-	}
-	if stored > rev {
-		return nil, fmt.Errorf("%w (directory at revision %d, this master at %d)", ErrStaleLeader, stored, rev)
-	}
-	if stored < rev {
-		if err := w.replace(revisionFile, []byte(strconv.FormatInt(rev, 10)+"\n")); err != nil {
-			return nil, err
-		}
+	if err := w.fence(t); err != nil {
+		return nil, nil, err
 	}
 	for job, content := range files {
-		name := job + ".json"
-		if content == nil {
-			err := os.Remove(filepath.Join(w.dir, name))
-			if err == nil {
-				changed = append(changed, job)
-			} else if !errors.Is(err, os.ErrNotExist) {
-				return changed, fmt.Errorf("remove %s: %w", name, err)
+		ok, err := w.apply(job, content)
+		if err != nil {
+			if failed == nil {
+				failed = map[string]error{}
 			}
-			delete(w.last, job)
+			failed[job] = err
 			continue
 		}
-		prev, ok := w.last[job]
-		if !ok {
-			prev, _ = os.ReadFile(filepath.Join(w.dir, name))
+		if ok {
+			changed = append(changed, job)
 		}
-		if bytes.Equal(prev, content) {
-			w.last[job] = prev
-			continue
-		}
-		if err := w.replace(name, content); err != nil {
-			return changed, err
-		}
-		w.last[job] = content
-		changed = append(changed, job)
 	}
-	return changed, nil
+	return changed, failed, nil
+}
+
+// fence checks t against the directory's record and records t.
+func (w *Writer) fence(t Term) error {
+	stored, err := w.record()
+	if err != nil {
+		return err
+	}
+	sameCluster := stored.cluster == 0 || t.ClusterID == 0 || stored.cluster == t.ClusterID
+	if sameCluster && stored.rev == t.Rev {
+		return nil
+	}
+	if sameCluster && stored.rev > t.Rev {
+		// Newer master, or an etcd that lost its history?
+		if t.Revision == nil {
+			return fmt.Errorf("%w (directory at revision %d, this master at %d)", ErrStaleLeader, stored.rev, t.Rev)
+		}
+		now, err := t.Revision()
+		if err != nil {
+			return err
+		}
+		if stored.rev <= now {
+			return fmt.Errorf("%w (directory at revision %d, this master at %d)", ErrStaleLeader, stored.rev, t.Rev)
+		}
+		sameCluster = false // never issued by this etcd
+	}
+	if !sameCluster && w.OnNewSequence != nil {
+		w.OnNewSequence(stored.cluster, stored.rev)
+	}
+	b, _ := json.Marshal(record{ClusterID: fmt.Sprintf("%x", t.ClusterID), Revision: t.Rev})
+	return w.replace(revisionFile, append(b, '\n'))
+}
+
+// apply writes or removes one job's file; ok reports a change.
+func (w *Writer) apply(job string, content []byte) (ok bool, err error) {
+	if !stackconfig.ValidJobName(job) {
+		return false, fmt.Errorf("job %q: must be %s", job, stackconfig.JobNameRule)
+	}
+	name := job + ".json"
+	if content == nil {
+		err := os.Remove(filepath.Join(w.dir, name))
+		delete(w.last, job)
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("remove %s: %w", name, err)
+		}
+		return true, nil
+	}
+	prev, ok := w.last[job]
+	if !ok {
+		prev, _ = os.ReadFile(filepath.Join(w.dir, name))
+	}
+	if bytes.Equal(prev, content) {
+		w.last[job] = prev
+		return false, nil
+	}
+	if err := w.replace(name, content); err != nil {
+		delete(w.last, job)
+		return false, err
+	}
+	w.last[job] = content
+	return true, nil
 }
 
 // replace writes name atomically: a temporary file in the same directory,
@@ -124,19 +210,35 @@ func (w *Writer) replace(name string, content []byte) error {
 	return nil
 }
 
-func (w *Writer) revision() (int64, error) {
+type stored struct {
+	cluster uint64
+	rev     int64
+}
+
+// record reads the revision file: JSON, or a bare revision as written by
+// earlier versions (cluster unknown). No file is revision 0.
+func (w *Writer) record() (stored, error) {
 	b, err := os.ReadFile(filepath.Join(w.dir, revisionFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return stored{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read leader revision: %w", err)
+		return stored{}, fmt.Errorf("read leader revision: %w", err)
 	}
-	rev, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("read leader revision: %s holds %q", revisionFile, b)
+	if rev, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+		return stored{rev: rev}, nil
 	}
-	return rev, nil
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return stored{}, fmt.Errorf("read leader revision: %s holds %q", revisionFile, b)
+	}
+	var cluster uint64
+	if r.ClusterID != "" {
+		if cluster, err = strconv.ParseUint(r.ClusterID, 16, 64); err != nil {
+			return stored{}, fmt.Errorf("read leader revision: %s holds cluster_id %q", revisionFile, r.ClusterID)
+		}
+	}
+	return stored{cluster: cluster, rev: r.Revision}, nil
 }
 
 func (w *Writer) lock() (func(), error) {

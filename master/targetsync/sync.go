@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,12 @@ import (
 	"github.com/agentproj/agent/stackconfig"
 )
 
-// Sync is the target-sync duty.
+// DefaultTTL is the agents' lease TTL assumed when New is given none.
+const DefaultTTL = 5 * time.Second
+
+// Sync is the target-sync duty. One Sync serves every term of the agent:
+// what the files show is kept across terms, for the holdover after an
+// outage (see Run).
 type Sync struct {
 	cli    *clientv3.Client
 	keys   etcd.Keys
@@ -33,62 +39,116 @@ type Sync struct {
 	// (nil content: removed). Benchmarks measure latency with it.
 	OnWrite func(job string, content []byte)
 
-	bad map[string]int64 // key -> mod revision already reported as invalid
+	bad  map[string]int64 // key -> mod revision already reported as invalid
+	st   state            // what the files show; nil: nothing known
+	hold *etcd.RemovalHold
+
+	retry   map[string]bool   // jobs whose file could not be written
+	retryAt time.Time         // when to try them again
+	failing map[string]string // job -> the write error last logged
 }
 
 type metrics struct {
-	targets  prometheus.Gauge
-	invalid  prometheus.Counter
-	writes   prometheus.Counter
-	resyncs  prometheus.Counter
-	duration prometheus.Histogram
+	targets     prometheus.Gauge
+	invalid     prometheus.Counter
+	writes      prometheus.Counter
+	writeErrors prometheus.Counter
+	resyncs     prometheus.Counter
+	held        prometheus.Counter
+	duration    prometheus.Histogram
+}
+
+// Option configures a Sync.
+type Option func(*Sync)
+
+// WithTTL sets the agents' lease TTL (default DefaultTTL): removals seen in
+// the first TTL + etcd.HoldMargin after etcd comes back are held.
+func WithTTL(ttl time.Duration) Option {
+	return func(s *Sync) { s.hold = etcd.NewRemovalHold(ttl) }
 }
 
 // New returns the duty; it writes into w.
-func New(cli *clientv3.Client, keys etcd.Keys, w *filesd.Writer, log *slog.Logger, reg prometheus.Registerer) *Sync {
+func New(cli *clientv3.Client, keys etcd.Keys, w *filesd.Writer, log *slog.Logger, reg prometheus.Registerer, opts ...Option) *Sync {
 	m := &metrics{
 		targets: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "agent_master_target_groups", Help: "Valid target groups the master writes to file_sd.",
+			Name: "agent_master_target_groups", Help: "Target groups the master writes to file_sd (held ones included).",
 		}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "agent_master_target_values_invalid_total", Help: "Target values in etcd skipped because they do not parse or carry invalid labels.",
+			Name: "agent_master_target_values_invalid_total", Help: "Target values in etcd skipped because they break the target group rule (job name, JSON, UTF-8, labels, size).",
 		}),
 		writes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agent_master_filesd_writes_total", Help: "file_sd files written or removed.",
 		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agent_master_filesd_write_errors_total", Help: "file_sd files that could not be written or removed (retried every second; other jobs go on).",
+		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agent_master_target_resyncs_total", Help: "Full re-reads of the targets prefix (term start, compaction, watch loss).",
+		}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agent_master_target_removals_held_total", Help: "Target removals held after etcd came back, while the agents re-register.",
 		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "agent_master_filesd_apply_seconds", Help: "Time to render and write the files of one etcd change batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
 		}),
 	}
-	reg.MustRegister(m.targets, m.invalid, m.writes, m.resyncs, m.duration)
-	return &Sync{cli: cli, keys: keys, writer: w, log: log, m: m, bad: map[string]int64{}}
+	reg.MustRegister(m.targets, m.invalid, m.writes, m.writeErrors, m.resyncs, m.held, m.duration)
+	s := &Sync{
+		cli: cli, keys: keys, writer: w, log: log, m: m,
+		bad: map[string]int64{}, hold: etcd.NewRemovalHold(DefaultTTL),
+		retry: map[string]bool{}, failing: map[string]string{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	w.OnNewSequence = func(cluster uint64, rev int64) {
+		log.Info("file_sd directory was written under another etcd history; starting a new leader sequence",
+			"old_cluster_id", fmt.Sprintf("%x", cluster), "old_revision", rev)
+	}
+	return s
 }
 
 // Run keeps the files in step until the term ends. It returns ctx's end as
-// nil, and an error (filesd.ErrStaleLeader among them) that ends the term.
+// nil, and an error (filesd.ErrStaleLeader, etcd.ErrFenced) that ends the
+// term.
+//
+// The files are the last-known set and are never emptied because etcd is
+// away: during an outage nothing is written, and after it removals are
+// held (etcd.RemovalHold) until the agents had a TTL to re-register. When
+// a term ends while etcd is silent (the session expired in the outage),
+// the set is kept for the next term of this agent to hold removals
+// against; when it ends while etcd answers, the next term starts from etcd
+// alone.
 func (s *Sync) Run(ctx context.Context, lead etcd.Leader) error {
+	term := filesd.Term{ClusterID: lead.ClusterID, Rev: lead.Rev, Revision: func() (int64, error) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		rev, err := lead.Revision(rctx)
+		if errors.Is(err, etcd.ErrFenced) {
+			err = fmt.Errorf("%w: %w", filesd.ErrStaleLeader, err)
+		}
+		return rev, err
+	}}
+	defer s.endTerm()
 	for ctx.Err() == nil {
-		state, rev, err := s.load(ctx, lead.Rev)
+		rev, err := s.load(ctx, term)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, filesd.ErrStaleLeader) {
+			if termOver(err) {
 				return err
 			}
 			s.log.Warn("target sync: full read failed, retrying", "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
-		err = s.follow(ctx, lead.Rev, state, rev)
+		err = s.follow(ctx, term, rev)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, filesd.ErrStaleLeader) {
+		if termOver(err) {
 			return err
 		}
 		s.log.Warn("target sync: watch ended, reading everything again", "err", err)
@@ -96,8 +156,20 @@ func (s *Sync) Run(ctx context.Context, lead etcd.Leader) error {
 	return nil
 }
 
-// state holds the rendered group of every valid target by key, grouped by
-// job; a job file is the sorted concatenation of its fragments.
+func termOver(err error) bool {
+	return errors.Is(err, filesd.ErrStaleLeader) || errors.Is(err, etcd.ErrFenced)
+}
+
+// endTerm keeps the set for the next term only if etcd is silent.
+func (s *Sync) endTerm() {
+	if s.hold.Healthy(time.Now()) {
+		s.st = nil
+		s.hold.Reset()
+	}
+}
+
+// state holds the rendered group of every target the files show, by key,
+// grouped by job; a job file is the sorted concatenation of its fragments.
 type state map[string]map[string]entry // job -> etcd key -> group
 
 type entry struct {
@@ -105,89 +177,192 @@ type entry struct {
 	json  []byte // stackconfig.GroupJSON
 }
 
+func (st state) put(job, key string, e entry) {
+	if st[job] == nil {
+		st[job] = map[string]entry{}
+	}
+	st[job][key] = e
+}
+
+func (st state) count() int {
+	n := 0
+	for _, es := range st {
+		n += len(es)
+	}
+	return n
+}
+
 // load reads the whole prefix, rewrites every job file and removes files of
-// jobs that no longer exist.
-func (s *Sync) load(ctx context.Context, leaderRev int64) (state, int64, error) {
+// jobs that no longer exist. Targets of the last-known set that are gone
+// stay while their removal is held.
+func (s *Sync) load(ctx context.Context, term filesd.Term) (int64, error) {
 	s.m.resyncs.Inc()
-	s.m.targets.Set(0)
 	resp, err := s.cli.Get(ctx, s.keys.Targets(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	st := state{}
+	now := time.Now()
+	s.contact(now)
+	prev := s.st
+	s.st = state{}
+	seen := make(map[string]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		s.apply(st, kv)
+		seen[string(kv.Key)] = true
+		s.hold.Put(string(kv.Key))
+		s.apply(kv)
 	}
+	held := 0
+	for job, es := range prev {
+		for key, e := range es {
+			if !seen[key] && s.hold.Remove(key, now) {
+				s.st.put(job, key, e)
+				held++
+			}
+		}
+	}
+	s.m.held.Add(float64(held))
+	s.m.targets.Set(float64(s.st.count()))
 	files := map[string][]byte{}
-	for job := range st {
-		files[job] = render(st[job])
+	for job := range s.st {
+		files[job] = render(s.st[job])
 	}
 	onDisk, err := s.writer.Jobs()
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	for _, job := range onDisk {
-		if _, ok := st[job]; !ok {
+		if _, ok := s.st[job]; !ok {
 			files[job] = nil
 		}
 	}
-	if err := s.write(leaderRev, files); err != nil {
-		return nil, 0, err
+	clear(s.retry)
+	if err := s.write(term, files); err != nil {
+		return 0, err
 	}
-	return st, resp.Header.Revision, nil
+	return resp.Header.Revision, nil
 }
 
-// follow applies watch events from rev+1 on.
-func (s *Sync) follow(ctx context.Context, leaderRev int64, st state, rev int64) error {
+// contact tells the hold that etcd answered.
+func (s *Sync) contact(now time.Time) {
+	if s.hold.Contact(now) {
+		s.log.Info("etcd answers again; target removals are held while the agents re-register",
+			"until", now.Add(s.hold.Hold()).Format(time.RFC3339Nano))
+	}
+}
+
+// follow applies watch events from rev+1 on, the held removals that come
+// due, and retries of files that failed.
+func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for wr := range s.cli.Watch(wctx, s.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
-		if err := wr.Err(); err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				return fmt.Errorf("watch compacted at %d: %w", wr.CompactRevision, err)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wch := s.cli.Watch(wctx, s.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wg.Add(1)
+	go func() { defer wg.Done(); etcd.RequestProgressEvery(wctx, s.cli, s.hold.Heartbeat()) }()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		s.arm(timer)
+		var dirty map[string]bool
+		var start time.Time
+		select {
+		case wr, ok := <-wch:
+			if !ok {
+				return ctx.Err()
 			}
-			return err
-		}
-		start := time.Now()
-		dirty := map[string]bool{}
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypeDelete {
-				if job := s.remove(st, ev.Kv.Key); job != "" {
-					dirty[job] = true
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					return fmt.Errorf("watch compacted at %d: %w", wr.CompactRevision, err)
 				}
-				continue
+				return err
 			}
-			// A put may move a key from valid to invalid: drop the old first.
-			if job := s.remove(st, ev.Kv.Key); job != "" {
-				dirty[job] = true
-			}
-			if job := s.apply(st, ev.Kv); job != "" {
-				dirty[job] = true
-			}
+			start = time.Now()
+			s.contact(start)
+			dirty = s.events(wr.Events, start)
+		case now := <-timer.C:
+			start = now
+			dirty = s.due(now)
 		}
 		if len(dirty) == 0 {
 			continue
 		}
 		files := map[string][]byte{}
 		for job := range dirty {
-			if len(st[job]) == 0 {
-				delete(st, job)
+			if len(s.st[job]) == 0 {
+				delete(s.st, job)
 				files[job] = nil
 				continue
 			}
-			files[job] = render(st[job])
+			files[job] = render(s.st[job])
 		}
-		if err := s.write(leaderRev, files); err != nil {
+		s.m.targets.Set(float64(s.st.count()))
+		if err := s.write(term, files); err != nil {
 			return err
 		}
 		s.m.duration.Observe(time.Since(start).Seconds())
 	}
-	return ctx.Err()
 }
 
-// apply adds a valid target to st and returns its job; an invalid value is
-// counted and logged once per key and revision.
-func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
+// arm sets timer to the next held removal or retry.
+func (s *Sync) arm(timer *time.Timer) {
+	next, ok := s.hold.Next()
+	if len(s.retry) > 0 && (!ok || s.retryAt.Before(next)) {
+		next, ok = s.retryAt, true
+	}
+	if !ok {
+		timer.Stop()
+		return
+	}
+	timer.Reset(time.Until(next))
+}
+
+// events applies one watch batch and returns the jobs it touched.
+func (s *Sync) events(evs []*clientv3.Event, now time.Time) map[string]bool {
+	dirty := map[string]bool{}
+	for _, ev := range evs {
+		key := string(ev.Kv.Key)
+		if ev.Type == clientv3.EventTypeDelete {
+			if s.has(key) && s.hold.Remove(key, now) {
+				s.m.held.Inc()
+				continue
+			}
+			if job := s.remove(key); job != "" {
+				dirty[job] = true
+			}
+			continue
+		}
+		s.hold.Put(key)
+		// A put may move a key from valid to invalid: drop the old first.
+		if job := s.remove(key); job != "" {
+			dirty[job] = true
+		}
+		if job := s.apply(ev.Kv); job != "" {
+			dirty[job] = true
+		}
+	}
+	return dirty
+}
+
+// due removes the held targets whose hold ended and picks up the jobs to
+// retry.
+func (s *Sync) due(now time.Time) map[string]bool {
+	dirty := map[string]bool{}
+	for _, key := range s.hold.Due(now) {
+		if job := s.remove(key); job != "" {
+			dirty[job] = true
+		}
+	}
+	if len(s.retry) > 0 && !now.Before(s.retryAt) {
+		for job := range s.retry {
+			dirty[job] = true
+		}
+	}
+	return dirty
+}
+
+// apply adds a valid target to the state and returns its job; an invalid
+// value is counted and logged once per key and revision.
+func (s *Sync) apply(kv *mvccpb.KeyValue) string {
 	t, err := s.keys.ParseTargetKV(kv.Key, kv.Value)
 	key := string(kv.Key)
 	if err != nil {
@@ -199,40 +374,70 @@ func (s *Sync) apply(st state, kv *mvccpb.KeyValue) string {
 		return ""
 	}
 	delete(s.bad, key)
-	if st[t.Job] == nil {
-		st[t.Job] = map[string]entry{}
-	}
 	g := t.Group()
-	st[t.Job][key] = entry{order: stackconfig.GroupOrder(g), json: stackconfig.GroupJSON(g)}
-	s.m.targets.Inc()
+	s.st.put(t.Job, key, entry{order: stackconfig.GroupOrder(g), json: stackconfig.GroupJSON(g)})
 	return t.Job
 }
 
-// remove drops key from st and returns the job it was in, or "".
-func (s *Sync) remove(st state, k []byte) string {
-	key := string(k)
+// has reports whether the files show key.
+func (s *Sync) has(key string) bool {
+	_, job, _, ok := s.keys.ParseTarget(key)
+	if !ok {
+		return false
+	}
+	_, ok = s.st[job][key]
+	return ok
+}
+
+// remove drops key from the state and returns the job it was in, or "".
+func (s *Sync) remove(key string) string {
 	delete(s.bad, key)
 	_, job, _, ok := s.keys.ParseTarget(key)
 	if !ok {
 		return ""
 	}
-	if _, ok := st[job][key]; !ok {
+	if _, ok := s.st[job][key]; !ok {
 		return ""
 	}
-	delete(st[job], key)
-	s.m.targets.Dec()
+	delete(s.st[job], key)
 	return job
 }
 
-func (s *Sync) write(leaderRev int64, files map[string][]byte) error {
-	changed, err := s.writer.Apply(leaderRev, files)
+// write applies files; a job that fails is counted, logged once and
+// retried a second later without holding up the others. Only an error
+// for the whole directory is returned.
+func (s *Sync) write(term filesd.Term, files map[string][]byte) error {
+	changed, failed, err := s.writer.Apply(term, files)
 	s.m.writes.Add(float64(len(changed)))
 	if s.OnWrite != nil {
 		for _, job := range changed {
 			s.OnWrite(job, files[job])
 		}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	for job := range files {
+		ferr, bad := failed[job]
+		if !bad {
+			delete(s.retry, job)
+			if _, was := s.failing[job]; was {
+				delete(s.failing, job)
+				s.log.Info("file_sd file written again", "job", job)
+			}
+			continue
+		}
+		s.m.writeErrors.Inc()
+		s.retry[job] = true
+		if s.failing[job] != ferr.Error() {
+			s.failing[job] = ferr.Error()
+			s.log.Error("cannot write file_sd file; retrying every second, other jobs go on", "job", job, "err", ferr)
+		}
+	}
+	if len(failed) > 0 {
+		s.retryAt = time.Now().Add(time.Second)
+	}
+	return nil
 }
 
 // render joins one job's groups into file_sd JSON in RenderFileSD's order,

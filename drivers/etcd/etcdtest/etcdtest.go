@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -27,11 +28,16 @@ type Server struct {
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	// FreeAddr closes its probe, so two calls can return the same port.
+	client, peer := FreeAddr(t), FreeAddr(t)
+	for peer == client {
+		peer = FreeAddr(t)
+	}
 	s := &Server{t: t, cfg: etcd.EmbedConfig{
 		Name:      "test",
 		Dir:       t.TempDir(),
-		ClientURL: "http://" + FreeAddr(t),
-		PeerURL:   "http://" + FreeAddr(t),
+		ClientURL: "http://" + client,
+		PeerURL:   "http://" + peer,
 	}}
 	s.Restart()
 	t.Cleanup(s.Stop)
@@ -59,6 +65,19 @@ func (s *Server) Restart() {
 		s.t.Fatalf("start embedded etcd: %v", err)
 	}
 	s.srv = srv
+}
+
+// Wipe stops the server, deletes its data and starts it again on the same
+// name and ports: an etcd restored empty. Its cluster ID stays the same
+// (etcd derives it from the member names and peer URLs) while its revisions
+// start again from 1.
+func (s *Server) Wipe() {
+	s.t.Helper()
+	s.Stop()
+	if err := os.RemoveAll(s.cfg.Dir); err != nil {
+		s.t.Fatalf("wipe etcd data: %v", err)
+	}
+	s.Restart()
 }
 
 // Client returns a client for the server, closed when the test ends.
@@ -123,5 +142,5 @@ func Campaign(t testing.TB, cli *clientv3.Client, keys etcd.Keys, node string, t
 	if err := e.Campaign(context.Background(), node); err != nil {
 		t.Fatalf("campaign: %v", err)
 	}
-	return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), Lease: s.Lease(), KV: cli}
+	return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), ClusterID: e.Header().ClusterId, Lease: s.Lease(), KV: cli}
 }
