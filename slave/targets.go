@@ -135,32 +135,54 @@ func (p *TargetPublisher) sync(ctx context.Context, lease clientv3.LeaseID) erro
 	if err != nil {
 		return fmt.Errorf("read own targets: %w", err)
 	}
-	var ops []clientv3.Op
+	var b txnBatches
 	have := map[string]bool{}
 	for _, kv := range resp.Kvs {
 		k := string(kv.Key)
 		have[k] = true
 		if v, ok := want[k]; !ok {
-			ops = append(ops, clientv3.OpDelete(k))
+			b.add(clientv3.OpDelete(k), len(k))
 		} else if v != string(kv.Value) || clientv3.LeaseID(kv.Lease) != lease {
-			ops = append(ops, clientv3.OpPut(k, v, clientv3.WithLease(lease)))
+			b.add(clientv3.OpPut(k, v, clientv3.WithLease(lease)), len(k)+len(v))
 		}
 	}
 	for k, v := range want {
 		if !have[k] {
-			ops = append(ops, clientv3.OpPut(k, v, clientv3.WithLease(lease)))
+			b.add(clientv3.OpPut(k, v, clientv3.WithLease(lease)), len(k)+len(v))
 		}
 	}
-	// etcd limits the operations of one transaction (128 by default).
-	for len(ops) > 0 {
-		n := min(len(ops), 100)
-		if _, err := p.cli.Txn(ctx).Then(ops[:n]...).Commit(); err != nil {
+	for _, ops := range b.txns {
+		if _, err := p.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return fmt.Errorf("write own targets: %w", err)
 		}
-		ops = ops[n:]
 	}
 	p.published.Set(float64(len(want)))
 	return nil
+}
+
+// etcd refuses a transaction of more than 128 operations or 1.5 MiB (its
+// defaults); a batch stays well below both, whatever the size of the groups
+// (each at most stackconfig.MaxTargetGroupBytes).
+const (
+	maxTxnOps   = 100
+	maxTxnBytes = 1 << 20
+)
+
+// txnBatches splits operations into transactions within etcd's limits.
+type txnBatches struct {
+	txns  [][]clientv3.Op
+	bytes int // of the last transaction
+}
+
+func (b *txnBatches) add(op clientv3.Op, size int) {
+	n := len(b.txns)
+	if n == 0 || len(b.txns[n-1]) >= maxTxnOps || b.bytes+size > maxTxnBytes {
+		b.txns = append(b.txns, nil)
+		b.bytes = 0
+		n++
+	}
+	b.txns[n-1] = append(b.txns[n-1], op)
+	b.bytes += size
 }
 
 var _ SessionWorker = (*TargetPublisher)(nil)
