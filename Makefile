@@ -9,7 +9,7 @@ DATA_DIR  ?= $(CURDIR)/data
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 
-.PHONY: all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
+.PHONY: all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay bench-api verify-unit run clean
 
 all: build
 
@@ -51,7 +51,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 ## bench: every benchmark below
-bench: bench-failover bench-targets bench-relay
+bench: bench-failover bench-targets bench-relay bench-api
 
 ## bench-failover: p50/p99 failover time over 10 runs, kill -9 and SIGTERM, TTL 5s
 bench-failover: deps
@@ -64,6 +64,10 @@ bench-targets: deps
 ## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
 bench-relay: deps
 	bash master/relay/bench.sh
+
+## bench-api: 1,000 concurrent GETs of /sd/http, /api/v1/status, /api/v1/targets with 10,000 targets: p50/p99 and the agent's peak RSS
+bench-api: deps
+	$(GO) test -run '^$$' -bench APILoad -benchtime 3x -timeout 20m -v ./slave
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 verify-unit:
