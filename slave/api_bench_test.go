@@ -60,7 +60,10 @@ func BenchmarkAPILoad(b *testing.B) {
 	}, "agent never ready")
 	joined := procKB(b, pid, "VmRSS")
 	etcdtest.Eventually(b, 30*time.Second, func() bool {
-		resp, err := client.Get(base + "/sd/http")
+		resp, err := http.Get(base + "/sd/http") // gzip, decoded, as Prometheus
+		if err == nil {
+			defer http.DefaultClient.CloseIdleConnections()
+		}
 		if err != nil {
 			return false
 		}
