@@ -247,6 +247,7 @@ func TestReadEndpointsDoNotReadEtcdPerRequest(t *testing.T) {
 	const requests = 100
 	before := etcdRanges(t)
 	renders := testutil.ToFloat64(snap.m.renders.WithLabelValues("sd_http"))
+	gens := snap.targetGen()
 	var wg sync.WaitGroup
 	for range requests {
 		for _, path := range []string{"/sd/http", "/api/v1/status", "/api/v1/targets"} {
@@ -263,9 +264,19 @@ func TestReadEndpointsDoNotReadEtcdPerRequest(t *testing.T) {
 	if ranges := etcdRanges(t) - before; ranges > 10 {
 		t.Fatalf("%d HTTP requests made etcd serve %v range requests; want the snapshot to answer them", 3*requests, ranges)
 	}
-	if got := testutil.ToFloat64(snap.m.renders.WithLabelValues("sd_http")); got != renders {
-		t.Fatalf("/sd/http rendered %v more times for an unchanged snapshot; want 0", got-renders)
+	// One rendering per generation of the target set at most (a loaded
+	// machine may see a probe time out, which changes the answers' stale
+	// mark), never one per request.
+	if got, changes := testutil.ToFloat64(snap.m.renders.WithLabelValues("sd_http"))-renders, snap.targetGen()-gens; got > float64(changes) {
+		t.Fatalf("/sd/http rendered %v times for %d requests over %d changes of the snapshot; want at most one per change", got, requests, changes)
 	}
+}
+
+// targetGen is the generation of the snapshot's target set.
+func (s *Snapshot) targetGen() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tgen
 }
 
 // etcdRanges is the embedded etcd's count of range requests served, from
@@ -359,6 +370,11 @@ func TestReadEndpointsAnswerDuringEtcdOutage(t *testing.T) {
 	base, _ := serveAPI(t, n.Node, cli, n.reg, time.Second)
 	etcdtest.Eventually(t, 5*time.Second, func() bool { _, body := get(t, base+"/sd/http"); return strings.Contains(body, "127.0.0.1:9100") }, "target never served")
 	_, sdBefore := get(t, base+"/sd/http")
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		_, body := get(t, base+"/api/v1/status")
+		var v etcd.ClusterView
+		return json.Unmarshal([]byte(body), &v) == nil && len(v.Members) == 1
+	}, "member never in the status")
 
 	px.Cut()
 	var view etcd.ClusterView

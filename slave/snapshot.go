@@ -32,7 +32,7 @@ type SnapshotConfig struct {
 	// away is still served (see outageGrace); default DefaultGrace.
 	Grace time.Duration
 	// Probe is how often etcd is asked whether it is reachable (a count of
-	// the members), and that request's timeout; default 1s.
+	// the members, timeout two Probes); default 1s.
 	Probe time.Duration
 }
 
@@ -255,9 +255,11 @@ func (s *Snapshot) step(ctx context.Context, wch clientv3.WatchChan, probe <-cha
 }
 
 // probe asks etcd for a count of the members, every Probe: a watch that
-// says nothing cannot tell a quiet cluster from an unreachable one.
+// says nothing cannot tell a quiet cluster from an unreachable one. The
+// timeout is two Probes, so that a slow answer on a loaded machine is not
+// taken for an outage.
 func (s *Snapshot) probe(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.Probe)
+	pctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Probe)
 	defer cancel()
 	if _, err := s.cli.Get(pctx, s.cfg.Keys.Members(), clientv3.WithCountOnly()); err != nil {
 		if ctx.Err() == nil {

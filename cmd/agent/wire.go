@@ -124,7 +124,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
-		OTLPEndpoint: nodeStack.TraceEndpoint(),
+		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
 	}, appSup, targets, log.With("component", "apps"), reg)
 	p.actors = append(p.actors, func(ctx context.Context) error {
 		select {
