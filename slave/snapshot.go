@@ -340,7 +340,11 @@ func (s *Snapshot) down(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.grace.Down(time.Now()) {
-		s.log.Warn("etcd cannot be reached; the read endpoints answer from the last snapshot", "revision", s.rev, "err", err)
+		if s.synced {
+			s.log.Warn("etcd cannot be reached; the read endpoints answer from the last snapshot", "revision", s.rev, "err", err)
+		} else {
+			s.log.Warn("etcd cannot be reached; the read endpoints answer 503 until a first read succeeds", "err", err)
+		}
 		s.m.stale.Set(1)
 		s.changedLocked(true, true)
 	}
