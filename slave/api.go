@@ -12,14 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/agentproj/agent/drivers/etcd"
 )
-
-// ClusterReader reads the cluster view; etcd.Registry implements it.
-type ClusterReader interface {
-	View(ctx context.Context) (etcd.ClusterView, error)
-}
 
 // API is the node HTTP API. Other components add their routes with Handle
 // before Run.
@@ -31,15 +24,18 @@ type API struct {
 }
 
 // NewAPI listens on addr at once, so that /-/healthy answers while the agent
-// is still joining, and installs the health, readiness, metrics and status
-// endpoints.
-func NewAPI(addr string, node *Node, cluster ClusterReader, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
+// is still joining, and installs the health, readiness and metrics
+// endpoints; HandleSnapshot adds the cluster's read endpoints.
+func NewAPI(addr string, node *Node, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("api listen: %w", err)
 	}
 	a := &API{mux: http.NewServeMux(), ln: ln, log: log}
-	a.srv = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	a.srv = &http.Server{
+		Handler: a, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	a.mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("Healthy.\n"))
 	})
@@ -51,17 +47,46 @@ func NewAPI(addr string, node *Node, cluster ClusterReader, gatherer prometheus.
 		_, _ = w.Write([]byte("Ready.\n"))
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	a.mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		defer cancel()
-		view, err := cluster.View(ctx)
-		if err != nil {
-			WriteError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
-		WriteJSON(w, http.StatusOK, view)
-	})
 	return a, nil
+}
+
+// ServeHTTP routes r. What no route matches (404) or no route allows
+// (405, with Allow) is answered as every API error is, JSON, instead of
+// ServeMux's plain text.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		w = &jsonErrors{ResponseWriter: w, r: r}
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// jsonErrors turns ServeMux's own error answers into WriteError's; other
+// answers (its redirects) pass through.
+type jsonErrors struct {
+	http.ResponseWriter
+	r       *http.Request
+	written bool
+}
+
+func (j *jsonErrors) WriteHeader(code int) {
+	if code < 400 {
+		j.ResponseWriter.WriteHeader(code)
+		return
+	}
+	j.written = true
+	msg := fmt.Sprintf("no such endpoint: %s %s", j.r.Method, j.r.URL.Path)
+	if code == http.StatusMethodNotAllowed {
+		msg = fmt.Sprintf("method %s not allowed on %s; allowed: %s", j.r.Method, j.r.URL.Path, j.Header().Get("Allow"))
+	}
+	j.Header().Del("X-Content-Type-Options")
+	WriteError(j.ResponseWriter, code, msg)
+}
+
+func (j *jsonErrors) Write(b []byte) (int, error) {
+	if j.written {
+		return len(b), nil // ServeMux's plain-text body, replaced
+	}
+	return j.ResponseWriter.Write(b)
 }
 
 // Addr is the address the API listens on.

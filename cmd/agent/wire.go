@@ -42,7 +42,6 @@ type parts struct {
 func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, log *slog.Logger, reg *prometheus.Registry) (*parts, error) {
 	p := &parts{}
 	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
-	registry := etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}
 	host := hostOf(cfg.AdvertiseAddr())
 
 	// One token guards the manager API and the relay when configured; it is
@@ -128,7 +127,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
-		OTLPEndpoint: nodeStack.TraceEndpoint(),
+		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
 	}, appSup, targets, log.With("component", "apps"), reg)
 	p.actors = append(p.actors, func(ctx context.Context) error {
 		select {
@@ -149,11 +148,18 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
 	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
-	p.api, err = slave.NewAPI(cfg.Listen, p.node, registry, reg, log.With("component", "api"))
+	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
 	if err != nil {
 		return nil, err
 	}
-	p.api.HandleTargets(registry)
+	// The read endpoints answer from one watched snapshot, never a read per
+	// request. Held targets outlive an outage by one TTL (at least the
+	// nodes' 5 s retry cap) plus a second, for the nodes to re-register.
+	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{
+		Keys: keys, Cluster: cfg.Cluster, Grace: max(cfg.TTL, 5*time.Second) + time.Second,
+	}, log.With("component", "api-snapshot"), reg)
+	p.actors = append(p.actors, snap.Run)
+	p.api.HandleSnapshot(snap)
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)

@@ -68,10 +68,17 @@ type ClusterView struct {
 	Members []MemberView `json:"members"`
 	// Apps are the manager's applications, by guid.
 	Apps []AppSummary `json:"apps"`
+	// Targets counts the target group keys under targets/ (valid or not).
+	Targets int `json:"targets"`
 	// Skipped counts member and status records that did not parse.
 	Skipped int `json:"skipped,omitempty"`
 	// Revision is the etcd revision the view was read at.
 	Revision int64 `json:"revision"`
+	// Stale is set by an agent that answers from its snapshot while etcd
+	// cannot be reached: the view is the last one it saw, StaleSince is
+	// when it lost etcd.
+	Stale      bool       `json:"stale,omitempty"`
+	StaleSince *time.Time `json:"stale_since,omitempty"`
 }
 
 // Registry reads what agents publish.
@@ -83,31 +90,62 @@ type Registry struct {
 
 // View reads members and the current master in one consistent revision.
 func (r Registry) View(ctx context.Context) (ClusterView, error) {
-	view := ClusterView{Cluster: r.Cluster, Members: []MemberView{}, Apps: []AppSummary{}}
 	resp, err := r.KV.Txn(ctx).Then(
 		clientv3.OpGet(r.Keys.Members(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.Keys.Election()+"/", clientv3.WithFirstCreate()...),
 		clientv3.OpGet(r.Keys.NodeStatuses(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.Keys.Apps(), clientv3.WithPrefix()),
 		clientv3.OpGet(r.Keys.AppStatuses(), clientv3.WithPrefix()),
+		clientv3.OpGet(r.Keys.Targets(), clientv3.WithPrefix(), clientv3.WithCountOnly()),
 	).Commit()
 	if err != nil {
-		return view, fmt.Errorf("read cluster: %w", err)
+		return ClusterView{Cluster: r.Cluster, Members: []MemberView{}, Apps: []AppSummary{}}, fmt.Errorf("read cluster: %w", err)
 	}
-	view.Revision = resp.Header.Revision
+	var kvs []*mvccpb.KeyValue
+	for _, op := range resp.Responses[:5] {
+		kvs = append(kvs, op.GetResponseRange().Kvs...)
+	}
+	view := r.Keys.View(r.Cluster, resp.Header.Revision, kvs)
+	view.Targets = int(resp.Responses[5].GetResponseRange().Count)
+	return view, nil
+}
+
+// View builds the cluster view from kvs, the cluster's keys at revision
+// rev, in any order: members/, election/ (the key created first is the
+// master), status/nodes/, apps/ and status/apps/; other keys are ignored.
+// Records that do not parse are counted in Skipped and left out. It reads
+// no etcd, so that a cached copy of the keys can answer too.
+func (k Keys) View(cluster string, rev int64, kvs []*mvccpb.KeyValue) ClusterView {
+	view := ClusterView{Cluster: cluster, Members: []MemberView{}, Apps: []AppSummary{}, Revision: rev}
+	var members, apps, appStatuses []*mvccpb.KeyValue
+	var leader *mvccpb.KeyValue
 	statuses := map[string]*NodeStatus{}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		var st NodeStatus
-		if err := json.Unmarshal(kv.Value, &st); err != nil || st.Node == "" {
-			view.Skipped++
-			continue
+	for _, kv := range kvs {
+		key := string(kv.Key)
+		switch {
+		case strings.HasPrefix(key, k.Members()):
+			members = append(members, kv)
+		case strings.HasPrefix(key, k.Election()+"/"):
+			if leader == nil || kv.CreateRevision < leader.CreateRevision {
+				leader = kv
+			}
+		case strings.HasPrefix(key, k.NodeStatuses()):
+			var st NodeStatus
+			if err := json.Unmarshal(kv.Value, &st); err != nil || st.Node == "" {
+				view.Skipped++
+				continue
+			}
+			statuses[st.Node] = &st
+		case strings.HasPrefix(key, k.Apps()):
+			apps = append(apps, kv)
+		case strings.HasPrefix(key, k.AppStatuses()):
+			appStatuses = append(appStatuses, kv)
 		}
-		statuses[st.Node] = &st
 	}
-	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		view.Master = &MasterView{Node: string(kvs[0].Value), Revision: kvs[0].CreateRevision}
+	if leader != nil {
+		view.Master = &MasterView{Node: string(leader.Value), Revision: leader.CreateRevision}
 	}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	for _, kv := range members {
 		var m Member
 		if err := json.Unmarshal(kv.Value, &m); err != nil || m.Node == "" {
 			view.Skipped++
@@ -121,20 +159,20 @@ func (r Registry) View(ctx context.Context) (ClusterView, error) {
 		view.Members = append(view.Members, mv)
 	}
 	sort.Slice(view.Members, func(i, j int) bool { return view.Members[i].Node < view.Members[j].Node })
-	view.Apps = r.apps(resp.Responses[3].GetResponseRange().Kvs, resp.Responses[4].GetResponseRange().Kvs, &view.Skipped)
-	return view, nil
+	view.Apps = k.apps(apps, appStatuses, &view.Skipped)
+	return view
 }
 
 // apps summarizes app records and their statuses, sorted by guid; the
 // records are validated in full by slave/apps, this only reads them.
-func (r Registry) apps(records, statuses []*mvccpb.KeyValue, skipped *int) []AppSummary {
+func (k Keys) apps(records, statuses []*mvccpb.KeyValue, skipped *int) []AppSummary {
 	state := map[string]string{}
 	for _, kv := range statuses {
 		var st struct {
 			Status string `json:"status"`
 		}
 		if json.Unmarshal(kv.Value, &st) == nil {
-			state[strings.TrimPrefix(string(kv.Key), r.Keys.AppStatuses())] = st.Status
+			state[strings.TrimPrefix(string(kv.Key), k.AppStatuses())] = st.Status
 		}
 	}
 	out := []AppSummary{}

@@ -16,6 +16,12 @@ import (
 // compared in constant time). An empty token refuses every request: an
 // unset token must never mean "open".
 func RequireToken(token string, next http.Handler) http.Handler {
+	return requireToken(token, next, nil)
+}
+
+// requireToken is RequireToken that calls refused, when not nil, for every
+// request it answers 401.
+func requireToken(token string, next http.Handler, refused func()) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := bearer(r.Header.Get("Authorization"))
@@ -25,6 +31,9 @@ func RequireToken(token string, next http.Handler) http.Handler {
 			msg := "a valid bearer token is required (Authorization: Bearer <token>)"
 			if !ok {
 				msg = "missing bearer token: send Authorization: Bearer <token>"
+			}
+			if refused != nil {
+				refused()
 			}
 			slave.WriteError(w, http.StatusUnauthorized, msg)
 			return

@@ -15,6 +15,8 @@
 //
 // It never writes apps/<guid> after creation (the master's placement duty
 // moves apps, fenced) and never passes anything from a request or a record
-// to a workload or a label that has not passed AppSpec.Validate. Records
-// that do not validate are counted, logged once and skipped.
+// to a workload or a label that has not passed AppSpec.Validate, nor an
+// image outside the node's own api.allowed_images. Records that do not
+// validate (duplicate or case-variant keys and values over MaxRecordBytes
+// included) are counted, logged once and skipped.
 package apps

@@ -73,11 +73,13 @@ func (h *Handler) Routes() map[string]http.Handler {
 }
 
 // Register adds the routes to mux, each behind RequireToken(token) unless
-// token is empty (a loopback-only agent without api.token_file).
+// token is empty (a loopback-only agent without api.token_file); refused
+// requests count in agent_apps_requests_rejected_total{code="401"}.
 func (h *Handler) Register(mux Mux, token string) {
+	refused := h.m.rejected.WithLabelValues(strconv.Itoa(http.StatusUnauthorized))
 	for pattern, handler := range h.Routes() {
 		if token != "" {
-			handler = RequireToken(token, handler)
+			handler = requireToken(token, handler, refused.Inc)
 		}
 		mux.Handle(pattern, handler)
 	}
@@ -173,6 +175,11 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	val, err := json.Marshal(rec)
 	if err != nil {
 		h.fail(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if len(val) > MaxRecordBytes {
+		// Only reachable with api.max_body_bytes raised: nodes would skip it.
+		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: the app record would be %d bytes, larger than the %d bytes an app record may have", len(val), MaxRecordBytes))
 		return
 	}
 	// Only the first of concurrent creations of one guid succeeds.

@@ -95,6 +95,8 @@ func TestStatusCodes(t *testing.T) {
 		{"wrong method on app", "POST", "/api/v1/apps/a", "application/json", "{}", http.StatusMethodNotAllowed, "allowed: GET, DELETE"},
 		{"deep path", "GET", "/api/v1/apps/a/b", "", "", http.StatusNotFound, "no such endpoint"},
 		{"pinned to a dead node", "POST", "/api/v1/apps", "application/json", `{"guid":"p","image":"busybox:1","node":"n9"}`, http.StatusBadRequest, `node: must name a live member, got "n9" (live: n1)`},
+		{"case variant key", "POST", "/api/v1/apps", "application/json", `{"GUID":"c","image":"busybox:1"}`, http.StatusBadRequest, `GUID: field names are case-sensitive: use "guid"`},
+		{"duplicate key", "POST", "/api/v1/apps", "application/json", `{"guid":"d","guid":"e","image":"busybox:1"}`, http.StatusBadRequest, `guid: duplicate key "guid"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := f.do(tc.method, tc.path, tc.ctype, "", []byte(tc.body))
@@ -140,6 +142,9 @@ func TestTokenRequired(t *testing.T) {
 	}
 	if n := f.count(testKeys.Apps()); n != 0 {
 		t.Fatalf("an unauthorized request wrote %d records", n)
+	}
+	if got := testutil.ToFloat64(f.h.m.rejected.WithLabelValues("401")); got != 15 {
+		t.Fatalf("agent_apps_requests_rejected_total{code=\"401\"} = %v, want the 15 refused requests", got)
 	}
 	if a := f.do("POST", "/api/v1/apps", "application/json", "s3cret", body); a.code != http.StatusCreated {
 		t.Fatalf("POST with token = %d %s", a.code, a.body)
@@ -282,5 +287,24 @@ func TestListWithStatusAndInvalidRecords(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.h.m.invalid); got != 2 {
 		t.Fatalf("invalid records counted %v times, want 2 (once per key and revision)", got)
+	}
+}
+
+// TestRecordSizeLimit: with api.max_body_bytes raised, a request whose
+// record would exceed MaxRecordBytes is refused, not written for every
+// node to skip.
+func TestRecordSizeLimit(t *testing.T) {
+	f := newFixture(t, []string{"n1"}, withMaxBody(1<<20))
+	env := map[string]string{}
+	for i := range 80 {
+		env[fmt.Sprintf("V%d", i)] = strings.Repeat("x", 4000)
+	}
+	body := mustJSON(t, map[string]any{"guid": "big", "image": "busybox:1", "env": env})
+	a := f.post(body)
+	if a.code != http.StatusRequestEntityTooLarge || !strings.Contains(a.err(), fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes)) {
+		t.Fatalf("POST of a %d-byte spec = %d %s, want 413", len(body), a.code, a.body)
+	}
+	if n := f.count(testKeys.Apps()); n != 0 {
+		t.Fatalf("%d records written", n)
 	}
 }

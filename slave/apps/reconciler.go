@@ -22,6 +22,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // Supervisor keeps a desired set of workloads running;
@@ -63,12 +64,18 @@ type ReconcilerConfig struct {
 	// StatusInterval is how often the Supervisor's states are compared with
 	// what was last written to status/apps/; default 1s.
 	StatusInterval time.Duration
+	// AllowedImages is this agent's api.allowed_images: an app assigned here
+	// whose image matches none is not run, whoever wrote its record. Empty
+	// refuses every image.
+	AllowedImages []string
 }
 
 // Reconciler is a session worker that runs on this node the apps assigned
 // to it in etcd:
 //  1. read apps/ and keep the records whose node is this one (a record that
-//     does not validate is counted, logged once and left out);
+//     does not validate, is larger than MaxRecordBytes or, assigned here,
+//     names an image outside AllowedImages is counted, logged once and not
+//     run; when it names this node, its status says why: StatusInvalid);
 //  2. hand their workload specs to the Supervisor and their metrics ports
 //     to the TargetSetter;
 //  3. follow a watch of apps/ and do 2 again on every change;
@@ -88,6 +95,7 @@ type Reconciler struct {
 	log     *slog.Logger
 	m       *reconcilerMetrics
 	bad     *invalidRecords
+	policy  ImagePolicy
 
 	synced     chan struct{}
 	syncedOnce sync.Once
@@ -101,6 +109,8 @@ type Reconciler struct {
 type assigned struct {
 	rec Record
 	rev int64 // mod revision of apps/<guid>
+	// invalid is why the record is not run; rec is empty then.
+	invalid string
 }
 
 // NewReconciler returns the reconciler of cfg.Node. A nil reg registers no
@@ -116,6 +126,7 @@ func NewReconciler(cli *clientv3.Client, cfg ReconcilerConfig, sup Supervisor, t
 	return &Reconciler{
 		cli: cli, cfg: cfg, sup: sup, targets: targets, log: log, m: m,
 		bad:    newInvalidRecords(log, m.invalid),
+		policy: ImagePolicy(cfg.AllowedImages),
 		synced: make(chan struct{}),
 		apps:   map[string]assigned{},
 	}
@@ -199,19 +210,48 @@ func (r *Reconciler) follow(ctx context.Context, lease clientv3.LeaseID, rev int
 	}
 }
 
-// put keeps kv in r.apps if it is a valid record assigned to this node.
+// put keeps kv in r.apps if it is a record assigned to this node: to run
+// when it validates and its image is allowed here, else to report why not.
 func (r *Reconciler) put(kv *mvccpb.KeyValue) {
 	guid := strings.TrimPrefix(string(kv.Key), r.cfg.Keys.Apps())
 	delete(r.apps, guid)
 	rec, err := ParseRecord(r.cfg.Keys, kv.Key, kv.Value)
+	node := rec.Node
+	switch {
+	case err != nil:
+		node = recordNode(kv.Value)
+	case node == r.cfg.Node:
+		// The API checked the image against its own list; a record written
+		// around it, or by an agent with another list, is checked here,
+		// where the workload would start.
+		if perr := r.policy.Check(rec.Spec.Image); perr != nil {
+			err = fmt.Errorf("value: spec.%w", perr)
+		}
+	}
 	if err != nil {
 		r.bad.report(string(kv.Key), kv.ModRevision, err)
+		if node == r.cfg.Node && stackconfig.ValidDNSLabel(guid) {
+			r.apps[guid] = assigned{rev: kv.ModRevision, invalid: err.Error()}
+		}
 		return
 	}
 	r.bad.forget(string(kv.Key))
-	if rec.Node == r.cfg.Node {
+	if node == r.cfg.Node {
 		r.apps[guid] = assigned{rec: rec, rev: kv.ModRevision}
 	}
+}
+
+// recordNode is the node a record that does not validate names, if it
+// names one, so that the node can say in its status why it does not run
+// it.
+func recordNode(value []byte) string {
+	var v struct {
+		Node string `json:"node"`
+	}
+	if json.Unmarshal(value, &v) != nil {
+		return ""
+	}
+	return v.Node
 }
 
 // apply hands the desired set to the Supervisor and the targets to the
@@ -222,6 +262,9 @@ func (r *Reconciler) apply() {
 	var fp strings.Builder
 	for _, guid := range slices.Sorted(maps.Keys(r.apps)) {
 		a := r.apps[guid]
+		if a.invalid != "" {
+			continue
+		}
 		spec := WorkloadSpec(a.rec, r.cfg.Cluster, r.cfg.OTLPEndpoint)
 		if err := spec.Validate(); err != nil { // cannot happen after ParseRecord; never pass it on
 			r.bad.report(r.cfg.Keys.App(guid), a.rev, err)
@@ -255,6 +298,9 @@ func (r *Reconciler) report(ctx context.Context, lease clientv3.LeaseID, written
 	}
 	for guid, a := range r.apps {
 		val := statusJSON(r.cfg.Node, states, guid)
+		if a.invalid != "" {
+			val = invalidJSON(r.cfg.Node, a.invalid)
+		}
 		if written[guid] == val {
 			continue
 		}
@@ -310,6 +356,11 @@ func statusJSON(node string, states map[string]workload.State, guid string) stri
 		}
 	}
 	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func invalidJSON(node, reason string) string {
+	b, _ := json.Marshal(Status{Node: node, Status: StatusInvalid, LastError: reason})
 	return string(b)
 }
 

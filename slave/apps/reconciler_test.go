@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +91,7 @@ func startNode(t *testing.T, cli *clientv3.Client, name string) *node {
 	n.rec = NewReconciler(cli, ReconcilerConfig{
 		Node: name, Cluster: "c1", Keys: testKeys,
 		OTLPEndpoint: "http://127.0.0.1:14318", Host: "10.0.0.5", StatusInterval: 20 * time.Millisecond,
+		AllowedImages: testImages,
 	}, n.sup, pub, quiet(), n.reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -265,5 +268,68 @@ func TestReconcilerLeavesAnotherNodesStatus(t *testing.T) {
 	etcdtest.Eventually(t, 5*time.Second, func() bool { return n1.sup.statesCalls() >= calls+2 }, "n1 stopped reporting")
 	if _, lease, ok := getKV(t, cli, testKeys.AppStatus("mover")); !ok || lease != other.ID {
 		t.Fatalf("status lease %x, present %v; want the new node's %x", lease, ok, other.ID)
+	}
+}
+
+// TestReconcilerRefusesWhatTheAPIWould: records written straight into etcd
+// with an image outside this node's allow-list, above MaxRecordBytes, or
+// with keys encoding/json would read loosely are not run: each is counted
+// once, and its status under the node's lease says why. A record put right
+// is run.
+func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
+	cli := etcdtest.Start(t).Client()
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "good", Image: "busybox:1"}, Node: "n1"})
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "miner", Image: "evil.example/miner:1"}, Node: "n1"})
+	env := map[string]string{}
+	for i := range 80 {
+		env[fmt.Sprintf("V%d", i)] = strings.Repeat("x", 4000) // each field within its limit
+	}
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "huge", Image: "busybox:1", Env: env}, Node: "n1"})
+	for guid, value := range map[string]string{
+		"upper": `{"spec":{"guid":"upper","Image":"evil.example/miner:1","image":"busybox:1"},"node":"n1"}`,
+		"twice": `{"spec":{"guid":"twice","image":"busybox:1","image":"evil.example/miner:1"},"node":"n1"}`,
+	} {
+		if _, err := cli.Put(context.Background(), testKeys.App(guid), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another node's record outside n1's list is that node's business.
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "theirs", Image: "evil.example/miner:1"}, Node: "n2"})
+
+	n := startNode(t, cli, "n1")
+	<-n.rec.Synced()
+	if got := slices.Sorted(maps.Keys(n.sup.desired())); !slices.Equal(got, []string{"good"}) {
+		t.Fatalf("desired %v, want only good", got)
+	}
+	for guid, why := range map[string]string{
+		"miner": "spec.image: must match one of api.allowed_images",
+		"huge":  fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes),
+		"upper": `Image: field names are case-sensitive: use "image"`,
+		"twice": `image: duplicate key "image"`,
+	} {
+		etcdtest.Eventually(t, 5*time.Second, func() bool {
+			v, lease, ok := getKV(t, cli, testKeys.AppStatus(guid))
+			var st Status
+			return ok && lease == n.sess.Lease() && json.Unmarshal([]byte(v), &st) == nil &&
+				st.Status == StatusInvalid && st.Node == "n1" && strings.Contains(st.LastError, why)
+		}, "status of %s never said %q", guid, why)
+	}
+	if _, _, ok := getKV(t, cli, testKeys.AppStatus("theirs")); ok {
+		t.Fatal("n1 wrote a status for n2's app")
+	}
+	if got := testutil.ToFloat64(n.rec.m.invalid); got != 4 {
+		t.Fatalf("invalid records counted %v, want 4 (once each)", got)
+	}
+
+	// Put right, the app runs.
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "miner", Image: "busybox:1"}, Node: "n1"})
+	etcdtest.Eventually(t, 5*time.Second, func() bool { _, ok := n.sup.desired()["miner"]; return ok }, "corrected record not run")
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		v, _, _ := getKV(t, cli, testKeys.AppStatus("miner"))
+		var st Status
+		return json.Unmarshal([]byte(v), &st) == nil && st.Status == StatusPending
+	}, "status of the corrected app still invalid")
+	if got := testutil.ToFloat64(n.rec.m.invalid); got != 4 {
+		t.Fatalf("invalid records counted %v after the status rounds, want still 4", got)
 	}
 }

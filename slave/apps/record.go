@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -43,14 +44,32 @@ type Status struct {
 // StatusPending is an app that no reconcile has looked at yet.
 const StatusPending = "pending"
 
+// StatusInvalid is an app whose record its node refuses to run: it does
+// not validate, is too large, or names an image outside the node's
+// api.allowed_images. LastError says which.
+const StatusInvalid = "invalid"
+
+// MaxRecordBytes bounds the value of apps/<guid>. Every node keeps every
+// record it reads, so a record written around the API must not be able to
+// make them all grow; a record made from a request within the default
+// api.max_body_bytes (64 KiB) is far smaller. A larger record is skipped
+// (and the API refuses to write one).
+const MaxRecordBytes = 256 << 10
+
 // ParseRecord checks one key/value of the apps/ prefix as strictly as the
-// API checks a request (apart from the image allow-list, which is the API's
-// policy): a record written around the API never reaches a workload spec
-// or a label unchecked.
+// API checks a request (apart from the image allow-list, which each node
+// checks against its own api.allowed_images): a record written around the
+// API never reaches a workload spec or a label unchecked.
 func ParseRecord(keys etcd.Keys, key, value []byte) (Record, error) {
 	guid, ok := strings.CutPrefix(string(key), keys.Apps())
 	if !ok || !stackconfig.ValidDNSLabel(guid) {
 		return Record{}, errors.New("key is not apps/<guid> with a DNS-label guid")
+	}
+	if len(value) > MaxRecordBytes {
+		return Record{}, fmt.Errorf("value: %d bytes, larger than the %d bytes an app record may have", len(value), MaxRecordBytes)
+	}
+	if err := checkKeys(value, reflect.TypeFor[Record]()); err != nil {
+		return Record{}, fmt.Errorf("value: %w", err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.DisallowUnknownFields()

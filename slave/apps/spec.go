@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"path"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -236,12 +237,20 @@ func (p ImagePolicy) Check(image string) error {
 	return fieldErr("image", "must match one of api.allowed_images (%s), got %q", strings.Join(p, ", "), image)
 }
 
-// DecodeApp reads one JSON app spec from r, rejecting unknown fields and
-// trailing data, validates it and applies policy. The spec is returned
-// normalized. Errors are *FieldError for a bad field, or a decoding error
-// (which may wrap *http.MaxBytesError when r is size-limited).
+// DecodeApp reads one JSON app spec from r, rejecting unknown fields,
+// duplicate keys, case variants of field names and trailing data,
+// validates it and applies policy. The spec is returned normalized. Errors
+// are *FieldError for a bad field, or a decoding error (which may wrap
+// *http.MaxBytesError when r is size-limited).
 func DecodeApp(r io.Reader, policy ImagePolicy) (AppSpec, error) {
-	dec := json.NewDecoder(r)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return AppSpec{}, fmt.Errorf("body: %w", err)
+	}
+	if err := checkKeys(data, reflect.TypeFor[AppSpec]()); err != nil {
+		return AppSpec{}, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var s AppSpec
 	if err := dec.Decode(&s); err != nil {

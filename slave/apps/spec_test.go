@@ -131,11 +131,24 @@ func TestDecodeAppMessages(t *testing.T) {
 		{`[]`, `body: json: cannot unmarshal array`},
 		{`{"guid":"a","image":"busybox:1","metrics":{"port":"80"}}`, `metrics.port: must be a JSON integer, got string`},
 		{`{"guid":"a","image":"busybox:1","env":{"A":"b"},"labels":{"job":"x"}}`, `labels: "job" is set by the agent`},
+		// encoding/json would take these: keys match fields case-insensitively
+		// and the last of two equal keys wins.
+		{`{"GUID":"a","image":"busybox:1"}`, `GUID: field names are case-sensitive: use "guid"`},
+		{`{"guid":"a","image":"busybox:1","Image":"nginx:1"}`, `Image: field names are case-sensitive: use "image"`},
+		{`{"guid":"a","guid":"b","image":"busybox:1"}`, `guid: duplicate key "guid": each key may appear once in an object`},
+		{`{"guid":"a","image":"busybox:1","image":"nginx:1"}`, `image: duplicate key "image"`},
+		{`{"guid":"a","image":"busybox:1","metrics":{"port":80,"PORT":81}}`, `metrics.PORT: field names are case-sensitive: use "port"`},
+		{`{"guid":"a","image":"busybox:1","env":{"A":"1","A":"2"}}`, `env.A: duplicate key "A"`},
+		{`{"guid":"a","image":"busybox:1","args":[{"x":1,"x":2}]}`, `args[0].x: duplicate key "x"`},
 	} {
 		_, err := DecodeApp(strings.NewReader(tc.body), policy)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("DecodeApp(%q) = %v, want %q", tc.body, err, tc.want)
 		}
+	}
+	// Environment names and labels are case-sensitive data, not fields.
+	if spec, err := DecodeApp(strings.NewReader(`{"guid":"a","image":"busybox:1","env":{"A":"1","a":"2"}}`), policy); err != nil || len(spec.Env) != 2 {
+		t.Fatalf("env A and a: %+v, %v", spec.Env, err)
 	}
 	_, err := DecodeApp(strings.NewReader(`{"guid":"a","image":"busybox:1"}`), nil)
 	if err == nil || !strings.Contains(err.Error(), "api.allowed_images must be configured") {
