@@ -49,13 +49,13 @@ temperature 21.5
 	}
 	own := `,cluster="c1",node="n1",ns="team-a"`
 	want := map[string]bool{
-		`jobs_done_total{cluster="c1",node="n1",ns="team-a",queue="mail"} {"name":"","value":42}@22:13:20.123`: true,
-		`jobs_done_total{cluster="c1",node="n1",ns="team-a",queue="sms"} {"name":"","value":7}@22:13:20.000`:   true,
-		`duration_seconds_bucket{cluster="c1",le="1",node="n1",ns="team-a"} {"name":"","value":3}@22:13:20.123`: true,
+		`jobs_done_total{cluster="c1",node="n1",ns="team-a",queue="mail"} {"name":"","value":42}@22:13:20.123`:     true,
+		`jobs_done_total{cluster="c1",node="n1",ns="team-a",queue="sms"} {"name":"","value":7}@22:13:20.000`:       true,
+		`duration_seconds_bucket{cluster="c1",le="1",node="n1",ns="team-a"} {"name":"","value":3}@22:13:20.123`:    true,
 		`duration_seconds_bucket{cluster="c1",le="+Inf",node="n1",ns="team-a"} {"name":"","value":5}@22:13:20.123`: true,
-		`duration_seconds_sum{` + own[1:] + `} {"name":"","value":4.5}@22:13:20.123`:                             true,
-		`duration_seconds_count{` + own[1:] + `} {"name":"","value":5}@22:13:20.123`:                             true,
-		`temperature{` + own[1:] + `} {"name":"","value":21.5}@22:13:20.123`:                                     true,
+		`duration_seconds_sum{` + own[1:] + `} {"name":"","value":4.5}@22:13:20.123`:                               true,
+		`duration_seconds_count{` + own[1:] + `} {"name":"","value":5}@22:13:20.123`:                               true,
+		`temperature{` + own[1:] + `} {"name":"","value":21.5}@22:13:20.123`:                                       true,
 	}
 	if got := series(res); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%v\nwant\n%v", got, want)
