@@ -305,4 +305,3 @@ func jsonError(t *testing.T, body string) string {
 	_ = json.Unmarshal([]byte(body), &e)
 	return e.Error
 }
-

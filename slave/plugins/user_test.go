@@ -74,4 +74,3 @@ echo "home{user=\"$USER\"} 1"
 		t.Fatalf("want a root warning for asroot only:\n%s", logs)
 	}
 }
-
