@@ -97,4 +97,3 @@ func hasLabel(ls []remotewrite.Label, name, value string) bool {
 	}
 	return false
 }
-
