@@ -40,7 +40,7 @@ func (m *Manager) git(ctx context.Context, args ...string) (string, error) {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("git %s: no answer within %s", args[0], gitTimeout)
 		}
-		return "", fmt.Errorf("git %s: %v: %s", args[0], err, strings.ReplaceAll(msg, "\n", " | "))
+		return "", fmt.Errorf("git %s: %w: %s", args[0], err, strings.ReplaceAll(msg, "\n", " | "))
 	}
 	return strings.TrimSpace(string(out)), nil
 }
