@@ -9,7 +9,7 @@ DATA_DIR  ?= $(CURDIR)/data
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 
-.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
+.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay bench-push verify-unit run clean
 
 all: build
 
@@ -55,7 +55,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 ## bench: every benchmark below
-bench: bench-failover bench-targets bench-relay
+bench: bench-failover bench-targets bench-relay bench-push
 
 ## bench-failover: p50/p99 over 10 runs: failover after kill -9 and SIGTERM (TTL 5s), and a kill -9'd agent's restart to ready
 bench-failover: deps
@@ -68,6 +68,11 @@ bench-targets: deps
 ## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
 bench-relay: deps
 	bash master/relay/bench.sh
+
+## bench-push: pushed samples per CPU second (text and JSON) and the agent's CPU per plugin run
+bench-push:
+	$(GO) test -run '^$$' -bench 'Push(Text|JSON)$$' -benchtime 5s ./slave/push
+	$(GO) test -run '^$$' -bench PluginRun -benchtime 500x ./slave/plugins
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 verify-unit:

@@ -108,7 +108,7 @@ func runActor(t *testing.T, fn func(context.Context) error) (stop func()) {
 }
 
 // script writes an executable shell script into dir and returns its path.
-func script(t *testing.T, dir, name, body string) string {
+func script(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
