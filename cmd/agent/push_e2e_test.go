@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,10 +75,13 @@ func TestPushAndPluginsSurviveKillNine(t *testing.T) {
 	tokenFile := filepath.Join(dir, "token")
 	tick := filepath.Join(dir, "tick.sh")
 	od := filepath.Join(dir, "od.sh")
+	hang := filepath.Join(dir, "hang.sh")
+	hangPID := filepath.Join(dir, "hang.pid")
 	for path, body := range map[string]string{
 		tokenFile: token + "\n",
 		tick:      "#!/bin/sh\necho \"# TYPE ticks gauge\"\necho \"ticks{src=\\\"cron\\\"} 7\"\n",
 		od:        "#!/bin/sh\nprintf '[{\"name\":\"param\",\"tags\":{\"p\":\"%s\"},\"value\":1}]' \"$PLUGIN_PARAM\"\n",
+		hang:      "#!/bin/sh\necho $$ > " + hangPID + "\nexec sleep 3600\n",
 	} {
 		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
 			t.Fatal(err)
@@ -99,7 +104,11 @@ ns = "infra"
 [[plugins]]
 name = "od"
 command = [%q]
-`, tokenFile, managerAddr, tick, od)), 0o644); err != nil {
+[[plugins]]
+name = "hang"
+command = [%q]
+timeout = "1h"
+`, tokenFile, managerAddr, tick, od, hang)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
@@ -130,7 +139,7 @@ command = [%q]
 				Runs int    `json:"runs"`
 			} `json:"plugins"`
 		}
-		return json.Unmarshal([]byte(cli("plugins", "list", "-o", "json")), &list) == nil && len(list.Plugins) == 2 && list.Plugins[0].Name == "tick" && list.Plugins[0].Runs >= 1
+		return json.Unmarshal([]byte(cli("plugins", "list", "-o", "json")), &list) == nil && len(list.Plugins) == 3 && list.Plugins[0].Name == "tick" && list.Plugins[0].Runs >= 1
 	}, "no scheduled run of tick in agent plugins list")
 	if out := cli("plugins", "list"); !strings.Contains(out, "tick") || !strings.Contains(out, "on demand") {
 		t.Fatalf("agent plugins list:\n%s", out)
@@ -152,9 +161,25 @@ command = [%q]
 	if code, body := pushTo(t, a.api, "team-b", "application/json", token, jsonBody); code != http.StatusNoContent {
 		t.Fatalf("JSON push: %d %s", code, body)
 	}
+	// A plugin that hangs while the agent is killed does not outlive it.
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.api+"/api/v1/plugins/hang/run", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var pid int
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		b, _ := os.ReadFile(hangPID)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid > 0
+	}, "hanging plugin not started")
+
 	// Everything above was acknowledged while the manager was down, the
 	// last push just now: only the relay's queue holds it.
 	a.kill()
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return syscall.Kill(pid, 0) != nil || isZombie(pid) }, "plugin %d outlived the agent killed with -9", pid)
 	manager := startPrometheusAt(t, "manager", managerAddr)
 	a = startAgentIn(t, endpoint, "p1", "2s", dataDir, "--config", cfg)
 	for _, q := range []string{
@@ -170,4 +195,13 @@ command = [%q]
 	if n := query(manager, `{__name__=~"e2e_kept_not|e2e_bad"}`); n != 0 {
 		t.Fatalf("a sample of a refused push reached the manager (%d series)", n)
 	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
 }

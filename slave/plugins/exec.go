@@ -50,7 +50,9 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 	cmd := exec.CommandContext(tctx, c.path, c.args...)
 	cmd.Dir = c.dir
 	cmd.Env = c.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred}
+	// Pdeathsig: a plugin does not outlive an agent killed with -9 (its
+	// own children may; a clean stop kills the whole group).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred, Pdeathsig: syscall.SIGKILL}
 	stdout := &capped{max: maxOut, full: func() { cancel(errTooMuch) }}
 	stderr := &tail{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
