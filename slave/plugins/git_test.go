@@ -61,6 +61,7 @@ func (r *gitRepo) commit(msg string, files map[string]string) {
 // its clone, not updated until asked, then updated by a pull; the URL is
 // the config's only.
 func TestGitPlugin(t *testing.T) {
+	skipShort(t)
 	repo := newGitRepo(t)
 	repo.commit("v1", map[string]string{Executable: "#!/bin/sh\necho 'version 1'\n"})
 	noexec := newGitRepo(t)
@@ -111,6 +112,7 @@ func TestGitPlugin(t *testing.T) {
 
 // A clone that fails is in the status, and a run tries again.
 func TestGitCloneFailureIsReported(t *testing.T) {
+	skipShort(t)
 	etcdtest.RequireBinary(t, "git", "git")
 	missing := filepath.Join(t.TempDir(), "missing.git")
 	m, _ := startManager(t, nil, nil, stackconfig.Plugin{Name: "gone", Git: missing})

@@ -171,3 +171,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func statusOf(m *Manager, name string) Status {
 	return m.status(context.Background(), m.plugins[name])
 }
+
+// skipShort skips a test that starts processes under -short, as every
+// such test of the module does.
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes (plugins, git)")
+	}
+}

@@ -22,6 +22,7 @@ import (
 // the upstream through the relay as plugin_<name>_<metric> with ns, node
 // and cluster.
 func TestScheduledPlugin(t *testing.T) {
+	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	count := filepath.Join(dir, "count")
@@ -49,6 +50,7 @@ echo "runs{disk=\"sda\"} $n"
 // On demand with a param: it arrives in PLUGIN_PARAM only, never as an
 // argument and never through a shell.
 func TestOnDemandRunWithParam(t *testing.T) {
+	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	pwned := filepath.Join(dir, "pwned")
@@ -109,6 +111,7 @@ func TestOnDemandRunWithParam(t *testing.T) {
 // A plugin that hangs is killed with its children at its timeout; while
 // it hangs it is not started twice (409) and other plugins run.
 func TestHangingPluginKilledWithChildren(t *testing.T) {
+	skipShort(t)
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
 	hang := script(t, dir, "hang.sh", fmt.Sprintf("sleep 300 &\necho $! > %s\nsleep 300\n", pidFile))
@@ -166,6 +169,7 @@ func alive(pid int) bool {
 // Garbage, too much output and a failing exit are recorded as failed with
 // the reason; nothing of such a run is stored.
 func TestFailingOutputs(t *testing.T) {
+	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	cases := []struct{ name, body, want string }{
@@ -208,6 +212,7 @@ func TestFailingOutputs(t *testing.T) {
 // Disabled over the API, a plugin does not run (409 on demand, skipped on
 // schedule) until disable_max has passed, then runs again by itself.
 func TestDisableAndAutomaticReenable(t *testing.T) {
+	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
 	logs := &logBuffer{}
@@ -251,6 +256,7 @@ func TestDisableAndAutomaticReenable(t *testing.T) {
 
 // The agent stopping kills a run under way, and Run returns.
 func TestStopKillsRunningPlugin(t *testing.T) {
+	skipShort(t)
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	hang := script(t, dir, "hang.sh", fmt.Sprintf("echo $$ > %s\nsleep 300\n", pidFile))

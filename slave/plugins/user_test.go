@@ -17,6 +17,7 @@ import (
 // A plugin with user = ... runs as that user, with its groups, and cannot
 // write where only root can.
 func TestRunsAsUnprivilegedUser(t *testing.T) {
+	skipShort(t)
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CI runs as root: this test must run there")
