@@ -6,8 +6,8 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 DATA_DIR  ?= $(CURDIR)/data
 # Packages the tests run for real (see docs/testing.md).
-APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
-TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
+APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd git
+TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze git
 
 .PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay bench-push verify-unit run clean
 

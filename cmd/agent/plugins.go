@@ -99,8 +99,11 @@ A plugin that is already running is not started twice.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := url.Values{}
+			// The agent answers once the run has ended: wait for it.
+			c.timeout = plugins.MaxRunTimeout + time.Minute
 			if cmd.Flags().Changed("timeout") {
 				q.Set("timeout", timeout.String())
+				c.timeout = timeout + time.Minute
 			}
 			if cmd.Flags().Changed("param") {
 				q.Set("param", param)
@@ -168,6 +171,7 @@ func (c *appsClient) pluginsUpdateCmd() *cobra.Command {
 		Example: "  agent plugins update check_dns",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			c.timeout = 5 * time.Minute // a clone or pull takes up to 2 minutes
 			var res plugins.UpdateResult
 			if _, err := c.do(cmd, http.MethodPost, "/api/v1/plugins/"+url.PathEscape(args[0])+"/update", nil, &res); err != nil {
 				return err
