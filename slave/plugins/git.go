@@ -49,12 +49,24 @@ func (m *Manager) git(ctx context.Context, args ...string) (string, error) {
 // the same URL is there. The clone goes to a temporary directory first and
 // is renamed into place, so a half clone never looks like a plugin.
 func (m *Manager) ensureClone(ctx context.Context, p *plugin) error {
+	p.gitMu.Lock()
+	defer p.gitMu.Unlock()
+	return m.ensureCloneLocked(ctx, p)
+}
+
+// ensureCloneLocked is ensureClone with p.gitMu held.
+func (m *Manager) ensureCloneLocked(ctx context.Context, p *plugin) error {
 	dir := p.repoDir
 	if url, err := m.git(ctx, "-C", dir, "config", "--get", "remote.origin.url"); err == nil && url == p.cfg.Git {
 		return nil
 	}
 	if err := os.MkdirAll(m.cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("plugins dir: %w", err)
+	}
+	// Half clones of an agent that died while cloning.
+	old, _ := filepath.Glob(filepath.Join(m.cfg.Dir, "."+p.cfg.Name+"-clone-*"))
+	for _, o := range old {
+		_ = os.RemoveAll(o)
 	}
 	tmp, err := os.MkdirTemp(m.cfg.Dir, "."+p.cfg.Name+"-clone-")
 	if err != nil {
@@ -82,7 +94,9 @@ func (m *Manager) ensureClone(ctx context.Context, p *plugin) error {
 // pull updates p's clone (fast-forward only) and returns the revision
 // before and after.
 func (m *Manager) pull(ctx context.Context, p *plugin) (from, to string, err error) {
-	if err := m.ensureClone(ctx, p); err != nil {
+	p.gitMu.Lock()
+	defer p.gitMu.Unlock()
+	if err := m.ensureCloneLocked(ctx, p); err != nil {
 		return "", "", err
 	}
 	from, _ = m.git(ctx, "-C", p.repoDir, "rev-parse", "--short", "HEAD")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -74,7 +75,8 @@ type plugin struct {
 	args    []string
 	repoDir string // git plugins
 	cred    *syscall.Credential
-	env     []string // without PLUGIN_PARAM
+	env     []string   // without PLUGIN_PARAM
+	gitMu   sync.Mutex // one clone or pull at a time
 
 	mu            sync.Mutex
 	busy          string // "run" or "update" while one is under way
@@ -217,7 +219,7 @@ func (m *Manager) schedule(ctx context.Context, p *plugin) {
 		case err == nil:
 			res := m.run(ctx, p, runOptions{timeout: p.cfg.Timeout})
 			done()
-			if res.Error != "" {
+			if res.Error != "" && ctx.Err() == nil {
 				m.log.Warn("plugin run failed", "plugin", p.cfg.Name, "err", res.Error, "exit_code", res.ExitCode)
 			}
 		}
@@ -348,14 +350,32 @@ func (m *Manager) run(ctx context.Context, p *plugin, o runOptions) *RunResult {
 	if m.app == nil || parsed.Samples == 0 {
 		return res
 	}
-	actx, cancel := context.WithTimeout(ctx, appendTimeout)
-	defer cancel()
-	if err := m.app.Append(actx, parsed.WriteRequest()); err != nil {
+	if err := m.appendSamples(ctx, parsed.WriteRequest()); err != nil {
 		res.Error = "relay: " + err.Error()
 		return res
 	}
 	res.Stored = true
 	return res
+}
+
+// appendSamples hands wr to the relay, waiting up to appendTimeout while
+// it answers 503: the first scheduled runs start beside the relay, which
+// may not run yet.
+func (m *Manager) appendSamples(ctx context.Context, wr *remotewrite.WriteRequest) error {
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
+	for {
+		err := m.app.Append(ctx, wr)
+		var sc interface{ StatusCode() int }
+		if err == nil || !errors.As(err, &sc) || sc.StatusCode() != http.StatusServiceUnavailable {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // record keeps res as p's last run and counts it.

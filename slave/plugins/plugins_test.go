@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentproj/agent/master/relay"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -310,4 +314,29 @@ func jsonError(t *testing.T, body string) string {
 	var e struct{ Error string }
 	_ = json.Unmarshal([]byte(body), &e)
 	return e.Error
+}
+
+// The first scheduled runs start beside the relay: a run whose relay does
+// not run yet waits for it instead of failing.
+func TestFirstRunWaitsForTheRelay(t *testing.T) {
+	skipShort(t)
+	up := newUpstream(t)
+	cfg := stackconfig.DefaultRelay
+	cfg.Upstream = []string{up.URL}
+	cfg.FlushDeadline = 0
+	rel, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	printed := filepath.Join(dir, "printed")
+	early := script(t, dir, "early.sh", "echo 'early 1'\ntouch "+printed+"\n")
+	m, _ := startManager(t, rel, nil, stackconfig.Plugin{Name: "early", Command: []string{early}, Interval: time.Hour})
+	waitFor(t, "first run printed", func() bool { _, err := os.Stat(printed); return err == nil })
+	runActor(t, rel.Run) // only now
+	waitFor(t, "first run recorded", func() bool { return statusOf(m, "early").Runs == 1 })
+	if st := statusOf(m, "early"); st.Failures != 0 || st.LastError != "" {
+		t.Fatalf("first run before the relay ran: %+v", st)
+	}
+	waitFor(t, "sample upstream", func() bool { vals, _ := up.values("plugin_early_early"); return len(vals) == 1 })
 }
