@@ -1,6 +1,7 @@
 package samples
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/agentproj/agent/master/relay/remotewrite"
 )
@@ -231,5 +235,29 @@ func TestJSONViewWritesNonFiniteValues(t *testing.T) {
 	}
 	if v := *res.JSON()[0].Value; !math.IsNaN(v) && !math.IsInf(v, 1) {
 		t.Fatalf("value %v", v)
+	}
+}
+
+func TestDelimitedProtobuf(t *testing.T) {
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeProtoDelim))
+	name, help, v := "queue_depth", "Depth.", 3.0
+	mt := dto.MetricType_GAUGE
+	lname, lval := "queue", "mail"
+	if err := enc.Encode(&dto.MetricFamily{Name: &name, Help: &help, Type: &mt, Metric: []*dto.Metric{{
+		Label: []*dto.LabelPair{{Name: &lname, Value: &lval}}, Gauge: &dto.Gauge{Value: &v},
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ContentFormat(string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
+	if err != nil || f != Protobuf {
+		t.Fatalf("ContentFormat = %v, %v", f, err)
+	}
+	res, err := Parse(buf.Bytes(), f, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := series(res); !got[`queue_depth{cluster="c1",node="n1",ns="team-a",queue="mail"} {"name":"","value":3}@22:13:20.123`] || len(got) != 1 {
+		t.Fatalf("got %v", got)
 	}
 }
