@@ -24,6 +24,8 @@ import (
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/slave/apps"
 	"github.com/agentproj/agent/slave/nodestack"
+	"github.com/agentproj/agent/slave/plugins"
+	"github.com/agentproj/agent/slave/push"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -163,12 +165,36 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
-	if rel != nil {
-		var h http.Handler = rel
+	guard := func(h http.Handler) http.Handler {
 		if token != "" {
-			h = apps.RequireToken(token, rel)
+			return apps.RequireToken(token, h)
 		}
-		p.api.Handle("POST /api/v1/write", h)
+		return h
+	}
+	if rel != nil {
+		p.api.Handle("POST /api/v1/write", guard(rel))
+	}
+
+	// Push and plugins put their samples into this agent's own relay
+	// (docs/push.md); without one, push answers 503 and plugins run on
+	// demand only.
+	var pushApp push.Appender
+	var pluginApp plugins.Appender
+	if rel != nil {
+		pushApp, pluginApp = rel, rel
+	}
+	p.api.Handle("/api/v1/push", guard(push.NewHandler(push.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, MaxBodyBytes: cfg.Push.MaxBodyBytes,
+	}, pushApp, log.With("component", "push"), reg)))
+	plugs, err := plugins.New(plugins.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Dir: cfg.PluginsPath(), Plugins: cfg.Plugins,
+	}, pluginApp, log.With("component", "plugins"), reg)
+	if err != nil {
+		return nil, exitCode{2, err}
+	}
+	p.actors = append(p.actors, plugs.Run)
+	for pattern, h := range plugs.Routes() {
+		p.api.Handle(pattern, guard(h))
 	}
 	return p, nil
 }
