@@ -129,7 +129,7 @@ func load(ctx context.Context, url string, series, labels, samples, concurrency 
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(reqs[i%len(reqs)]))
 				req.Header.Set("Content-Encoding", "snappy")
 				req.Header.Set("Content-Type", remotewrite.ContentType)
-				req.Header.Set(remotewrite.VersionHeader, remotewrite.Version)
+				req.Header.Set(remotewrite.VersionHeader, remotewrite.VersionV1)
 				resp, err := client.Do(req)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -159,7 +159,7 @@ func load(ctx context.Context, url string, series, labels, samples, concurrency 
 }
 
 func runSink(ctx context.Context, addr string, validate bool) error {
-	rw, err := remotewrite.NewRewriter(nil, 1)
+	rw, err := remotewrite.NewRewriter(nil, 1, remotewrite.NamesUTF8)
 	if err != nil {
 		return err
 	}

@@ -320,7 +320,7 @@ func (f *forwarder) send(ctx context.Context, body []byte) (int, time.Duration, 
 	}
 	req.Header.Set("Content-Encoding", remotewrite.ContentEncoding)
 	req.Header.Set("Content-Type", remotewrite.ContentType)
-	req.Header.Set(remotewrite.VersionHeader, remotewrite.Version)
+	req.Header.Set(remotewrite.VersionHeader, remotewrite.VersionV1)
 	req.Header.Set("User-Agent", userAgent)
 	if err := f.authorize(req); err != nil {
 		return 0, 0, err

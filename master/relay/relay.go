@@ -51,7 +51,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	if cfg.QueueDir == "" {
 		return nil, errors.New("relay.queue_dir: must be set, got \"\"")
 	}
-	rw, err := remotewrite.NewRewriter(cfg.ExternalLabels, cfg.Concurrency)
+	rw, err := remotewrite.NewRewriter(cfg.ExternalLabels, cfg.Concurrency, remotewrite.NamesUTF8)
 	if err != nil {
 		return nil, fmt.Errorf("relay.external_labels: %w", err)
 	}

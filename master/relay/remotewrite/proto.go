@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
@@ -16,7 +17,7 @@ const (
 	ContentType     = "application/x-protobuf"
 	ContentEncoding = "snappy"
 	VersionHeader   = "X-Prometheus-Remote-Write-Version"
-	Version         = "0.1.0"
+	VersionV1       = "0.1.0"
 	// ProtoV2 is the proto parameter of a remote-write 2.0 Content-Type.
 	ProtoV2 = "io.prometheus.write.v2.Request"
 )
@@ -48,20 +49,31 @@ type Counts struct {
 	Series, Samples, Histograms, Exemplars, Metadata int
 }
 
-// Shard is one output of Rewrite: the time series whose label hash fell into
-// it, as the body of a WriteRequest, and how many samples and histograms
-// they carry.
+// Shard is one output of Rewrite (RewriteV2): the time series whose label
+// hash fell into it, as the body of a WriteRequest (a Request), and how many
+// samples and histograms they carry.
 type Shard struct {
 	Buf     []byte
 	Samples int
+
+	// RewriteV2's work: the shard's symbol table being built.
+	remap  []uint32 // request symbol -> index in syms; 0: not yet
+	extRef []uint32 // the same for the external labels' names and values
+	syms   [][]byte
+	series []byte
 }
+
+// Reset empties s for the next request, keeping its buffers.
+func (s *Shard) Reset() { s.Buf, s.Samples = s.Buf[:0], 0 }
 
 // Rewriter validates requests and rewrites them with external labels into
 // shards. It is immutable and safe for concurrent use.
 type Rewriter struct {
 	ext    []extLabel // sorted by name
 	shards int
+	names  Names
 	cache  *labelCache
+	v2     sync.Pool // *v2Scratch
 }
 
 type extLabel struct {
@@ -70,12 +82,13 @@ type extLabel struct {
 }
 
 // NewRewriter returns a Rewriter that adds external (a series' own label of
-// the same name wins, as in Prometheus) and splits series into shards.
-func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
+// the same name wins, as in Prometheus), splits series into shards and
+// checks names as names says.
+func NewRewriter(external map[string]string, shards int, names Names) (*Rewriter, error) {
 	if shards < 1 {
 		return nil, fmt.Errorf("shards: must be >= 1, got %d", shards)
 	}
-	r := &Rewriter{shards: shards, cache: newLabelCache(labelCacheBytes)}
+	r := &Rewriter{shards: shards, names: names, cache: newLabelCache(labelCacheBytes)}
 	for name, value := range external {
 		if !ValidLabelName([]byte(name)) {
 			return nil, fmt.Errorf("external label name %q: must match [a-zA-Z_][a-zA-Z0-9_]*", name)
@@ -120,6 +133,10 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 		switch {
 		case (num == fieldTimeseries || num == fieldMetadata) && typ != protowire.BytesType:
 			return c, fmt.Errorf("bad protobuf: write request field %d has wire type %s, want bytes", num, wireName(typ))
+		case num == v2Symbols || num == v2Timeseries:
+			// Not in prometheus.WriteRequest: every 1.0 receiver would read
+			// this body as empty, and so would the relay's upstreams.
+			return c, fmt.Errorf("write request field %d is a remote-write 2.0 field: send 2.0 with Content-Type %s", num, ContentTypeV2)
 		case num == fieldTimeseries:
 			body, _ := protowire.ConsumeBytes(b[n:])
 			if err := r.series(body, c.Series, out, &c, true); err != nil {
@@ -225,8 +242,8 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			if err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
-			if !ValidLabelName(name) {
-				return fmt.Errorf("series %d: invalid label name %q", idx, truncate(name))
+			if err := r.names.checkName(name, value); err != nil {
+				return fmt.Errorf("series %d: %w", idx, err)
 			}
 			if !validUTF8(value) {
 				return fmt.Errorf("series %d: label %s: value is not UTF-8", idx, name)
@@ -269,7 +286,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			}
 			c.Exemplars++
 		case tsHistograms:
-			if err := checkHistogram(v); err != nil {
+			if err := checkHistogram(v, histogramDesc); err != nil {
 				return fmt.Errorf("series %d: histogram %d: %w", idx, c.Histograms, err)
 			}
 			samples++

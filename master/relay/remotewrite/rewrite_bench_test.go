@@ -16,10 +16,10 @@ func BenchmarkRewrite(b *testing.B) {
 		for l := 1; l < 9; l++ {
 			ls = append(ls, Label{fmt.Sprintf("label_%02d", l), fmt.Sprintf("value-%d-%06d", l, s)})
 		}
-		wr.Timeseries = append(wr.Timeseries, TimeSeries{Labels: ls, Samples: []Sample{{float64(i), int64(i)}}})
+		wr.Timeseries = append(wr.Timeseries, TimeSeries{Labels: ls, Samples: []Sample{{Value: float64(i), Timestamp: int64(i)}}})
 	}
 	src := wr.Append(nil)
-	rw, _ := NewRewriter(map[string]string{"cluster": "bench"}, 4)
+	rw, _ := NewRewriter(map[string]string{"cluster": "bench"}, 4, NamesUTF8)
 	out := make([]Shard, 4)
 	b.SetBytes(int64(len(src)))
 	b.ReportAllocs()
