@@ -183,4 +183,3 @@ func oracleCheckV2(b []byte) error {
 	}
 	return nil
 }
-
