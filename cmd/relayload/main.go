@@ -223,7 +223,7 @@ func runSink(ctx context.Context, addr string, validate bool) error {
 
 func runRelay(ctx context.Context, logger *slog.Logger, addr, dir, upstream string, shards int, external string) error {
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{upstream}
+	cfg.Upstream = stackconfig.Upstreams(upstream)
 	cfg.QueueDir = dir
 	cfg.Concurrency = shards
 	cfg.ExternalLabels = map[string]string{}

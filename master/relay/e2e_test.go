@@ -203,7 +203,7 @@ func TestEndToEndWithPrometheus(t *testing.T) {
 
 	relayAddr := fmt.Sprintf("127.0.0.1:%d", relayPort)
 	cfg := stackconfig.DefaultRelay.WithAgentDefaults("e2e", t.TempDir())
-	cfg.Upstream = []string{fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", bPort)}
+	cfg.Upstream = stackconfig.Upstreams(fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", bPort))
 	cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
 	cfg.FlushDeadline = 200 * time.Millisecond
 	rs := serveRelay(t, cfg, relayAddr)

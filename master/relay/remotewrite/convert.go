@@ -43,7 +43,8 @@ type Payload struct {
 type Dropped struct {
 	Metadata        int // 1.0 metadata entries sent to 2.0
 	StartTimestamps int // 2.0 start timestamps sent to 1.0
-	Series          int // series whose escaped label names repeat
+	Series          int // series left out: escaped label names repeat, or no label has a value (2.0)
+	Samples         int // samples and histograms of those series
 	Exemplars       int // exemplars whose escaped label names repeat
 }
 
@@ -52,6 +53,7 @@ func (d *Dropped) Add(o Dropped) {
 	d.Metadata += o.Metadata
 	d.StartTimestamps += o.StartTimestamps
 	d.Series += o.Series
+	d.Samples += o.Samples
 	d.Exemplars += o.Exemplars
 }
 
@@ -352,7 +354,7 @@ func (c *Converter) write() {
 	s := &c.ser
 	if c.Escape != EscapeNone {
 		if !c.escapeLabels(s.labels) {
-			c.dropped.Series++
+			c.dropSeries(s)
 			return
 		}
 	}
@@ -361,6 +363,11 @@ func (c *Converter) write() {
 	} else {
 		c.writeV2(s)
 	}
+}
+
+func (c *Converter) dropSeries(s *cSeries) {
+	c.dropped.Series++
+	c.dropped.Samples += len(s.samples) + len(s.hists)
 }
 
 // escapeLabels escapes names in place (into new memory), sorts them again
@@ -548,7 +555,7 @@ func (c *Converter) writeV2(s *cSeries) {
 		refs = protowire.AppendVarint(refs, uint64(c.symbol(l.value)))
 	}
 	if len(refs) == 0 {
-		c.dropped.Series++ // only empty values: no series in 2.0
+		c.dropSeries(s) // only empty values: no series in 2.0
 		return
 	}
 	b = protowire.AppendTag(b, v2tsLabelsRefs, protowire.BytesType)

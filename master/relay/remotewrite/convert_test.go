@@ -143,7 +143,7 @@ func TestConvertEscapes(t *testing.T) {
 		{EscapeUnderscores, model.UnderscoreEscaping, [][]Label{
 			{{"__name__", "http_server_duration"}, {"http_route", "/a"}, {"job", "j"}},
 			{{"__name__", "legacy:name"}, {"x_y", "1"}},
-		}, Dropped{Series: 1}}, // a.b and a_b became one name
+		}, Dropped{Series: 1, Samples: 1}}, // a.b and a_b became one name
 	} {
 		for _, to := range []Version{V1, V2} {
 			c := Converter{Escape: tc.esc}
