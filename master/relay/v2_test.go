@@ -324,7 +324,6 @@ func TestNameValidationAndEscaping(t *testing.T) {
 	}
 }
 
-
 func seriesTime(ts remotewrite.TimeSeriesV2) int64 {
 	if len(ts.Samples) > 0 {
 		return ts.Samples[0].Timestamp
