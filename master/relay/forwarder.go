@@ -154,6 +154,9 @@ type batch struct {
 	first   time.Time
 	held    *queue.Record // read but not taken; opens the next batch
 	heldAt  queue.Position
+	// joinMax, if set, lowers max for a batch that starts with a record of
+	// these flags.
+	joinMax func(flags uint16, max int) int
 }
 
 func (b *batch) buf() []byte {
@@ -203,6 +206,9 @@ func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error
 		return err
 	}
 	b.add(*first, at)
+	if b.joinMax != nil {
+		max = b.joinMax(first.Flags, max)
+	}
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -245,7 +251,7 @@ func (b *batch) fill(ctx context.Context, max int, deadline time.Duration) error
 }
 
 func (f *forwarder) runShard(ctx context.Context, s int) {
-	b := &batch{rd: f.log.Reader(f.cursors[s]), order: f.order, shard: s}
+	b := &batch{rd: f.log.Reader(f.cursors[s]), order: f.order, shard: s, joinMax: f.joinMax}
 	defer b.rd.Close()
 	bb := &bodyBuilder{conv: remotewrite.Converter{Escape: f.escape}}
 	// After a rejection batches are one record, then grow back to
@@ -296,6 +302,18 @@ func (f *forwarder) runShard(ctx context.Context, s int) {
 		b.rd.Ack(b.end, len(b.blocks), b.samples)
 		f.oldest[s].Store(0)
 	}
+}
+
+// joinMax bounds the batches of 2.0 records sent as 2.0: they cannot be
+// joined as they are (each has its own symbol table), and rebuilding one
+// table for several costs more CPU than sending them one by one. Records
+// with at least a quarter of max_samples_per_send (those of a Prometheus
+// batch split over a few shards) go alone; smaller ones are joined.
+func (f *forwarder) joinMax(flags uint16, max int) int {
+	if recordVersion(flags) == remotewrite.V2 && f.escape == remotewrite.EscapeNone && f.target(remotewrite.V2) == remotewrite.V2 {
+		return min(max, f.cfg.MaxSamplesPerSend/4)
+	}
+	return max
 }
 
 // count accounts for what a conversion left out of an accepted batch.

@@ -2,13 +2,14 @@ package remotewrite
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -77,8 +78,9 @@ type Rewriter struct {
 }
 
 type extLabel struct {
-	name, value []byte
-	field       []byte // the encoded Label message, tag and length included
+	name, value         []byte
+	nameHash, valueHash uint64
+	field               []byte // the encoded Label message, tag and length included
 }
 
 // NewRewriter returns a Rewriter that adds external (a series' own label of
@@ -100,7 +102,8 @@ func NewRewriter(external map[string]string, shards int, names Names) (*Rewriter
 		msg = protowire.AppendString(msg, value)
 		field := protowire.AppendTag(nil, tsLabels, protowire.BytesType)
 		field = protowire.AppendBytes(field, msg)
-		r.ext = append(r.ext, extLabel{name: []byte(name), value: []byte(value), field: field})
+		r.ext = append(r.ext, extLabel{name: []byte(name), value: []byte(value), field: field,
+			nameHash: strHash([]byte(name)), valueHash: strHash([]byte(value))})
 	}
 	slices.SortFunc(r.ext, func(a, b extLabel) int { return bytes.Compare(a.name, b.name) })
 	return r, nil
@@ -185,7 +188,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		// merged, empty values left out as receivers do), not of the bytes
 		// as received: a series sent with an explicit external label, or
 		// encoded another way, is still the same series in the same shard.
-		ident   xxhash.Digest
+		ident   = identSeed
 		identOn = r.shards > 1
 		identOf uint64
 	)
@@ -203,9 +206,6 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			ins = append(ins, e.ins...)
 			identOn, identOf = false, e.ident
 		}
-	}
-	if identOn {
-		ident.Reset()
 	}
 	for off < len(body) {
 		b := body[off:]
@@ -255,7 +255,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 				ins = append(ins, off)
 				addLen += len(r.ext[ei].field)
 				if identOn {
-					hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+					ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 				}
 				ei++
 			}
@@ -264,7 +264,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 				ei++
 			}
 			if identOn && len(value) > 0 {
-				hashLabel(&ident, name, value)
+				ident = identMix(ident, strHash(name), strHash(value))
 			}
 			if lStart < 0 {
 				lStart = off
@@ -309,11 +309,11 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		ins = append(ins, lEnd)
 		addLen += len(r.ext[ei].field)
 		if identOn {
-			hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+			ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 		}
 	}
 	if identOn {
-		identOf = ident.Sum64()
+		identOf = identSum(ident)
 	}
 	if !fromCache && lStart == 0 && contiguous && lEnd == runEnd {
 		r.cache.put(hash, body[:lEnd], ins, addLen, nLabels, identOf)
@@ -341,14 +341,46 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 	return nil
 }
 
-var labelSep = []byte{0xff} // never in UTF-8
+// The identity of a series, which picks its shard, is a fold of the
+// hashes of its final labels' names and values, in order. It is made of
+// per-string hashes so that 2.0, whose strings come from a symbol table,
+// hashes each string of a request once, and gets the same identity as 1.0.
+const identSeed uint64 = 0x9e3779b97f4a7c15
 
-// hashLabel adds one label of a series' identity to d.
-func hashLabel(d *xxhash.Digest, name, value []byte) {
-	_, _ = d.Write(name)
-	_, _ = d.Write(labelSep)
-	_, _ = d.Write(value)
-	_, _ = d.Write(labelSep)
+// strHash hashes a name or value for identMix: short strings are the rule,
+// so it reads 8 bytes at a time and mixes with 128-bit products (as wyhash
+// does); it is fixed, so shards stay the same across restarts.
+func strHash(b []byte) uint64 {
+	const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
+	h := uint64(len(b)) * m1
+	for len(b) >= 8 {
+		hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
+		h = hi ^ lo
+		b = b[8:]
+	}
+	if len(b) > 0 {
+		var t uint64
+		for i, c := range b {
+			t |= uint64(c) << (8 * i)
+		}
+		hi, lo := bits.Mul64(h^t, m2)
+		h = hi ^ lo
+	}
+	hi, lo := bits.Mul64(h, m1)
+	return hi ^ lo
+}
+
+func identMix(h, name, value uint64) uint64 {
+	h = bits.RotateLeft64((h^name)*0xc2b2ae3d27d4eb4f, 31)
+	return bits.RotateLeft64((h^value)*0x9e3779b185ebca87, 27)
+}
+
+func identSum(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	return h ^ h>>33
 }
 
 // validUTF8 is utf8.Valid with an inlined path for short ASCII values.
