@@ -65,8 +65,9 @@ bench-failover: deps
 bench-targets: deps
 	$(GO) test -run '^$$' -bench WatchToFile -benchtime 500x -timeout 20m ./master/targetsync
 
-## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
+## bench-relay: relay throughput, CPU per sample and peak RSS, pinned to one core: 1.0 in, 2.0 in, 2.0 in -> 1.0 out, and vmagent (built once) on the same load
 bench-relay: deps
+	bash testdata/testbins/build.sh vmagent
 	bash master/relay/bench.sh
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
