@@ -48,7 +48,7 @@ free_port() { # a random port nothing answers on
 	done
 }
 wait_port() {
-	for _ in $(seq 200); do
+	for _ in $(seq 600); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
 		sleep 0.05
 	done

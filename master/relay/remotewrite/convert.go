@@ -72,7 +72,14 @@ type Converter struct {
 	table   map[string]uint32
 	symList [][]byte // 2.0 output symbols
 	mdSeen  map[string]struct{}
+	mdMemo  []mdMemo // per symbol of the 2.0 payload being read, as a metric name
 	scratch []byte
+}
+
+// mdMemo is the metadata last written for a metric name symbol.
+type mdMemo struct {
+	set             bool
+	typ, help, unit uint64
 }
 
 // cSeries is one series read from either version, as slices of the source.
@@ -89,6 +96,10 @@ type cSeries struct {
 	mdUnit    []byte
 	unknown   [][]byte // whole fields
 	created   bool     // a 2.0 release candidate's created_timestamp
+	// 2.0: the symbols of the metric name and the metadata, so that a
+	// family's metadata is looked up by index, not by string, per request.
+	refs                      bool
+	nameRef, helpRef, unitRef uint64
 }
 
 type cLabel struct{ name, value []byte }
@@ -289,7 +300,18 @@ func (c *Converter) readV2(b []byte) error {
 		}
 		return dst, nil
 	}
+	if cap(c.mdMemo) < len(c.syms) {
+		c.mdMemo = make([]mdMemo, len(c.syms))
+	} else {
+		c.mdMemo = c.mdMemo[:len(c.syms)]
+		clear(c.mdMemo)
+	}
 	for _, body := range series {
+		if c.readPlainV2(body) {
+			c.write()
+			c.scratch = c.scratch[:0]
+			continue
+		}
 		s := c.reset(V2)
 		err := fields(body, func(num protowire.Number, typ protowire.Type, v, field []byte) error {
 			var err error
@@ -347,6 +369,74 @@ func (c *Converter) readV2(b []byte) error {
 		c.scratch = c.scratch[:0]
 	}
 	return nil
+}
+
+// readPlainV2 reads a series as Prometheus encodes it (labels_refs packed
+// first, then samples or histograms, then plain metadata) without the
+// general field walk; it reports false, having read nothing, for any
+// other shape.
+func (c *Converter) readPlainV2(body []byte) bool {
+	if len(body) < 2 || body[0] != v2tsLabelsRefs<<3|2 {
+		return false
+	}
+	l, n := consumeVarint(body[1:])
+	if n < 0 || l > uint64(len(body)-1-n) {
+		return false
+	}
+	var buf [64]uint64
+	refs, err := appendRefs(buf[:0], protowire.BytesType, body[1+n:1+n+int(l)])
+	nsyms := uint64(len(c.syms))
+	if err != nil || len(refs)%2 != 0 {
+		return false
+	}
+	s := c.reset(V2)
+	s.refs = true
+	s.nameRef = ^uint64(0)
+	for i := 0; i < len(refs); i += 2 {
+		if refs[i] >= nsyms || refs[i+1] >= nsyms {
+			return false
+		}
+		name := c.syms[refs[i]]
+		if string(name) == metricNameLabel {
+			s.nameRef = refs[i+1]
+		}
+		s.labels = append(s.labels, cLabel{name, c.syms[refs[i+1]]})
+	}
+	for b := body[1+n+int(l):]; len(b) > 0; {
+		t := b[0]
+		l, n := consumeVarint(b[1:])
+		if n < 0 || l > uint64(len(b)-1-n) || t&7 != 2 {
+			return false
+		}
+		v := b[1+n : 1+n+int(l)]
+		switch t >> 3 {
+		case v2tsSamples:
+			s.samples = append(s.samples, v)
+		case v2tsHistograms:
+			s.hists = append(s.hists, v)
+		case v2tsMetadata:
+			if 1+n+int(l) != len(b) || !plainMetadata(v, nsyms) {
+				return false
+			}
+			s.meta = true
+			for m := v; len(m) > 0; {
+				x, k := consumeVarint(m[1:])
+				switch m[0] >> 3 {
+				case v2mdType:
+					s.mdType = x
+				case v2mdHelpRef:
+					s.helpRef, s.mdHelp = x, c.syms[x]
+				case v2mdUnitRef:
+					s.unitRef, s.mdUnit = x, c.syms[x]
+				}
+				m = m[1+k:]
+			}
+		default:
+			return false
+		}
+		b = b[1+n+int(l):]
+	}
+	return true
 }
 
 // write writes c.ser in the target version.
@@ -507,6 +597,14 @@ func (c *Converter) familyMetadata(s *cSeries) {
 	if name == nil || (s.mdType == 0 && len(s.mdHelp) == 0 && len(s.mdUnit) == 0) {
 		return
 	}
+	if s.refs && s.nameRef < uint64(len(c.mdMemo)) {
+		m := &c.mdMemo[s.nameRef]
+		memo := mdMemo{set: true, typ: s.mdType, help: s.helpRef, unit: s.unitRef}
+		if *m == memo {
+			return // this request has it already
+		}
+		*m = memo
+	}
 	family := metricFamily(name, s.mdType)
 	key := c.scratch[len(c.scratch):]
 	key = protowire.AppendVarint(key, s.mdType)
@@ -627,6 +725,13 @@ func (c *Converter) symbol(str []byte) uint32 {
 }
 
 func appendLabelMsg(b []byte, num protowire.Number, l cLabel) []byte {
+	if 4+len(l.name)+len(l.value) < 0x80 && len(l.name) > 0 && len(l.value) > 0 {
+		// Short strings, as labels are: one-byte lengths.
+		b = append(b, byte(num)<<3|2, byte(4+len(l.name)+len(l.value)), labelName<<3|2, byte(len(l.name)))
+		b = append(b, l.name...)
+		b = append(b, labelValue<<3|2, byte(len(l.value)))
+		return append(b, l.value...)
+	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(labelBodySize(l)))
 	b = appendBytesField(b, labelName, l.name)

@@ -657,10 +657,14 @@ func (s *Shard) endV2() {
 	if len(s.series) == 0 {
 		return
 	}
-	dst := s.Buf[:0]
+	size := len(s.series)
 	for _, str := range s.syms {
-		dst = protowire.AppendTag(dst, v2Symbols, protowire.BytesType)
-		dst = protowire.AppendBytes(dst, str)
+		size += 1 + protowire.SizeVarint(uint64(len(str))) + len(str)
+	}
+	dst := slices.Grow(s.Buf[:0], size)
+	for _, str := range s.syms {
+		dst = appendLen(dst, v2Symbols, len(str))
+		dst = append(dst, str...)
 	}
 	s.Buf = append(dst, s.series...)
 }
