@@ -155,10 +155,10 @@ upstream = ["http://a.example/w", { url = "http://b.example/w", protocol = "2.0"
 	}
 	t.Setenv("AGENT_RELAY_UPSTREAM", "")
 	bad := filepath.Join(t.TempDir(), "bad.toml")
-	if err := os.WriteFile(bad, []byte("node = \"n1\"\n[relay]\nupstream = [{ url = \"http://a/w\", protocl = \"1.0\" }]\n"), 0o600); err != nil {
+	if err := os.WriteFile(bad, []byte("node = \"n1\"\n[relay]\nupstream = [{ url = \"http://a/w\", proto_col = \"1.0\" }]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(bad, joinFlags(t), JoinOptions); err == nil || !strings.Contains(err.Error(), "protocl") {
+	if _, err := Load(bad, joinFlags(t), JoinOptions); err == nil || !strings.Contains(err.Error(), "proto_col") {
 		t.Fatalf("unknown upstream key: err = %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -134,7 +135,7 @@ func TestAutoFallsBackToV1(t *testing.T) {
 				waitFor(t, "the next batch", func() bool { return len(up.received()) == 2*(i+1) })
 			}
 			vs := up.versionsSeen()
-			if fmt.Sprint(vs) != "[2.0 1.0 1.0 1.0 1.0]" {
+			if got := versionList(vs); got != "2.0 1.0 1.0 1.0 1.0" {
 				t.Fatalf("versions sent %v, want one 2.0 attempt then 1.0", vs)
 			}
 			if n := testutil.ToFloat64(r.m.fallbacks.WithLabelValues(r.fwds[0].name, "2.0")); n != 1 {
@@ -179,7 +180,7 @@ func TestAutoSendsV1AsIsAndConvertsForV2OnlyUpstream(t *testing.T) {
 		t.Fatal(rec.Code)
 	}
 	waitFor(t, "converted to 2.0", func() bool { return len(up.received()) == 3 })
-	if vs := fmt.Sprint(up.versionsSeen()); vs != "[1.0 1.0 2.0]" {
+	if vs := versionList(up.versionsSeen()); vs != "1.0 1.0 2.0" {
 		t.Fatalf("versions %s", vs)
 	}
 }
@@ -237,13 +238,13 @@ func TestMixedVersionsStayInOrder(t *testing.T) {
 	r, _ := running(t, cfg)
 	for i := range 30 {
 		ts := remotewrite.TimeSeries{Labels: []remotewrite.Label{{Name: "__name__", Value: "m"}}, Samples: []remotewrite.Sample{{Value: float64(i), Timestamp: int64(i)}}}
-		var rec interface{ Result() *http.Response }
+		var rec *httptest.ResponseRecorder
 		if i%3 == 1 {
 			rec = postV2(r, remotewrite.Encode(nil, (&remotewrite.RequestV2{Timeseries: []remotewrite.TimeSeriesV2{{Labels: ts.Labels, Samples: ts.Samples}}}).Append(nil)))
 		} else {
 			rec = post(r, remotewrite.Encode(nil, (&remotewrite.WriteRequest{Timeseries: []remotewrite.TimeSeries{ts}}).Append(nil)), nil)
 		}
-		if c := rec.Result().StatusCode; c != http.StatusNoContent {
+		if c := rec.Code; c != http.StatusNoContent {
 			t.Fatal(c)
 		}
 	}
@@ -329,4 +330,12 @@ func seriesTime(ts remotewrite.TimeSeriesV2) int64 {
 		return ts.Samples[0].Timestamp
 	}
 	return ts.Histograms[0].Timestamp
+}
+
+func versionList(vs []remotewrite.Version) string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.String())
+	}
+	return strings.Join(out, " ")
 }

@@ -92,20 +92,16 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 		sc.info = sc.info[:nsyms]
 		clear(sc.info)
 	}
-	if out != nil {
-		for i := range out {
-			out[i].beginV2(nsyms, 2*len(r.ext))
-		}
+	for i := range out {
+		out[i].beginV2(nsyms, 2*len(r.ext))
 	}
 	for i, body := range sc.series {
 		if err := r.seriesV2(sc, i, body, out, &c); err != nil {
 			return c, err
 		}
 	}
-	if out != nil {
-		for i := range out {
-			out[i].endV2()
-		}
+	for i := range out {
+		out[i].endV2()
 	}
 	return c, nil
 }
