@@ -75,9 +75,10 @@ bench-failover: deps
 bench-targets: deps
 	$(GO) test -run '^$$' -bench WatchToFile -benchtime 500x -timeout 20m ./master/targetsync
 
-## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
+## bench-relay: relay throughput, CPU per sample and peak RSS, pinned to one core: 1.0 in, 2.0 in, 2.0 in -> 1.0 out, and vmagent (built once) on the same load
 .PHONY: bench-relay
 bench-relay: deps
+	bash testdata/testbins/build.sh vmagent
 	bash master/relay/bench.sh
 
 ## bench-api: 1,000 concurrent GETs of /sd/http, /api/v1/status, /api/v1/targets with 10,000 targets: p50/p99 and the agent's peak RSS

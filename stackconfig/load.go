@@ -93,6 +93,8 @@ func AddFlags(fs *pflag.FlagSet, opts []Option) {
 		switch def := v.Get(o.Key).(type) {
 		case []string:
 			fs.StringSlice(o.Flag, def, usage)
+		case []RelayUpstream: // URLs on the command line
+			fs.StringSlice(o.Flag, nil, usage)
 		case bool:
 			fs.Bool(o.Flag, def, usage)
 		case fmt.Stringer: // durations

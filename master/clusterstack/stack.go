@@ -118,11 +118,15 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		for k, v := range st.Prometheus.ExternalLabels {
 			labels[model.LabelName(k)] = model.LabelValue(v)
 		}
+		// Prometheus 3 gets a config that sends remote-write 2.0.
+		major, how := stackconfig.PrometheusMajor(context.Background(), st.Prometheus, s.cfg.Driver)
+		s.log.Debug("prometheus version", "major", major, "from", how)
 		yml, err := stackconfig.RenderPrometheus(stackconfig.PrometheusInput{
 			ScrapeInterval: st.Prometheus.ScrapeInterval, ScrapeTimeout: st.Prometheus.ScrapeTimeout,
 			EvaluationInterval: st.Prometheus.EvaluationInterval, ExternalLabels: labels,
 			SDDir: s.cfg.SDDir, SDRefreshInterval: st.Prometheus.FileSDRefreshInterval,
 			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL, RemoteWriteTokenFile: s.cfg.RelayTokenFile,
+			Major: major,
 		})
 		if err != nil {
 			return nil, false, err

@@ -37,7 +37,7 @@ func BenchmarkPluginRun(b *testing.B) {
 	}))
 	defer up.Close()
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{up.URL}
+	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up.URL}}
 	rel, err := relay.New(cfg.WithAgentDefaults("c1", b.TempDir()), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)

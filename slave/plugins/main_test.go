@@ -78,7 +78,7 @@ func (u *upstream) values(name string) (vals []float64, labels map[string]string
 func startRelay(t *testing.T, up string) *relay.Relay {
 	t.Helper()
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{up}
+	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up}}
 	cfg.FlushDeadline = 0
 	r, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {

@@ -322,7 +322,7 @@ func TestFirstRunWaitsForTheRelay(t *testing.T) {
 	skipShort(t)
 	up := newUpstream(t)
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{up.URL}
+	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up.URL}}
 	cfg.FlushDeadline = 0
 	rel, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {

@@ -69,7 +69,7 @@ func benchmarkPush(b *testing.B, json bool) {
 	}))
 	defer up.Close()
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{up.URL}
+	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up.URL}}
 	rel, err := relay.New(cfg.WithAgentDefaults("c1", b.TempDir()), slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		b.Fatal(err)
