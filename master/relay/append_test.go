@@ -60,10 +60,10 @@ func TestAppendIsIngestedLikeARequest(t *testing.T) {
 
 	r, stop := running(t, cfg)
 	bad := &remotewrite.WriteRequest{Timeseries: []remotewrite.TimeSeries{
-		{Labels: []remotewrite.Label{{Name: "bad-name", Value: "x"}}, Samples: []remotewrite.Sample{{Value: 1, Timestamp: 1}}},
+		{Labels: []remotewrite.Label{{Name: "bad\xffname", Value: "x"}}, Samples: []remotewrite.Sample{{Value: 1, Timestamp: 1}}},
 	}}
 	if err := r.Append(context.Background(), bad); statusOf(err) != http.StatusBadRequest {
-		t.Fatalf("Append of an invalid label name: %v, want a 400 error", err)
+		t.Fatalf("Append of a label name that is not UTF-8: %v, want a 400 error", err)
 	}
 	if err := r.Append(context.Background(), wr); err != nil {
 		t.Fatal(err)
