@@ -54,6 +54,8 @@ type Config struct {
 	Manager Manager `mapstructure:"manager"`
 	// Relay forwards the master Prometheus' remote-write to the manager.
 	Relay Relay `mapstructure:"relay"`
+	// Monitor measures this host's processes and containers.
+	Monitor Monitor `mapstructure:"monitor"`
 }
 
 // Etcd says how to reach etcd, or how to run the embedded one.
@@ -96,6 +98,7 @@ var DefaultConfig = Config{
 	API:     DefaultAPI,
 	Manager: DefaultManager,
 	Relay:   DefaultRelay,
+	Monitor: DefaultMonitor,
 }
 
 // SDPath is the file_sd directory: SDDir or <data_dir>/sd.
@@ -199,6 +202,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Manager.Validate()...)
 	errs = append(errs, c.Relay.Validate())
+	errs = append(errs, c.Monitor.Validate()...)
 	return errors.Join(errs...)
 }
 
