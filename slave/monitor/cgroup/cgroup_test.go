@@ -117,7 +117,7 @@ func TestScanAndStatsV2(t *testing.T) {
 		t.Fatalf("Stats v2:\n got %+v\nwant %+v", s, wantS)
 	}
 	procs, err := h.Procs(path, nil)
-	if err != nil || !reflect.DeepEqual(procs, []int{4101, 4102}) {
+	if err != nil || !reflect.DeepEqual(procs, []int{400004101, 400004102}) {
 		t.Fatalf("Procs = %v, %v", procs, err)
 	}
 	// No limit ("max") and no io controller enabled: zeros, not errors.

@@ -1,0 +1,204 @@
+package monitor
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/slave/monitor/cgroup"
+)
+
+// ContainerLister lists the containers of a Docker engine. The Engine API
+// client (*client.Client of github.com/docker/docker) is one.
+type ContainerLister interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+}
+
+// containerState is what the refresh loop keeps about containers.
+type containerState struct {
+	acc     map[string]*containerAcc // by container id
+	paths   map[string]string        // container id -> cgroup path
+	scanned uint64                   // refresh of the last cgroup scan
+	down    bool                     // the engine did not answer last time
+	procs   []int
+	stats   cgroup.Stats
+}
+
+// containerAcc accumulates what a container's processes used, for the
+// counters the cgroup does not keep (context switches).
+type containerAcc struct {
+	counters
+	seen uint64
+}
+
+// listTimeout bounds one listing, so a stuck engine cannot hold the
+// refresh loop.
+const listTimeout = 5 * time.Second
+
+// sampleContainers reads every running container (and every stopped one
+// the agent runs, as down) and returns them sorted by name, with the
+// number of processes left out by the budget.
+func (m *Monitor) sampleContainers(ctx context.Context, budget *int) ([]ContainerSample, int) {
+	if !m.cfg.Containers || m.cfg.Docker == nil || m.cg == nil {
+		return nil, 0
+	}
+	cs := &m.containers
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	list, err := m.cfg.Docker.ContainerList(lctx, container.ListOptions{All: true})
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			m.metrics.errors.WithLabelValues("docker").Inc()
+			if !cs.down {
+				m.log.Warn("monitor: the Docker engine does not answer; containers are not measured until it does", "err", err)
+			}
+			cs.down = true
+		}
+		return nil, 0
+	}
+	if cs.down {
+		m.log.Info("monitor: the Docker engine answers again")
+		cs.down = false
+	}
+	out := make([]ContainerSample, 0, len(list))
+	dropped := 0
+	for _, c := range list {
+		running := c.State == container.StateRunning
+		// Stopped containers are history, except the agent's own: an app
+		// that should run and does not is worth a 0.
+		if !running && !workload.IsManaged(c.Labels) {
+			continue
+		}
+		s := ContainerSample{ID: c.ID, Name: containerName(c), Image: c.Image, GUID: c.Labels[workload.LabelGUID]}
+		if running {
+			ok, d := m.sampleContainer(c.ID, &s, budget)
+			dropped += d
+			if !ok {
+				continue // stopped while it was read
+			}
+		}
+		out = append(out, s)
+	}
+	for id, a := range cs.acc {
+		if a.seen != m.cycle {
+			delete(cs.acc, id)
+		}
+	}
+	for id := range cs.paths {
+		if _, ok := cs.acc[id]; !ok {
+			delete(cs.paths, id)
+		}
+	}
+	slices.SortFunc(out, func(a, b ContainerSample) int { return strings.Compare(a.Name, b.Name) })
+	return out, dropped
+}
+
+// sampleContainer reads one running container; false when it vanished.
+func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (ok bool, dropped int) {
+	cs := &m.containers
+	path, found := m.cgroupPath(id)
+	if !found {
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+		m.once("cgroup-"+id, func() {
+			m.log.Warn("monitor: no cgroup found for a running container; it is reported up without figures",
+				"container", s.Name, "id", shortID(id), "hierarchy", m.cg.String())
+		})
+		s.Up = true
+		return true, 0
+	}
+	if err := m.cg.Stats(path, &cs.stats); err != nil {
+		if errorsIsGone(err) {
+			m.metrics.vanished.Inc()
+			delete(cs.paths, id)
+			return false, 0
+		}
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+		m.once("cgroup-read-"+id, func() { m.log.Warn("monitor: cannot read a container's cgroup", "container", s.Name, "err", err) })
+	}
+	st := &cs.stats
+	s.Up = true
+	s.CPUUsageSeconds, s.CPUUserSeconds, s.CPUSystemSeconds = st.CPUUsageSeconds, st.CPUUserSeconds, st.CPUSystemSeconds
+	s.MemoryUsage, s.MemoryWorkingSet, s.MemoryRSS, s.MemoryCache, s.MemoryLimit = st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS, st.MemoryCache, st.MemoryLimit
+	s.IOReadBytes, s.IOWriteBytes = st.IOReadBytes, st.IOWriteBytes
+
+	acc := cs.acc[id]
+	if acc == nil {
+		acc = &containerAcc{}
+		cs.acc[id] = acc
+	}
+	acc.seen = m.cycle
+	var err error
+	cs.procs, err = m.cg.Procs(path, cs.procs[:0])
+	if err != nil && !errorsIsGone(err) {
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+	}
+	var oldest *procInfo
+	for _, pid := range cs.procs {
+		p := m.procs[pid]
+		if p == nil || p.seen != m.cycle {
+			continue // started after the scan, or gone
+		}
+		switch m.measure(p, budget) {
+		case measureDropped:
+			dropped++
+			continue
+		case measureGone:
+			continue
+		}
+		credit(&acc.counters, p.current(), &p.contCred, p.container == id)
+		p.container = id
+		s.add(p, m.bootTime, m.pageSize)
+		if oldest == nil || p.start < oldest.start {
+			oldest = p
+		}
+	}
+	s.VoluntaryCtxtSwitches, s.NonvoluntaryCtxtSwitches = acc.VoluntaryCtxtSwitches, acc.NonvoluntaryCtxtSwitches
+	if oldest != nil {
+		m.network(oldest, &s.gauges)
+	}
+	return true, dropped
+}
+
+// cgroupPath finds a container's cgroup, scanning the hierarchy again
+// (once per refresh at most) for a container it does not know yet.
+func (m *Monitor) cgroupPath(id string) (string, bool) {
+	cs := &m.containers
+	if p, ok := cs.paths[id]; ok {
+		return p, true
+	}
+	if cs.scanned == m.cycle {
+		return "", false
+	}
+	cs.scanned = m.cycle
+	err := m.cg.Scan(func(path string, ident cgroup.Identity) {
+		if ident.ContainerID != "" {
+			cs.paths[ident.ContainerID] = path
+		}
+	})
+	if err != nil {
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+		m.once("cgroup-scan", func() {
+			m.log.Warn("monitor: cannot scan the cgroup hierarchy", "hierarchy", m.cg.String(), "err", err)
+		})
+	}
+	p, ok := cs.paths[id]
+	return p, ok
+}
+
+func containerName(c container.Summary) string {
+	if len(c.Names) > 0 {
+		return strings.TrimPrefix(c.Names[0], "/")
+	}
+	return shortID(c.ID)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
