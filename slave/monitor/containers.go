@@ -29,10 +29,11 @@ type containerState struct {
 }
 
 // containerAcc accumulates what a container's processes used, for the
-// counters the cgroup does not keep (context switches).
+// counters the cgroup does not keep (context switches) or may not (I/O).
 type containerAcc struct {
 	counters
-	seen uint64
+	seen     uint64
+	cgroupIO bool // the cgroup counts block I/O
 }
 
 // listTimeout bounds one listing, so a stuck engine cannot hold the
@@ -123,14 +124,16 @@ func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (o
 	s.Up = true
 	s.CPUUsageSeconds, s.CPUUserSeconds, s.CPUSystemSeconds = st.CPUUsageSeconds, st.CPUUserSeconds, st.CPUSystemSeconds
 	s.MemoryUsage, s.MemoryWorkingSet, s.MemoryRSS, s.MemoryCache, s.MemoryLimit = st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS, st.MemoryCache, st.MemoryLimit
-	s.IOReadBytes, s.IOWriteBytes = st.IOReadBytes, st.IOWriteBytes
-
 	acc := cs.acc[id]
 	if acc == nil {
 		acc = &containerAcc{}
 		cs.acc[id] = acc
 	}
 	acc.seen = m.cycle
+	// Some kernels count nothing in the v1 blkio files (this project's test
+	// machines: 6.18, virtio): until the cgroup shows any I/O, the
+	// container's is what its processes did while they were measured.
+	acc.cgroupIO = acc.cgroupIO || st.IOReadBytes+st.IOWriteBytes > 0
 	var err error
 	cs.procs, err = m.cg.Procs(path, cs.procs[:0])
 	if err != nil && !errorsIsGone(err) {
@@ -157,6 +160,11 @@ func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (o
 		}
 	}
 	s.VoluntaryCtxtSwitches, s.NonvoluntaryCtxtSwitches = acc.VoluntaryCtxtSwitches, acc.NonvoluntaryCtxtSwitches
+	if acc.cgroupIO {
+		s.IOReadBytes, s.IOWriteBytes = st.IOReadBytes, st.IOWriteBytes
+	} else {
+		s.IOReadBytes, s.IOWriteBytes = acc.ReadBytes, acc.WriteBytes
+	}
 	if oldest != nil {
 		m.network(oldest, &s.gauges)
 	}
