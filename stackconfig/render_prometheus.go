@@ -34,6 +34,8 @@ type PrometheusInput struct {
 	// RemoteWriteTokenFile, when set, holds the bearer token the relay
 	// requires (the agent's api.token_file): Prometheus reads it itself.
 	RemoteWriteTokenFile string
+	// RuleFiles are rule files to load (RenderRules), absolute paths.
+	RuleFiles []string
 }
 
 // Job names of the rendered scrape configs. Targets from the file_sd files
@@ -71,6 +73,7 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			EvaluationInterval: model.Duration(in.EvaluationInterval),
 			ExternalLabels:     in.ExternalLabels,
 		},
+		RuleFiles: in.RuleFiles,
 		ScrapeConfigs: []promScrapeConfig{
 			{
 				JobName: JobTargets,
@@ -124,6 +127,9 @@ func (in PrometheusInput) validate() error {
 	if in.RemoteWriteURL != "" {
 		c.check("remote_write_url", in.RemoteWriteURL, checkEndpointURL(in.RemoteWriteURL))
 	}
+	for _, f := range in.RuleFiles {
+		c.check("rule_files", f, checkPath(f, false))
+	}
 	if in.RemoteWriteTokenFile != "" {
 		c.check("remote_write_token_file", in.RemoteWriteTokenFile, checkPath(in.RemoteWriteTokenFile, false))
 	}
@@ -143,6 +149,7 @@ func selfTarget(listen string) string {
 // renders, with Prometheus's own key names and value types.
 type promConfig struct {
 	Global        promGlobal         `yaml:"global"`
+	RuleFiles     []string           `yaml:"rule_files,omitempty"`
 	ScrapeConfigs []promScrapeConfig `yaml:"scrape_configs"`
 	RemoteWrite   []promRemoteWrite  `yaml:"remote_write,omitempty"`
 }

@@ -13,7 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
 
+	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/slave/monitor/cgroup"
 	"github.com/agentproj/agent/slave/monitor/proc"
 	"github.com/agentproj/agent/stackconfig"
@@ -22,8 +24,9 @@ import (
 // Path is where the agent's API serves the monitor's metrics.
 const Path = "/metrics/monitor"
 
-// Job is the scrape job of the monitor's target.
-const Job = "agent-monitor"
+// Job is the scrape job of the monitor's target; the recording rules
+// select it.
+const Job = stackconfig.MonitorJob
 
 // Config is what a Monitor measures and how.
 type Config struct {
@@ -448,3 +451,13 @@ func (m *Monitor) once(key string, fn func()) {
 
 // errorsIsGone reports whether a container's cgroup vanished.
 func errorsIsGone(err error) bool { return cgroup.IsGone(err) || errors.Is(err, os.ErrNotExist) }
+
+// TargetGroups is the monitor's target as the TargetPublisher takes it:
+// job agent-monitor at this agent's API, labelled with node and cluster.
+func TargetGroups(node, cluster, apiAddr string) map[string]etcd.TargetGroup {
+	return map[string]etcd.TargetGroup{
+		Job + "/0": {Targets: []string{apiAddr}, Labels: model.LabelSet{
+			"node": model.LabelValue(node), "cluster": model.LabelValue(cluster), model.MetricsPathLabel: Path,
+		}},
+	}
+}
