@@ -49,6 +49,7 @@ var (
 	cUlimit   = desc("container_ulimits_soft", "Soft limits of the container's oldest process (0: unlimited).", containerLabels, "ulimit")
 	cCtx      = desc("container_context_switches_total", "Context switches of the container's processes while measured.", containerLabels, "type")
 	cStart    = desc("container_start_time_seconds", "Start time of the container's oldest process (unix seconds).", containerLabels)
+	refreshed = desc("agent_monitor_refresh_timestamp_seconds", "When the reading served started (unix seconds): a rate between two scrapes divides by its change.", nil)
 )
 
 func desc(name, help string, labels []string, extra ...string) *prometheus.Desc {
@@ -71,6 +72,9 @@ func (collector) Describe(chan<- *prometheus.Desc) {}
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.m.Snapshot()
+	if !s.Time.IsZero() {
+		ch <- prometheus.MustNewConstMetric(refreshed, prometheus.GaugeValue, float64(s.Time.UnixNano())/1e9)
+	}
 	for i := range s.Groups {
 		collectGroup(ch, &s.Groups[i])
 	}

@@ -180,7 +180,7 @@ func (m *Monitor) Refresh(ctx context.Context) *Snapshot {
 		g := m.groups[gi]
 		credit(&g.acc, p.current(), &p.groupCred, p.groupIdx == gi)
 		p.groupIdx = gi
-		groups[gi].gauges.add(p, m.bootTime, m.pageSize)
+		groups[gi].add(p, m.bootTime, m.pageSize)
 		if o := oldest[gi]; o == nil || p.start < o.start {
 			oldest[gi] = p
 		}

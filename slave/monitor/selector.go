@@ -47,10 +47,6 @@ type group struct {
 	acc counters // what its processes used while they were in it
 }
 
-// static reports whether the selector depends only on what a process is
-// (its name, command line or cgroup), so it is decided once per process.
-func (g *group) static() bool { return g.kind == byComm || g.kind == byCmdline || g.kind == byUnit }
-
 func newGroups(cfg []stackconfig.MonitorProcess) ([]*group, error) {
 	groups := make([]*group, 0, len(cfg))
 	for i, p := range cfg {
@@ -164,7 +160,7 @@ func (w *watchedFile) parsePIDFile(b []byte) error {
 func (w *watchedFile) parseMonitorFile(b []byte) error {
 	var m monitorFile
 	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("bad JSON, want {\"pid\": 1111, \"serviceName\": \"svc\", \"ip\": \"10.0.0.1\"}: %v", err)
+		return fmt.Errorf("bad JSON, want {\"pid\": 1111, \"serviceName\": \"svc\", \"ip\": \"10.0.0.1\"}: %w", err)
 	}
 	if m.PID == nil || *m.PID <= 0 {
 		return errors.New(`"pid": want a process id > 0`)
