@@ -6,10 +6,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 DATA_DIR  ?= $(CURDIR)/data
 # Packages the tests run for real (see docs/testing.md).
-APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
-TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
+APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd influxdb prometheus-process-exporter
+TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze influxd prometheus-process-exporter
 
-.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
+.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay bench-monitor verify-unit run clean
 
 all: build
 
@@ -55,7 +55,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 ## bench: every benchmark below
-bench: bench-failover bench-targets bench-relay
+bench: bench-failover bench-targets bench-relay bench-monitor
 
 ## bench-failover: p50/p99 over 10 runs: failover after kill -9 and SIGTERM (TTL 5s), and a kill -9'd agent's restart to ready
 bench-failover: deps
@@ -68,6 +68,10 @@ bench-targets: deps
 ## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
 bench-relay: deps
 	bash master/relay/bench.sh
+
+## bench-monitor: node monitor CPU and allocations per refresh at 100 and 1,000 processes and 50 containers, beside prometheus-process-exporter's CPU per scrape of the same processes; agent RSS with the monitor on
+bench-monitor: deps
+	$(GO) test -run '^$$' -bench NodeMonitor -benchtime 20x -timeout 30m ./cmd/agent
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 verify-unit:
