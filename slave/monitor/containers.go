@@ -20,13 +20,22 @@ type ContainerLister interface {
 
 // containerState is what the refresh loop keeps about containers.
 type containerState struct {
-	acc     map[string]*containerAcc // by container id
-	paths   map[string]string        // container id -> cgroup path
-	scanned uint64                   // refresh of the last cgroup scan
-	down    bool                     // the engine did not answer last time
-	procs   []int
-	stats   cgroup.Stats
+	acc   map[string]*containerAcc // by container id
+	paths map[string]string        // container id -> cgroup path, from this refresh's scan
+	// The engine's last list, asked again when the containers in the
+	// cgroups change, after relistEvery, or after a failure: listing
+	// decodes every container's JSON, the largest allocation of a refresh.
+	list     []container.Summary
+	listed   map[string]bool // container ids in the cgroups when listed
+	listedAt time.Time
+	down     bool // the engine did not answer last time
+	procs    []int
+	stats    cgroup.Stats
 }
+
+// relistEvery bounds how long a rename or a stop that the cgroups do not
+// show (a restart within one interval) goes unseen.
+const relistEvery = time.Minute
 
 // containerAcc accumulates what a container's processes used, for the
 // counters the cgroup does not keep (context switches) or may not (I/O).
@@ -48,23 +57,33 @@ func (m *Monitor) sampleContainers(ctx context.Context, budget *int) ([]Containe
 		return nil, 0
 	}
 	cs := &m.containers
-	lctx, cancel := context.WithTimeout(ctx, listTimeout)
-	list, err := m.cfg.Docker.ContainerList(lctx, container.ListOptions{All: true})
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil {
-			m.metrics.errors.WithLabelValues("docker").Inc()
-			if !cs.down {
-				m.log.Warn("monitor: the Docker engine does not answer; containers are not measured until it does", "err", err)
+	m.scanCgroups()
+	if cs.list == nil || cs.down || time.Since(cs.listedAt) >= relistEvery || !sameKeys(cs.listed, cs.paths) {
+		lctx, cancel := context.WithTimeout(ctx, listTimeout)
+		list, err := m.cfg.Docker.ContainerList(lctx, container.ListOptions{All: true})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				m.metrics.errors.WithLabelValues("docker").Inc()
+				if !cs.down {
+					m.log.Warn("monitor: the Docker engine does not answer; containers are not measured until it does", "err", err)
+				}
+				cs.down = true
 			}
-			cs.down = true
+			cs.list = nil
+			return nil, 0
 		}
-		return nil, 0
+		if cs.down {
+			m.log.Info("monitor: the Docker engine answers again")
+			cs.down = false
+		}
+		cs.list, cs.listedAt = list, time.Now()
+		cs.listed = make(map[string]bool, len(cs.paths))
+		for id := range cs.paths {
+			cs.listed[id] = true
+		}
 	}
-	if cs.down {
-		m.log.Info("monitor: the Docker engine answers again")
-		cs.down = false
-	}
+	list := cs.list
 	out := make([]ContainerSample, 0, len(list))
 	dropped := 0
 	for _, c := range list {
@@ -89,11 +108,6 @@ func (m *Monitor) sampleContainers(ctx context.Context, budget *int) ([]Containe
 			delete(cs.acc, id)
 		}
 	}
-	for id := range cs.paths {
-		if _, ok := cs.acc[id]; !ok {
-			delete(cs.paths, id)
-		}
-	}
 	slices.SortFunc(out, func(a, b ContainerSample) int { return strings.Compare(a.Name, b.Name) })
 	return out, dropped
 }
@@ -114,7 +128,6 @@ func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (o
 	if err := m.cg.Stats(path, &cs.stats); err != nil {
 		if errorsIsGone(err) {
 			m.metrics.vanished.Inc()
-			delete(cs.paths, id)
 			return false, 0
 		}
 		m.metrics.errors.WithLabelValues("cgroup").Inc()
@@ -171,17 +184,11 @@ func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (o
 	return true, dropped
 }
 
-// cgroupPath finds a container's cgroup, scanning the hierarchy again
-// (once per refresh at most) for a container it does not know yet.
-func (m *Monitor) cgroupPath(id string) (string, bool) {
+// scanCgroups finds the cgroup of every container on the host. It reads
+// directories only, a few hundred on a busy host.
+func (m *Monitor) scanCgroups() {
 	cs := &m.containers
-	if p, ok := cs.paths[id]; ok {
-		return p, true
-	}
-	if cs.scanned == m.cycle {
-		return "", false
-	}
-	cs.scanned = m.cycle
+	clear(cs.paths)
 	err := m.cg.Scan(func(path string, ident cgroup.Identity) {
 		if ident.ContainerID != "" {
 			cs.paths[ident.ContainerID] = path
@@ -193,8 +200,24 @@ func (m *Monitor) cgroupPath(id string) (string, bool) {
 			m.log.Warn("monitor: cannot scan the cgroup hierarchy", "hierarchy", m.cg.String(), "err", err)
 		})
 	}
-	p, ok := cs.paths[id]
+}
+
+// cgroupPath is a container's cgroup as this refresh's scan found it.
+func (m *Monitor) cgroupPath(id string) (string, bool) {
+	p, ok := m.containers.paths[id]
 	return p, ok
+}
+
+func sameKeys(a map[string]bool, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range b {
+		if !a[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func containerName(c container.Summary) string {
