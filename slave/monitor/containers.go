@@ -43,6 +43,7 @@ type containerAcc struct {
 	counters
 	seen     uint64
 	cgroupIO bool // the cgroup counts block I/O
+	warned   bool // a problem with its cgroup was logged
 }
 
 // listTimeout bounds one listing, so a stuck engine cannot hold the
@@ -115,41 +116,45 @@ func (m *Monitor) sampleContainers(ctx context.Context, budget *int) ([]Containe
 // sampleContainer reads one running container; false when it vanished.
 func (m *Monitor) sampleContainer(id string, s *ContainerSample, budget *int) (ok bool, dropped int) {
 	cs := &m.containers
-	path, found := m.cgroupPath(id)
-	if !found {
-		m.metrics.errors.WithLabelValues("cgroup").Inc()
-		m.once("cgroup-"+id, func() {
-			m.log.Warn("monitor: no cgroup found for a running container; it is reported up without figures",
-				"container", s.Name, "id", shortID(id), "hierarchy", m.cg.String())
-		})
-		s.Up = true
-		return true, 0
-	}
-	if err := m.cg.Stats(path, &cs.stats); err != nil {
-		if errorsIsGone(err) {
-			m.metrics.vanished.Inc()
-			return false, 0
-		}
-		m.metrics.errors.WithLabelValues("cgroup").Inc()
-		m.once("cgroup-read-"+id, func() { m.log.Warn("monitor: cannot read a container's cgroup", "container", s.Name, "err", err) })
-	}
-	st := &cs.stats
-	s.Up = true
-	s.CPUUsageSeconds, s.CPUUserSeconds, s.CPUSystemSeconds = st.CPUUsageSeconds, st.CPUUserSeconds, st.CPUSystemSeconds
-	s.MemoryUsage, s.MemoryWorkingSet, s.MemoryRSS, s.MemoryCache, s.MemoryLimit = st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS, st.MemoryCache, st.MemoryLimit
 	acc := cs.acc[id]
 	if acc == nil {
 		acc = &containerAcc{}
 		cs.acc[id] = acc
 	}
 	acc.seen = m.cycle
+	path, found := m.cgroupPath(id)
+	if !found {
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+		if !acc.warned {
+			acc.warned = true
+			m.log.Warn("monitor: no cgroup found for a running container; it is reported up without figures",
+				"container", s.Name, "id", shortID(id), "hierarchy", m.cg.String())
+		}
+		s.Up = true
+		return true, 0
+	}
+	if err := m.cg.Stats(path, &cs.stats); err != nil {
+		if cgroup.IsGone(err) {
+			m.metrics.vanished.Inc()
+			return false, 0
+		}
+		m.metrics.errors.WithLabelValues("cgroup").Inc()
+		if !acc.warned {
+			acc.warned = true
+			m.log.Warn("monitor: cannot read a container's cgroup", "container", s.Name, "err", err)
+		}
+	}
+	st := &cs.stats
+	s.Up = true
+	s.CPUUsageSeconds, s.CPUUserSeconds, s.CPUSystemSeconds = st.CPUUsageSeconds, st.CPUUserSeconds, st.CPUSystemSeconds
+	s.MemoryUsage, s.MemoryWorkingSet, s.MemoryRSS, s.MemoryCache, s.MemoryLimit = st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS, st.MemoryCache, st.MemoryLimit
 	// Some kernels count nothing in the v1 blkio files (this project's test
 	// machines: 6.18, virtio): until the cgroup shows any I/O, the
 	// container's is what its processes did while they were measured.
 	acc.cgroupIO = acc.cgroupIO || st.IOReadBytes+st.IOWriteBytes > 0
 	var err error
 	cs.procs, err = m.cg.Procs(path, cs.procs[:0])
-	if err != nil && !errorsIsGone(err) {
+	if err != nil && !cgroup.IsGone(err) {
 		m.metrics.errors.WithLabelValues("cgroup").Inc()
 	}
 	var oldest *procInfo

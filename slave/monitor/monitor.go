@@ -2,7 +2,6 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -448,9 +447,6 @@ func (m *Monitor) once(key string, fn func()) {
 	m.logged[key] = true
 	fn()
 }
-
-// errorsIsGone reports whether a container's cgroup vanished.
-func errorsIsGone(err error) bool { return cgroup.IsGone(err) || errors.Is(err, os.ErrNotExist) }
 
 // TargetGroups is the monitor's target as the TargetPublisher takes it:
 // job agent-monitor at this agent's API, labelled with node and cluster.
