@@ -229,3 +229,25 @@ guid = "shop-1"
 		t.Fatalf("agent exit %d, %v", code, err)
 	}
 }
+
+// A bad selector stops the agent at start, with exit code 2 and the field
+// and value, like every configuration error.
+func TestBadMonitorSelectorStopsTheAgent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the agent")
+	}
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	toml := "[[monitor.processes]]\nname = \"app\"\ncmdline = \"java (\"\n"
+	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "agent-bad", agentBinary(t), "join", "--node", "n1", "--data-dir", t.TempDir(), "--config", cfg,
+		"--listen", etcdtest.FreeAddr(t), "--driver", "none")
+	code, err := p.wait(30 * time.Second)
+	if err != nil || code != 2 {
+		t.Fatalf("exit %d, %v; want 2", code, err)
+	}
+	if log := readFile(t, p.log); !strings.Contains(log, `monitor.processes[0].cmdline: invalid regular expression "java ("`) {
+		t.Fatalf("the error does not name the field and value:\n%s", log)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -266,4 +267,30 @@ func TestOpenMetricsAndSnapshot(t *testing.T) {
 	if m.Snapshot() != before {
 		t.Fatal("a scrape changed the snapshot")
 	}
+}
+
+// A group in a network namespace of its own gets that namespace's byte
+// counters; the kernel has none per process.
+func TestGroupNetworkNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("unshare -n needs root (CI=true)")
+		}
+		t.Skip("unshare -n needs root")
+	}
+	for _, bin := range []string{"unshare", "busybox"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (CI=true)", bin)
+			}
+			t.Skipf("%s is missing", bin)
+		}
+	}
+	netns := start(t, "unshare", "-n", "busybox", "sh", "-c",
+		"busybox ip link set lo up; while :; do busybox ping -c 1 -W 1 127.0.0.1 >/dev/null; sleep 0.2; done")
+	m, _ := newMonitor(t, nil, stackconfig.MonitorProcess{Name: "isolated", PID: netns.Process.Pid})
+	eventually(t, m, 20*time.Second, "network counters of the group's namespace", func(s map[string]float64) bool {
+		return s[series("namedprocess_namegroup_network_receive_bytes_total", "group", "isolated")] > 0 &&
+			s[series("namedprocess_namegroup_network_transmit_bytes_total", "group", "isolated")] > 0
+	})
 }
