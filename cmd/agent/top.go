@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -271,7 +272,8 @@ func topFromFamilies(fams map[string]*dto.MetricFamily) *topSample {
 	return s
 }
 
-var nan = func() float64 { var z float64; return z / z }()
+// nan marks a rate not known yet.
+var nan = math.NaN()
 
 // rates fills the per-second rates of s from the counters of an earlier
 // reading; a row new since then keeps NaN.
@@ -308,7 +310,7 @@ func sortTop(rows []topRow, by string) {
 		if by == "mem" {
 			return r.mem
 		}
-		if r.cpu != r.cpu { // NaN: unknown yet, last
+		if math.IsNaN(r.cpu) { // unknown yet: last
 			return -1
 		}
 		return r.cpu
@@ -348,7 +350,7 @@ func printTop(out io.Writer, o *topOptions, s *topSample) {
 func writeTopCSV(w *csv.Writer, s *topSample) {
 	at := s.at.UTC().Format(time.RFC3339Nano)
 	num := func(v float64) string {
-		if v != v {
+		if math.IsNaN(v) {
 			return ""
 		}
 		return strconv.FormatFloat(v, 'f', -1, 64)
@@ -374,7 +376,7 @@ func dash(s string) string {
 }
 
 func percent(v float64) string {
-	if v != v {
+	if math.IsNaN(v) {
 		return "-"
 	}
 	return strconv.FormatFloat(v, 'f', 1, 64)
@@ -382,7 +384,7 @@ func percent(v float64) string {
 
 // bytesText writes a byte count or rate in binary units; "-" when unknown.
 func bytesText(v float64) string {
-	if v != v {
+	if math.IsNaN(v) {
 		return "-"
 	}
 	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
