@@ -399,15 +399,15 @@ func (m *Monitor) measure(p *procInfo, budget *int) measureResult {
 // network fills the network counters from the namespace of p, when it is
 // not the host's.
 func (m *Monitor) network(p *procInfo, g *gauges) {
-	if p.netns == 0 {
-		ns, err := m.fs.NetNS(p.pid)
-		if err != nil {
-			m.readError("ns/net", p.pid, err)
-			return
-		}
-		p.netns = ns
+	// Read every time, not kept: a process may enter a namespace after it
+	// started (unshare, ip netns exec), and this is one readlink per group
+	// or container.
+	ns, err := m.fs.NetNS(p.pid)
+	if err != nil {
+		m.readError("ns/net", p.pid, err)
+		return
 	}
-	if p.netns == m.hostNetNS {
+	if ns == m.hostNetNS {
 		return
 	}
 	rx, tx, err := m.fs.NetDev(p.pid)

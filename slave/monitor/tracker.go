@@ -29,7 +29,6 @@ type procInfo struct {
 	fds        int
 	maxFDs     uint64
 	maxFDsRead bool
-	netns      uint64
 
 	// group and container it was credited to last, with the cumulative
 	// values credited, so the next refresh adds only the difference.
