@@ -61,6 +61,8 @@ type Config struct {
 	Plugins []Plugin `mapstructure:"plugins"`
 	// PluginsDir is where git plugins are cloned; default <data_dir>/plugins.
 	PluginsDir string `mapstructure:"plugins_dir"`
+	// Monitor measures this host's processes and containers.
+	Monitor Monitor `mapstructure:"monitor"`
 }
 
 // Etcd says how to reach etcd, or how to run the embedded one.
@@ -104,6 +106,7 @@ var DefaultConfig = Config{
 	Manager: DefaultManager,
 	Relay:   DefaultRelay,
 	Push:    DefaultPush,
+	Monitor: DefaultMonitor,
 }
 
 // SDPath is the file_sd directory: SDDir or <data_dir>/sd.
@@ -212,6 +215,7 @@ func (c *Config) Validate() error {
 	if c.PluginsDir != "" && !filepath.IsAbs(c.PluginsDir) {
 		bad("plugins_dir: must be an absolute path, got %q", c.PluginsDir)
 	}
+	errs = append(errs, c.Monitor.Validate()...)
 	return errors.Join(errs...)
 }
 

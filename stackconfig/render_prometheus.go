@@ -48,6 +48,8 @@ type PrometheusInput struct {
 	// Prometheus 2 needs a feature flag instead). Whatever native
 	// histograms Prometheus has are always sent on to the relay.
 	NativeHistograms bool
+	// RuleFiles are rule files to load (RenderRules), absolute paths.
+	RuleFiles []string
 }
 
 // Job names of the rendered scrape configs. Targets from the file_sd files
@@ -85,6 +87,7 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			EvaluationInterval: model.Duration(in.EvaluationInterval),
 			ExternalLabels:     in.ExternalLabels,
 		},
+		RuleFiles: in.RuleFiles,
 		ScrapeConfigs: []promScrapeConfig{
 			{
 				JobName: JobTargets,
@@ -148,6 +151,9 @@ func (in PrometheusInput) validate() error {
 	if in.RemoteWriteURL != "" {
 		c.check("remote_write_url", in.RemoteWriteURL, checkEndpointURL(in.RemoteWriteURL))
 	}
+	for _, f := range in.RuleFiles {
+		c.check("rule_files", f, checkPath(f, false))
+	}
 	if in.RemoteWriteTokenFile != "" {
 		c.check("remote_write_token_file", in.RemoteWriteTokenFile, checkPath(in.RemoteWriteTokenFile, false))
 	}
@@ -170,6 +176,7 @@ func selfTarget(listen string) string {
 // renders, with Prometheus's own key names and value types.
 type promConfig struct {
 	Global        promGlobal         `yaml:"global"`
+	RuleFiles     []string           `yaml:"rule_files,omitempty"`
 	ScrapeConfigs []promScrapeConfig `yaml:"scrape_configs"`
 	RemoteWrite   []promRemoteWrite  `yaml:"remote_write,omitempty"`
 }

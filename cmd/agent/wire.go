@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master"
@@ -23,6 +25,7 @@ import (
 	"github.com/agentproj/agent/master/targetsync"
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/slave/apps"
+	"github.com/agentproj/agent/slave/monitor"
 	"github.com/agentproj/agent/slave/nodestack"
 	"github.com/agentproj/agent/slave/plugins"
 	"github.com/agentproj/agent/slave/push"
@@ -165,6 +168,15 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
+	if cfg.Monitor.Enabled {
+		mon, err := newMonitor(cfg, driver, log.With("component", "monitor"), reg)
+		if err != nil {
+			return nil, err
+		}
+		p.actors = append(p.actors, mon.Run)
+		p.api.Handle("GET "+monitor.Path, mon.Handler())
+		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
+	}
 	guard := func(h http.Handler) http.Handler {
 		if token != "" {
 			return apps.RequireToken(token, h)
@@ -197,6 +209,23 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		p.api.Handle(pattern, guard(h))
 	}
 	return p, nil
+}
+
+// newMonitor builds the node monitor; containers are listed through the
+// docker driver's client, or a client of the host's engine (DOCKER_HOST)
+// when another driver runs the stack.
+func newMonitor(cfg *stackconfig.Config, driver workload.Driver, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
+	mc := monitor.Config{Monitor: cfg.Monitor}
+	if cfg.Monitor.Containers {
+		if d, ok := driver.(*docker.Driver); ok {
+			mc.Docker = d.Client()
+		} else if cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err == nil {
+			mc.Docker = cli
+		} else {
+			log.Warn("containers are not measured: no Docker client", "err", err)
+		}
+	}
+	return monitor.New(mc, log, reg)
 }
 
 func hostOf(addr string) string {
