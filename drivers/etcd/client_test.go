@@ -214,3 +214,57 @@ func TestExplainUnreachable(t *testing.T) {
 		t.Errorf("an answer of etcd: got %v", err)
 	}
 }
+
+// While etcd is away the client keeps dialling it, never waiting longer
+// than RejoinMax between attempts (gRPC's default backoff grows to two
+// minutes): after a long outage an agent is back within RejoinMax of etcd,
+// the time RemovalHold keeps its targets for it. The "etcd" here accepts
+// and hangs up at once, as a restarting server does, and counts the dials.
+func TestClientRedialsWithinRejoinMax(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dials := make(chan time.Time, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials <- time.Now()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: []string{"http://" + ln.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	const watch = 20 * time.Second // gRPC's default reaches a 6.5 s ±20% delay within 19 s
+	ctx, cancel := context.WithTimeout(context.Background(), watch)
+	defer cancel()
+	go func() { _, _ = cli.Get(ctx, "/x") }() // a caller waiting for etcd, as the agent's are
+	var last time.Time
+	longest := time.Duration(0)
+loop:
+	for {
+		select {
+		case at := <-dials:
+			if !last.IsZero() {
+				longest = max(longest, at.Sub(last))
+			}
+			last = at
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	if last.IsZero() {
+		t.Fatal("the client never dialled")
+	}
+	if longest > etcd.RejoinMax+500*time.Millisecond {
+		t.Fatalf("the client waited %s between two dials of an etcd that is away, want at most RejoinMax %s", longest, etcd.RejoinMax)
+	}
+	t.Logf("longest wait between dials: %s", longest)
+}

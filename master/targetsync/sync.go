@@ -62,7 +62,7 @@ type metrics struct {
 type Option func(*Sync)
 
 // WithTTL sets the agents' lease TTL (default DefaultTTL): removals seen in
-// the first TTL + etcd.HoldMargin after etcd comes back are held.
+// the first etcd.HoldFor(ttl) after etcd comes back are held.
 func WithTTL(ttl time.Duration) Option {
 	return func(s *Sync) { s.hold = etcd.NewRemovalHold(ttl) }
 }
@@ -257,8 +257,9 @@ func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	wch := s.cli.Watch(wctx, s.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	beats := make(chan time.Time, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); etcd.RequestProgressEvery(wctx, s.cli, s.hold.Heartbeat()) }()
+	go func() { defer wg.Done(); etcd.Heartbeats(wctx, s.cli, s.keys.Members(), s.hold.Heartbeat(), beats) }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -266,6 +267,9 @@ func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 		var dirty map[string]bool
 		var start time.Time
 		select {
+		case at := <-beats:
+			s.contact(at)
+			continue
 		case wr, ok := <-wch:
 			if !ok {
 				return ctx.Err()
