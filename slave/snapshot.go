@@ -2,12 +2,11 @@ package slave
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -198,7 +197,7 @@ func (s *Snapshot) load(ctx context.Context) (int64, error) {
 			fresh[key] = e
 			return
 		}
-		fresh[key] = s.parse(kv)
+		fresh[key] = s.parse(key, kv)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("read cluster: %w", err)
@@ -309,7 +308,7 @@ func (s *Snapshot) apply(evs []*clientv3.Event, rev int64) {
 		}
 		s.hold.Put(key)
 		delete(s.held, key)
-		s.targets[key] = s.parse(ev.Kv)
+		s.targets[key] = s.parse(key, ev.Kv)
 	}
 	s.rev = rev
 	// The status counts the targets, so a target change is a status change.
@@ -396,9 +395,10 @@ func (s *Snapshot) changedLocked(targets, view bool) {
 // parse checks one targets/ value with the same rule as the master's
 // file_sd writer (etcd.Keys.ParseTargetKV) and keeps its fragment. A bad
 // value is counted and logged once per key and revision: it is parsed
-// again only when its revision changes.
-func (s *Snapshot) parse(kv *mvccpb.KeyValue) *targetEntry {
-	e := &targetEntry{key: string(kv.Key), modRev: kv.ModRevision}
+// again only when its revision changes. key is kv.Key, the string the map
+// holds too: one copy of it.
+func (s *Snapshot) parse(key string, kv *mvccpb.KeyValue) *targetEntry {
+	e := &targetEntry{key: key, modRev: kv.ModRevision}
 	t, err := s.cfg.Keys.ParseTargetKV(kv.Key, kv.Value)
 	if err != nil {
 		e.reason = err.Error()
@@ -483,8 +483,8 @@ func (s *Snapshot) targetState() (*targetState, error) {
 		r[1] = i + 1
 		st.jobs[job] = r
 	}
-	st.all = s.newRendered("sd_http", func() []byte { return joinSD(st.groups) })
-	st.listing = s.newRendered("targets", st.renderListing)
+	st.all = s.newRendered("sd_http", func(w io.Writer) { writeSD(w, st.groups) })
+	st.listing = s.newRendered("targets", st.writeListing)
 	s.tcur = st
 	return st, nil
 }
@@ -499,20 +499,22 @@ func (st *targetState) sdJob(s *Snapshot, job string) *rendered {
 	defer st.mu.Unlock()
 	r := st.byJob[job]
 	if r == nil {
-		r = s.newRendered("sd_http_job", func() []byte { return joinSD(st.groups[span[0]:span[1]]) })
+		r = s.newRendered("sd_http_job", func(w io.Writer) { writeSD(w, st.groups[span[0]:span[1]]) })
 		st.byJob[job] = r
 	}
 	return r
 }
 
-// joinSD is the http_sd array of es, in the file_sd format the master
-// writes.
-func joinSD(es []*targetEntry) []byte {
-	frags := make([][]byte, len(es))
-	for i, e := range es {
-		frags[i] = e.sd
-	}
-	return stackconfig.JoinGroups(frags)
+// writeSD writes the http_sd array of es, in the file_sd format the
+// master writes.
+func writeSD(w io.Writer, es []*targetEntry) {
+	_ = stackconfig.WriteGroups(w, func(yield func([]byte) bool) {
+		for _, e := range es {
+			if !yield(e.sd) {
+				return
+			}
+		}
+	})
 }
 
 // TargetListing is the answer of GET /api/v1/targets: etcd.TargetSet's
@@ -531,30 +533,28 @@ type TargetListing struct {
 	StaleSince *time.Time `json:"stale_since,omitempty"`
 }
 
-// renderListing writes a TargetListing from the kept fragments.
-func (st *targetState) renderListing() []byte {
+// writeListing writes a TargetListing from the kept fragments.
+func (st *targetState) writeListing(w io.Writer) {
 	tail := TargetListing{Skipped: st.skipped, Revision: st.meta.rev, Held: st.held, Stale: st.meta.stale}
 	if st.meta.stale {
 		tail.StaleSince = &st.meta.staleSince
 	}
 	rest, _ := json.Marshal(tail) // {"targets":null,...}
 	rest = bytes.TrimPrefix(rest, []byte(`{"targets":null`))
-	n := len(rest) + 16
-	for _, e := range st.groups {
-		n += len(e.sd) + 64
-	}
-	out := make([]byte, 0, n)
-	out = append(out, `{"targets":[`...)
+	_, _ = io.WriteString(w, `{"targets":[`)
 	var scratch bytes.Buffer
+	var entry []byte
 	for i, e := range st.groups {
+		entry = entry[:0]
 		if i > 0 {
-			out = append(out, ',')
+			entry = append(entry, ',')
 		}
-		out = appendTarget(out, &scratch, st.keys, e)
+		entry = appendTarget(entry, &scratch, st.keys, e)
+		_, _ = w.Write(entry)
 	}
-	out = append(out, ']')
-	out = append(out, rest...)
-	return append(out, '\n')
+	_, _ = io.WriteString(w, "]")
+	_, _ = w.Write(rest)
+	_, _ = io.WriteString(w, "\n")
 }
 
 // appendTarget appends e as JSON of etcd.Target, made from its file_sd
@@ -684,84 +684,14 @@ func (s *Snapshot) viewState() (*viewState, error) {
 		kvs = append(kvs, kv)
 	}
 	meta, ntargets := s.metaLocked(), len(s.targets)
-	s.vcur = &viewState{gen: s.vgen, meta: meta, status: s.newRendered("status", func() []byte {
+	s.vcur = &viewState{gen: s.vgen, meta: meta, status: s.newRendered("status", func(w io.Writer) {
 		view := s.cfg.Keys.View(s.cfg.Cluster, meta.rev, kvs)
 		view.Targets = ntargets
 		if meta.stale {
 			view.Stale, view.StaleSince = true, &meta.staleSince
 		}
 		b, _ := json.MarshalIndent(view, "", "  ")
-		return append(b, '\n')
+		_, _ = w.Write(append(b, '\n'))
 	})}
 	return s.vcur, nil
-}
-
-// rendered is one answer, rendered once on first use and shared by every
-// request of its generation. Most clients (Prometheus, Go clients) accept
-// gzip, so only the compressed form is kept; the identity body is rendered
-// again, once, and kept only when a client without gzip asks for it.
-// Bodies too small to gain from gzip are kept as they are.
-type rendered struct {
-	render func() []byte
-
-	once sync.Once
-	etag string
-	gz   []byte // nil: not compressed, see plain
-
-	plainOnce sync.Once
-	plain     []byte
-}
-
-// emptyList answers a job that has no groups.
-var emptyList = func() *rendered {
-	r := &rendered{render: func() []byte { return []byte("[]\n") }}
-	r.init()
-	return r
-}()
-
-func (s *Snapshot) newRendered(endpoint string, f func() []byte) *rendered {
-	return &rendered{render: func() []byte {
-		s.m.renders.WithLabelValues(endpoint).Inc()
-		return f()
-	}}
-}
-
-// minGzip is the smallest body worth compressing.
-const minGzip = 1024
-
-func (r *rendered) init() {
-	r.once.Do(func() {
-		body := r.render()
-		h := fnv.New64a()
-		_, _ = h.Write(body)
-		r.etag = fmt.Sprintf(`"%016x"`, h.Sum64())
-		if len(body) < minGzip {
-			r.plainOnce.Do(func() { r.plain = body })
-			return
-		}
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		r.gz = bytes.Clone(buf.Bytes())
-	})
-}
-
-// ETag is the answer's entity tag.
-func (r *rendered) ETag() string {
-	r.init()
-	return r.etag
-}
-
-// gzipped is the compressed body, or nil for a body kept uncompressed.
-func (r *rendered) gzipped() []byte {
-	r.init()
-	return r.gz
-}
-
-// body is the uncompressed body.
-func (r *rendered) body() []byte {
-	r.init()
-	r.plainOnce.Do(func() { r.plain = r.render() })
-	return r.plain
 }

@@ -27,7 +27,7 @@ func TestListingFromFileSDFragments(t *testing.T) {
 		{"escapes", "n\"4<", "x\\y", `{"targets":["[::1]:9100"],"labels":{"team":"quote\" and ünïcode \\ \"job\":\"x\"","jo":"\u2028<&>"}}`},
 	} {
 		key := testKeys.Target(tc.node, "node", tc.id)
-		e := s.parse(&mvccpb.KeyValue{Key: []byte(key), Value: []byte(tc.value), ModRevision: 1})
+		e := s.parse(key, &mvccpb.KeyValue{Key: []byte(key), Value: []byte(tc.value), ModRevision: 1})
 		if e.reason != "" {
 			t.Fatalf("%s: %s", tc.name, e.reason)
 		}
