@@ -5,13 +5,16 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -543,4 +546,23 @@ func startPublishingNode(t *testing.T, cli *clientv3.Client, name, target string
 	go func() { tn.done <- n.Run(ctx) }()
 	t.Cleanup(func() { tn.stop(t) })
 	return tn
+}
+
+// A listen address in use is an error a user can act on: it names the
+// setting and the cause, without the internals of the net package or a
+// package prefix.
+func TestAPIListenErrorNamesTheSetting(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	addr := held.Addr().String()
+	_, err = NewAPI(addr, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if want := "listen: cannot listen on " + addr + ": address already in use"; err == nil || err.Error() != want {
+		t.Fatalf("NewAPI on a busy address: %v, want %q", err, want)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("%v does not wrap EADDRINUSE", err)
+	}
 }
