@@ -16,8 +16,10 @@ import (
 )
 
 // ErrStaleLeader means the directory was last written by a newer term of
-// the same etcd history than the caller's.
-var ErrStaleLeader = errors.New("filesd: a newer master has written this directory")
+// the same etcd history than the caller's. Its text reaches the agent's
+// log: it names the directory as the user knows it (file_sd), not this
+// package.
+var ErrStaleLeader = errors.New("a newer master has written the file_sd directory")
 
 const revisionFile = ".leader-revision"
 
