@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,7 @@ type API struct {
 func NewAPI(addr string, node *Node, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("api listen: %w", err)
+		return nil, listenError(addr, err)
 	}
 	a := &API{mux: http.NewServeMux(), ln: ln, log: log}
 	a.srv = &http.Server{
@@ -48,6 +49,22 @@ func NewAPI(addr string, node *Node, gatherer prometheus.Gatherer, log *slog.Log
 	})
 	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	return a, nil
+}
+
+// listenError names the setting to change and why it failed, "listen:
+// cannot listen on 127.0.0.1:9464: address already in use", rather than
+// net's "listen tcp 127.0.0.1:9464: bind: address already in use". The
+// cause stays wrapped (errors.Is(err, syscall.EADDRINUSE)).
+func listenError(addr string, err error) error {
+	var sys *os.SyscallError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &sys):
+		err = sys.Err
+	case errors.As(err, &op):
+		err = op.Err
+	}
+	return fmt.Errorf("listen: cannot listen on %s: %w", addr, err)
 }
 
 // ServeHTTP routes r. What no route matches (404) or no route allows
@@ -102,7 +119,7 @@ func (a *API) Run(ctx context.Context) error {
 	go func() { errc <- a.srv.Serve(a.ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("api: %w", err)
+		return fmt.Errorf("serve the HTTP API on %s: %w", a.Addr(), err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -12,15 +12,17 @@ type backoff struct {
 	cur      time.Duration
 }
 
-// next returns the delay to wait now, with ±20% jitter, and doubles the
-// following one up to max.
+// next returns the delay to wait now, with ±20% jitter but never more
+// than max, and doubles the following one up to max. The cap holds with
+// the jitter: the node's max is etcd.RejoinMax, which the master's hold of
+// removed targets counts on.
 func (b *backoff) next() time.Duration {
 	if b.cur == 0 {
 		b.cur = b.min
 	}
 	d := b.cur + time.Duration((rand.Float64()*0.4-0.2)*float64(b.cur))
 	b.cur = min(2*b.cur, b.max)
-	return d
+	return min(d, b.max)
 }
 
 func (b *backoff) reset() { b.cur = 0 }

@@ -91,7 +91,10 @@ func (n *Node) Master() bool { return n.master.Load() }
 // It returns ErrNodeTaken (wrapped) if the node name is held by another
 // live agent when it starts, and nil after a clean shutdown.
 func (n *Node) Run(ctx context.Context) error {
-	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	// At most etcd.RejoinMax between attempts: after an outage the node is
+	// back within the time the read endpoints and the master hold its
+	// targets (etcd.RemovalHold).
+	bo := backoff{min: 200 * time.Millisecond, max: etcd.RejoinMax}
 	key := n.cfg.Keys.Member(n.cfg.Node)
 	lf := leaseFile{path: n.cfg.LeaseFile}
 	prevRun, err := lf.read(key)

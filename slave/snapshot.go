@@ -2,13 +2,11 @@ package slave
 
 import (
 	"bytes"
-	"cmp"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -16,8 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
@@ -28,17 +26,17 @@ import (
 type SnapshotConfig struct {
 	Keys    etcd.Keys
 	Cluster string
-	// Grace is how long after an etcd outage a target group whose key went
-	// away is still served (see outageGrace); default DefaultGrace.
-	Grace time.Duration
-	// Probe is how often etcd is asked whether it is reachable (a count of
-	// the members, timeout two Probes); default 1s.
-	Probe time.Duration
+	// TTL is the agents' lease TTL (default DefaultSnapshotTTL). It sets
+	// the rule of etcd.RemovalHold, the same as the master's file_sd
+	// follows: how long target groups removed around an etcd outage are
+	// still served (etcd.HoldFor), and how long etcd may stay silent
+	// before the answers are marked stale (TTL/2).
+	TTL time.Duration
 }
 
-// DefaultGrace is SnapshotConfig.Grace when unset: the default TTL (5 s,
-// also the nodes' longest retry delay) plus a second.
-const DefaultGrace = 6 * time.Second
+// DefaultSnapshotTTL is SnapshotConfig.TTL when unset: the agent's default
+// lease TTL.
+const DefaultSnapshotTTL = 5 * time.Second
 
 // ErrNotSynced is answered (503) before the first read of etcd succeeded.
 var ErrNotSynced = errors.New("no snapshot of etcd yet: the agent has not read the cluster since it started")
@@ -50,43 +48,56 @@ type etcdWatcher interface {
 }
 
 // Snapshot is the cluster as the read endpoints (GET /sd/http,
-// /api/v1/targets, /api/v1/status) answer it: one read of the cluster's
-// prefix, then one watch, kept in memory. Answers are rendered once per
-// change, on the first request that needs them, and shared by every
-// request until the next change: a request never reads etcd and never
-// encodes the target set itself, so API load costs etcd nothing and memory
-// does not grow with concurrent requests.
+// /api/v1/targets, /api/v1/status) answer it: one paged read of the
+// cluster's prefix, then one watch, kept in memory. Answers are rendered
+// once per change, on the first request that needs them, and shared by
+// every request until the next change: a request never reads etcd and
+// never encodes the target set itself, so API load costs etcd nothing and
+// memory does not grow with concurrent requests.
 //
-// While etcd cannot be reached the Snapshot keeps answering with what it
-// saw last, marked stale; target groups whose keys go away around an
-// outage are held for Grace (outageGrace).
+// Each target group is kept in one form, the fragment the master writes to
+// file_sd (stackconfig.GroupJSON): /sd/http joins the fragments as they
+// are, /api/v1/targets compacts them (renderListing).
+//
+// Through an etcd outage the Snapshot follows etcd.RemovalHold, the rule
+// of the master's file_sd: besides the watch, etcd is asked for a count of
+// the members every Heartbeat, so a quiet etcd is told from a silent one
+// (etcd.Heartbeats); once etcd is
+// silent for longer than the hold's Gap the answers are marked stale (what
+// was seen last, "stale since" the last answer); and target groups removed
+// in the first hold after etcd answers again are still served until the
+// hold ends, or until their node publishes them again.
 type Snapshot struct {
-	cli etcdWatcher
-	cfg SnapshotConfig
-	log *slog.Logger
-	m   *snapshotMetrics
+	cli       etcdWatcher
+	cfg       SnapshotConfig
+	log       *slog.Logger
+	m         *snapshotMetrics
+	heartbeat time.Duration
 
 	mu      sync.Mutex
 	synced  bool
 	rev     int64
 	other   map[string]*mvccpb.KeyValue // every key outside targets/
 	targets map[string]*targetEntry     // targets/ keys, valid or not
-	held    map[string]*targetEntry     // valid groups whose key went away within the grace
-	grace   outageGrace
+	held    map[string]*targetEntry     // valid groups whose removal the hold keeps back
+	hold    *etcd.RemovalHold
+	stale   bool   // etcd silent for longer than the hold's Gap
+	lastErr error  // why the last read or watch of etcd failed
+	warned  bool   // the first read's failure is logged
 	tgen    uint64 // bumped by every change of what the target answers show
 	vgen    uint64 // bumped by every change of what the status shows
 	tcur    *targetState
 	vcur    *viewState
 }
 
-// targetEntry is one targets/ key, parsed once per mod revision, with the
-// JSON fragments the answers are concatenated from.
+// targetEntry is one targets/ key, parsed once per mod revision and kept in
+// one compact form. Its node, job and id are parts of key.
 type targetEntry struct {
-	key, node, job, id string
-	modRev             int64
-	sd                 []byte // stackconfig.GroupJSON of its group
-	api                []byte // JSON of its etcd.Target
-	reason             string // why it is skipped; "" when valid
+	key    string
+	modRev int64
+	sd     []byte  // stackconfig.GroupJSON of its group as Prometheus gets it, exact size; nil when invalid
+	ownJob *string // the group's own job label, which sd shows replaced by the key's job; nil: none
+	reason string  // why it is skipped; "" when valid
 }
 
 type snapshotMetrics struct {
@@ -101,13 +112,13 @@ type snapshotMetrics struct {
 func newSnapshotMetrics(reg prometheus.Registerer) *snapshotMetrics {
 	m := &snapshotMetrics{
 		stale: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "agent_api_snapshot_stale", Help: "1 while etcd cannot be reached and the read endpoints answer from the last snapshot, else 0.",
+			Name: "agent_api_snapshot_stale", Help: "1 while etcd is silent and the read endpoints answer from the last snapshot, else 0.",
 		}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "agent_api_snapshot_revision", Help: "etcd revision of the snapshot the read endpoints answer from.",
 		}),
 		held: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "agent_api_targets_held", Help: "Target groups whose keys went away around an etcd outage, still served until the grace ends.",
+			Name: "agent_api_targets_held", Help: "Target groups removed after an etcd outage, still served until their nodes had time to re-register.",
 		}),
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agent_api_snapshot_reloads_total", Help: "Full reads of the cluster prefix (start, watch loss, compaction).",
@@ -128,22 +139,20 @@ func newSnapshotMetrics(reg prometheus.Registerer) *snapshotMetrics {
 // NewSnapshot returns a Snapshot of cfg.Cluster; nothing is read before
 // Run. A nil reg registers no metrics.
 func NewSnapshot(cli etcdWatcher, cfg SnapshotConfig, log *slog.Logger, reg prometheus.Registerer) *Snapshot {
-	if cfg.Grace <= 0 {
-		cfg.Grace = DefaultGrace
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultSnapshotTTL
 	}
-	if cfg.Probe <= 0 {
-		cfg.Probe = time.Second
-	}
+	hold := etcd.NewRemovalHold(cfg.TTL)
 	return &Snapshot{
-		cli: cli, cfg: cfg, log: log, m: newSnapshotMetrics(reg),
+		cli: cli, cfg: cfg, log: log, m: newSnapshotMetrics(reg), heartbeat: hold.Heartbeat(),
 		other: map[string]*mvccpb.KeyValue{}, targets: map[string]*targetEntry{}, held: map[string]*targetEntry{},
-		grace: outageGrace{grace: cfg.Grace},
+		hold: hold,
 	}
 }
 
 // Run keeps the snapshot in step with etcd until ctx ends: a full read,
-// then a watch from its revision; when the watch fails (etcd gone,
-// compaction, leader lost) it reads again, with backoff.
+// then a watch from its revision; when the watch fails (no leader,
+// compaction) it reads again, with backoff while reads fail.
 func (s *Snapshot) Run(ctx context.Context) error {
 	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
 	for ctx.Err() == nil {
@@ -152,7 +161,7 @@ func (s *Snapshot) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.down(err)
+			s.failed(err)
 			sleep(ctx, bo.next())
 			continue
 		}
@@ -162,122 +171,121 @@ func (s *Snapshot) Run(ctx context.Context) error {
 			return nil
 		}
 		s.log.Debug("watch of the cluster ended, reading it again", "err", err)
-		if !errors.Is(err, rpctypes.ErrCompacted) {
-			// Lost, not merely behind: what went away meanwhile is held.
-			s.down(err)
-		}
+		s.failed(err)
 	}
 	return nil
 }
 
-// load reads the whole cluster prefix and makes it the snapshot; target
-// keys that are gone are held if the grace says so.
+// load reads the whole cluster prefix, a page at a time, and makes it the
+// snapshot; target groups that are gone are held if the hold says so.
+// Values are parsed as the pages come, outside the lock: only Run writes
+// the maps, so it may read them unlocked.
 func (s *Snapshot) load(ctx context.Context) (int64, error) {
-	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	resp, err := s.cli.Get(lctx, s.cfg.Keys.Root(), clientv3.WithPrefix())
+	prefix := s.cfg.Keys.Targets()
+	old := s.targets
+	fresh := make(map[string]*targetEntry, len(old))
+	other := map[string]*mvccpb.KeyValue{}
+	rev, err := etcd.ReadPrefix(lctx, s.cli, s.cfg.Keys.Root(), func(kv *mvccpb.KeyValue) {
+		key := string(kv.Key)
+		if !strings.HasPrefix(key, prefix) {
+			other[key] = kv
+			return
+		}
+		if e := old[key]; e != nil && e.modRev == kv.ModRevision {
+			fresh[key] = e
+			return
+		}
+		fresh[key] = s.parse(key, kv)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("read cluster: %w", err)
 	}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.upLocked(now)
+	s.contactLocked(now)
 	s.m.reloads.Inc()
-	old := s.targets
-	s.targets = make(map[string]*targetEntry, len(old))
-	clear(s.other)
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		if !strings.HasPrefix(key, s.cfg.Keys.Targets()) {
-			s.other[key] = kv
-			continue
-		}
-		if e := old[key]; e != nil && e.modRev == kv.ModRevision {
-			s.targets[key] = e
-		} else {
-			s.targets[key] = s.parse(kv)
-		}
+	for key := range fresh {
+		s.hold.Put(key)
 		delete(s.held, key)
 	}
 	for key, e := range old {
-		if _, ok := s.targets[key]; !ok {
+		if _, ok := fresh[key]; !ok {
 			s.goneLocked(now, e)
 		}
 	}
+	s.targets, s.other = fresh, other
 	s.synced = true
-	s.rev = resp.Header.Revision
+	s.rev = rev
 	s.changedLocked(true, true)
-	return resp.Header.Revision, nil
+	return rev, nil
 }
 
-// follow applies the watch from rev+1 until it fails or ctx ends, probes
-// etcd, and drops held groups when the grace ends.
+// follow applies the watch from rev+1 until it fails or ctx ends, keeps
+// etcd talking (etcd.Heartbeats), marks the answers stale when it is
+// silent, and drops held groups when their hold ends.
 func (s *Snapshot) follow(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	wch := s.cli.Watch(wctx, s.cfg.Keys.Root(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	probe := time.NewTicker(s.cfg.Probe)
-	defer probe.Stop()
+	beats := make(chan time.Time, 1)
+	wg.Go(func() { etcd.Heartbeats(wctx, s.cli, s.cfg.Keys.Members(), s.heartbeat, beats) })
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		if err := s.step(ctx, wch, probe.C); err != nil {
-			return err
+		s.arm(timer)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok := <-wch:
+			if !ok {
+				return errors.New("watch closed")
+			}
+			if err := wr.Err(); err != nil {
+				return err
+			}
+			s.apply(wr.Events, wr.Header.Revision)
+		case at := <-beats:
+			s.mu.Lock()
+			s.contactLocked(at)
+			s.mu.Unlock()
+		case now := <-timer.C:
+			s.tick(now)
 		}
 	}
 }
 
-// step waits for one thing to do: a watch batch, a probe, or the end of
-// the grace of the held groups.
-func (s *Snapshot) step(ctx context.Context, wch clientv3.WatchChan, probe <-chan time.Time) error {
-	var expire <-chan time.Time
-	if d, ok := s.holdUntil(); ok {
-		t := time.NewTimer(time.Until(d))
-		defer t.Stop()
-		expire = t.C
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case wr, ok := <-wch:
-		if !ok {
-			return errors.New("watch closed")
-		}
-		if err := wr.Err(); err != nil {
-			return err
-		}
-		s.apply(wr.Events, wr.Header.Revision)
-	case <-probe:
-		s.probe(ctx)
-	case <-expire:
-		s.expire()
-	}
-	return nil
-}
-
-// probe asks etcd for a count of the members, every Probe: a watch that
-// says nothing cannot tell a quiet cluster from an unreachable one. The
-// timeout is two Probes, so that a slow answer on a loaded machine is not
-// taken for an outage.
-func (s *Snapshot) probe(ctx context.Context) {
-	pctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Probe)
-	defer cancel()
-	if _, err := s.cli.Get(pctx, s.cfg.Keys.Members(), clientv3.WithCountOnly()); err != nil {
-		if ctx.Err() == nil {
-			s.down(err)
-		}
-		return
-	}
+// arm sets timer to the next moment something changes without etcd
+// saying so: a held removal comes due, or etcd's silence makes the
+// answers stale.
+func (s *Snapshot) arm(timer *time.Timer) {
 	s.mu.Lock()
-	s.upLocked(time.Now())
+	next, ok := s.hold.Next()
+	if !s.stale {
+		if silent := s.hold.LastContact().Add(s.hold.Gap() + time.Millisecond); !ok || silent.Before(next) {
+			next, ok = silent, true
+		}
+	}
 	s.mu.Unlock()
+	if !ok {
+		next = time.Now().Add(time.Hour)
+	}
+	timer.Reset(time.Until(next))
 }
 
-// apply applies one watch batch; events mean etcd is reachable.
+// apply applies one watch response: events, or none for a progress
+// notification. Either way etcd answered.
 func (s *Snapshot) apply(evs []*clientv3.Event, rev int64) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.upLocked(now)
+	s.contactLocked(now)
+	if len(evs) == 0 {
+		return
+	}
 	targets, other := false, false
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
@@ -298,8 +306,9 @@ func (s *Snapshot) apply(evs []*clientv3.Event, rev int64) {
 			}
 			continue
 		}
+		s.hold.Put(key)
 		delete(s.held, key)
-		s.targets[key] = s.parse(ev.Kv)
+		s.targets[key] = s.parse(key, ev.Kv)
 	}
 	s.rev = rev
 	// The status counts the targets, so a target change is a status change.
@@ -308,51 +317,65 @@ func (s *Snapshot) apply(evs []*clientv3.Event, rev int64) {
 
 // goneLocked removes a target group whose key went away, or holds it.
 func (s *Snapshot) goneLocked(now time.Time, e *targetEntry) {
-	if e.reason == "" && s.grace.Holding(now) {
+	if e.sd != nil && s.hold.Remove(e.key, now) {
 		s.held[e.key] = e
 	}
 }
 
-// expire drops the held groups once the grace has passed.
-func (s *Snapshot) expire() {
+// tick drops the held groups whose hold ended and notices a silent etcd.
+func (s *Snapshot) tick(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	until, ok := s.grace.Until()
-	if !ok || time.Now().Before(until) || len(s.held) == 0 {
+	gone := 0
+	for _, key := range s.hold.Due(now) {
+		if _, ok := s.held[key]; ok {
+			delete(s.held, key)
+			gone++
+		}
+	}
+	if gone > 0 {
+		s.log.Info("target groups not published again within the hold after an etcd outage are gone", "count", gone, "hold", s.hold.Hold())
+		s.changedLocked(true, false)
+	}
+	s.silenceLocked(now)
+}
+
+// failed records why etcd could not be read or watched; the answers turn
+// stale once etcd has been silent for the hold's Gap.
+func (s *Snapshot) failed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
+	if !s.synced && !s.warned {
+		s.warned = true
+		s.log.Warn("etcd cannot be read; the read endpoints answer 503 until a first read succeeds", "err", err)
+	}
+	s.silenceLocked(time.Now())
+}
+
+// silenceLocked marks the answers stale when etcd has not answered for
+// longer than the hold's Gap. Readers call it too, so an answer is marked
+// as soon as that is true, whatever Run is waiting for.
+func (s *Snapshot) silenceLocked(now time.Time) {
+	if !s.synced || s.stale || s.hold.Healthy(now) {
 		return
 	}
-	s.log.Info("target groups not re-registered within the grace after an etcd outage are gone", "count", len(s.held), "grace", s.cfg.Grace)
-	clear(s.held)
-	s.changedLocked(true, false)
+	s.stale = true
+	s.log.Warn("etcd is silent; the read endpoints answer from the last snapshot", "revision", s.rev,
+		"since", s.hold.LastContact().Format(time.RFC3339Nano), "err", s.lastErr)
+	s.m.stale.Set(1)
+	s.changedLocked(true, true)
 }
 
-func (s *Snapshot) holdUntil() (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.held) == 0 {
-		return time.Time{}, false
+// contactLocked records an answer of etcd.
+func (s *Snapshot) contactLocked(now time.Time) {
+	recovered := s.hold.Contact(now)
+	if recovered {
+		s.log.Info("etcd answers again; target groups removed meanwhile are held while the nodes re-register",
+			"until", now.Add(s.hold.Hold()).Format(time.RFC3339Nano))
 	}
-	return s.grace.Until()
-}
-
-// down marks the snapshot stale: etcd did not answer.
-func (s *Snapshot) down(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.grace.Down(time.Now()) {
-		if s.synced {
-			s.log.Warn("etcd cannot be reached; the read endpoints answer from the last snapshot", "revision", s.rev, "err", err)
-		} else {
-			s.log.Warn("etcd cannot be reached; the read endpoints answer 503 until a first read succeeds", "err", err)
-		}
-		s.m.stale.Set(1)
-		s.changedLocked(true, true)
-	}
-}
-
-func (s *Snapshot) upLocked(now time.Time) {
-	if s.grace.Up(now) {
-		s.log.Info("etcd reachable again; held target groups are kept while nodes re-register", "grace", s.cfg.Grace)
+	if s.stale {
+		s.stale, s.lastErr = false, nil
 		s.m.stale.Set(0)
 		s.changedLocked(true, true)
 	}
@@ -370,11 +393,12 @@ func (s *Snapshot) changedLocked(targets, view bool) {
 }
 
 // parse checks one targets/ value with the same rule as the master's
-// file_sd writer (etcd.Keys.ParseTargetKV) and keeps its fragments. A bad
+// file_sd writer (etcd.Keys.ParseTargetKV) and keeps its fragment. A bad
 // value is counted and logged once per key and revision: it is parsed
-// again only when its revision changes.
-func (s *Snapshot) parse(kv *mvccpb.KeyValue) *targetEntry {
-	e := &targetEntry{key: string(kv.Key), modRev: kv.ModRevision}
+// again only when its revision changes. key is kv.Key, the string the map
+// holds too: one copy of it.
+func (s *Snapshot) parse(key string, kv *mvccpb.KeyValue) *targetEntry {
+	e := &targetEntry{key: key, modRev: kv.ModRevision}
 	t, err := s.cfg.Keys.ParseTargetKV(kv.Key, kv.Value)
 	if err != nil {
 		e.reason = err.Error()
@@ -382,12 +406,13 @@ func (s *Snapshot) parse(kv *mvccpb.KeyValue) *targetEntry {
 		s.log.Warn("skipping invalid target value", "key", e.key, "revision", kv.ModRevision, "err", err)
 		return e
 	}
-	e.node, e.job, e.id = t.Node, t.Job, t.ID
-	// Exact-size copies: GroupJSON's buffer has spare capacity, and 10,000
-	// of them are kept.
+	if v, ok := t.Labels[model.JobLabel]; ok {
+		own := string(v)
+		e.ownJob = &own
+	}
+	// An exact-size copy: GroupJSON's buffer has spare capacity, and
+	// 10,000 of them are kept.
 	e.sd = bytes.Clone(stackconfig.GroupJSON(t.Group()))
-	t.TargetGroup = t.Normalize()
-	e.api, _ = json.Marshal(t) // strings and maps of strings always encode
 	return e
 }
 
@@ -399,8 +424,7 @@ type snapshotMeta struct {
 }
 
 func (s *Snapshot) metaLocked() snapshotMeta {
-	down, since := s.grace.IsDown()
-	return snapshotMeta{rev: s.rev, stale: down, staleSince: since}
+	return snapshotMeta{rev: s.rev, stale: s.stale, staleSince: s.hold.LastContact()}
 }
 
 // targetState is the target set of one generation, immutable once built;
@@ -408,6 +432,7 @@ func (s *Snapshot) metaLocked() snapshotMeta {
 type targetState struct {
 	gen     uint64
 	meta    snapshotMeta
+	keys    etcd.Keys
 	groups  []*targetEntry    // valid and held, by job, node, id
 	jobs    map[string][2]int // job -> its range in groups
 	skipped []etcd.BadTarget
@@ -425,10 +450,12 @@ func (s *Snapshot) targetState() (*targetState, error) {
 	if !s.synced {
 		return nil, ErrNotSynced
 	}
+	s.silenceLocked(time.Now())
 	if s.tcur != nil && s.tcur.gen == s.tgen {
 		return s.tcur, nil
 	}
-	st := &targetState{gen: s.tgen, meta: s.metaLocked(), jobs: map[string][2]int{}, byJob: map[string]*rendered{}}
+	st := &targetState{gen: s.tgen, meta: s.metaLocked(), keys: s.cfg.Keys, jobs: map[string][2]int{}, byJob: map[string]*rendered{}}
+	st.groups = make([]*targetEntry, 0, len(s.targets)+len(s.held))
 	for _, m := range []map[string]*targetEntry{s.targets, s.held} {
 		for _, e := range m {
 			if e.reason != "" {
@@ -443,21 +470,21 @@ func (s *Snapshot) targetState() (*targetState, error) {
 	}
 	slices.Sort(st.held)
 	slices.SortFunc(st.skipped, func(a, b etcd.BadTarget) int { return strings.Compare(a.Key, b.Key) })
-	// One deterministic order for both answers, so that an unchanged set
-	// renders the same bytes (and ETag), and a job is one range.
-	slices.SortFunc(st.groups, func(a, b *targetEntry) int {
-		return cmp.Or(strings.Compare(a.job, b.job), strings.Compare(a.node, b.node), strings.Compare(a.id, b.id))
-	})
+	// The order of the master's file_sd files (etcd.Keys.CompareTargets),
+	// so that an unchanged set renders the same bytes (and ETag) as the
+	// file, and a job is one range.
+	slices.SortFunc(st.groups, func(a, b *targetEntry) int { return s.cfg.Keys.CompareTargets(a.key, b.key) })
 	for i, e := range st.groups {
-		r, ok := st.jobs[e.job]
+		_, job, _, _ := s.cfg.Keys.ParseTarget(e.key)
+		r, ok := st.jobs[job]
 		if !ok {
 			r[0] = i
 		}
 		r[1] = i + 1
-		st.jobs[e.job] = r
+		st.jobs[job] = r
 	}
-	st.all = s.newRendered("sd_http", func() []byte { return joinSD(st.groups) })
-	st.listing = s.newRendered("targets", st.renderListing)
+	st.all = s.newRendered("sd_http", func(w io.Writer) { writeSD(w, st.groups) })
+	st.listing = s.newRendered("targets", st.writeListing)
 	s.tcur = st
 	return st, nil
 }
@@ -472,20 +499,22 @@ func (st *targetState) sdJob(s *Snapshot, job string) *rendered {
 	defer st.mu.Unlock()
 	r := st.byJob[job]
 	if r == nil {
-		r = s.newRendered("sd_http_job", func() []byte { return joinSD(st.groups[span[0]:span[1]]) })
+		r = s.newRendered("sd_http_job", func(w io.Writer) { writeSD(w, st.groups[span[0]:span[1]]) })
 		st.byJob[job] = r
 	}
 	return r
 }
 
-// joinSD is the http_sd array of es, in the file_sd format the master
-// writes.
-func joinSD(es []*targetEntry) []byte {
-	frags := make([][]byte, len(es))
-	for i, e := range es {
-		frags[i] = e.sd
-	}
-	return stackconfig.JoinGroups(frags)
+// writeSD writes the http_sd array of es, in the file_sd format the
+// master writes.
+func writeSD(w io.Writer, es []*targetEntry) {
+	_ = stackconfig.WriteGroups(w, func(yield func([]byte) bool) {
+		for _, e := range es {
+			if !yield(e.sd) {
+				return
+			}
+		}
+	})
 }
 
 // TargetListing is the answer of GET /api/v1/targets: etcd.TargetSet's
@@ -495,37 +524,142 @@ type TargetListing struct {
 	Skipped  []etcd.BadTarget `json:"skipped,omitempty"`
 	Revision int64            `json:"revision"`
 	// Held are the keys of groups still served although their key went
-	// away around an etcd outage (until the grace ends).
+	// away after an etcd outage (until their nodes had time to publish
+	// them again: etcd.RemovalHold).
 	Held []string `json:"held,omitempty"`
-	// Stale: etcd cannot be reached; this is the last snapshot, taken
-	// before StaleSince.
+	// Stale: etcd is silent; this is the snapshot as of StaleSince, its
+	// last answer.
 	Stale      bool       `json:"stale,omitempty"`
 	StaleSince *time.Time `json:"stale_since,omitempty"`
 }
 
-// renderListing writes a TargetListing from the kept fragments.
-func (st *targetState) renderListing() []byte {
+// writeListing writes a TargetListing from the kept fragments.
+func (st *targetState) writeListing(w io.Writer) {
 	tail := TargetListing{Skipped: st.skipped, Revision: st.meta.rev, Held: st.held, Stale: st.meta.stale}
 	if st.meta.stale {
 		tail.StaleSince = &st.meta.staleSince
 	}
 	rest, _ := json.Marshal(tail) // {"targets":null,...}
 	rest = bytes.TrimPrefix(rest, []byte(`{"targets":null`))
-	n := len(rest) + 16
-	for _, e := range st.groups {
-		n += len(e.api) + 1
-	}
-	out := make([]byte, 0, n)
-	out = append(out, `{"targets":[`...)
+	_, _ = io.WriteString(w, `{"targets":[`)
+	var scratch bytes.Buffer
+	var entry []byte
 	for i, e := range st.groups {
+		entry = entry[:0]
 		if i > 0 {
-			out = append(out, ',')
+			entry = append(entry, ',')
 		}
-		out = append(out, e.api...)
+		entry = appendTarget(entry, &scratch, st.keys, e)
+		_, _ = w.Write(entry)
 	}
-	out = append(out, ']')
-	out = append(out, rest...)
-	return append(out, '\n')
+	_, _ = io.WriteString(w, "]")
+	_, _ = w.Write(rest)
+	_, _ = io.WriteString(w, "\n")
+}
+
+// appendTarget appends e as JSON of etcd.Target, made from its file_sd
+// fragment: the key's node, job and id, then the fragment compacted, with
+// the group's own job label in place of the key's (or none), as it was
+// published.
+func appendTarget(out []byte, scratch *bytes.Buffer, keys etcd.Keys, e *targetEntry) []byte {
+	node, job, id, _ := keys.ParseTarget(e.key)
+	head, _ := json.Marshal(struct {
+		Node string `json:"node"`
+		Job  string `json:"job"`
+		ID   string `json:"id"`
+	}{node, job, id})
+	out = append(out, head[:len(head)-1]...) // without its '}'
+	out = append(out, ',')
+	scratch.Reset()
+	if err := json.Compact(scratch, e.sd); err != nil {
+		panic(err) // GroupJSON's output is JSON
+	}
+	group := scratch.Bytes() // {"targets":[...],"labels":{...}}
+	start, end, ok := jobLabelMember(group)
+	if !ok {
+		return append(out, group[1:]...)
+	}
+	if e.ownJob != nil {
+		v, _ := json.Marshal(*e.ownJob)
+		out = append(out, group[1:start]...)
+		out = append(out, `"job":`...)
+		out = append(out, v...)
+		return append(out, group[end:]...)
+	}
+	// Drop the member and one comma next to it.
+	switch {
+	case group[end] == ',':
+		end++
+	case group[start-1] == ',':
+		start--
+	}
+	out = append(out, group[1:start]...)
+	return append(out, group[end:]...)
+}
+
+// jobLabelMember finds the "job" member of the labels object in the
+// compact JSON of a stackconfig.TargetGroup, {"targets":[S,...],
+// "labels":{S:S,...}} with S JSON strings; [start, end) is the member
+// without commas. Member names are only found where a name can be, never
+// inside a string.
+func jobLabelMember(b []byte) (start, end int, ok bool) {
+	i := 0
+	expect := func(c byte) bool {
+		if i < len(b) && b[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	str := func() ([]byte, bool) {
+		if i >= len(b) || b[i] != '"' {
+			return nil, false
+		}
+		from := i
+		for i++; i < len(b); i++ {
+			switch b[i] {
+			case '\\':
+				i++
+			case '"':
+				i++
+				return b[from:i], true
+			}
+		}
+		return nil, false
+	}
+	if !expect('{') {
+		return 0, 0, false
+	}
+	if name, ok := str(); !ok || string(name) != `"targets"` || !expect(':') || !expect('[') {
+		return 0, 0, false
+	}
+	for !expect(']') {
+		if _, ok := str(); !ok {
+			return 0, 0, false
+		}
+		expect(',')
+	}
+	if !expect(',') {
+		return 0, 0, false
+	}
+	if name, ok := str(); !ok || string(name) != `"labels"` || !expect(':') || !expect('{') {
+		return 0, 0, false
+	}
+	for !expect('}') {
+		from := i
+		name, ok := str()
+		if !ok || !expect(':') {
+			return 0, 0, false
+		}
+		if _, ok := str(); !ok {
+			return 0, 0, false
+		}
+		if string(name) == `"job"` {
+			return from, i, true
+		}
+		expect(',')
+	}
+	return 0, 0, false
 }
 
 // viewState is the cluster view of one generation.
@@ -541,6 +675,7 @@ func (s *Snapshot) viewState() (*viewState, error) {
 	if !s.synced {
 		return nil, ErrNotSynced
 	}
+	s.silenceLocked(time.Now())
 	if s.vcur != nil && s.vcur.gen == s.vgen {
 		return s.vcur, nil
 	}
@@ -549,84 +684,14 @@ func (s *Snapshot) viewState() (*viewState, error) {
 		kvs = append(kvs, kv)
 	}
 	meta, ntargets := s.metaLocked(), len(s.targets)
-	s.vcur = &viewState{gen: s.vgen, meta: meta, status: s.newRendered("status", func() []byte {
+	s.vcur = &viewState{gen: s.vgen, meta: meta, status: s.newRendered("status", func(w io.Writer) {
 		view := s.cfg.Keys.View(s.cfg.Cluster, meta.rev, kvs)
 		view.Targets = ntargets
 		if meta.stale {
 			view.Stale, view.StaleSince = true, &meta.staleSince
 		}
 		b, _ := json.MarshalIndent(view, "", "  ")
-		return append(b, '\n')
+		_, _ = w.Write(append(b, '\n'))
 	})}
 	return s.vcur, nil
-}
-
-// rendered is one answer, rendered once on first use and shared by every
-// request of its generation. Most clients (Prometheus, Go clients) accept
-// gzip, so only the compressed form is kept; the identity body is rendered
-// again, once, and kept only when a client without gzip asks for it.
-// Bodies too small to gain from gzip are kept as they are.
-type rendered struct {
-	render func() []byte
-
-	once sync.Once
-	etag string
-	gz   []byte // nil: not compressed, see plain
-
-	plainOnce sync.Once
-	plain     []byte
-}
-
-// emptyList answers a job that has no groups.
-var emptyList = func() *rendered {
-	r := &rendered{render: func() []byte { return []byte("[]\n") }}
-	r.init()
-	return r
-}()
-
-func (s *Snapshot) newRendered(endpoint string, f func() []byte) *rendered {
-	return &rendered{render: func() []byte {
-		s.m.renders.WithLabelValues(endpoint).Inc()
-		return f()
-	}}
-}
-
-// minGzip is the smallest body worth compressing.
-const minGzip = 1024
-
-func (r *rendered) init() {
-	r.once.Do(func() {
-		body := r.render()
-		h := fnv.New64a()
-		_, _ = h.Write(body)
-		r.etag = fmt.Sprintf(`"%016x"`, h.Sum64())
-		if len(body) < minGzip {
-			r.plainOnce.Do(func() { r.plain = body })
-			return
-		}
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-		_, _ = zw.Write(body)
-		_ = zw.Close()
-		r.gz = bytes.Clone(buf.Bytes())
-	})
-}
-
-// ETag is the answer's entity tag.
-func (r *rendered) ETag() string {
-	r.init()
-	return r.etag
-}
-
-// gzipped is the compressed body, or nil for a body kept uncompressed.
-func (r *rendered) gzipped() []byte {
-	r.init()
-	return r.gz
-}
-
-// body is the uncompressed body.
-func (r *rendered) body() []byte {
-	r.init()
-	r.plainOnce.Do(func() { r.plain = r.render() })
-	return r.plain
 }

@@ -5,6 +5,8 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"io"
+	"iter"
 	"slices"
 	"strings"
 	"unicode"
@@ -88,6 +90,32 @@ func GroupJSON(g TargetGroup) []byte {
 		panic(err) // strings and maps of strings always encode
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// WriteGroups writes GroupJSON fragments, in the order given, to w: the
+// bytes JoinGroups returns, without building them (the agent's http_sd
+// streams 10,000 groups straight into gzip). Buffer w: it gets a write per
+// fragment and separator.
+func WriteGroups(w io.Writer, frags iter.Seq[[]byte]) error {
+	first := true
+	for f := range frags {
+		sep := ",\n  "
+		if first {
+			sep, first = "[\n  ", false
+		}
+		if _, err := io.WriteString(w, sep); err != nil {
+			return err
+		}
+		if _, err := w.Write(f); err != nil {
+			return err
+		}
+	}
+	end := "\n]\n"
+	if first {
+		end = "[]\n"
+	}
+	_, err := io.WriteString(w, end)
+	return err
 }
 
 // JoinGroups joins GroupJSON fragments, in the order given, into the JSON

@@ -114,3 +114,21 @@ func TestRenderFileSDRejects(t *testing.T) {
 		}
 	}
 }
+
+// WriteGroups streams the bytes JoinGroups builds.
+func TestWriteGroupsIsJoinGroups(t *testing.T) {
+	groups := testTargetGroups()
+	for n := 0; n <= len(groups); n++ {
+		var frags [][]byte
+		for _, g := range groups[:n] {
+			frags = append(frags, GroupJSON(g.Normalize()))
+		}
+		var buf bytes.Buffer
+		if err := WriteGroups(&buf, slices.Values(frags)); err != nil {
+			t.Fatal(err)
+		}
+		if want := JoinGroups(frags); !bytes.Equal(buf.Bytes(), want) {
+			t.Fatalf("%d groups: WriteGroups wrote\n%s\nJoinGroups built\n%s", n, buf.Bytes(), want)
+		}
+	}
+}

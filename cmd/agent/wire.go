@@ -158,11 +158,10 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		return nil, err
 	}
 	// The read endpoints answer from one watched snapshot, never a read per
-	// request. Held targets outlive an outage by one TTL (at least the
-	// nodes' 5 s retry cap) plus a second, for the nodes to re-register.
-	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{
-		Keys: keys, Cluster: cfg.Cluster, Grace: max(cfg.TTL, 5*time.Second) + time.Second,
-	}, log.With("component", "api-snapshot"), reg)
+	// request. Through an etcd outage it holds removed targets by the rule
+	// of the master's file_sd (etcd.RemovalHold, from the TTL).
+	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{Keys: keys, Cluster: cfg.Cluster, TTL: cfg.TTL},
+		log.With("component", "api-snapshot"), reg)
 	p.actors = append(p.actors, snap.Run)
 	p.api.HandleSnapshot(snap)
 	apps.NewHandler(cli, apps.HandlerConfig{

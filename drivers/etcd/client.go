@@ -15,6 +15,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -41,6 +43,7 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               zap.NewNop(),
+		DialOptions:          []grpc.DialOption{grpc.WithConnectParams(reconnect)},
 	}
 	if cfg.PasswordFile != "" {
 		pw, err := os.ReadFile(cfg.PasswordFile)
@@ -61,6 +64,21 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	return cli, nil
+}
+
+// reconnect is how the client dials etcd again after losing it: gRPC's
+// default backoff grows to two minutes, so after a long outage an agent
+// would come back long after etcd, and its targets would leave Prometheus
+// although it lives. Capped so that a delay, jitter included, stays within
+// RejoinMax, the time RemovalHold gives the agents to re-register.
+var reconnect = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  time.Second,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   RejoinMax * 5 / 6, // +20% jitter: RejoinMax
+	},
+	MinConnectTimeout: 20 * time.Second,
 }
 
 func tlsConfig(cfg ClientConfig) (*tls.Config, error) {

@@ -78,6 +78,12 @@ func TestClientTLSAndAuth(t *testing.T) {
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*purl}, []url.URL{*purl}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.ClientTLSInfo = transport.TLSInfo{CertFile: srvCert, KeyFile: srvKey, TrustedCAFile: caPath, ClientCertAuth: true}
+	// Every password etcd stores or checks costs a bcrypt: at the default
+	// cost (10) that is 1-5 s of CPU under -race on a loaded machine, and
+	// this test makes three (two users, one login; more when the client
+	// logs in again). The least cost etcd accepts (bcrypt.MinCost) tests
+	// the same auth path at a 64th of the price.
+	cfg.BcryptCost = 4
 	srv, err := embed.StartEtcd(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +96,8 @@ func TestClientTLSAndAuth(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	// The dial with a password checks it with bcrypt on the server, which
-	// takes seconds under -race on a loaded machine: a generous timeout.
+	// A generous dial timeout: TLS handshakes and the login are slow
+	// under -race on a loaded machine.
 	tlsOnly := etcd.ClientConfig{Endpoints: []string{curl.String()}, DialTimeout: 20 * time.Second, CAFile: caPath, CertFile: cliCert, KeyFile: cliKey}
 	root, err := etcd.NewClient(tlsOnly)
 	if err != nil {
@@ -213,4 +219,58 @@ func TestExplainUnreachable(t *testing.T) {
 	if err := etcd.Explain(context.Background(), []string{closed}, time.Second, other); err == nil || err.Error() != other.Error() {
 		t.Errorf("an answer of etcd: got %v", err)
 	}
+}
+
+// While etcd is away the client keeps dialling it, never waiting longer
+// than RejoinMax between attempts (gRPC's default backoff grows to two
+// minutes): after a long outage an agent is back within RejoinMax of etcd,
+// the time RemovalHold keeps its targets for it. The "etcd" here accepts
+// and hangs up at once, as a restarting server does, and counts the dials.
+func TestClientRedialsWithinRejoinMax(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dials := make(chan time.Time, 100)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials <- time.Now()
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: []string{"http://" + ln.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	const watch = 20 * time.Second // gRPC's default reaches a 6.5 s ±20% delay within 19 s
+	ctx, cancel := context.WithTimeout(context.Background(), watch)
+	defer cancel()
+	go func() { _, _ = cli.Get(ctx, "/x") }() // a caller waiting for etcd, as the agent's are
+	var last time.Time
+	longest := time.Duration(0)
+loop:
+	for {
+		select {
+		case at := <-dials:
+			if !last.IsZero() {
+				longest = max(longest, at.Sub(last))
+			}
+			last = at
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	if last.IsZero() {
+		t.Fatal("the client never dialled")
+	}
+	if longest > etcd.RejoinMax+500*time.Millisecond {
+		t.Fatalf("the client waited %s between two dials of an etcd that is away, want at most RejoinMax %s", longest, etcd.RejoinMax)
+	}
+	t.Logf("longest wait between dials: %s", longest)
 }

@@ -10,8 +10,9 @@ import (
 
 // ErrFenced is returned by Leader.Txn when the election key that made this
 // agent master is gone or was re-created: leadership is lost and the caller
-// must stop every master duty at once.
-var ErrFenced = errors.New("etcd: fenced write refused, leadership lost")
+// must stop every master duty at once. Its text reaches the agent's log,
+// without a package prefix.
+var ErrFenced = errors.New("leadership lost: etcd refused a fenced write")
 
 // Leader is proof of one term of mastership: the election key this agent
 // created and its create revision. A later term, even of the same agent, has

@@ -42,6 +42,10 @@ func TestStaleLeaderWriteIsFenced(t *testing.T) {
 	if !errors.Is(err, etcd.ErrFenced) {
 		t.Fatalf("stale leader's write: got %v, want ErrFenced", err)
 	}
+	// What the log shows says what happened, with no package prefix.
+	if want := "leadership lost: etcd refused a fenced write"; err.Error() != want {
+		t.Fatalf("stale leader's write: %q, want %q", err, want)
+	}
 	resp, err := cli.Get(ctx, keys.Collector("prometheus"))
 	if err != nil {
 		t.Fatal(err)

@@ -20,13 +20,18 @@ func TestRemovalHold(t *testing.T) {
 		t.Fatal("removal held while etcd answers")
 	}
 	// Answers closer than Gap keep etcd healthy.
+	var last time.Time
 	for d := time.Second; d <= 10*time.Second; d += h.Heartbeat() {
 		if h.Contact(at(d)) {
 			t.Fatalf("contact at %s after a heartbeat counted as a recovery", d)
 		}
+		last = at(d)
 	}
 	if !h.Healthy(at(10*time.Second)) || h.Healthy(at(10*time.Second+h.Gap()+1)) {
 		t.Fatal("Healthy does not follow the last answer")
+	}
+	if got := h.LastContact(); !got.Equal(last) {
+		t.Fatalf("LastContact = %s, want the last answer %s", got, last)
 	}
 
 	// A silence longer than Gap: the next answer starts a hold.
@@ -34,7 +39,7 @@ func TestRemovalHold(t *testing.T) {
 	if !h.Contact(back) {
 		t.Fatal("answer after a silence not counted as a recovery")
 	}
-	end := back.Add(ttl + HoldMargin)
+	end := back.Add(h.Hold())
 	if !h.Remove("k1", back) || !h.Remove("k2", back.Add(time.Second)) || !h.Remove("k3", back.Add(2*time.Second)) {
 		t.Fatal("removals right after the recovery not held")
 	}
@@ -69,5 +74,22 @@ func TestRemovalHold(t *testing.T) {
 	h.Reset()
 	if h.Contact(back.Add(3*time.Hour)) || h.Remove("k6", back.Add(3*time.Hour)) || h.Held("k5") {
 		t.Fatal("Reset did not forget the answers and the held removals")
+	}
+}
+
+// The hold covers what re-registering takes: a TTL for an agent whose lease
+// etcd restored, RejoinMax for one waiting to retry, plus HoldMargin.
+func TestHoldFor(t *testing.T) {
+	for _, tc := range []struct{ ttl, want time.Duration }{
+		{2 * time.Second, RejoinMax + HoldMargin},
+		{5 * time.Second, 6 * time.Second},
+		{10 * time.Second, 10*time.Second + HoldMargin},
+	} {
+		if got := HoldFor(tc.ttl); got != tc.want {
+			t.Errorf("HoldFor(%s) = %s, want %s", tc.ttl, got, tc.want)
+		}
+		if got := NewRemovalHold(tc.ttl).Hold(); got != tc.want {
+			t.Errorf("NewRemovalHold(%s).Hold() = %s, want %s", tc.ttl, got, tc.want)
+		}
 	}
 }

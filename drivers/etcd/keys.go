@@ -41,17 +41,47 @@ func (k Keys) Target(node, job, id string) string {
 }
 
 // ParseTarget splits a target key into node, job and id; ok is false for a
-// key that does not have that shape.
+// key that does not have that shape. The parts are substrings of key: it
+// allocates nothing, so it may run in sort comparisons.
 func (k Keys) ParseTarget(key string) (node, job, id string, ok bool) {
-	rest, found := strings.CutPrefix(key, k.Targets())
+	rest, found := strings.CutPrefix(key, k.root)
+	if found {
+		rest, found = strings.CutPrefix(rest, "targets/")
+	}
 	if !found {
 		return "", "", "", false
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+	node, rest, ok1 := strings.Cut(rest, "/")
+	job, id, ok2 := strings.Cut(rest, "/")
+	if !ok1 || !ok2 || node == "" || job == "" || id == "" || strings.Contains(id, "/") {
 		return "", "", "", false
 	}
-	return parts[0], parts[1], parts[2], true
+	return node, job, id, true
+}
+
+// CompareTargets orders target keys by job, node and id: the order of the
+// groups in the master's file_sd files and in every agent's http_sd and
+// /api/v1/targets answers, so that file_sd and http_sd give the same bytes
+// for the same targets. A key that is not a target key sorts first, by its
+// text.
+func (k Keys) CompareTargets(a, b string) int {
+	an, aj, ai, aok := k.ParseTarget(a)
+	bn, bj, bi, bok := k.ParseTarget(b)
+	switch {
+	case !aok && !bok:
+		return strings.Compare(a, b)
+	case !aok:
+		return -1
+	case !bok:
+		return 1
+	}
+	if c := strings.Compare(aj, bj); c != 0 {
+		return c
+	}
+	if c := strings.Compare(an, bn); c != 0 {
+		return c
+	}
+	return strings.Compare(ai, bi)
 }
 
 // Collectors is the prefix of the URLs the master publishes.

@@ -70,6 +70,10 @@ func TestStaleLeaderRefused(t *testing.T) {
 	if !errors.Is(err, ErrStaleLeader) {
 		t.Fatalf("stale apply: %v, want ErrStaleLeader", err)
 	}
+	// What the log shows: no package prefix, the revisions that decided.
+	if want := "a newer master has written the file_sd directory (directory at revision 10, this master at 9)"; err.Error() != want {
+		t.Fatalf("stale apply: %q, want %q", err, want)
+	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "node.json")); string(b) != "[new]\n" {
 		t.Fatalf("stale master changed node.json to %q", b)
 	}

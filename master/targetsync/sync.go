@@ -1,13 +1,13 @@
 package targetsync
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -62,7 +62,7 @@ type metrics struct {
 type Option func(*Sync)
 
 // WithTTL sets the agents' lease TTL (default DefaultTTL): removals seen in
-// the first TTL + etcd.HoldMargin after etcd comes back are held.
+// the first etcd.HoldFor(ttl) after etcd comes back are held.
 func WithTTL(ttl time.Duration) Option {
 	return func(s *Sync) { s.hold = etcd.NewRemovalHold(ttl) }
 }
@@ -168,20 +168,17 @@ func (s *Sync) endTerm() {
 	}
 }
 
-// state holds the rendered group of every target the files show, by key,
-// grouped by job; a job file is the sorted concatenation of its fragments.
-type state map[string]map[string]entry // job -> etcd key -> group
+// state holds every target the files show, by job and etcd key, each as
+// its group's file_sd fragment (stackconfig.GroupJSON, exact size): the
+// one form kept, so a job file is the fragments joined in
+// etcd.Keys.CompareTargets order.
+type state map[string]map[string][]byte // job -> etcd key -> fragment
 
-type entry struct {
-	order string // stackconfig.GroupOrder: the order RenderFileSD uses
-	json  []byte // stackconfig.GroupJSON
-}
-
-func (st state) put(job, key string, e entry) {
+func (st state) put(job, key string, frag []byte) {
 	if st[job] == nil {
-		st[job] = map[string]entry{}
+		st[job] = map[string][]byte{}
 	}
-	st[job][key] = e
+	st[job][key] = frag
 }
 
 func (st state) count() int {
@@ -197,25 +194,25 @@ func (st state) count() int {
 // stay while their removal is held.
 func (s *Sync) load(ctx context.Context, term filesd.Term) (int64, error) {
 	s.m.resyncs.Inc()
-	resp, err := s.cli.Get(ctx, s.keys.Targets(), clientv3.WithPrefix())
+	prev := s.st
+	s.st = state{}
+	seen := map[string]bool{}
+	rev, err := etcd.ReadPrefix(ctx, s.cli, s.keys.Targets(), func(kv *mvccpb.KeyValue) {
+		seen[string(kv.Key)] = true
+		s.hold.Put(string(kv.Key))
+		s.apply(kv)
+	})
 	if err != nil {
+		s.st = prev // what the files show
 		return 0, err
 	}
 	now := time.Now()
 	s.contact(now)
-	prev := s.st
-	s.st = state{}
-	seen := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		seen[string(kv.Key)] = true
-		s.hold.Put(string(kv.Key))
-		s.apply(kv)
-	}
 	held := 0
 	for job, es := range prev {
-		for key, e := range es {
+		for key, frag := range es {
 			if !seen[key] && s.hold.Remove(key, now) {
-				s.st.put(job, key, e)
+				s.st.put(job, key, frag)
 				held++
 			}
 		}
@@ -224,7 +221,7 @@ func (s *Sync) load(ctx context.Context, term filesd.Term) (int64, error) {
 	s.m.targets.Set(float64(s.st.count()))
 	files := map[string][]byte{}
 	for job := range s.st {
-		files[job] = render(s.st[job])
+		files[job] = s.render(s.st[job])
 	}
 	onDisk, err := s.writer.Jobs()
 	if err != nil {
@@ -239,7 +236,7 @@ func (s *Sync) load(ctx context.Context, term filesd.Term) (int64, error) {
 	if err := s.write(term, files); err != nil {
 		return 0, err
 	}
-	return resp.Header.Revision, nil
+	return rev, nil
 }
 
 // contact tells the hold that etcd answered.
@@ -257,8 +254,9 @@ func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	wch := s.cli.Watch(wctx, s.keys.Targets(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	beats := make(chan time.Time, 1)
 	wg.Add(1)
-	go func() { defer wg.Done(); etcd.RequestProgressEvery(wctx, s.cli, s.hold.Heartbeat()) }()
+	go func() { defer wg.Done(); etcd.Heartbeats(wctx, s.cli, s.keys.Members(), s.hold.Heartbeat(), beats) }()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -266,6 +264,9 @@ func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 		var dirty map[string]bool
 		var start time.Time
 		select {
+		case at := <-beats:
+			s.contact(at)
+			continue
 		case wr, ok := <-wch:
 			if !ok {
 				return ctx.Err()
@@ -293,7 +294,7 @@ func (s *Sync) follow(ctx context.Context, term filesd.Term, rev int64) error {
 				files[job] = nil
 				continue
 			}
-			files[job] = render(s.st[job])
+			files[job] = s.render(s.st[job])
 		}
 		s.m.targets.Set(float64(s.st.count()))
 		if err := s.write(term, files); err != nil {
@@ -374,8 +375,9 @@ func (s *Sync) apply(kv *mvccpb.KeyValue) string {
 		return ""
 	}
 	delete(s.bad, key)
-	g := t.Group()
-	s.st.put(t.Job, key, entry{order: stackconfig.GroupOrder(g), json: stackconfig.GroupJSON(g)})
+	// An exact-size copy: GroupJSON's buffer has spare capacity, and
+	// 10,000 of them are kept.
+	s.st.put(t.Job, key, bytes.Clone(stackconfig.GroupJSON(t.Group())))
 	return t.Job
 }
 
@@ -440,13 +442,14 @@ func (s *Sync) write(term filesd.Term, files map[string][]byte) error {
 	return nil
 }
 
-// render joins one job's groups into file_sd JSON in RenderFileSD's order,
-// so file_sd and http_sd give the same bytes for the same targets.
-func render(groups map[string]entry) []byte {
-	es := slices.SortedFunc(maps.Values(groups), func(a, b entry) int { return strings.Compare(a.order, b.order) })
-	frags := make([][]byte, len(es))
-	for i, e := range es {
-		frags[i] = e.json
+// render joins one job's groups into file_sd JSON, ordered by node and id
+// (etcd.Keys.CompareTargets), the order of every agent's http_sd answer:
+// file_sd and http_sd give the same bytes for the same targets.
+func (s *Sync) render(groups map[string][]byte) []byte {
+	keys := slices.SortedFunc(maps.Keys(groups), s.keys.CompareTargets)
+	frags := make([][]byte, len(keys))
+	for i, key := range keys {
+		frags[i] = groups[key]
 	}
 	return stackconfig.JoinGroups(frags)
 }

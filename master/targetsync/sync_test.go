@@ -143,11 +143,16 @@ func golden(t *testing.T, name, got string) {
 
 func waitFile(t *testing.T, path string, cond func(string) bool, what string) string {
 	t.Helper()
+	return waitFileWithin(t, 5*time.Second, path, cond, what)
+}
+
+func waitFileWithin(t *testing.T, d time.Duration, path string, cond func(string) bool, what string) string {
+	t.Helper()
 	var got string
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(d)
 	for got = read(t, path); !cond(got); got = read(t, path) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 5s: %s: %s; have:\n%s", path, what, got)
+			t.Fatalf("after %s: %s: %s; have:\n%s", d, path, what, got)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -165,23 +170,25 @@ func TestFileSDFollowsTargets(t *testing.T) {
 		{Job: "app", Addresses: []string{"127.0.0.1:8081", "127.0.0.1:8080"}, MetricsPath: "/internal/metrics", Scheme: "https"},
 	})
 	host2 := publish(t, cli, "host-2", []stackconfig.Exporter{
-		{Job: "node", Address: "127.0.0.2:9100", Labels: map[string]string{"team": "quote\" and ünïcode"}},
+		// "az" sorts its label set first: the order is the nodes', not the labels'.
+		{Job: "node", Address: "127.0.0.2:9100", Labels: map[string]string{"team": "quote\" and ünïcode", "az": "a"}},
 	})
 	node := waitFile(t, filepath.Join(dir, "node.json"), func(s string) bool { return bytes.Count([]byte(s), []byte(`"targets"`)) == 2 }, "want two groups")
 	golden(t, "node.json", node)
-	// http_sd renders the same targets to the same bytes.
+	// http_sd renders the same targets to the same bytes: the groups'
+	// fragments by job, node and id.
 	set, err := etcd.Registry{KV: cli, Keys: keys}.Targets(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var nodeJob []etcd.Target
+	var frags [][]byte
 	for _, tg := range set.Targets {
 		if tg.Job == "node" {
-			nodeJob = append(nodeJob, tg)
+			frags = append(frags, stackconfig.GroupJSON(tg.Group()))
 		}
 	}
-	if b, err := stackconfig.RenderFileSD(etcd.Groups(nodeJob)); err != nil || string(b) != node {
-		t.Fatalf("http_sd rendering differs from node.json (%v):\n%s", err, b)
+	if b := stackconfig.JoinGroups(frags); string(b) != node {
+		t.Fatalf("http_sd rendering differs from node.json:\n%s", b)
 	}
 	golden(t, "app.json", waitFile(t, filepath.Join(dir, "app.json"), func(s string) bool { return s != "" }, "want the app job"))
 
@@ -500,12 +507,14 @@ func TestOutageKeepsTargetsUntilAgentsReRegister(t *testing.T) {
 		return err == nil && resp.Count == 2
 	}, "agent a did not re-register within a TTL of the master's read (a slow machine?)")
 
-	// b, dead, leaves within TTL + about a second of the master's read.
-	waitFile(t, filepath.Join(dir, "only-b.json"), func(c string) bool { return c == "" }, "dead agent's job file not removed")
+	// b, dead, leaves when the hold ends: max(TTL, RejoinMax) + HoldMargin
+	// after the master's read.
+	hold := s.hold.Hold()
+	waitFileWithin(t, hold+5*time.Second, filepath.Join(dir, "only-b.json"), func(c string) bool { return c == "" }, "dead agent's job file not removed")
 	waitFile(t, filepath.Join(dir, "node.json"), func(c string) bool { return !strings.Contains(c, "127.0.0.3:9100") }, "dead agent's target not removed")
 	gone, _ := seen.lostAt("node", "127.0.0.3:9100")
-	if d := gone.Sub(read); d > ttl+etcd.HoldMargin+time.Second {
-		t.Errorf("dead agent's target left %s after the master read etcd again, want within TTL %s + about a second", d, ttl)
+	if d := gone.Sub(read); d > hold+time.Second {
+		t.Errorf("dead agent's target left %s after the master read etcd again, want within the hold %s + about a second", d, hold)
 	}
 	// a was never dropped, nor its job's file.
 	seen.neverLost(t, "node", "127.0.0.2:9100")
@@ -552,7 +561,7 @@ func TestShortOutageHoldsExpiredLeasesAndThenNot(t *testing.T) {
 	// does not.
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return testutil.ToFloat64(s.m.held) == 2 }, "removals after the outage not held")
 	publish(t, direct, "host-a", []stackconfig.Exporter{{Job: "node", Address: "127.0.0.2:9100"}})
-	waitFile(t, filepath.Join(dir, "node.json"), func(c string) bool { return !strings.Contains(c, "127.0.0.3:9100") }, "b not removed after the hold")
+	waitFileWithin(t, s.hold.Hold()+5*time.Second, filepath.Join(dir, "node.json"), func(c string) bool { return !strings.Contains(c, "127.0.0.3:9100") }, "b not removed after the hold")
 	seen.neverLost(t, "node", "127.0.0.2:9100")
 
 	// b left when the hold ended; etcd has answered since: c's death
@@ -590,10 +599,47 @@ func TestTermEndedWhileHealthyStartsFromEtcd(t *testing.T) {
 	_, lead2 := etcdtest.Campaign(t, cli, keys, "m", 2)
 	runTerm(t, s, lead2)
 	etcdtest.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.m.resyncs) == 2 }, "no full read in the second term")
-	// A hold would keep it for TTL + 1 s = 3 s.
+	// A hold would keep it for etcd.HoldFor(2 s) = 6 s.
 	etcdtest.Eventually(t, 2*time.Second, func() bool { return read(t, filepath.Join(dir, "only-a.json")) == "" },
 		"the second term kept a job that was gone when it read etcd")
 	if got := testutil.ToFloat64(s.m.held); got != 0 {
 		t.Fatalf("%v removals held, want none", got)
+	}
+}
+
+// A quiet cluster (nothing written since the master read it) is a healthy
+// etcd, not a silent one: an agent that leaves is removed from the files at
+// once, not held as after an outage. etcd 3.6+ answers no progress request
+// of a watch that started at a revision it has not reached, so the duty
+// must hear from etcd some other way.
+func TestQuietClusterShowsRemovalAtOnce(t *testing.T) {
+	const ttl = 2 * time.Second
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	dir := t.TempDir()
+	a := publish(t, cli, "host-a", []stackconfig.Exporter{{Job: "node", Address: "127.0.0.2:9100"}})
+	publish(t, cli, "host-b", []stackconfig.Exporter{{Job: "node", Address: "127.0.0.3:9100"}})
+	w, err := filesd.NewWriter(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen writes
+	s := New(cli, keys, w, quiet(), prometheus.NewRegistry(), WithTTL(ttl))
+	s.OnWrite = seen.record
+	_, lead := etcdtest.Campaign(t, cli, keys, "m", 5)
+	runTerm(t, s, lead)
+	waitFile(t, filepath.Join(dir, "node.json"), func(c string) bool {
+		return strings.Contains(c, "127.0.0.2:9100") && strings.Contains(c, "127.0.0.3:9100")
+	}, "both agents' targets")
+
+	time.Sleep(ttl) // the quiet time, longer than the silence that counts as an outage (TTL/2); not a wait for a result
+	a.stop()
+	stopped := time.Now()
+	waitFile(t, filepath.Join(dir, "node.json"), func(c string) bool { return !strings.Contains(c, "127.0.0.2:9100") }, "a not removed")
+	if at, _ := seen.lostAt("node", "127.0.0.2:9100"); at.Sub(stopped) > time.Second {
+		t.Errorf("a's target left %s after its lease was revoked in a quiet, healthy etcd, want at once", at.Sub(stopped))
+	}
+	if got := testutil.ToFloat64(s.m.held); got != 0 {
+		t.Errorf("%v removals held in a healthy etcd, want none", got)
 	}
 }
