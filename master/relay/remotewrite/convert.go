@@ -268,8 +268,8 @@ func (c *Converter) readV1(b []byte) error {
 func (c *Converter) readV2(b []byte) error {
 	c.syms = c.syms[:0]
 	series := c.series[:0]
-	// Fast path: symbols and series with one-byte tags and lengths of up
-	// to two bytes, as the relay writes them (a shard's record).
+	// Fast path: symbols, then series, as the relay writes a shard's
+	// record; anything else is read by fields.
 	for len(b) > 2 && (b[0] == v2Symbols<<3|2 || b[0] == v2Timeseries<<3|2) {
 		l, n := consumeVarint(b[1:])
 		if n < 0 || l > uint64(len(b)-1-n) {
