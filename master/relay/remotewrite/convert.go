@@ -69,9 +69,11 @@ type Converter struct {
 	body    []byte   // the series being written
 	ser     cSeries  // the series being read
 	syms    [][]byte // 2.0 source symbols
+	series  [][]byte // 2.0 source series
 	table   map[string]uint32
 	symList [][]byte // 2.0 output symbols
 	mdSeen  map[string]struct{}
+	mdKey   []byte   // familyMetadata's
 	mdMemo  []mdMemo // per symbol of the 2.0 payload being read, as a metric name
 	scratch []byte
 }
@@ -265,7 +267,22 @@ func (c *Converter) readV1(b []byte) error {
 
 func (c *Converter) readV2(b []byte) error {
 	c.syms = c.syms[:0]
-	var series [][]byte
+	series := c.series[:0]
+	// Fast path: symbols, then series, as the relay writes a shard's
+	// record; anything else is read by fields.
+	for len(b) > 2 && (b[0] == v2Symbols<<3|2 || b[0] == v2Timeseries<<3|2) {
+		l, n := consumeVarint(b[1:])
+		if n < 0 || l > uint64(len(b)-1-n) {
+			return errCorrupt
+		}
+		v := b[1+n : 1+n+int(l)]
+		if b[0] == v2Symbols<<3|2 {
+			c.syms = append(c.syms, v)
+		} else {
+			series = append(series, v)
+		}
+		b = b[1+n+int(l):]
+	}
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v, _ []byte) error {
 		switch {
 		case num == v2Symbols && typ == protowire.BytesType:
@@ -275,6 +292,7 @@ func (c *Converter) readV2(b []byte) error {
 		}
 		return nil
 	})
+	c.series = series
 	if err != nil {
 		return err
 	}
@@ -606,11 +624,11 @@ func (c *Converter) familyMetadata(s *cSeries) {
 		*m = memo
 	}
 	family := metricFamily(name, s.mdType)
-	key := c.scratch[len(c.scratch):]
-	key = protowire.AppendVarint(key, s.mdType)
+	key := protowire.AppendVarint(c.mdKey[:0], s.mdType)
 	key = protowire.AppendBytes(key, family)
 	key = protowire.AppendBytes(key, s.mdHelp)
 	key = protowire.AppendBytes(key, s.mdUnit)
+	c.mdKey = key
 	if _, ok := c.mdSeen[string(key)]; ok {
 		return
 	}

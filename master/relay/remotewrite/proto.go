@@ -370,6 +370,32 @@ func strHash(b []byte) uint64 {
 	return hi ^ lo
 }
 
+// strHashASCII is strHash(b) and whether b is ASCII, in one pass.
+func strHashASCII(b []byte) (uint64, bool) {
+	const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
+	const high = 0x8080808080808080
+	h := uint64(len(b)) * m1
+	var or uint64
+	for len(b) >= 8 {
+		w := binary.LittleEndian.Uint64(b)
+		or |= w
+		hi, lo := bits.Mul64(h^w, m2)
+		h = hi ^ lo
+		b = b[8:]
+	}
+	if len(b) > 0 {
+		var t uint64
+		for i, c := range b {
+			t |= uint64(c) << (8 * i)
+		}
+		or |= t
+		hi, lo := bits.Mul64(h^t, m2)
+		h = hi ^ lo
+	}
+	hi, lo := bits.Mul64(h, m1)
+	return hi ^ lo, or&high == 0
+}
+
 func identMix(h, name, value uint64) uint64 {
 	h = bits.RotateLeft64((h^name)*0xc2b2ae3d27d4eb4f, 31)
 	return bits.RotateLeft64((h^value)*0x9e3779b185ebca87, 27)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -20,28 +21,32 @@ import (
 type v2Scratch struct {
 	syms   [][]byte // the request's symbols, slices of the request
 	info   []symInfo
-	pairs  [256]pairMemo
 	series [][]byte
 	refs   []uint64
-	lbls   []int64 // the final label set: pairs of symbol indexes; an external label k is ^k
+	lbls   []uint32 // the final label set: pairs of symbol indexes; an external label k is extFlag|k
 	packed []byte
 	body   []byte
 }
 
 // symInfo is what one request learned about one of its symbols, kept
-// together so a label costs one memory access per string.
+// together so a label costs one memory access per string. Every symbol is
+// hashed as it is read (it is UTF-8-checked then anyway, and nearly every
+// symbol is used by a label).
 type symInfo struct {
-	hash uint64 // when memoHash
-	memo uint8
-	ext  uint16 // as a label name, when memoExt: how many external labels sort before it; extSame when one has this name
+	hash  uint64
+	after uint32 // as a label name: 1 + a label name ref known to sort before it (series repeat the same pairs); 0: none yet
+	ext   uint16 // as a label name, when memoName: how many external labels sort before it; extSame when one has this name
+	memo  uint8
 }
 
 const (
-	memoLabelName  = 1 << iota // a valid label name
+	memoName       = 1 << iota // a valid label name; ext is set
 	memoMetricName             // a valid metric name
-	memoHash                   // hash is set
-	memoExt                    // ext is set
+	memoEmpty                  // the empty string
 )
+
+// extFlag marks an external label's index in v2Scratch.lbls.
+const extFlag = 1 << 31
 
 // RewriteV2 validates src, a decoded io.prometheus.write.v2.Request. When out
 // is not nil (it must have Shards() entries) the Buf of each shard that gets
@@ -57,8 +62,20 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 		sc = &v2Scratch{}
 	}
 	defer r.v2.Put(sc)
-	sc.syms, sc.series = sc.syms[:0], sc.series[:0]
+	sc.syms, sc.series, sc.info = sc.syms[:0], sc.series[:0], sc.info[:0]
 	for b := src; len(b) > 0; {
+		// Fast path: a symbol shorter than 128 bytes, as nearly all are.
+		if len(b) > 1 && b[0] == v2Symbols<<3|byte(protowire.BytesType) && b[1] < 0x80 && int(b[1]) <= len(b)-2 {
+			v := b[2 : 2+b[1]]
+			h, ascii := strHashASCII(v)
+			if !ascii && !utf8.Valid(v) {
+				return c, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
+			}
+			sc.syms = append(sc.syms, v)
+			sc.info = append(sc.info, symInfo{hash: h, memo: emptyMemo(v)})
+			b = b[2+len(v):]
+			continue
+		}
 		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return c, errors.New("bad protobuf: request field tag")
@@ -78,6 +95,7 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 				return c, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
 			sc.syms = append(sc.syms, v)
+			sc.info = append(sc.info, symInfo{hash: strHash(v), memo: emptyMemo(v)})
 		case num == v2Timeseries:
 			v, _ := protowire.ConsumeBytes(b[n:])
 			sc.series = append(sc.series, v)
@@ -85,12 +103,9 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 		b = b[n+m:]
 	}
 	nsyms := len(sc.syms)
-	clear(sc.pairs[:])
-	if cap(sc.info) < nsyms {
-		sc.info = make([]symInfo, nsyms)
-	} else {
-		sc.info = sc.info[:nsyms]
-		clear(sc.info)
+	if nsyms >= extFlag {
+		// Cannot be: a snappy block decodes to less than 4 GiB.
+		return c, fmt.Errorf("%d symbols: too many", nsyms)
 	}
 	for i := range out {
 		out[i].beginV2(nsyms, 2*len(r.ext))
@@ -201,54 +216,61 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 	// One pass over the labels: check them, and build the final label set
 	// (external labels merged, empty values left out) and its identity,
 	// which picks the shard as for 1.0.
-	sc.lbls = sc.lbls[:0]
+	lbls := sc.lbls[:0]
+	info, syms := sc.info, sc.syms
 	ident := identSeed
 	ei := 0
-	var prev []byte
-	for i := 0; i < len(refs); i += 2 {
+	prev := uint32(0)
+	for i := 0; i+1 < len(refs); i += 2 {
 		nr, vr := refs[i], refs[i+1]
 		if nr >= nsyms || vr >= nsyms {
 			return fmt.Errorf("series %d: label %d: reference %d outside the symbol table (%d symbols)", idx, i/2, max(nr, vr), nsyms)
 		}
-		name, ni := sc.syms[nr], &sc.info[nr]
-		if ni.memo&memoLabelName == 0 {
-			if err := r.names.checkLabelName(name); err != nil {
+		ni, vi := &info[nr], &info[vr]
+		if ni.memo&memoName == 0 {
+			if err := r.names.checkLabelName(syms[nr]); err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
-			ni.memo |= memoLabelName
+			if len(r.ext) > 0 {
+				ni.ext = r.extRank(syms[nr])
+			}
+			ni.memo |= memoName
 		}
-		if r.names == NamesLegacy && sc.info[vr].memo&memoMetricName == 0 && string(name) == metricNameLabel {
-			if err := r.names.checkMetricName(sc.syms[vr]); err != nil {
+		if r.names == NamesLegacy && vi.memo&memoMetricName == 0 && string(syms[nr]) == metricNameLabel {
+			if err := r.names.checkMetricName(syms[vr]); err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
-			sc.info[vr].memo |= memoMetricName
+			vi.memo |= memoMetricName
 		}
-		if i > 0 && !sc.ordered(refs[i-2], nr, prev, name) {
-			return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, truncate(name))
+		// Sorted: series of a request repeat the same pairs of label
+		// names, so each name remembers the last one found before it.
+		if i > 0 && ni.after != prev+1 {
+			if !less(syms[prev], syms[nr]) {
+				return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, truncate(syms[nr]))
+			}
+			ni.after = prev + 1
 		}
-		prev = name
+		prev = uint32(nr)
 		if len(r.ext) > 0 {
-			if ni.memo&memoExt == 0 {
-				ni.ext, ni.memo = r.extRank(name), ni.memo|memoExt
-			}
 			for before := int(ni.ext &^ extSame); ei < before; ei++ {
-				sc.lbls = append(sc.lbls, int64(^ei), 0)
+				lbls = append(lbls, extFlag|uint32(ei), 0)
 				ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 			}
 			if ni.ext&extSame != 0 && ei == int(ni.ext&^extSame) {
 				ei++ // the series' own label wins
 			}
 		}
-		if len(sc.syms[vr]) == 0 {
+		if vi.memo&memoEmpty != 0 {
 			continue
 		}
-		sc.lbls = append(sc.lbls, int64(nr), int64(vr))
-		ident = identMix(ident, sc.symHash(nr), sc.symHash(vr))
+		lbls = append(lbls, uint32(nr), uint32(vr))
+		ident = identMix(ident, ni.hash, vi.hash)
 	}
 	for ; ei < len(r.ext); ei++ {
-		sc.lbls = append(sc.lbls, int64(^ei), 0)
+		lbls = append(lbls, extFlag|uint32(ei), 0)
 		ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 	}
+	sc.lbls = lbls
 	if len(sc.lbls) == 0 {
 		return fmt.Errorf("series %d: no labels with a value", idx)
 	}
@@ -267,14 +289,29 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 	sh := &out[s]
 	sh.Samples += c.Samples + c.Histograms
 	packed := sc.packed[:0]
-	for i := 0; i < len(sc.lbls); i += 2 {
-		if k := sc.lbls[i]; k < 0 {
-			packed = appendRef(packed, sh.extSym(r.ext, int(^k), 0))
-			packed = appendRef(packed, sh.extSym(r.ext, int(^k), 1))
+	for i := 0; i+1 < len(lbls); i += 2 {
+		n, v := lbls[i], lbls[i+1]
+		if n&extFlag != 0 {
+			packed = appendRef(packed, sh.extSym(r.ext, int(n&^extFlag), 0))
+			packed = appendRef(packed, sh.extSym(r.ext, int(n&^extFlag), 1))
 			continue
 		}
-		packed = appendRef(packed, sh.sym(sc.syms, sc.lbls[i]))
-		packed = appendRef(packed, sh.sym(sc.syms, sc.lbls[i+1]))
+		// Names and values here are not empty. References of up to two
+		// bytes (shard tables of up to 16384 symbols) inline.
+		if x, y := sh.symNE(syms, n), sh.symNE(syms, v); x|y < 0x4000 {
+			if x < 0x80 {
+				packed = append(packed, byte(x))
+			} else {
+				packed = append(packed, byte(x)|0x80, byte(x>>7))
+			}
+			if y < 0x80 {
+				packed = append(packed, byte(y))
+			} else {
+				packed = append(packed, byte(y)|0x80, byte(y>>7))
+			}
+		} else {
+			packed = appendRef(appendRef(packed, x), y)
+		}
 	}
 	sc.packed = packed
 	labelsField := 1 + protowire.SizeVarint(uint64(len(packed))) + len(packed)
@@ -404,36 +441,6 @@ func nextField(b []byte) (protowire.Number, int) {
 	return num, n + protowire.ConsumeFieldValue(num, typ, b[n:])
 }
 
-// ordered reports whether name a (symbol ra) sorts before name b (symbol
-// rb). Series of a request repeat the same pairs of label names: the
-// answers are remembered, by symbol pair, for the request.
-func (sc *v2Scratch) ordered(ra, rb uint64, a, b []byte) bool {
-	slot := &sc.pairs[(ra*0x9e3779b1^rb)&(uint64(len(sc.pairs))-1)]
-	if slot.set && slot.a == ra && slot.b == rb {
-		return true
-	}
-	if !less(a, b) {
-		return false
-	}
-	*slot = pairMemo{a: ra, b: rb, set: true}
-	return true
-}
-
-type pairMemo struct {
-	a, b uint64
-	set  bool
-}
-
-// symHash is the hash of symbol ref, computed once per request.
-func (sc *v2Scratch) symHash(ref uint64) uint64 {
-	in := &sc.info[ref]
-	if in.memo&memoHash == 0 {
-		in.hash = strHash(sc.syms[ref])
-		in.memo |= memoHash
-	}
-	return in.hash
-}
-
 const extSame = 1 << 15
 
 // extRank says where label name goes among the external labels (fewer
@@ -452,6 +459,9 @@ func (r *Rewriter) extRank(name []byte) uint16 {
 func appendRef(b []byte, x uint32) []byte {
 	if x < 0x80 {
 		return append(b, byte(x))
+	}
+	if x < 0x4000 {
+		return append(b, byte(x)|0x80, byte(x>>7))
 	}
 	return protowire.AppendVarint(b, uint64(x))
 }
@@ -626,6 +636,16 @@ func (s *Shard) sym(syms [][]byte, ref int64) uint32 {
 	return x
 }
 
+// symNE is sym for a symbol that is not the empty string.
+func (s *Shard) symNE(syms [][]byte, ref uint32) uint32 {
+	if x := s.remap[ref]; x != 0 {
+		return x
+	}
+	x := s.addSym(syms[ref])
+	s.remap[ref] = x
+	return x
+}
+
 // extSym is sym for the name (part 0) or value (part 1) of external label k.
 func (s *Shard) extSym(ext []extLabel, k, part int) uint32 {
 	if x := s.extRef[2*k+part]; x != 0 {
@@ -663,4 +683,11 @@ func (s *Shard) endV2() {
 		dst = append(dst, str...)
 	}
 	s.Buf = append(dst, s.series...)
+}
+
+func emptyMemo(b []byte) uint8 {
+	if len(b) == 0 {
+		return memoEmpty
+	}
+	return 0
 }

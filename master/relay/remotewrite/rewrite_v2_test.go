@@ -288,3 +288,23 @@ func TestRewriteV2AcceptsUnusualEncodings(t *testing.T) {
 		t.Fatal("unknown series field not kept")
 	}
 }
+
+// strHashASCII must hash exactly as strHash (shards depend on it and must
+// not change between versions or releases) and see any non-ASCII byte.
+func TestStrHashASCII(t *testing.T) {
+	for _, s := range []string{"", "a", "label_01", "value-1-000001", "0123456789abcdef", "service.name", "é", "abcdefgé", "abcdefghé", strings.Repeat("x", 100) + "\xff"} {
+		h, ascii := strHashASCII([]byte(s))
+		if want := strHash([]byte(s)); h != want {
+			t.Errorf("strHashASCII(%q) = %x, strHash %x", s, h, want)
+		}
+		wantASCII := true
+		for _, c := range []byte(s) {
+			if c >= 0x80 {
+				wantASCII = false
+			}
+		}
+		if ascii != wantASCII {
+			t.Errorf("strHashASCII(%q) ascii = %v, want %v", s, ascii, wantASCII)
+		}
+	}
+}
