@@ -43,11 +43,13 @@ type TraceAgentInput struct {
 	LogsBearerTokenFile string
 	// ContainerLogs is a glob of the json-file logs of the engine's
 	// containers (<docker root>/containers/*/*-json.log); the agent's
-	// docker driver has the engine write ManagedLabel and GUIDLabel into
-	// each line, so only the containers it manages are shipped, with the
+	// docker driver has the engine write ManagedLabel, NodeLabel and
+	// GUIDLabel into each line, so only the containers it manages for this
+	// node are shipped (an engine may serve several agents), with the
 	// guid. Empty: no container logs.
 	ContainerLogs string
 	ManagedLabel  string
+	NodeLabel     string
 	GUIDLabel     string
 	// LogFiles are absolute paths or globs of host log files.
 	LogFiles []string
@@ -91,7 +93,7 @@ func (in TraceAgentInput) validate() error {
 		}
 		if in.ContainerLogs != "" {
 			c.check("container_logs", in.ContainerLogs, checkPath(in.ContainerLogs, true))
-			for _, l := range []struct{ key, value string }{{"managed_label", in.ManagedLabel}, {"guid_label", in.GUIDLabel}} {
+			for _, l := range []struct{ key, value string }{{"managed_label", in.ManagedLabel}, {"node_label", in.NodeLabel}, {"guid_label", in.GUIDLabel}} {
 				if !dockerLabelKey.MatchString(l.value) {
 					c.bad(l.key, "must match %s, got %q", dockerLabelKey, l.value)
 				}
@@ -181,7 +183,7 @@ func RenderTraceAgent(in TraceAgentInput) ([]byte, error) {
 				Include:   []string{otelLiteral(in.ContainerLogs)},
 				StartAt:   "beginning",
 				Storage:   otelStorage,
-				Operators: containerLogOperators(in.ManagedLabel, in.GUIDLabel),
+				Operators: containerLogOperators(in.ManagedLabel, in.NodeLabel, in.GUIDLabel, in.Node),
 			}
 			receivers = append(receivers, otelContainersLogs)
 		}
@@ -209,18 +211,18 @@ func RenderTraceAgent(in TraceAgentInput) ([]byte, error) {
 // containerLogOperators parse a line of Docker's json-file log driver,
 // {"log":"...\n","stream":"stdout","attrs":{<label>:<value>},"time":"..."},
 // where attrs holds the container labels the driver was told to log: lines
-// of containers without managed=true are dropped, the guid label becomes
-// resource attribute guid, the trailing newline goes.
+// of containers without managed=true or of another node are dropped, the
+// guid label becomes resource attribute guid, the trailing newline goes.
 //
-// The label keys match dockerLabelKey (no quotes, no $), so they are inert
-// inside the expressions.
-func containerLogOperators(managed, guid string) []otelOperator {
+// The label keys match dockerLabelKey and the node is a DNS label (no
+// quotes, no $), so they are inert inside the expressions.
+func containerLogOperators(managed, nodeLabel, guid, node string) []otelOperator {
 	no := false
 	empty := ""
 	attr := func(key string) string { return `attributes.attrs?.["` + key + `"]` }
 	return []otelOperator{
 		{Type: "container", Format: "docker", AddMetadataFromFilepath: &no},
-		{Type: "filter", Expr: attr(managed) + ` != "true"`},
+		{Type: "filter", Expr: attr(managed) + ` != "true" or ` + attr(nodeLabel) + ` != "` + node + `"`},
 		{Type: "move", If: attr(guid) + " != nil", From: `attributes.attrs["` + guid + `"]`, To: `resource["guid"]`},
 		{Type: "remove", If: "attributes.attrs != nil", Field: "attributes.attrs"},
 		{Type: "regex_replace", Field: "body", Regex: `\r?\n$`, ReplaceWith: &empty},

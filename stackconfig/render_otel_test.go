@@ -45,7 +45,7 @@ func testNodeLogsInput() TraceAgentInput {
 	in.LogsURL = "https://logs.example/insert/opentelemetry/v1/logs"
 	in.LogsBearerTokenFile = "/etc/agent/logs.token"
 	in.ContainerLogs = "/var/lib/docker/containers/*/*-json.log"
-	in.ManagedLabel, in.GUIDLabel = "io.agentproj.managed", "io.agentproj.guid"
+	in.ManagedLabel, in.NodeLabel, in.GUIDLabel = "io.agentproj.managed", "io.agentproj.node", "io.agentproj.guid"
 	in.LogFiles = []string{"/var/log/syslog", "/var/log/app/*.log"}
 	in.LogQueueSize = 100000
 	return in
@@ -244,7 +244,7 @@ func TestRenderNodeLogsParsesBack(t *testing.T) {
 	for _, o := range c.Operators {
 		ops[o.Type] = o
 	}
-	if ops["container"].Format != "docker" || ops["filter"].Expr != `attributes.attrs?.["io.agentproj.managed"] != "true"` ||
+	if ops["container"].Format != "docker" || ops["filter"].Expr != `attributes.attrs?.["io.agentproj.managed"] != "true" or attributes.attrs?.["io.agentproj.node"] != "node-1"` ||
 		ops["move"].From != `attributes.attrs["io.agentproj.guid"]` || ops["move"].To != `resource["guid"]` {
 		t.Fatalf("container log operators %+v", c.Operators)
 	}

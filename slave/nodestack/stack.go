@@ -252,7 +252,7 @@ func (s *Stack) traceAgent(targets map[string]etcd.TargetGroup) (*workload.Spec,
 		in.LogsURL, in.LogsBearerTokenFile = m.LogsURL, m.LogsBearerTokenFile
 		in.LogFiles, in.LogQueueSize = logs.Files, logs.QueueSize
 		if s.cfg.Driver == "docker" {
-			in.ContainerLogs, in.ManagedLabel, in.GUIDLabel = s.cfg.ContainerLogs, workload.LabelManaged, workload.LabelGUID
+			in.ContainerLogs, in.ManagedLabel, in.NodeLabel, in.GUIDLabel = s.cfg.ContainerLogs, workload.LabelManaged, workload.LabelNode, workload.LabelGUID
 		}
 		if in.ContainerLogs == "" && len(in.LogFiles) == 0 {
 			// Nothing to read here (no Docker, no files): ship no logs

@@ -260,12 +260,14 @@ func (v *VictoriaLogs) Query(q string) []map[string]string {
 
 // Metric returns the sum of the samples of a metric (all label sets whose
 // text contains every one of match) in a Prometheus text exposition at
-// metricsURL, and whether any was found.
+// metricsURL, and whether any was found. A counter may be named with or
+// without _total: collector v0.139 (Jaeger) adds it, v0.165 does not.
 func Metric(metricsURL, name string, match ...string) (float64, bool) {
 	var sum float64
 	found := false
 	for _, line := range strings.Split(HTTPGet(metricsURL), "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") &&
+			!strings.HasPrefix(line, name+"_total{") && !strings.HasPrefix(line, name+"_total ") {
 			continue
 		}
 		ok := true
