@@ -9,7 +9,7 @@ DATA_DIR  ?= $(CURDIR)/data
 APT_PKGS  := etcd-server etcd-client prometheus prometheus-node-exporter docker.io busybox-static systemd
 TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox systemd-analyze
 
-.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay verify-unit run clean
+.PHONY: testbins all build deps test test-short lint fmt bench bench-failover bench-targets bench-relay bench-traces verify-unit run clean
 
 all: build
 
@@ -30,8 +30,8 @@ deps:
 testbins:
 	bash testdata/testbins/build.sh
 
-## test: every test, with the race detector, real etcd/Prometheus/Docker included
-test: deps
+## test: every test, with the race detector, real etcd/Prometheus/Docker and the testbins included
+test: deps testbins
 	$(GO) vet ./...
 	$(GO) test -race -timeout 30m -count=1 ./...
 
@@ -55,7 +55,7 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 ## bench: every benchmark below
-bench: bench-failover bench-targets bench-relay
+bench: bench-failover bench-targets bench-relay bench-traces
 
 ## bench-failover: p50/p99 failover time over 10 runs, kill -9 and SIGTERM, TTL 5s
 bench-failover: deps
@@ -68,6 +68,11 @@ bench-targets: deps
 ## bench-relay: relay throughput, CPU per million samples and peak RSS, pinned to one core
 bench-relay: deps
 	bash master/relay/bench.sh
+
+## bench-traces: spans a node's trace agent (otelcol) forwards per CPU-second, and its RSS idle and at peak
+bench-traces:
+	bash testdata/testbins/build.sh otelcol
+	$(GO) test -run '^$$' -bench TraceAgentForward -benchtime 5000x -timeout 20m ./slave/nodestack
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 verify-unit:
