@@ -102,9 +102,6 @@ func (in TraceAgentInput) validate() error {
 		for i, f := range in.LogFiles {
 			c.check(fmt.Sprintf("log_files[%d]", i), f, checkPath(f, true))
 		}
-		if in.ContainerLogs == "" && len(in.LogFiles) == 0 {
-			c.bad("container_logs", "no log source: give container_logs or log_files, got \"\"")
-		}
 		if in.LogQueueSize <= 0 {
 			c.bad("log_queue_size", "must be > 0, got %d", in.LogQueueSize)
 		}
@@ -122,11 +119,12 @@ func (in TraceAgentInput) validate() error {
 // spans, counted in otelcol_exporter_enqueue_failed_spans; the receiver
 // never waits for the exporter, so an application is never blocked.
 //
-// Logs: file_log receivers for the managed containers' json-file logs (the
-// guid label becomes resource attribute guid) and for LogFiles, read from
-// the beginning with their positions kept in file_storage, the same
-// processors, and an otlp_http exporter to LogsURL with its own queue of
-// LogQueueSize records on disk.
+// Logs: the otlp receiver (applications that send their logs as OTLP, with
+// their own resource), file_log receivers for the managed containers'
+// json-file logs (the guid label becomes resource attribute guid) and for
+// LogFiles, read from the beginning with their positions kept in
+// file_storage, the same processors, and an otlp_http exporter to LogsURL
+// with its own queue of LogQueueSize records on disk.
 func RenderTraceAgent(in TraceAgentInput) ([]byte, error) {
 	if err := in.validate(); err != nil {
 		return nil, err
@@ -164,8 +162,8 @@ func RenderTraceAgent(in TraceAgentInput) ([]byte, error) {
 	}
 	processors := []string{"memory_limiter", "resource", "batch"}
 
+	cfg.Receivers.OTLP = otelOTLPIn(in.GRPCListen, in.HTTPListen)
 	if in.CollectorURL != "" {
-		cfg.Receivers.OTLP = otelOTLPIn(in.GRPCListen, in.HTTPListen)
 		e := otelExporter(in.CollectorURL, "grpc", "", in.QueueSize, 0)
 		e.SendingQueue.Storage = otelStorage
 		cfg.Exporters.OTLPGRPC = e
@@ -177,7 +175,7 @@ func RenderTraceAgent(in TraceAgentInput) ([]byte, error) {
 	}
 
 	if in.LogsURL != "" {
-		var receivers []string
+		receivers := []string{"otlp"}
 		if in.ContainerLogs != "" {
 			cfg.Receivers.Containers = &otelFileLog{
 				Include:   []string{otelLiteral(in.ContainerLogs)},

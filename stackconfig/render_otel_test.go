@@ -225,7 +225,7 @@ func TestRenderNodeLogsParsesBack(t *testing.T) {
 	cfg := parseOTel(t, mustRender(t, RenderTraceAgent, in))
 	p := cfg.Service.Pipelines
 	if p.Traces == nil || !reflect.DeepEqual(p.Logs, &otelPipeline{
-		Receivers:  []string{"file_log/containers", "file_log/files"},
+		Receivers:  []string{"otlp", "file_log/containers", "file_log/files"},
 		Processors: []string{"memory_limiter", "resource", "batch"},
 		Exporters:  []string{"otlp_http/logs"},
 	}) {
@@ -253,12 +253,17 @@ func TestRenderNodeLogsParsesBack(t *testing.T) {
 		t.Fatalf("file logs %+v", f)
 	}
 
-	// Logs alone: no OTLP receiver, no traces exporter.
+	// Logs alone: no traces exporter; applications' OTLP logs still go.
 	in.CollectorURL, in.ContainerLogs = "", ""
 	cfg = parseOTel(t, mustRender(t, RenderTraceAgent, in))
-	if cfg.Receivers.OTLP != nil || cfg.Exporters.OTLPGRPC != nil || cfg.Service.Pipelines.Traces != nil ||
-		!reflect.DeepEqual(cfg.Service.Pipelines.Logs.Receivers, []string{"file_log/files"}) {
+	if cfg.Receivers.OTLP == nil || cfg.Exporters.OTLPGRPC != nil || cfg.Service.Pipelines.Traces != nil ||
+		!reflect.DeepEqual(cfg.Service.Pipelines.Logs.Receivers, []string{"otlp", "file_log/files"}) {
 		t.Fatalf("logs only: %+v", cfg)
+	}
+	// OTLP is enough of a source.
+	in.LogFiles = nil
+	if cfg := parseOTel(t, mustRender(t, RenderTraceAgent, in)); !reflect.DeepEqual(cfg.Service.Pipelines.Logs.Receivers, []string{"otlp"}) {
+		t.Fatalf("OTLP logs only: %+v", cfg.Service.Pipelines.Logs)
 	}
 }
 
@@ -367,11 +372,6 @@ func TestRenderOTelRejects(t *testing.T) {
 			in.GRPCListen = ":14317"
 			return errOf(RenderTraceAgent(in))
 		}, `grpc_listen: must have a host, got ":14317"`},
-		{func() error {
-			in := testNodeLogsInput()
-			in.ContainerLogs, in.LogFiles = "", nil
-			return errOf(RenderTraceAgent(in))
-		}, `container_logs: no log source: give container_logs or log_files, got ""`},
 		{func() error { in := testNodeLogsInput(); in.LogQueueSize = -1; return errOf(RenderTraceAgent(in)) }, "log_queue_size: must be > 0, got -1"},
 		{func() error { in := testNodeLogsInput(); in.ManagedLabel = `a"]`; return errOf(RenderTraceAgent(in)) }, `managed_label: must match`},
 		{func() error {

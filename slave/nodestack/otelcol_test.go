@@ -201,9 +201,9 @@ func TestFullQueueDropsSpansWithACounterAndNeverBlocks(t *testing.T) {
 	t.Logf("sent %d spans to a trace agent with a queue of 30 and a dead collector: %v dropped and counted, %d delivered later", sent, dropped, len(next.Traces("shop-2")))
 }
 
-// The otelcol shipper ships configured files to the manager's OTLP/HTTP
-// logs endpoint (a real VictoriaLogs) with node and cluster, before any
-// collector is known; what a restarted agent reads again is not sent
+// The otelcol shipper ships configured files, and the logs applications
+// send as OTLP, to the manager's OTLP/HTTP logs endpoint (a real
+// VictoriaLogs) with node and cluster, before any collector is known; what a restarted agent reads again is not sent
 // twice (read positions in file_storage).
 func TestOtelcolShipperShipsFilesToTheManager(t *testing.T) {
 	vl := processtest.StartVictoriaLogs(t)
@@ -220,6 +220,17 @@ func TestOtelcolShipperShipsFilesToTheManager(t *testing.T) {
 	rec := vl.Query(`"first line of app.log"`)[0]
 	if rec["node"] != "n1" || rec["cluster"] != "c1" || !strings.HasSuffix(rec["log.file.path"], "app.log") {
 		t.Fatalf("log record at the manager: %v", rec)
+	}
+
+	// An application that sends its logs as OTLP keeps its guid; node and
+	// cluster are added.
+	code, err := processtest.PostOTLP(o.otlpHTTP, "/v1/logs", processtest.LogsJSON(map[string]string{"guid": "shop-3", "service.name": "shop-3"}, "payment accepted"), 5*time.Second)
+	if err != nil || code != 200 {
+		t.Fatalf("OTLP logs: %d %v", code, err)
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return len(vl.Query(`guid:"shop-3"`)) == 1 }, "the app's OTLP log record is not at the manager")
+	if rec := vl.Query(`guid:"shop-3"`)[0]; rec["_msg"] != "payment accepted" || rec["node"] != "n1" || rec["cluster"] != "c1" || rec["service.name"] != "shop-3" {
+		t.Fatalf("OTLP log record at the manager: %v", rec)
 	}
 
 	// Restart the trace agent; one more line follows, the first is not

@@ -254,11 +254,6 @@ func (s *Stack) traceAgent(targets map[string]etcd.TargetGroup) (*workload.Spec,
 		if s.cfg.Driver == "docker" {
 			in.ContainerLogs, in.ManagedLabel, in.NodeLabel, in.GUIDLabel = s.cfg.ContainerLogs, workload.LabelManaged, workload.LabelNode, workload.LabelGUID
 		}
-		if in.ContainerLogs == "" && len(in.LogFiles) == 0 {
-			// Nothing to read here (no Docker, no files): ship no logs
-			// rather than refuse the traces.
-			shipLogs, in.LogsURL = false, ""
-		}
 	}
 	if collector == "" && !shipLogs {
 		return nil, false, errString("no Jaeger collector published in etcd yet (collectors/" + collectors.JaegerOTLPGRPC + ") and no logs to ship")
