@@ -280,16 +280,28 @@ func TestRenderOTelHostile(t *testing.T) {
 	fields := []field{
 		{"node", func(v string) ([]byte, error) { in := testTraceAgentInput(); in.Node = v; return RenderTraceAgent(in) },
 			func(c otelConfig) string { return c.Processors.Resource.Attributes[0].Value }, same},
-		{"cluster", func(v string) ([]byte, error) { in := testTraceAgentInput(); in.Cluster = v; return RenderTraceAgent(in) },
+		{"cluster", func(v string) ([]byte, error) {
+			in := testTraceAgentInput()
+			in.Cluster = v
+			return RenderTraceAgent(in)
+		},
 			func(c otelConfig) string { return c.Processors.Resource.Attributes[1].Value }, same},
 		{"collector_url", func(v string) ([]byte, error) {
 			in := testTraceAgentInput()
 			in.CollectorURL = "http://" + v + ":4317"
 			return RenderTraceAgent(in)
 		}, func(c otelConfig) string { return "http://" + c.Exporters.OTLPGRPC.Endpoint }, func(v string) string { return "http://" + v + ":4317" }},
-		{"grpc_listen", func(v string) ([]byte, error) { in := testTraceAgentInput(); in.GRPCListen = v + ":1"; return RenderTraceAgent(in) },
+		{"grpc_listen", func(v string) ([]byte, error) {
+			in := testTraceAgentInput()
+			in.GRPCListen = v + ":1"
+			return RenderTraceAgent(in)
+		},
 			func(c otelConfig) string { return c.Receivers.OTLP.Protocols.GRPC.Endpoint }, func(v string) string { return v + ":1" }},
-		{"http_listen", func(v string) ([]byte, error) { in := testJaegerInput(); in.HTTPListen = v + ":1"; return RenderJaeger(in) },
+		{"http_listen", func(v string) ([]byte, error) {
+			in := testJaegerInput()
+			in.HTTPListen = v + ":1"
+			return RenderJaeger(in)
+		},
 			func(c otelConfig) string { return c.Receivers.OTLP.Protocols.HTTP.Endpoint }, func(v string) string { return v + ":1" }},
 		{"endpoint", func(v string) ([]byte, error) {
 			in := testJaegerInput()
@@ -303,7 +315,11 @@ func TestRenderOTelHostile(t *testing.T) {
 		}, func(c otelConfig) string {
 			return strings.TrimSuffix(strings.TrimPrefix(c.Exporters.OTLP.Headers["Authorization"], "Bearer ${file:"), "}")
 		}, func(v string) string { return "/etc/" + v }},
-		{"storage_dir", func(v string) ([]byte, error) { in := testTraceAgentInput(); in.StorageDir = "/var/" + v; return RenderTraceAgent(in) },
+		{"storage_dir", func(v string) ([]byte, error) {
+			in := testTraceAgentInput()
+			in.StorageDir = "/var/" + v
+			return RenderTraceAgent(in)
+		},
 			func(c otelConfig) string { return c.Extensions.FileStorage.Directory }, func(v string) string { return "/var/" + v }},
 		{"logs_url", func(v string) ([]byte, error) {
 			in := testNodeLogsInput()
@@ -320,7 +336,11 @@ func TestRenderOTelHostile(t *testing.T) {
 			in.ContainerLogs = "/var/lib/" + v + "/*-json.log"
 			return RenderTraceAgent(in)
 		}, func(c otelConfig) string { return c.Receivers.Containers.Include[0] }, func(v string) string { return "/var/lib/" + v + "/*-json.log" }},
-		{"guid_label", func(v string) ([]byte, error) { in := testNodeLogsInput(); in.GUIDLabel = v; return RenderTraceAgent(in) },
+		{"guid_label", func(v string) ([]byte, error) {
+			in := testNodeLogsInput()
+			in.GUIDLabel = v
+			return RenderTraceAgent(in)
+		},
 			func(c otelConfig) string { return c.Receivers.Containers.Operators[2].From }, func(v string) string { return `attributes.attrs["` + v + `"]` }},
 	}
 	for _, v := range hostile {
@@ -362,7 +382,11 @@ func TestRenderOTelRejects(t *testing.T) {
 		}, `bearer_token_file: must not contain control characters, quotes, backslash, $, { or }, got "/etc/${env:X}"`},
 		{func() error { in := testJaegerInput(); in.TelemetryListen = ":8888"; return errOf(RenderJaeger(in)) }, `telemetry_listen: must have a host, got ":8888"`},
 		{func() error { in := testTraceAgentInput(); in.Node = "Node_1"; return errOf(RenderTraceAgent(in)) }, `render trace agent: node: must be lower-case letters, digits and '-'`},
-		{func() error { in := testTraceAgentInput(); in.CollectorURL = "ftp://x:1"; return errOf(RenderTraceAgent(in)) }, `collector_url: must be an http:// or https:// URL with a host, got "ftp://x:1"`},
+		{func() error {
+			in := testTraceAgentInput()
+			in.CollectorURL = "ftp://x:1"
+			return errOf(RenderTraceAgent(in))
+		}, `collector_url: must be an http:// or https:// URL with a host, got "ftp://x:1"`},
 		{func() error { in := testTraceAgentInput(); in.CollectorURL = ""; return errOf(RenderTraceAgent(in)) }, `collector_url: nothing to do: give collector_url (traces) or logs_url (logs), got ""`},
 		{func() error { in := testTraceAgentInput(); in.QueueSize = 0; return errOf(RenderTraceAgent(in)) }, "queue_size: must be > 0, got 0"},
 		{func() error { in := testTraceAgentInput(); in.StorageDir = "data"; return errOf(RenderTraceAgent(in)) }, `storage_dir: must be an absolute path, got "data"`},

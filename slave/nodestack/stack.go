@@ -56,7 +56,7 @@ type Stack struct {
 	// next collector once it is re-pointed.
 	collector string
 	nudge     chan struct{}
-	warned     map[string]string // component -> last problem logged
+	warned    map[string]string // component -> last problem logged
 }
 
 // New returns the node stack.
