@@ -134,6 +134,10 @@ func TestSignalsOfAGuidAppReachTheManager(t *testing.T) {
 	// Metrics: at the manager's Prometheus, through the relay, as before.
 	series := fmt.Sprintf(`guidapp_spans_total{guid=%q,cluster="e2e",result="accepted"}`, guid)
 	etcdtest.Eventually(t, 60*time.Second, func() bool { return query(c.manager, series) == 1 }, "app series with its guid did not reach the manager")
+	// The collectors' own metrics (queues, drops) are scraped too.
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return query(c.prom[master], `up{job="jaeger",cluster="e2e"} == 1`) == 1 && query(c.prom[master], `up{job="otelcol",cluster="e2e"} == 1`) == 2
+	}, "the master's Prometheus does not scrape the Jaeger collector and both trace agents")
 
 	// The master's host dies: kill -9 of its agent, and its collector
 	// goes with it. The time the next collector URL appears in etcd is
