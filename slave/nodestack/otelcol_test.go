@@ -251,3 +251,61 @@ func TestOtelcolShipperShipsFilesToTheManager(t *testing.T) {
 		t.Fatalf("the first line is at the manager %d times", n)
 	}
 }
+
+// The manager's log endpoint is down: the otelcol shipper queues log
+// records up to stack.logs.queue_size, then drops new ones and counts
+// them; an application sending OTLP logs is answered at once all along.
+// What was queued reaches the manager once it is back at its address.
+func TestFullLogQueueDropsRecordsWithACounterAndNeverBlocks(t *testing.T) {
+	managerAddr := etcdtest.FreeAddr(t)
+	o := startOtelcolStack(t, func(c *Config) {
+		c.Manager.LogsURL = "http://" + managerAddr + "/insert/opentelemetry/v1/logs"
+		c.Stack.Logs.QueueSize = 30
+	})
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		code, _ := processtest.PostOTLP(o.otlpHTTP, "/v1/logs", processtest.LogsJSON(nil), time.Second)
+		return code == 200
+	}, "the trace agent does not take log records")
+
+	const sent = 200
+	resource := map[string]string{"guid": "shop-4", "service.name": "shop-4"}
+	failed := func() float64 {
+		n, _ := processtest.Metric(o.telemetry, "otelcol_exporter_enqueue_failed_log_records", `exporter="otlp_http/logs"`)
+		return n
+	}
+	for n := 0; n < sent; n += 10 {
+		lines := make([]string, 10)
+		for i := range lines {
+			lines[i] = "order " + strconv.Itoa(n+i) + " placed"
+		}
+		start := time.Now()
+		code, err := processtest.PostOTLP(o.otlpHTTP, "/v1/logs", processtest.LogsJSON(resource, lines...), 5*time.Second)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("the shipper kept the application waiting %s", d)
+		}
+		if err != nil || code != 200 {
+			t.Fatalf("the shipper did not take log records: %d %v", code, err)
+		}
+		// One batch of 10 at a time to the exporter, so that the queue
+		// fills up to its limit rather than refusing one big batch.
+		etcdtest.Eventually(t, 10*time.Second, func() bool {
+			out, _ := processtest.Metric(o.telemetry, "otelcol_processor_batch_batch_send_size_sum")
+			return int(out+failed()) >= n+10
+		}, "the batch processor did not pass on %d records", n+10)
+	}
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		queued, _ := processtest.Metric(o.telemetry, "otelcol_exporter_queue_size", `exporter="otlp_http/logs"`)
+		return failed() > 0 && queued <= 30
+	}, "no dropped log records counted beyond the queue's limit of 30")
+	dropped := failed()
+
+	// The manager comes back where the shipper sends: every record is
+	// either counted as dropped or delivered.
+	vl := processtest.StartVictoriaLogsAt(t, managerAddr)
+	etcdtest.Eventually(t, 60*time.Second, func() bool { return len(vl.Query(`guid:"shop-4"`))+int(dropped) == sent },
+		"%d records sent, %v dropped, %d delivered once the manager answered", sent, dropped, len(vl.Query(`guid:"shop-4"`)))
+	if n := len(vl.Query(`guid:"shop-4"`)); n > 30 {
+		t.Fatalf("%d records delivered after the outage: more than the queue holds", n)
+	}
+	t.Logf("sent %d log records to a shipper with a queue of 30 and no manager: %v dropped and counted, %d delivered later", sent, dropped, len(vl.Query(`guid:"shop-4"`)))
+}

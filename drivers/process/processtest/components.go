@@ -237,8 +237,14 @@ type VictoriaLogs struct {
 // until it answers.
 func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
 	t.Helper()
+	return StartVictoriaLogsAt(t, freeAddr(t))
+}
+
+// StartVictoriaLogsAt is StartVictoriaLogs on addr (host:port): a manager
+// that comes back where the shippers were told to send.
+func StartVictoriaLogsAt(t testing.TB, addr string) *VictoriaLogs {
+	t.Helper()
 	bin := Testbin(t, "victorialogs", "victoria-logs")
-	addr := freeAddr(t)
 	v := &VictoriaLogs{URL: "http://" + addr, OTLPLogs: "http://" + addr + "/insert/opentelemetry/v1/logs"}
 	v.Proc = Start(t, "victoria-logs", bin, "-httpListenAddr="+addr, "-storageDataPath="+filepath.Join(t.TempDir(), "data"))
 	eventually(t, 30*time.Second, func() bool { return HTTPGet(v.URL+"/health") != "" }, "VictoriaLogs not ready on %s", addr)
