@@ -69,10 +69,11 @@ bench-targets: deps
 bench-relay: deps
 	bash master/relay/bench.sh
 
-## bench-traces: spans a node's trace agent (otelcol) forwards per CPU-second, and its RSS idle and at peak
+## bench-traces: spans a node's trace agent (otelcol) forwards per CPU-second, its RSS idle and at peak, and the disk its full default queue takes
 bench-traces:
 	bash testdata/testbins/build.sh otelcol
 	$(GO) test -run '^$$' -bench TraceAgentForward -benchtime 5000x -timeout 20m ./slave/nodestack
+	$(GO) test -run '^$$' -bench TraceAgentQueueOnDisk -benchtime 1000x -timeout 20m ./slave/nodestack
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 verify-unit:

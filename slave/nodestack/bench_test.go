@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +188,78 @@ func spansProto(n int) []byte {
 	scope := msg(2, append([][]byte{msg(1, str(1, "bench"))}, spans...)...) // ResourceSpans.scope_spans
 	resource := msg(1, kv(1, "service.name", "shop-1"), kv(1, "guid", "shop-1"))
 	return msg(1, resource, scope) // ExportTraceServiceRequest.resource_spans
+}
+
+// BenchmarkTraceAgentQueueOnDisk measures what the trace agent's queue on
+// disk costs while the master's collector is unreachable: bytes of its
+// storage folder per queued span (the spans of BenchmarkTraceAgentForward:
+// 100 a request), and so the disk a full default queue takes. Each
+// iteration is one request of 100 spans; keep b.N*100 below the default
+// queue size, or the surplus is dropped (and counted).
+//
+//	make bench-traces
+func BenchmarkTraceAgentQueueOnDisk(b *testing.B) {
+	bin := processtest.Testbin(b, "otelcol", "otelcol")
+	dir := b.TempDir()
+	in := stackconfig.TraceAgentInput{
+		Node: "bench", Cluster: "bench", GRPCListen: etcdtest.FreeAddr(b), HTTPListen: etcdtest.FreeAddr(b),
+		TelemetryListen: etcdtest.FreeAddr(b), StorageDir: filepath.Join(dir, "storage"),
+		MemoryLimitMiB: stackconfig.DefaultStack.TraceAgent.MemoryLimitMiB,
+		CollectorURL:   "http://" + etcdtest.FreeAddr(b), QueueSize: stackconfig.DefaultStack.TraceAgent.QueueSize,
+	}
+	yml, err := stackconfig.RenderTraceAgent(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeFile(b, filepath.Join(dir, "agent.yml"), string(yml))
+	agent := processtest.Start(b, "trace-agent", bin, "--config=file:"+filepath.Join(dir, "agent.yml"))
+	url := "http://" + in.HTTPListen + "/v1/traces"
+	etcdtest.Eventually(b, 30*time.Second, func() bool { return post(url, spansProto(0)) == nil }, "the trace agent does not take spans")
+	metrics := "http://" + in.TelemetryListen + "/metrics"
+	empty := dirSize(b, in.StorageDir)
+
+	const perRequest = 100
+	body := spansProto(perRequest)
+	b.ResetTimer()
+	for range b.N {
+		if err := post(url, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	spans := float64(b.N * perRequest)
+	etcdtest.Eventually(b, 2*time.Minute, func() bool {
+		queued, _ := processtest.Metric(metrics, "otelcol_exporter_queue_size", `exporter="otlp_grpc"`)
+		dropped, _ := processtest.Metric(metrics, "otelcol_exporter_enqueue_failed_spans", `exporter="otlp_grpc"`)
+		return queued+dropped >= spans
+	}, "the queue did not take the %v spans", spans)
+	b.StopTimer()
+	queued, _ := processtest.Metric(metrics, "otelcol_exporter_queue_size", `exporter="otlp_grpc"`)
+	used := float64(dirSize(b, in.StorageDir) - empty)
+	b.ReportMetric(queued, "spans-queued")
+	b.ReportMetric(used/queued, "disk-B/span")
+	b.ReportMetric(used/queued*float64(in.QueueSize)/(1<<20), "full-queue-MiB")
+	b.ReportMetric(float64(rss(b, agent.Cmd.Process.Pid, "VmHWM:"))/(1<<20), "peak-RSS-MiB")
+	b.ReportMetric(0, "ns/op")
+}
+
+// dirSize is the disk space (allocated blocks) of the files under dir.
+func dirSize(b *testing.B, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
