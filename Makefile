@@ -33,9 +33,9 @@ deps:
 testbins:
 	bash testdata/testbins/build.sh
 
-## test: every test, with the race detector, real etcd/Prometheus/Docker included
+## test: every test, with the race detector, real etcd/Prometheus/Docker and the testbins included
 .PHONY: test
-test: deps
+test: deps testbins
 	$(GO) vet ./...
 	$(GO) test -race -timeout 30m -count=1 ./...
 
@@ -63,7 +63,7 @@ fmt:
 
 ## bench: every benchmark below
 .PHONY: bench
-bench: bench-failover bench-targets bench-relay bench-api bench-push bench-monitor
+bench: bench-failover bench-targets bench-relay bench-api bench-push bench-monitor bench-traces
 
 ## bench-failover: p50/p99 over 10 runs: failover after kill -9 and SIGTERM (TTL 5s), and a kill -9'd agent's restart to ready
 .PHONY: bench-failover
@@ -96,6 +96,13 @@ bench-push:
 .PHONY: bench-monitor
 bench-monitor: deps
 	$(GO) test -run '^$$' -bench NodeMonitor -benchtime 20x -timeout 30m ./cmd/agent
+
+## bench-traces: spans a node's trace agent (otelcol) forwards per CPU-second, its RSS idle and at peak, and the disk its full default queue takes
+.PHONY: bench-traces
+bench-traces:
+	bash testdata/testbins/build.sh otelcol
+	$(GO) test -run '^$$' -bench TraceAgentForward -benchtime 5000x -timeout 20m ./slave/nodestack
+	$(GO) test -run '^$$' -bench TraceAgentQueueOnDisk -benchtime 1000x -timeout 20m ./slave/nodestack
 
 ## verify-unit: check deploy/agent.service with systemd-analyze verify
 .PHONY: verify-unit

@@ -16,8 +16,9 @@ import (
 
 // Stack configures the observability stack the agent runs: the cluster
 // stack on the master (Prometheus, the Jaeger collector) and the node stack
-// on every agent (node_exporter, the trace agent, Vector). Everything here
-// that ends up in a rendered file is checked by Validate.
+// on every agent (node_exporter, the trace agent, which also ships logs,
+// or Vector). Everything here that ends up in a rendered file is checked by
+// Validate.
 type Stack struct {
 	// Driver runs the stack: "docker", "process", "none" (the operator runs
 	// it), or "" to pick docker when the Docker engine answers, else process.
@@ -27,6 +28,7 @@ type Stack struct {
 	NodeExporter NodeExporterStack `mapstructure:"node_exporter"`
 	Jaeger       JaegerStack       `mapstructure:"jaeger"`
 	TraceAgent   TraceAgentStack   `mapstructure:"trace_agent"`
+	Logs         LogsStack         `mapstructure:"logs"`
 	Vector       VectorStack       `mapstructure:"vector"`
 }
 
@@ -70,8 +72,9 @@ type NodeExporterStack struct {
 	Listen string `mapstructure:"listen"`
 }
 
-// JaegerStack is the master's Jaeger v2 collector: OTLP in from the trace
-// agents, OTLP out to the manager.
+// JaegerStack is the master's Jaeger v2 collector (the jaeger binary, an
+// OpenTelemetry Collector): OTLP in from the trace agents, OTLP out to the
+// manager, through a bounded in-memory queue with retries.
 type JaegerStack struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Image   string `mapstructure:"image"`
@@ -82,14 +85,19 @@ type JaegerStack struct {
 	OTLPHTTPListen string `mapstructure:"otlp_http_listen"`
 	// HealthListen serves the health check (GET /status); empty: none.
 	HealthListen string `mapstructure:"health_listen"`
-	// TelemetryListen serves the collector's own metrics; empty: none.
+	// TelemetryListen serves the collector's own metrics, which the master
+	// publishes as target jaeger/collector; empty: none.
 	TelemetryListen string `mapstructure:"telemetry_listen"`
-	// QueueSize bounds the in-memory batches waiting for the manager.
+	// QueueSize bounds the spans waiting in memory for the manager; beyond
+	// it, new spans are dropped and counted.
 	QueueSize int `mapstructure:"queue_size"`
 }
 
-// TraceAgentStack is the OTLP forwarder every node runs: applications send
-// to it on loopback, it forwards to the master's Jaeger collector.
+// TraceAgentStack is the OpenTelemetry Collector every node runs (the
+// project's otelcol distribution, testdata/testbins/otelcol): applications
+// send OTLP to it on loopback, it adds node and cluster and forwards to the
+// master's Jaeger collector through a queue on disk. With the otelcol log
+// shipper ([stack.logs]) it ships the node's logs too.
 type TraceAgentStack struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Image   string `mapstructure:"image"`
@@ -100,31 +108,58 @@ type TraceAgentStack struct {
 	OTLPHTTPListen string `mapstructure:"otlp_http_listen"`
 	// HealthListen serves the health check (GET /); empty: none.
 	HealthListen string `mapstructure:"health_listen"`
-	// TelemetryListen serves the forwarder's own metrics; empty: none.
+	// TelemetryListen serves the collector's own metrics (queue sizes,
+	// dropped spans), published as target otelcol/node-collector of the
+	// node; empty: none.
 	TelemetryListen string `mapstructure:"telemetry_listen"`
-	// QueueSize bounds the in-memory batches waiting for the collector.
+	// QueueSize bounds the spans waiting on disk for the master's
+	// collector; beyond it, new spans are dropped and counted
+	// (otelcol_exporter_enqueue_failed_spans). The queue survives a
+	// re-pointing at a new master and a restart.
+	QueueSize int `mapstructure:"queue_size"`
+	// MemoryLimitMiB is the memory_limiter's limit: above it the collector
+	// refuses data instead of growing.
+	MemoryLimitMiB int `mapstructure:"memory_limit_mib"`
+}
+
+// LogsStack chooses and feeds the node's log shipper.
+type LogsStack struct {
+	// Shipper is "otelcol" (the node's trace agent ships the logs too, as
+	// OTLP/HTTP) or "vector" (a Vector per node, JSON over HTTP).
+	Shipper string `mapstructure:"shipper"`
+	// Files are absolute paths or globs of host log files to ship besides
+	// the logs of the agent's containers.
+	Files []string `mapstructure:"files"`
+	// QueueSize bounds the log records the otelcol shipper keeps on disk
+	// for the manager; beyond it, new records are dropped and counted.
 	QueueSize int `mapstructure:"queue_size"`
 }
 
-// VectorStack is the log shipper every node runs.
+// Log shippers, the values of stack.logs.shipper.
+const (
+	ShipperOtelcol = "otelcol"
+	ShipperVector  = "vector"
+)
+
+// VectorStack is the Vector log shipper of every node, with
+// stack.logs.shipper = "vector".
 type VectorStack struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Image   string `mapstructure:"image"`
 	Binary  string `mapstructure:"binary"`
-	// Files are absolute paths or globs of host log files to ship besides
-	// the logs of the agent's containers.
-	Files []string `mapstructure:"files"`
 }
 
 // Manager says where the node and cluster stacks deliver logs and traces.
 // Metrics go through the relay (see Relay).
 type Manager struct {
-	// LogsURL is the http(s) URL Vector posts logs to (JSON); empty: logs
-	// are not shipped.
+	// LogsURL is where the node's log shipper sends logs; empty: logs are
+	// not shipped. The otelcol shipper posts OTLP/HTTP logs (protobuf) to
+	// it as the whole URL (VictoriaLogs: /insert/opentelemetry/v1/logs,
+	// Loki 3: /otlp/v1/logs, a collector: /v1/logs); Vector posts JSON.
 	LogsURL string `mapstructure:"logs_url"`
 	// LogsBearerTokenFile holds the bearer token for LogsURL. Vector reads
 	// it as a secret of its directory backend, so its file name must match
-	// [A-Za-z0-9_.]+.
+	// [A-Za-z0-9_.]+; the otelcol shipper reads it at start.
 	LogsBearerTokenFile string `mapstructure:"logs_bearer_token_file"`
 	// TracesOTLPEndpoint is the manager's OTLP endpoint the Jaeger collector
 	// forwards to: http(s)://host:port for grpc, a base URL for http (the
@@ -158,21 +193,26 @@ var DefaultStack = Stack{
 	},
 	Jaeger: JaegerStack{
 		Enabled:         true,
-		Image:           "jaegertracing/jaeger:2.1.0",
+		Image:           "jaegertracing/jaeger:2.12.0",
 		OTLPGRPCListen:  ":4317",
 		OTLPHTTPListen:  ":4318",
 		HealthListen:    "127.0.0.1:13133",
 		TelemetryListen: "127.0.0.1:8888",
-		QueueSize:       5000,
+		QueueSize:       50000,
 	},
 	TraceAgent: TraceAgentStack{
 		Enabled:         true,
-		Image:           "otel/opentelemetry-collector-contrib:0.115.0",
+		Image:           "agentproj/otelcol:0.165.0",
 		OTLPGRPCListen:  "127.0.0.1:14317",
 		OTLPHTTPListen:  "127.0.0.1:14318",
 		HealthListen:    "127.0.0.1:13134",
 		TelemetryListen: "127.0.0.1:18888",
-		QueueSize:       5000,
+		QueueSize:       100000,
+		MemoryLimitMiB:  256,
+	},
+	Logs: LogsStack{
+		Shipper:   ShipperOtelcol,
+		QueueSize: 100000,
 	},
 	Vector: VectorStack{
 		Enabled: true,
@@ -260,8 +300,20 @@ func (s *Stack) Validate() []error {
 		otelCheckCommon(&c, o.key+".", o.health, o.telemetry, o.queue)
 	}
 
-	for i, f := range s.Vector.Files {
-		c.check(fmt.Sprintf("stack.vector.files[%d]", i), f, checkPath(f, true))
+	if s.TraceAgent.MemoryLimitMiB < 32 {
+		c.bad("stack.trace_agent.memory_limit_mib", "must be >= 32, got %d", s.TraceAgent.MemoryLimitMiB)
+	}
+
+	switch s.Logs.Shipper {
+	case ShipperOtelcol, ShipperVector:
+	default:
+		c.bad("stack.logs.shipper", "must be otelcol or vector, got %q", s.Logs.Shipper)
+	}
+	for i, f := range s.Logs.Files {
+		c.check(fmt.Sprintf("stack.logs.files[%d]", i), f, checkPath(f, true))
+	}
+	if s.Logs.QueueSize <= 0 {
+		c.bad("stack.logs.queue_size", "must be > 0, got %d", s.Logs.QueueSize)
 	}
 	return c.errs
 }

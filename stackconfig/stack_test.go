@@ -57,15 +57,18 @@ func TestStackValidateNamesKeyAndValue(t *testing.T) {
 		{func(s *Stack) { s.Jaeger.OTLPHTTPListen = "}:1" }, `stack.jaeger.otlp_http_listen: host must be an IP address or a DNS name, got "}:1"`},
 		{func(s *Stack) { s.Jaeger.QueueSize = 0 }, "stack.jaeger.queue_size: must be > 0, got 0"},
 		{func(s *Stack) { s.Jaeger.HealthListen = ":13133" }, `stack.jaeger.health_listen: must have a host, got ":13133"`},
+		{func(s *Stack) { s.Logs.Shipper = "fluentbit" }, `stack.logs.shipper: must be otelcol or vector, got "fluentbit"`},
+		{func(s *Stack) { s.Logs.QueueSize = 0 }, "stack.logs.queue_size: must be > 0, got 0"},
+		{func(s *Stack) { s.TraceAgent.MemoryLimitMiB = 8 }, "stack.trace_agent.memory_limit_mib: must be >= 32, got 8"},
 		{func(s *Stack) { s.TraceAgent.OTLPGRPCListen = ":14317" }, `stack.trace_agent.otlp_grpc_listen: must have a host, got ":14317"`},
 		{func(s *Stack) { s.TraceAgent.TelemetryListen = "#:1" }, `stack.trace_agent.telemetry_listen: host must be an IP address or a DNS name, got "#:1"`},
 		{func(s *Stack) { s.TraceAgent.QueueSize = -1 }, "stack.trace_agent.queue_size: must be > 0, got -1"},
-		{func(s *Stack) { s.Vector.Files = []string{"var/log/*.log"} }, `stack.vector.files[0]: must be an absolute path, got "var/log/*.log"`},
-		{func(s *Stack) { s.Vector.Files = []string{"/var/log/a'b"} }, `stack.vector.files[0]: must not contain control characters, quotes, backslash, $, { or }, got "/var/log/a'b"`},
-		{func(s *Stack) { s.Vector.Files = []string{"/var/log/${HOME}"} }, `stack.vector.files[0]: must not contain control characters, quotes, backslash, $, { or }`},
-		{func(s *Stack) { s.Vector.Files = []string{"/var/log/x\n[sinks.evil]"} }, `stack.vector.files[0]: must not contain control characters`},
-		{func(s *Stack) { s.Vector.Files = []string{"/var/log/SECRET[a.b]"} }, `stack.vector.files[0]: must not contain SECRET[ (a Vector secret reference), got "/var/log/SECRET[a.b]"`},
-		{func(s *Stack) { s.Vector.Files = []string{"/var/log/[a"} }, `stack.vector.files[0]: must be a valid glob pattern, got "/var/log/[a"`},
+		{func(s *Stack) { s.Logs.Files = []string{"var/log/*.log"} }, `stack.logs.files[0]: must be an absolute path, got "var/log/*.log"`},
+		{func(s *Stack) { s.Logs.Files = []string{"/var/log/a'b"} }, `stack.logs.files[0]: must not contain control characters, quotes, backslash, $, { or }, got "/var/log/a'b"`},
+		{func(s *Stack) { s.Logs.Files = []string{"/var/log/${HOME}"} }, `stack.logs.files[0]: must not contain control characters, quotes, backslash, $, { or }`},
+		{func(s *Stack) { s.Logs.Files = []string{"/var/log/x\n[sinks.evil]"} }, `stack.logs.files[0]: must not contain control characters`},
+		{func(s *Stack) { s.Logs.Files = []string{"/var/log/SECRET[a.b]"} }, `stack.logs.files[0]: must not contain SECRET[ (a Vector secret reference), got "/var/log/SECRET[a.b]"`},
+		{func(s *Stack) { s.Logs.Files = []string{"/var/log/[a"} }, `stack.logs.files[0]: must be a valid glob pattern, got "/var/log/[a"`},
 	} {
 		s := DefaultStack
 		s.Prometheus.ExternalLabels = nil
@@ -140,7 +143,8 @@ listen = "0.0.0.0:9100"
 otlp_grpc_listen = "10.0.0.1:4317"
 [stack.trace_agent]
 enabled = false
-[stack.vector]
+[stack.logs]
+shipper = "vector"
 files = ["/var/log/syslog"]
 [manager]
 logs_url = "https://m/logs"
@@ -157,7 +161,7 @@ traces_otlp_endpoint = "https://m:4317"
 	if s.Driver != "process" || s.Prometheus.ScrapeInterval != 30*time.Second || s.Prometheus.Retention != 12*time.Hour ||
 		s.Prometheus.ExternalLabels["env"] != "prod" || s.Prometheus.Listen != DefaultStack.Prometheus.Listen ||
 		s.NodeExporter.Listen != "0.0.0.0:9100" || s.Jaeger.OTLPGRPCListen != "10.0.0.1:4317" || s.TraceAgent.Enabled ||
-		len(s.Vector.Files) != 1 || got.Manager.LogsURL != "https://m/logs" || got.Manager.TracesOTLPProtocol != "grpc" {
+		len(s.Logs.Files) != 1 || s.Logs.Shipper != ShipperVector || s.Logs.QueueSize != DefaultStack.Logs.QueueSize || got.Manager.LogsURL != "https://m/logs" || got.Manager.TracesOTLPProtocol != "grpc" {
 		t.Fatalf("decoded %+v", got)
 	}
 	if err := errors.Join(append(s.Validate(), got.Manager.Validate()...)...); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/docker/dockertest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/process/processtest"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -27,28 +28,42 @@ type dockerCluster struct {
 	agents   map[string]*agentProc
 	prom     map[string]string   // node -> URL of its Prometheus, when master
 	args     map[string][]string // node -> join flags, to restart it as it was
+	ports    map[string]dockerPorts
+	dataDir  map[string]string
 }
+
+// dockerPorts are the listen addresses of a node's stack.
+type dockerPorts struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2 string }
 
 // startDockerCluster starts the engine, imports the images, etcd, a manager
 // Prometheus and agents a and b with the docker driver; extraTOML is added
-// to both agents' config.
+// to both agents' config. Logs go through the Vector stand-in (Vector
+// cannot run here), traces and logs to closed ports.
 func startDockerCluster(t *testing.T, extraTOML string) *dockerCluster {
 	t.Helper()
+	return startDockerClusterWith(t, extraTOML, "vector", "logs_url = \"http://127.0.0.1:9/logs\"\ntraces_otlp_endpoint = \"http://127.0.0.1:9\"\n")
+}
+
+// startDockerClusterWith is startDockerCluster with the log shipper and
+// the [manager] section given. Jaeger v2 and the trace agent (otelcol) run
+// for real, from images of the testbins under the default image names.
+func startDockerClusterWith(t *testing.T, extraTOML, shipper, managerTOML string) *dockerCluster {
+	t.Helper()
 	engine := dockertest.Start(t)
-	c := &dockerCluster{cli: engine.Client, agents: map[string]*agentProc{}, prom: map[string]string{}, args: map[string][]string{}}
+	c := &dockerCluster{cli: engine.Client, agents: map[string]*agentProc{}, prom: map[string]string{}, args: map[string][]string{},
+		ports: map[string]dockerPorts{}, dataDir: map[string]string{}}
 	st := stackconfig.DefaultStack
 	dockertest.ImportImage(t, c.cli, st.Prometheus.Image, requireBinary(t, "prometheus", "prometheus"))
 	dockertest.ImportImage(t, c.cli, st.NodeExporter.Image, requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter"))
-	for _, img := range []string{st.Vector.Image, st.Jaeger.Image, st.TraceAgent.Image} {
-		dockertest.StandInImage(t, c.cli, img)
-	}
+	dockertest.ImportImage(t, c.cli, st.Jaeger.Image, processtest.Testbin(t, "jaeger", "jaeger"))
+	dockertest.ImportImage(t, c.cli, st.TraceAgent.Image, processtest.Testbin(t, "otelcol", "otelcol"))
+	dockertest.StandInImage(t, c.cli, st.Vector.Image)
 	t.Setenv("DOCKER_HOST", engine.Host)
 
 	c.endpoint = startEtcd(t)
 	c.manager = startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
-	type ports struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2 string }
 	for _, n := range []string{"a", "b"} {
-		p := ports{}
+		p := dockerPorts{}
 		for _, f := range []*string{&p.prom, &p.nodeExporter, &p.jaegerGRPC, &p.jaegerHTTP, &p.traceGRPC, &p.traceHTTP, &p.h1, &p.t1, &p.h2, &p.t2} {
 			*f = etcdtest.FreeAddr(t)
 		}
@@ -72,17 +87,19 @@ otlp_grpc_listen = %q
 otlp_http_listen = %q
 health_listen = %q
 telemetry_listen = %q
+[stack.logs]
+shipper = %q
 [manager]
-logs_url = "http://127.0.0.1:9/logs"
-traces_otlp_endpoint = "http://127.0.0.1:9"
+%s
 [relay]
 upstream = [%q]
 flush_deadline = "100ms"
-`, extraTOML, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, c.manager+"/api/v1/write")
+`, extraTOML, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, shipper, managerTOML, c.manager+"/api/v1/write")
 		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		c.args[n] = []string{"--config", cfg, "--driver", "docker", "--data-dir", t.TempDir()}
+		c.ports[n], c.dataDir[n] = p, t.TempDir()
+		c.args[n] = []string{"--config", cfg, "--driver", "docker", "--data-dir", c.dataDir[n]}
 		c.agents[n] = startAgent(t, c.endpoint, n, "2s", c.args[n]...)
 	}
 	for _, a := range c.agents {
@@ -92,11 +109,11 @@ flush_deadline = "100ms"
 }
 
 // The main job on a real Docker engine. Prometheus and node_exporter run
-// from local images built from the Debian binaries, under the image names
-// the stack config uses; Vector, the Jaeger collector and the trace agent
-// cannot run here and are STAND-IN images (busybox printing their args and
-// config files), which prove the containers are made with the right names,
-// labels, mounts and configs.
+// from local images built from the Debian binaries, the Jaeger collector
+// and the trace agent from images of the testbins, under the image names
+// the stack config uses; Vector cannot run here and is a STAND-IN image
+// (busybox printing its args and config files), which proves its container
+// is made with the right name, labels, mounts and config.
 func TestStackWithDockerDriver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -141,11 +158,19 @@ func TestStackWithDockerDriver(t *testing.T) {
 	if !strings.Contains(logs, `type = 'docker_logs'`) || !strings.Contains(logs, `.node = "`+other+`"`) {
 		t.Errorf("Vector stand-in did not get a config with docker_logs and its node:\n%s", logs)
 	}
-	// The trace agent forwards to the Jaeger collector the master published.
-	logs = dockertest.Logs(t, cli, "agent-trace-agent-"+other)
-	if !strings.Contains(logs, "endpoint:") {
-		t.Errorf("trace agent stand-in config has no exporter endpoint:\n%s", logs)
+	// The real trace agents forward to the Jaeger collector the master
+	// published, and both are healthy.
+	for _, n := range []string{"a", "b"} {
+		etcdtest.Eventually(t, 30*time.Second, func() bool {
+			return processtest.HTTPGet("http://"+c.ports[n].h2+"/status") != ""
+		}, "the trace agent of %s is not healthy", n)
+		etcdtest.Eventually(t, 30*time.Second, func() bool {
+			b, _ := os.ReadFile(filepath.Join(c.dataDir[n], "stack", "trace-agent", "config.yml"))
+			return strings.Contains(string(b), "endpoint: "+c.ports[master].jaegerGRPC)
+		}, "the trace agent of %s does not forward to the master's collector %s", n, c.ports[master].jaegerGRPC)
 	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return processtest.HTTPGet("http://"+c.ports[master].h1+"/status") != "" },
+		"the master's Jaeger collector is not healthy")
 	ids := map[string]string{}
 	for name := range want {
 		info, _ := cli.ContainerInspect(t.Context(), name)

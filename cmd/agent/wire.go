@@ -93,6 +93,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	csCfg := clusterstack.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
 		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, Host: host,
+		Targets: targets,
 	}
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
 	if err != nil {
@@ -111,7 +112,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	nodeStack, err := nodestack.New(nodestack.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, Host: host, DockerSocket: dockerSocket(),
+		Dir: stackDir, Host: host, DockerSocket: dockerSocket(), ContainerLogs: containerLogs(ctx, driver, log),
 	}, driver, targets, log.With("component", "node-stack"), reg)
 	if err != nil {
 		return nil, err
@@ -225,6 +226,22 @@ func newMonitor(cfg *stackconfig.Config, driver workload.Driver, log *slog.Logge
 		}
 	}
 	return monitor.New(mc, log, reg)
+}
+
+// containerLogs is where the Docker engine keeps the containers' json-file
+// logs, for the otelcol log shipper; "" with other drivers.
+func containerLogs(ctx context.Context, d workload.Driver, log *slog.Logger) string {
+	e, ok := d.(interface {
+		ContainerLogGlob(context.Context) (string, error)
+	})
+	if !ok {
+		return ""
+	}
+	glob, err := e.ContainerLogGlob(ctx)
+	if err != nil {
+		log.Warn("container logs will not be shipped", "err", err)
+	}
+	return glob
 }
 
 func hostOf(addr string) string {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -191,6 +192,7 @@ func containerConfig(spec workload.Spec, hash string) (*container.Config, *conta
 	host := &container.HostConfig{
 		NetworkMode:   "host",
 		Init:          &withInit,
+		LogConfig:     logConfig,
 		RestartPolicy: restartPolicy(spec.RestartPolicy()),
 		Mounts:        mounts,
 		Resources: container.Resources{
@@ -199,6 +201,32 @@ func containerConfig(spec workload.Spec, hash string) (*container.Config, *conta
 		},
 	}
 	return cfg, host
+}
+
+// logConfig is the log driver of every container: json-file whatever the
+// engine's default, so that the otelcol log shipper can read the files
+// (ContainerLogGlob), with the managed, node and guid labels written into
+// every line ("attrs"), which is how the shipper tells the containers the
+// agent of its node manages and their guid; and rotated, so that a chatty
+// container cannot fill the disk.
+var logConfig = container.LogConfig{Type: "json-file", Config: map[string]string{
+	"labels":   workload.LabelManaged + "," + workload.LabelNode + "," + workload.LabelGUID,
+	"max-size": "10m",
+	"max-file": "3",
+}}
+
+// ContainerLogGlob is the glob of the containers' json-file logs on the
+// engine's host, <docker root>/containers/*/*-json.log, asked from the
+// engine.
+func (d *Driver) ContainerLogGlob(ctx context.Context) (string, error) {
+	info, err := d.cli.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("docker: engine info: %w", err)
+	}
+	if info.DockerRootDir == "" {
+		return "", errors.New("docker: the engine does not say where its data lives (DockerRootDir)")
+	}
+	return path.Join(info.DockerRootDir, "containers", "*", "*-json.log"), nil
 }
 
 func restartPolicy(r workload.Restart) container.RestartPolicy {

@@ -25,8 +25,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// standIn is the stand-in image for components that cannot run here
-// (Vector, Jaeger): busybox printing its args and config files.
+// standIn is the Vector stand-in image (Vector cannot run here): busybox
+// printing its args and config files.
 const standIn = "agentproj/standin:test"
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
@@ -494,5 +494,42 @@ func TestCrashLoopingContainerShowsItsError(t *testing.T) {
 				return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
 			}, "node_exporter that stays up is not reported running: %+v", sup.States())
 		})
+	}
+}
+
+// Every container logs through json-file with the managed and guid labels
+// in each line, where the engine's ContainerLogGlob finds it: how the
+// otelcol log shipper reads the agent's containers, and only those.
+func TestContainerLogsCarryManagedAndGUIDLabels(t *testing.T) {
+	e := dockertest.Start(t)
+	dockertest.BusyboxImage(t, e.Client, "registry.local/shop:1", "#!/bin/sh\necho \"order placed by $(hostname)\"\nexec sleep 2147483647\n", nil)
+	d := newDriver(t, e)
+	ctx := context.Background()
+	spec := workload.Spec{Name: "shop-1", Image: "registry.local/shop:1", Hostname: "shop-1", StopTimeout: time.Second,
+		Labels: map[string]string{workload.LabelGUID: "shop-1", workload.LabelRole: workload.RoleApp, workload.LabelNode: "n1"}}
+	if _, err := d.Ensure(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Remove(context.Background(), "shop-1") })
+	glob, err := d.ContainerLogGlob(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.Client.ContainerInspect(ctx, "shop-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := filepath.Match(glob, info.LogPath); !ok || info.HostConfig.LogConfig.Type != "json-file" {
+		t.Fatalf("log %s (driver %s) is not matched by %s", info.LogPath, info.HostConfig.LogConfig.Type, glob)
+	}
+	var line string
+	eventually(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(info.LogPath)
+		line = strings.TrimSpace(string(b))
+		return line != ""
+	}, "nothing in %s", info.LogPath)
+	if !strings.Contains(line, `"log":"order placed by shop-1\n"`) ||
+		!strings.Contains(line, `"attrs":{"io.agentproj.guid":"shop-1","io.agentproj.managed":"true","io.agentproj.node":"n1"}`) {
+		t.Fatalf("json-file line without the labels: %s", line)
 	}
 }

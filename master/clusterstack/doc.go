@@ -1,5 +1,7 @@
 // Package clusterstack is the master duty that runs the cluster's
-// Prometheus server and Jaeger collector for the length of a term.
+// Prometheus server and Jaeger v2 collector for the length of a term, and
+// publishes the collector's own metrics as scrape target jaeger/collector
+// of the master's node while the term lasts.
 //
 // At the start of a term it renders their configs under <data_dir>/stack,
 // hands their specs to a workload.Supervisor, and stops them when the term

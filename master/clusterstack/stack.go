@@ -35,7 +35,19 @@ type Config struct {
 	// API has one; Prometheus sends it.
 	RelayTokenFile string
 	Host           string // this host as other nodes reach it
+	// Targets publishes the stack's own scrape targets (the Jaeger
+	// collector's metrics) for the term; nil publishes none.
+	Targets TargetSetter
 }
+
+// TargetSetter publishes target groups of this node under a source;
+// slave.TargetPublisher implements it.
+type TargetSetter interface {
+	Set(source string, groups map[string]etcd.TargetGroup)
+}
+
+// targetSource is the cluster stack's source in the TargetSetter.
+const targetSource = "cluster-stack"
 
 // Stack is the duty.
 type Stack struct {
@@ -101,9 +113,28 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 	if promChanged {
 		s.reloadPrometheus(ctx, changedAt) // an adopted Prometheus must read the new file
 	}
+	if t := s.cfg.Targets; t != nil {
+		t.Set(targetSource, s.targets(specs))
+		defer t.Set(targetSource, nil)
+	}
 	s.running.Store(true)
 	defer s.running.Store(false)
 	return s.sup.Run(ctx)
+}
+
+// targets are the scrape targets of the term's workloads: the Jaeger
+// collector's own metrics (queue, dropped and sent spans), as job jaeger.
+func (s *Stack) targets(specs []workload.Spec) map[string]etcd.TargetGroup {
+	j := s.cfg.Stack.Jaeger
+	for _, spec := range specs {
+		if spec.Labels[workload.LabelRole] == workload.RoleJaeger && j.TelemetryListen != "" {
+			return map[string]etcd.TargetGroup{"jaeger/collector": {
+				Targets: []string{stackconfig.WithHost(j.TelemetryListen, s.cfg.Host)},
+				Labels:  model.LabelSet{"node": model.LabelValue(s.cfg.Node), "cluster": model.LabelValue(s.cfg.Cluster)},
+			}}
+		}
+	}
+	return nil
 }
 
 // specs renders the configs and returns the workloads of a term; changed

@@ -1,7 +1,13 @@
 // Package nodestack runs what every node runs: node_exporter (published as
-// a target of job "node"), the Vector log shipper and the trace agent, an
-// OTLP forwarder whose exporter endpoint is the Jaeger collector URL the
-// master publishes in etcd.
+// a target of job "node"), the trace agent and, with the vector log
+// shipper, Vector.
+//
+// The trace agent is the project's OpenTelemetry Collector (otelcol): it
+// forwards the node's OTLP to the Jaeger collector URL the master
+// publishes in etcd, through a queue on disk, keeping the last URL while
+// none is published; with the otelcol log shipper it also ships the logs
+// of the containers the agent manages on this node and the configured
+// files. Its own metrics are published as target otelcol/node-collector.
 //
 // Configs are rendered under <data_dir>/stack; a changed config of a running
 // Vector or trace agent is reloaded with SIGHUP, not restarted. The node

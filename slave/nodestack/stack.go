@@ -3,8 +3,8 @@ package nodestack
 import (
 	"context"
 	"log/slog"
-	"maps"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +35,10 @@ type Config struct {
 	Dir           string // <data_dir>/stack
 	Host          string // this host as the master reaches it
 	DockerSocket  string // host path of the Docker socket, for Vector's docker_logs
+	// ContainerLogs is the glob of the Docker engine's json-file container
+	// logs (docker.Driver.ContainerLogGlob), for the otelcol log shipper;
+	// empty with other drivers.
+	ContainerLogs string
 }
 
 // Stack is the node stack actor.
@@ -44,10 +48,15 @@ type Stack struct {
 	targets TargetSetter
 	log     *slog.Logger
 
-	mu         sync.Mutex
-	collectors map[string]string
-	nudge      chan struct{}
-	warned     map[string]string // component -> last problem logged
+	mu sync.Mutex
+	// collector is the last Jaeger collector URL published in etcd. It
+	// is kept while none is published (the master died, the next one is
+	// not elected yet), so that the trace agent goes on taking spans
+	// into its queue instead of being stopped, and sends them to the
+	// next collector once it is re-pointed.
+	collector string
+	nudge     chan struct{}
+	warned    map[string]string // component -> last problem logged
 }
 
 // New returns the node stack.
@@ -62,14 +71,17 @@ func New(cfg Config, d workload.Driver, targets TargetSetter, log *slog.Logger, 
 		return nil, err
 	}
 	return &Stack{cfg: cfg, sup: sup, targets: targets, log: log,
-		collectors: map[string]string{}, nudge: make(chan struct{}, 1), warned: map[string]string{}}, nil
+		nudge: make(chan struct{}, 1), warned: map[string]string{}}, nil
 }
 
-// SetCollectors stores the collector URLs from etcd and nudges Run; the
-// trace agent follows the Jaeger collector.
+// SetCollectors takes the collector URLs from etcd and nudges Run; the
+// trace agent follows the Jaeger collector. A set without one keeps the
+// last URL (see Stack.collector).
 func (s *Stack) SetCollectors(urls map[string]string) {
 	s.mu.Lock()
-	s.collectors = maps.Clone(urls)
+	if u := urls[collectors.JaegerOTLPGRPC]; u != "" {
+		s.collector = u
+	}
 	s.mu.Unlock()
 	select {
 	case s.nudge <- struct{}{}:
@@ -106,6 +118,7 @@ func (s *Stack) Run(ctx context.Context) error {
 func (s *Stack) apply(ctx context.Context) {
 	var specs []workload.Spec
 	var reload []string
+	targets := map[string]etcd.TargetGroup{}
 	add := func(component string, spec *workload.Spec, changed bool, err error) {
 		if err != nil {
 			s.warnOnce(component, err.Error())
@@ -122,19 +135,21 @@ func (s *Stack) apply(ctx context.Context) {
 	}
 	st := s.cfg.Stack
 	if st.NodeExporter.Enabled {
-		spec, err := s.nodeExporter()
+		spec, err := s.nodeExporter(targets)
 		add("node_exporter", spec, false, err)
-	} else {
-		s.targets.Set("stack", nil)
 	}
-	if st.Vector.Enabled {
+	if st.Vector.Enabled && st.Logs.Shipper == stackconfig.ShipperVector {
 		spec, changed, err := s.vector()
 		add("vector", spec, changed, err)
 	}
 	if st.TraceAgent.Enabled {
-		spec, changed, err := s.traceAgent()
+		spec, changed, err := s.traceAgent(targets)
 		add("trace_agent", spec, changed, err)
 	}
+	if len(targets) == 0 {
+		targets = nil
+	}
+	s.targets.Set("stack", targets)
 	// The configs are written: a workload started from now on reads them.
 	changedAt := time.Now()
 	if err := s.sup.Set(specs); err != nil {
@@ -164,22 +179,27 @@ func (s *Stack) warnOnce(component, problem string) {
 	}
 }
 
-func (s *Stack) nodeExporter() (*workload.Spec, error) {
+// target is a scrape target of this node, labelled node and cluster.
+func (s *Stack) target(listen string) etcd.TargetGroup {
+	return etcd.TargetGroup{
+		Targets: []string{stackconfig.WithHost(listen, s.cfg.Host)},
+		Labels:  model.LabelSet{"node": model.LabelValue(s.cfg.Node), "cluster": model.LabelValue(s.cfg.Cluster)},
+	}
+}
+
+func (s *Stack) nodeExporter(targets map[string]etcd.TargetGroup) (*workload.Spec, error) {
 	st := s.cfg.Stack.NodeExporter
 	spec, err := workload.Component{Key: "stack.node_exporter", Role: workload.RoleNodeExporter, Image: st.Image, Binary: st.Binary}.
 		Spec(s.cfg.Driver, "agent-node-exporter-"+s.cfg.Node, []string{"--web.listen-address=" + st.Listen, "--no-collector.systemd"})
 	if err != nil {
 		return nil, err
 	}
-	s.targets.Set("stack", map[string]etcd.TargetGroup{"node/node-exporter": {
-		Targets: []string{stackconfig.WithHost(st.Listen, s.cfg.Host)},
-		Labels:  model.LabelSet{"node": model.LabelValue(s.cfg.Node), "cluster": model.LabelValue(s.cfg.Cluster)},
-	}})
+	targets["node/node-exporter"] = s.target(st.Listen)
 	return &spec, nil
 }
 
 func (s *Stack) vector() (*workload.Spec, bool, error) {
-	st, m := s.cfg.Stack.Vector, s.cfg.Manager
+	st, m, files := s.cfg.Stack.Vector, s.cfg.Manager, s.cfg.Stack.Logs.Files
 	if m.LogsURL == "" {
 		return nil, false, errString("manager.logs_url: not set, so logs have nowhere to go")
 	}
@@ -188,7 +208,7 @@ func (s *Stack) vector() (*workload.Spec, bool, error) {
 	toml, err := stackconfig.RenderVector(stackconfig.VectorInput{
 		Node: s.cfg.Node, Cluster: s.cfg.Cluster, DataDir: filepath.Join(dir, "data"),
 		Docker: docker, ManagedLabel: workload.LabelManaged, GUIDLabel: workload.LabelGUID,
-		Files: st.Files, LogsURL: m.LogsURL, BearerTokenFile: m.LogsBearerTokenFile,
+		Files: files, LogsURL: m.LogsURL, BearerTokenFile: m.LogsBearerTokenFile,
 	})
 	if err != nil {
 		return nil, false, err
@@ -198,13 +218,7 @@ func (s *Stack) vector() (*workload.Spec, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	mounts := []workload.Mount{workload.SamePath(dir, false)}
-	for _, f := range st.Files {
-		mounts = append(mounts, workload.SamePath(filepath.Dir(f), true))
-	}
-	if m.LogsBearerTokenFile != "" {
-		mounts = append(mounts, workload.SamePath(filepath.Dir(m.LogsBearerTokenFile), true))
-	}
+	mounts := mountsOf(workload.SamePath(dir, false), files, m.LogsBearerTokenFile)
 	if docker && s.cfg.DockerSocket != "" {
 		mounts = append(mounts, workload.Mount{Source: s.cfg.DockerSocket, Target: "/var/run/docker.sock", ReadOnly: true})
 	}
@@ -216,35 +230,91 @@ func (s *Stack) vector() (*workload.Spec, bool, error) {
 	return &spec, changed, nil
 }
 
-func (s *Stack) traceAgent() (*workload.Spec, bool, error) {
-	st := s.cfg.Stack.TraceAgent
+// traceAgent is the node's OpenTelemetry Collector: traces to the last
+// Jaeger collector published, and, with the otelcol shipper, the node's
+// logs to the manager. Its telemetry is published as target
+// otelcol/node-collector.
+func (s *Stack) traceAgent(targets map[string]etcd.TargetGroup) (*workload.Spec, bool, error) {
+	st, m, logs := s.cfg.Stack.TraceAgent, s.cfg.Manager, s.cfg.Stack.Logs
 	s.mu.Lock()
-	collector := s.collectors[collectors.JaegerOTLPGRPC]
+	collector := s.collector
 	s.mu.Unlock()
-	if collector == "" {
-		return nil, false, errString("no Jaeger collector published in etcd yet (collectors/" + collectors.JaegerOTLPGRPC + ")")
-	}
-	yml, err := stackconfig.RenderTraceAgent(stackconfig.TraceAgentInput{
+	dir := filepath.Join(s.cfg.Dir, "trace-agent")
+	in := stackconfig.TraceAgentInput{
 		Node: s.cfg.Node, Cluster: s.cfg.Cluster,
 		GRPCListen: st.OTLPGRPCListen, HTTPListen: st.OTLPHTTPListen,
 		HealthListen: st.HealthListen, TelemetryListen: st.TelemetryListen,
+		StorageDir: filepath.Join(dir, "storage"), MemoryLimitMiB: st.MemoryLimitMiB,
 		CollectorURL: collector, QueueSize: st.QueueSize,
-	})
+	}
+	shipLogs := logs.Shipper == stackconfig.ShipperOtelcol && m.LogsURL != ""
+	if shipLogs {
+		in.LogsURL, in.LogsBearerTokenFile = m.LogsURL, m.LogsBearerTokenFile
+		in.LogFiles, in.LogQueueSize = logs.Files, logs.QueueSize
+		if s.cfg.Driver == "docker" {
+			in.ContainerLogs, in.ManagedLabel, in.NodeLabel, in.GUIDLabel = s.cfg.ContainerLogs, workload.LabelManaged, workload.LabelNode, workload.LabelGUID
+		}
+	}
+	if collector == "" && !shipLogs {
+		return nil, false, errString("no Jaeger collector published in etcd yet (collectors/" + collectors.JaegerOTLPGRPC + ") and no logs to ship")
+	}
+	yml, err := stackconfig.RenderTraceAgent(in)
 	if err != nil {
 		return nil, false, err
 	}
-	dir := filepath.Join(s.cfg.Dir, "trace-agent")
 	path := filepath.Join(dir, "config.yml")
 	changed, err := workload.WriteFile(path, yml)
 	if err != nil {
 		return nil, false, err
 	}
+	var files []string
+	if shipLogs {
+		files = in.LogFiles
+		if in.ContainerLogs != "" {
+			files = append(files, in.ContainerLogs)
+		}
+	}
+	mounts := mountsOf(workload.SamePath(dir, false), files, in.LogsBearerTokenFile)
 	spec, err := workload.Component{Key: "stack.trace_agent", Role: workload.RoleTraceAgent, Image: st.Image, Binary: st.Binary}.
-		Spec(s.cfg.Driver, "agent-trace-agent-"+s.cfg.Node, []string{"--config=" + path}, workload.SamePath(dir, true))
+		Spec(s.cfg.Driver, "agent-trace-agent-"+s.cfg.Node, []string{"--config=" + path}, mounts...)
 	if err != nil {
 		return nil, false, err
 	}
+	if st.TelemetryListen != "" {
+		targets["otelcol/node-collector"] = s.target(st.TelemetryListen)
+	}
 	return &spec, changed, nil
+}
+
+// mountsOf is own (the component's directory) and, read-only, the
+// folders of files (paths or globs) and of tokenFile, each once.
+func mountsOf(own workload.Mount, files []string, tokenFile string) []workload.Mount {
+	mounts := []workload.Mount{own}
+	seen := map[string]bool{own.Target: true}
+	dirs := make([]string, 0, len(files)+1)
+	for _, f := range files {
+		dirs = append(dirs, globRoot(f))
+	}
+	if tokenFile != "" {
+		dirs = append(dirs, filepath.Dir(tokenFile))
+	}
+	for _, d := range dirs {
+		if !seen[d] {
+			seen[d] = true
+			mounts = append(mounts, workload.SamePath(d, true))
+		}
+	}
+	return mounts
+}
+
+// globRoot is the folder of a path or glob that holds every file it
+// matches: the longest leading part without glob characters.
+func globRoot(pattern string) string {
+	dir := filepath.Dir(pattern)
+	for strings.ContainsAny(dir, "*?[") {
+		dir = filepath.Dir(dir)
+	}
+	return dir
 }
 
 type errString string

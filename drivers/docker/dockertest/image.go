@@ -124,7 +124,7 @@ func ImportImage(t testing.TB, cli *client.Client, name, binaryPath string) {
 }
 
 // StandInImage makes the local image name as a stand-in for a component
-// that cannot run on these machines (Vector, Jaeger): static busybox with
+// that cannot run on these machines (Vector): static busybox with
 // StandInScript as its entrypoint. Tests that use it must say in their
 // names that they run a stand-in.
 func StandInImage(t testing.TB, cli *client.Client, name string) {

@@ -7,6 +7,12 @@
 // A missing binary is built when CI=true (minutes, once: `make testbins`
 // does it before the tests) and skips the test otherwise, with the command
 // that builds it.
+//
+// It also runs the manager's side of the tests from those binaries: a
+// Jaeger that stores in memory and answers its query API (StartJaeger), a
+// VictoriaLogs (StartVictoriaLogs); and it speaks OTLP/HTTP in JSON
+// (TracesJSON, LogsJSON, PostOTLP) so that tests send spans and log
+// records without an OTLP library.
 package processtest
 
 import (

@@ -10,20 +10,24 @@ type JaegerInput struct {
 	HTTPListen string
 	// HealthListen serves GET /status; empty: no health check.
 	HealthListen string
-	// TelemetryListen serves the collector's own metrics; empty: none.
+	// TelemetryListen serves the collector's own metrics on /metrics;
+	// empty: none.
 	TelemetryListen string
 	// Endpoint, Protocol and BearerTokenFile are the manager's
 	// (Manager.TracesOTLPEndpoint and friends).
 	Endpoint        string
 	Protocol        string
 	BearerTokenFile string
-	// QueueSize bounds the batches waiting for the manager.
+	// QueueSize bounds the spans waiting in memory for the manager.
 	QueueSize int
 }
 
-// RenderJaeger renders the Jaeger v2 collector configuration (an
-// OpenTelemetry Collector configuration): otlp receiver, batch processor,
-// an otlp (grpc) or otlphttp exporter to the manager.
+// RenderJaeger renders the configuration of the jaeger binary (Jaeger
+// v2.12.0, an OpenTelemetry Collector v0.139): otlp receiver, batch
+// processor, an otlp (grpc) or otlphttp exporter to the manager that
+// retries until the manager takes a batch, behind an in-memory queue of
+// QueueSize spans (beyond it new spans are dropped, counted in
+// otelcol_exporter_enqueue_failed_spans).
 func RenderJaeger(in JaegerInput) ([]byte, error) {
 	var c checker
 	c.check("grpc_listen", in.GRPCListen, checkAddr(in.GRPCListen, false))
@@ -42,14 +46,22 @@ func RenderJaeger(in JaegerInput) ([]byte, error) {
 		return nil, err
 	}
 
-	exporters, exporter := otelOTLPExport(in.Endpoint, in.Protocol, in.BearerTokenFile, in.QueueSize)
+	e := otelExporter(in.Endpoint, in.Protocol, in.BearerTokenFile, in.QueueSize, 0)
+	var exporters otelExporters
+	exporter := "otlp"
+	if in.Protocol == "http" {
+		exporters.OTLPHTTP, exporter = e, "otlphttp"
+	} else {
+		exporters.OTLP = e
+	}
 	cfg := otelConfig{
-		Receivers:  otelOTLPReceivers(in.GRPCListen, in.HTTPListen),
+		Extensions: otelExtensions{HealthCheckV2: otelHealth(in.HealthListen)},
+		Receivers:  otelReceivers{OTLP: otelOTLPIn(in.GRPCListen, in.HTTPListen)},
 		Processors: otelProcessors{Batch: otelBatchSettings},
 		Exporters:  exporters,
 		Service: otelService{
 			Extensions: []string{},
-			Pipelines: otelPipelines{Traces: otelPipeline{
+			Pipelines: otelPipelines{Traces: &otelPipeline{
 				Receivers:  []string{"otlp"},
 				Processors: []string{"batch"},
 				Exporters:  []string{exporter},
@@ -58,7 +70,6 @@ func RenderJaeger(in JaegerInput) ([]byte, error) {
 		},
 	}
 	if in.HealthListen != "" {
-		cfg.Extensions.HealthCheckV2 = &otelHealthCheckV2{UseV2: true, HTTP: otelServer{Endpoint: in.HealthListen}}
 		cfg.Service.Extensions = []string{"healthcheckv2"}
 	}
 	return otelEncode("render jaeger", cfg)

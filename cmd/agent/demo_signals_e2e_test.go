@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/process/processtest"
+)
+
+// signalsDemo is `make run` (deploy/demo.sh) with the process driver,
+// started by a test on free ports, every one of them moved by the
+// environment the script documents.
+type signalsDemo struct {
+	*proc
+	data, api, manager, jaeger, logs string
+}
+
+func startSignalsDemo(t *testing.T, extra ...string) *signalsDemo {
+	t.Helper()
+	requireBinary(t, "prometheus", "prometheus")
+	requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	d := &signalsDemo{data: t.TempDir(), api: etcdtest.FreeAddr(t), manager: etcdtest.FreeAddr(t),
+		jaeger: etcdtest.FreeAddr(t), logs: etcdtest.FreeAddr(t)}
+	free := func() string { return etcdtest.FreeAddr(t) }
+	env := []string{
+		"DATA_DIR=" + d.data, "DRIVER=process", "AGENT=" + agentBinary(t),
+		"MANAGER_ADDR=" + d.manager, "MANAGER_JAEGER_ADDR=" + d.jaeger, "MANAGER_OTLP_ADDR=" + free(), "MANAGER_LOGS_ADDR=" + d.logs,
+		"AGENT_LISTEN=" + d.api, "AGENT_EMBEDDED_ETCD_LISTEN=http://" + free(), "AGENT_EMBEDDED_ETCD_PEER_LISTEN=http://" + free(),
+		"AGENT_STACK_PROMETHEUS_LISTEN=" + free(), "AGENT_STACK_NODE_EXPORTER_LISTEN=" + free(),
+	}
+	for _, c := range []string{"JAEGER", "TRACE_AGENT"} {
+		for _, l := range []string{"OTLP_GRPC", "OTLP_HTTP", "HEALTH", "TELEMETRY"} {
+			env = append(env, "AGENT_STACK_"+c+"_"+l+"_LISTEN="+free())
+		}
+	}
+	for _, kv := range append(env, extra...) {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	// Whatever happens, the node stack's processes do not outlive the test.
+	t.Cleanup(func() { removeProcesses(t, filepath.Join(d.data, "agent")) })
+	d.proc = startProc(t, "demo", "bash", "../../deploy/demo.sh")
+	return d
+}
+
+func (d *signalsDemo) output(t *testing.T) string { return readFile(t, d.log) }
+
+// stop is Ctrl-C in the demo's terminal; the demo exits 130 once
+// everything it started is gone.
+func (d *signalsDemo) stop(t *testing.T) {
+	t.Helper()
+	d.signal(syscall.SIGINT)
+	if code, err := d.wait(90 * time.Second); err != nil || code != 130 {
+		t.Fatalf("demo after Ctrl-C: exit %d, %v\n%s", code, err, d.output(t))
+	}
+}
+
+var demoTrace = regexp.MustCompile(`\(trace ([0-9a-f]{32})\)`)
+
+// `make run` with the testbins built shows all three signals at its local
+// manager: the span of demo-app at the manager's Jaeger (with guid, node
+// and cluster), its log record and a line of a shipped file at the
+// manager's VictoriaLogs, node_exporter's series at the manager's
+// Prometheus; the commands it prints find them. Ctrl-C stops everything,
+// the manager's Jaeger and VictoriaLogs included.
+func TestDemoShowsTheThreeSignals(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	for _, b := range [][2]string{{"jaeger", "jaeger"}, {"otelcol", "otelcol"}, {"victorialogs", "victoria-logs"}} {
+		processtest.Testbin(t, b[0], b[1]) // built when CI=true, else skips
+	}
+	d := startSignalsDemo(t)
+	etcdtest.Eventually(t, 90*time.Second, func() bool { return strings.Contains(d.output(t), "agent up") }, "demo never said the agent is up")
+	m := demoTrace.FindStringSubmatch(d.output(t))
+	if m == nil || !strings.Contains(d.output(t), "http://"+d.jaeger+"/api/traces?service=demo-app") {
+		t.Fatalf("the demo does not say where its span is:\n%s", d.output(t))
+	}
+
+	var trace struct {
+		Data []struct {
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+				Tags        []struct {
+					Key   string `json:"key"`
+					Value any    `json:"value"`
+				} `json:"tags"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return json.Unmarshal([]byte(processtest.HTTPGet("http://"+d.jaeger+"/api/traces/"+m[1])), &trace) == nil && len(trace.Data) == 1
+	}, "the demo's span %s is not at the manager's Jaeger", m[1])
+	tags := map[string]string{}
+	for _, p := range trace.Data[0].Processes {
+		tags["service.name"] = p.ServiceName
+		for _, tag := range p.Tags {
+			if s, ok := tag.Value.(string); ok {
+				tags[tag.Key] = s
+			}
+		}
+	}
+	if tags["service.name"] != "demo-app" || tags["guid"] != "demo-app" || tags["node"] != "demo" || tags["cluster"] != "default" {
+		t.Fatalf("the demo's span at the manager: %v", tags)
+	}
+
+	logsQuery := func(q string) string {
+		return processtest.HTTPGet("http://" + d.logs + "/select/logsql/query?" + url.Values{"query": {q}}.Encode())
+	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return strings.Contains(logsQuery(`guid:"demo-app"`), "order 42 placed")
+	}, "the demo's log record is not at the manager's VictoriaLogs")
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return strings.Contains(logsQuery(`node:"demo" "shipped log file"`), `"cluster":"default"`)
+	}, "the shipped file's line is not at the manager's VictoriaLogs")
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet("http://"+d.manager+"/api/v1/query?query="+url.QueryEscape(`node_load1{cluster="default"}`)), `"node_load1"`)
+	}, "node_exporter's series are not at the manager's Prometheus")
+
+	d.stop(t)
+	for _, addr := range []string{d.api, d.manager, d.jaeger, d.logs} {
+		if httpCode("http://"+addr+"/") != 0 {
+			t.Errorf("%s still answers after Ctrl-C", addr)
+		}
+	}
+}
+
+// Without the testbins, `make run` runs metrics only and says how to get
+// traces and logs.
+func TestDemoSaysHowToGetTracesAndLogs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	d := startSignalsDemo(t, "AGENT_TESTBINS="+t.TempDir()) // an empty cache: no testbin is built there
+	etcdtest.Eventually(t, 90*time.Second, func() bool { return strings.Contains(d.output(t), "agent up") }, "demo never said the agent is up")
+	out := d.output(t)
+	if !strings.Contains(out, "Traces and logs are off") || !strings.Contains(out, "`make testbins` builds them") {
+		t.Fatalf("the demo does not say how to get traces and logs:\n%s", out)
+	}
+	if httpCode("http://"+d.jaeger+"/") != 0 || httpCode("http://"+d.logs+"/") != 0 {
+		t.Fatal("the demo started a manager-side Jaeger or VictoriaLogs without the testbins")
+	}
+	d.stop(t)
+}
