@@ -19,8 +19,9 @@ import (
 // on every agent (node_exporter, the trace agent, Vector). Everything here
 // that ends up in a rendered file is checked by Validate.
 type Stack struct {
-	// Driver runs the stack: "docker", "process", "none" (the operator runs
-	// it), or "" to pick docker when the Docker engine answers, else process.
+	// Driver runs the stack: "docker", "process", "helm" (Kubernetes),
+	// "none" (the operator runs it), or "" to pick helm in a pod, else
+	// docker when the Docker engine answers, else process.
 	Driver string `mapstructure:"driver"`
 
 	Prometheus   PrometheusStack   `mapstructure:"prometheus"`
@@ -28,6 +29,8 @@ type Stack struct {
 	Jaeger       JaegerStack       `mapstructure:"jaeger"`
 	TraceAgent   TraceAgentStack   `mapstructure:"trace_agent"`
 	Vector       VectorStack       `mapstructure:"vector"`
+	// Helm is Kubernetes mode (stack/helm.go).
+	Helm Helm `mapstructure:"helm"`
 }
 
 // PrometheusStack is the master's Prometheus server.
@@ -174,6 +177,7 @@ var DefaultStack = Stack{
 		Enabled: true,
 		Image:   "timberio/vector:0.43.0-debian",
 	},
+	Helm: DefaultHelm,
 }
 
 // DefaultManager holds the value of every manager key that is not set:
@@ -207,10 +211,11 @@ func (s *Stack) Components() []Component {
 func (s *Stack) Validate() []error {
 	var c checker
 	switch s.Driver {
-	case "", "docker", "process", "none":
+	case "", "docker", "process", "helm", "none":
 	default:
-		c.bad("stack.driver", "must be one of \"\", docker, process, none, got %q", s.Driver)
+		c.bad("stack.driver", "must be one of \"\", docker, process, helm, none, got %q", s.Driver)
 	}
+	s.Helm.validate(&c)
 	for _, comp := range s.Components() {
 		key := "stack." + comp.Name
 		if comp.Image != "" {
