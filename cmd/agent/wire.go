@@ -54,17 +54,12 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}
 	}
 
-	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
-	if err != nil {
-		return nil, err
-	}
-	// A Prometheus left by an earlier process that crashed while master
-	// must not run beside the next master's.
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
-	cancel()
-	if err != nil {
-		return nil, err
+	var kube *kubernetes
+	var err error
+	if kubernetesMode(cfg) {
+		if kube, err = openKubernetes(ctx, cfg, log.With("component", "driver")); err != nil {
+			return nil, err
+		}
 	}
 
 	targets := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
@@ -84,6 +79,71 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		p.relay = rel.Run
 	}
 
+	var duties master.Duties
+	var sources slave.StatusSources
+	var workers []slave.SessionWorker
+	if kube != nil {
+		// Kubernetes mode: the stack and the apps are the master's Helm
+		// releases; its Prometheus reads the targets from /sd/http.
+		duties = kube.duties(cli, cfg, keys, log, reg)
+		sources.Kubernetes = kube.status
+	} else if duties, sources, workers, err = wireHostStack(ctx, cfg, cli, keys, host, relayURL, targets, p, log, reg); err != nil {
+		return nil, err
+	}
+	if rel != nil {
+		sources.Relay = func() any { return rel.Stats() }
+	}
+	status := slave.NewStatusPublisher(cfg.Node, keys, cli, sources, 5*time.Second, log.With("component", "status"))
+
+	p.node = slave.NewNode(slave.NodeConfig{
+		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
+		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
+	}, cli, duties, append([]slave.SessionWorker{targets, status}, workers...), log.With("component", "node"), reg)
+	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
+	if err != nil {
+		return nil, err
+	}
+	// The read endpoints answer from one watched snapshot, never a read per
+	// request. Held targets outlive an outage by one TTL (at least the
+	// nodes' 5 s retry cap) plus a second, for the nodes to re-register.
+	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{
+		Keys: keys, Cluster: cfg.Cluster, Grace: max(cfg.TTL, 5*time.Second) + time.Second,
+	}, log.With("component", "api-snapshot"), reg)
+	p.actors = append(p.actors, snap.Run)
+	p.api.HandleSnapshot(snap)
+	apps.NewHandler(cli, apps.HandlerConfig{
+		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,
+	}, log.With("component", "apps-api"), reg).Register(p.api, token)
+	if rel != nil {
+		var h http.Handler = rel
+		if token != "" {
+			h = apps.RequireToken(token, rel)
+		}
+		p.api.Handle("POST /api/v1/write", h)
+	}
+	return p, nil
+}
+
+// wireHostStack builds what runs the stack on a host (docker, process or
+// none): the master's cluster stack and file_sd, every node's stack and
+// the apps assigned to it.
+func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, keys etcd.Keys, host, relayURL string,
+	targets *slave.TargetPublisher, p *parts, log *slog.Logger, reg *prometheus.Registry,
+) (master.Duties, slave.StatusSources, []slave.SessionWorker, error) {
+	var none slave.StatusSources
+	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
+	if err != nil {
+		return nil, none, nil, err
+	}
+	// A Prometheus left by an earlier process that crashed while master
+	// must not run beside the next master's.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
+	cancel()
+	if err != nil {
+		return nil, none, nil, err
+	}
+
 	stackDir := filepath.Join(cfg.DataDir, "stack")
 	csCfg := clusterstack.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
@@ -91,11 +151,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
 	if err != nil {
-		return nil, err
+		return nil, none, nil, err
 	}
 	sdWriter, err := filesd.NewWriter(cfg.SDPath())
 	if err != nil {
-		return nil, err
+		return nil, none, nil, err
 	}
 	duties := master.Duties{
 		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
@@ -109,7 +169,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		Dir: stackDir, Host: host, DockerSocket: dockerSocket(),
 	}, driver, targets, log.With("component", "node-stack"), reg)
 	if err != nil {
-		return nil, err
+		return nil, none, nil, err
 	}
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
@@ -123,7 +183,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		Logger:   log.With("component", "apps-supervisor"), Registerer: reg,
 	})
 	if err != nil {
-		return nil, err
+		return nil, none, nil, err
 	}
 	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
@@ -139,38 +199,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	})
 
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
-	if rel != nil {
-		sources.Relay = func() any { return rel.Stats() }
-	}
-	status := slave.NewStatusPublisher(cfg.Node, keys, cli, sources, 5*time.Second, log.With("component", "status"))
-
-	p.node = slave.NewNode(slave.NodeConfig{
-		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
-		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
-	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
-	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
-	if err != nil {
-		return nil, err
-	}
-	// The read endpoints answer from one watched snapshot, never a read per
-	// request. Held targets outlive an outage by one TTL (at least the
-	// nodes' 5 s retry cap) plus a second, for the nodes to re-register.
-	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{
-		Keys: keys, Cluster: cfg.Cluster, Grace: max(cfg.TTL, 5*time.Second) + time.Second,
-	}, log.With("component", "api-snapshot"), reg)
-	p.actors = append(p.actors, snap.Run)
-	p.api.HandleSnapshot(snap)
-	apps.NewHandler(cli, apps.HandlerConfig{
-		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
-	}, log.With("component", "apps-api"), reg).Register(p.api, token)
-	if rel != nil {
-		var h http.Handler = rel
-		if token != "" {
-			h = apps.RequireToken(token, rel)
-		}
-		p.api.Handle("POST /api/v1/write", h)
-	}
-	return p, nil
+	return duties, sources, []slave.SessionWorker{appRec}, nil
 }
 
 func hostOf(addr string) string {

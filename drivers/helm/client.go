@@ -32,6 +32,11 @@ const Name = "helm"
 // it.
 var ErrNotManaged = errors.New("helm: exists but is not managed by the agent")
 
+// ErrNoAPI is New's error outside a pod without a kubeconfig.
+var ErrNoAPI = errors.New("helm driver: no Kubernetes API to install into: the agent is not in a pod " +
+	"(KUBERNETES_SERVICE_HOST is not set or no service account token is mounted) and no kubeconfig is given " +
+	"(set stack.helm.kubeconfig, AGENT_STACK_HELM_KUBECONFIG or KUBECONFIG)")
+
 // serviceAccountDir holds the pod's service account, mounted by Kubernetes.
 const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -120,9 +125,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Client, error) {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
 	if kubeconfig == "" && !InCluster() {
-		return nil, errors.New("helm driver: no Kubernetes API to install into: the agent is not in a pod " +
-			"(KUBERNETES_SERVICE_HOST is not set or no service account token is mounted) and no kubeconfig is given " +
-			"(set stack.helm.kubeconfig, AGENT_STACK_HELM_KUBECONFIG or KUBECONFIG)")
+		return nil, ErrNoAPI
 	}
 	if kubeconfig != "" {
 		if _, err := os.Stat(kubeconfig); err != nil {

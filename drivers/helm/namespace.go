@@ -43,10 +43,14 @@ func (c *Client) EnsureNamespace(ctx context.Context, name string, lbls map[stri
 		ns, err = c.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: want},
 		}, metav1.CreateOptions{})
-		if err != nil {
+		if err == nil {
+			return namespaceOf(ns), nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
 			return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 		}
-		return namespaceOf(ns), nil
+		// Made meanwhile (another release of the same guid): check it.
+		ns, err = c.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	}
 	if err != nil {
 		return Namespace{}, fmt.Errorf("read namespace %s: %w", name, err)

@@ -88,6 +88,20 @@ func Shared(t testing.TB) *API {
 	return shared
 }
 
+// Start runs an API of the test's own, stopped when the test ends: for a
+// package without a TestMain that calls Main.
+func Start(t testing.TB) *API {
+	t.Helper()
+	etcdBin := etcdtest.RequireBinary(t, "etcd", "etcd-server")
+	apiBin := processtest.Testbin(t, "kube-apiserver", "kube-apiserver")
+	a, err := start(etcdBin, apiBin)
+	if err != nil {
+		t.Fatalf("kube-apiserver: %v", err)
+	}
+	t.Cleanup(a.stop)
+	return a
+}
+
 // Main runs the tests and then stops the shared API: call it from
 // TestMain as os.Exit(kubetest.Main(m)).
 func Main(m *testing.M) int {
