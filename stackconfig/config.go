@@ -54,6 +54,15 @@ type Config struct {
 	Manager Manager `mapstructure:"manager"`
 	// Relay forwards the master Prometheus' remote-write to the manager.
 	Relay Relay `mapstructure:"relay"`
+
+	// Push configures POST /api/v1/push (docs/push.md).
+	Push Push `mapstructure:"push"`
+	// Plugins are executables run on a schedule or on demand (docs/plugins.md).
+	Plugins []Plugin `mapstructure:"plugins"`
+	// PluginsDir is where git plugins are cloned; default <data_dir>/plugins.
+	PluginsDir string `mapstructure:"plugins_dir"`
+	// Monitor measures this host's processes and containers.
+	Monitor Monitor `mapstructure:"monitor"`
 }
 
 // Etcd says how to reach etcd, or how to run the embedded one.
@@ -96,6 +105,8 @@ var DefaultConfig = Config{
 	API:     DefaultAPI,
 	Manager: DefaultManager,
 	Relay:   DefaultRelay,
+	Push:    DefaultPush,
+	Monitor: DefaultMonitor,
 }
 
 // SDPath is the file_sd directory: SDDir or <data_dir>/sd.
@@ -199,6 +210,12 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Manager.Validate()...)
 	errs = append(errs, c.Relay.Validate())
+	errs = append(errs, c.Push.Validate()...)
+	errs = append(errs, ValidatePlugins(c.Plugins, c.Relay.Enabled())...)
+	if c.PluginsDir != "" && !filepath.IsAbs(c.PluginsDir) {
+		bad("plugins_dir: must be an absolute path, got %q", c.PluginsDir)
+	}
+	errs = append(errs, c.Monitor.Validate()...)
 	return errors.Join(errs...)
 }
 

@@ -52,6 +52,9 @@ var JoinOptions = []Option{
 	{"relay.upstream", "relay-upstream", "remote-write URLs of the manager, comma-separated; empty disables the relay"},
 	{"manager.logs_url", "manager-logs-url", "the manager's log endpoint (Vector http sink)"},
 	{"manager.traces_otlp_endpoint", "manager-traces-endpoint", "the manager's OTLP endpoint for traces (Jaeger collector exporter)"},
+	{"monitor.enabled", "monitor", "measure this host's processes and containers and serve them at /metrics/monitor (job agent-monitor)"},
+	{"monitor.containers", "monitor-containers", "measure every container of the host's Docker engine"},
+	{"monitor.interval", "monitor-interval", "how often the monitor reads /proc and the cgroups"},
 	{"log_level", "log-level", "debug, info, warn or error"},
 	{"log_format", "log-format", "text or json"},
 }
@@ -93,6 +96,8 @@ func AddFlags(fs *pflag.FlagSet, opts []Option) {
 		switch def := v.Get(o.Key).(type) {
 		case []string:
 			fs.StringSlice(o.Flag, def, usage)
+		case []RelayUpstream: // URLs on the command line
+			fs.StringSlice(o.Flag, nil, usage)
 		case bool:
 			fs.Bool(o.Flag, def, usage)
 		case fmt.Stringer: // durations

@@ -14,9 +14,14 @@ import (
 // Relay configures the metric relay: the master's Prometheus remote-writes
 // to it, and it forwards, through a disk queue, to every upstream.
 type Relay struct {
-	// Upstream lists remote-write URLs (the manager); each gets its own
-	// cursor and forwarders (fan-out). Empty: the relay is disabled.
-	Upstream []string `toml:"upstream" mapstructure:"upstream"`
+	// Upstream lists the remote-write endpoints (the manager); each gets its
+	// own cursors and forwarders (fan-out). Empty: the relay is disabled. An
+	// entry is a URL or a table { url, protocol, name_escaping }.
+	Upstream []RelayUpstream `toml:"upstream" mapstructure:"upstream"`
+	// NameValidation is how metric and label names are checked on the way
+	// in: "utf8" (any UTF-8, as Prometheus 3) or "legacy"
+	// ([a-zA-Z_][a-zA-Z0-9_]*, as Prometheus 2).
+	NameValidation string `toml:"name_validation" mapstructure:"name_validation"`
 	// Headers are added to every upstream request.
 	Headers map[string]string `toml:"headers" mapstructure:"headers"`
 	// BearerTokenFile is read before each request (so rotation works).
@@ -50,6 +55,51 @@ type Relay struct {
 	RemoteTimeout time.Duration `toml:"remote_timeout" mapstructure:"remote_timeout"`
 }
 
+// RelayUpstream is one remote-write endpoint the relay forwards to.
+type RelayUpstream struct {
+	URL string `toml:"url" mapstructure:"url"`
+	// Protocol is the remote-write version sent: "auto" (the version the
+	// data came in, 2.0 falling back to 1.0 for an upstream that does not
+	// take it, and back), "1.0" or "2.0" (converting what came in as the
+	// other). Empty: auto.
+	Protocol string `toml:"protocol" mapstructure:"protocol"`
+	// NameEscaping rewrites names outside the legacy charset for an
+	// upstream that takes only those: "none" (default), "underscores" or
+	// "values" (Prometheus' escaping schemes).
+	NameEscaping string `toml:"name_escaping" mapstructure:"name_escaping"`
+}
+
+// The values of RelayUpstream.Protocol, NameEscaping and
+// Relay.NameValidation.
+const (
+	ProtocolAuto = "auto"
+	ProtocolV1   = "1.0"
+	ProtocolV2   = "2.0"
+
+	EscapingNone        = "none"
+	EscapingUnderscores = "underscores"
+	EscapingValues      = "values"
+
+	NamesUTF8   = "utf8"
+	NamesLegacy = "legacy"
+)
+
+// UnmarshalText makes a plain URL (in the file, the flag or the
+// environment) an upstream with the default protocol and escaping.
+func (u *RelayUpstream) UnmarshalText(b []byte) error {
+	*u = RelayUpstream{URL: strings.TrimSpace(string(b))}
+	return nil
+}
+
+// Upstreams returns upstreams of urls with the defaults.
+func Upstreams(urls ...string) []RelayUpstream {
+	out := make([]RelayUpstream, len(urls))
+	for i, u := range urls {
+		out[i] = RelayUpstream{URL: u}
+	}
+	return out
+}
+
 // RelayBasicAuth authenticates the relay against its upstreams.
 type RelayBasicAuth struct {
 	Username     string `toml:"username" mapstructure:"username"`
@@ -66,6 +116,7 @@ type RelayTLS struct {
 
 // DefaultRelay holds the value of every relay key that is not set.
 var DefaultRelay = Relay{
+	NameValidation:    NamesUTF8,
 	QueueMaxBytes:     1 << 30,
 	MaxRequestBytes:   32 << 20,
 	MaxSamplesPerSend: 2000,
@@ -107,7 +158,8 @@ func (r Relay) Validate() error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("relay."+format, args...)) }
 
 	seen := map[string]bool{}
-	for i, u := range r.Upstream {
+	for i, up := range r.Upstream {
+		u := up.URL
 		p, err := url.Parse(u)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			bad("upstream[%d]: must be an http or https URL, got %q", i, u)
@@ -115,6 +167,19 @@ func (r Relay) Validate() error {
 			bad("upstream[%d]: listed twice, got %q", i, u)
 		}
 		seen[u] = true
+		switch up.Protocol {
+		case "", ProtocolAuto, ProtocolV1, ProtocolV2:
+		default:
+			bad("upstream[%d].protocol: must be auto, 1.0 or 2.0, got %q", i, up.Protocol)
+		}
+		switch up.NameEscaping {
+		case "", EscapingNone, EscapingUnderscores, EscapingValues:
+		default:
+			bad("upstream[%d].name_escaping: must be none, underscores or values, got %q", i, up.NameEscaping)
+		}
+	}
+	if r.NameValidation != NamesUTF8 && r.NameValidation != NamesLegacy {
+		bad("name_validation: must be utf8 or legacy, got %q", r.NameValidation)
 	}
 	for name := range r.Headers {
 		if !relayHeaderName(name) {

@@ -1,6 +1,9 @@
 package stackconfig
 
 import (
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +27,11 @@ func TestRelayValidateNamesFieldAndValue(t *testing.T) {
 		want   string
 	}{
 		{func(r *Relay) { r.QueueMaxBytes = -1 }, "relay.queue_max_bytes: must be > 0, got -1"},
-		{func(r *Relay) { r.Upstream = []string{"ftp://x"} }, `relay.upstream[0]: must be an http or https URL, got "ftp://x"`},
-		{func(r *Relay) { r.Upstream = []string{"http://a/w", "http://a/w"} }, `relay.upstream[1]: listed twice, got "http://a/w"`},
+		{func(r *Relay) { r.Upstream = Upstreams("ftp://x") }, `relay.upstream[0]: must be an http or https URL, got "ftp://x"`},
+		{func(r *Relay) { r.Upstream = Upstreams("http://a/w", "http://a/w") }, `relay.upstream[1]: listed twice, got "http://a/w"`},
+		{func(r *Relay) { r.Upstream = []RelayUpstream{{URL: "http://a/w", Protocol: "3"}} }, `relay.upstream[0].protocol: must be auto, 1.0 or 2.0, got "3"`},
+		{func(r *Relay) { r.Upstream = []RelayUpstream{{URL: "http://a/w", NameEscaping: "dots"}} }, `relay.upstream[0].name_escaping: must be none, underscores or values, got "dots"`},
+		{func(r *Relay) { r.NameValidation = "ascii" }, `relay.name_validation: must be utf8 or legacy, got "ascii"`},
 		{func(r *Relay) { r.ExternalLabels = map[string]string{"a-b": "x"} }, `relay.external_labels: label name must match [a-zA-Z_][a-zA-Z0-9_]*, got "a-b"`},
 		{func(r *Relay) { r.ExternalLabels = map[string]string{"env": ""} }, "relay.external_labels.env: must not be empty"},
 		{func(r *Relay) { r.QueueDir = "rel/dir" }, `relay.queue_dir: must be an absolute path, got "rel/dir"`},
@@ -73,7 +79,8 @@ func TestRelayWithAgentDefaults(t *testing.T) {
 // defaults, rejecting unknown keys.
 func TestRelayDecodesFromTOML(t *testing.T) {
 	const doc = `
-upstream = ["https://manager.example/api/v1/write"]
+upstream = ["https://manager.example/api/v1/write", { url = "http://old.example/api/v1/write", protocol = "1.0", name_escaping = "values" }]
+name_validation = "legacy"
 external_labels = { cluster = "c9", region = "eu" }
 queue_max_bytes = 536870912
 max_backoff = "1m"
@@ -90,7 +97,8 @@ ca_file = "/etc/agent/ca.pem"
 	}
 	r := DefaultRelay
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		Result: &r, ErrorUnused: true, DecodeHook: mapstructure.StringToTimeDurationHookFunc(),
+		Result: &r, ErrorUnused: true, DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(), mapstructure.TextUnmarshallerHookFunc()),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,10 +109,56 @@ ca_file = "/etc/agent/ca.pem"
 	if err := r.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if r.Upstream[0] != "https://manager.example/api/v1/write" || r.ExternalLabels["region"] != "eu" ||
+	if want := []RelayUpstream{{URL: "https://manager.example/api/v1/write"}, {URL: "http://old.example/api/v1/write", Protocol: "1.0", NameEscaping: "values"}}; !reflect.DeepEqual(r.Upstream, want) || r.NameValidation != "legacy" {
+		t.Fatalf("upstream %+v, name_validation %q", r.Upstream, r.NameValidation)
+	}
+	if r.ExternalLabels["region"] != "eu" ||
 		r.QueueMaxBytes != 512<<20 || r.MaxBackoff != time.Minute || r.Concurrency != 2 ||
 		r.BasicAuth.PasswordFile != "/etc/agent/pw" || r.TLS.CAFile != "/etc/agent/ca.pem" ||
 		r.MaxSamplesPerSend != DefaultRelay.MaxSamplesPerSend {
 		t.Fatalf("decoded %+v", r)
+	}
+}
+
+// TestRelayUpstreamsThroughTheLoader: upstreams as URLs or tables in the
+// file, and as comma-separated URLs in the flag and the environment.
+func TestRelayUpstreamsThroughTheLoader(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.toml")
+	doc := `node = "n1"
+[relay]
+upstream = ["http://a.example/w", { url = "http://b.example/w", protocol = "2.0" }]
+`
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(file, joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []RelayUpstream{{URL: "http://a.example/w"}, {URL: "http://b.example/w", Protocol: "2.0"}}; !reflect.DeepEqual(cfg.Relay.Upstream, want) {
+		t.Fatalf("from the file: %+v", cfg.Relay.Upstream)
+	}
+	cfg, err = Load("", joinFlags(t, "--node", "n1", "--relay-upstream", "http://c.example/w,http://d.example/w"), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Upstreams("http://c.example/w", "http://d.example/w"); !reflect.DeepEqual(cfg.Relay.Upstream, want) {
+		t.Fatalf("from the flag: %+v", cfg.Relay.Upstream)
+	}
+	t.Setenv("AGENT_RELAY_UPSTREAM", "http://e.example/w")
+	cfg, err = Load("", joinFlags(t, "--node", "n1"), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Upstreams("http://e.example/w"); !reflect.DeepEqual(cfg.Relay.Upstream, want) || cfg.Relay.NameValidation != NamesUTF8 {
+		t.Fatalf("from the environment: %+v (name_validation %q)", cfg.Relay.Upstream, cfg.Relay.NameValidation)
+	}
+	t.Setenv("AGENT_RELAY_UPSTREAM", "")
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	if err := os.WriteFile(bad, []byte("node = \"n1\"\n[relay]\nupstream = [{ url = \"http://a/w\", proto_col = \"1.0\" }]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(bad, joinFlags(t), JoinOptions); err == nil || !strings.Contains(err.Error(), "proto_col") {
+		t.Fatalf("unknown upstream key: err = %v", err)
 	}
 }

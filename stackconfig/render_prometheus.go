@@ -1,9 +1,15 @@
 package stackconfig
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -34,6 +40,16 @@ type PrometheusInput struct {
 	// RemoteWriteTokenFile, when set, holds the bearer token the relay
 	// requires (the agent's api.token_file): Prometheus reads it itself.
 	RemoteWriteTokenFile string
+	// Major is the major version of the Prometheus the config is for
+	// (PrometheusMajor): from 3 on, remote_write sends remote-write 2.0;
+	// 0 means 2. A config for 2 is valid for 3 as well.
+	Major int
+	// NativeHistograms scrapes native histograms (Prometheus 3 and later;
+	// Prometheus 2 needs a feature flag instead). Whatever native
+	// histograms Prometheus has are always sent on to the relay.
+	NativeHistograms bool
+	// RuleFiles are rule files to load (RenderRules), absolute paths.
+	RuleFiles []string
 }
 
 // Job names of the rendered scrape configs. Targets from the file_sd files
@@ -71,6 +87,7 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			EvaluationInterval: model.Duration(in.EvaluationInterval),
 			ExternalLabels:     in.ExternalLabels,
 		},
+		RuleFiles: in.RuleFiles,
 		ScrapeConfigs: []promScrapeConfig{
 			{
 				JobName: JobTargets,
@@ -88,15 +105,25 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 	if len(cfg.Global.ExternalLabels) == 0 {
 		cfg.Global.ExternalLabels = nil
 	}
+	if in.NativeHistograms {
+		cfg.Global.ScrapeNativeHistograms = true
+	}
 	if in.RemoteWriteURL != "" {
-		cfg.RemoteWrite = []promRemoteWrite{{
-			URL:            in.RemoteWriteURL,
-			Name:           "relay",
-			RemoteTimeout:  model.Duration(30 * time.Second),
-			QueueConfig:    relayQueue,
-			Authorization:  promAuthorization(in.RemoteWriteTokenFile),
-			MetadataConfig: promMetadataConfig{Send: true, SendInterval: model.Duration(time.Minute)},
-		}}
+		rw := promRemoteWrite{
+			URL:                  in.RemoteWriteURL,
+			Name:                 "relay",
+			RemoteTimeout:        model.Duration(30 * time.Second),
+			QueueConfig:          relayQueue,
+			Authorization:        promAuthorization(in.RemoteWriteTokenFile),
+			SendNativeHistograms: true,
+			MetadataConfig:       promMetadataConfig{Send: true, SendInterval: model.Duration(time.Minute)},
+		}
+		if in.Major >= 3 {
+			// The relay takes 2.0: smaller requests, metadata and start
+			// timestamps with every series, UTF-8 names.
+			rw.ProtobufMessage = protoV2
+		}
+		cfg.RemoteWrite = []promRemoteWrite{rw}
 	}
 	b, err := encodeYAML(cfg)
 	if err != nil {
@@ -124,8 +151,14 @@ func (in PrometheusInput) validate() error {
 	if in.RemoteWriteURL != "" {
 		c.check("remote_write_url", in.RemoteWriteURL, checkEndpointURL(in.RemoteWriteURL))
 	}
+	for _, f := range in.RuleFiles {
+		c.check("rule_files", f, checkPath(f, false))
+	}
 	if in.RemoteWriteTokenFile != "" {
 		c.check("remote_write_token_file", in.RemoteWriteTokenFile, checkPath(in.RemoteWriteTokenFile, false))
+	}
+	if in.NativeHistograms && in.Major < 3 {
+		c.bad("native_histograms", "needs Prometheus 3 or later (2.x takes --enable-feature=native-histograms), got version %d", max(in.Major, 2))
 	}
 	return c.err("render prometheus")
 }
@@ -143,15 +176,17 @@ func selfTarget(listen string) string {
 // renders, with Prometheus's own key names and value types.
 type promConfig struct {
 	Global        promGlobal         `yaml:"global"`
+	RuleFiles     []string           `yaml:"rule_files,omitempty"`
 	ScrapeConfigs []promScrapeConfig `yaml:"scrape_configs"`
 	RemoteWrite   []promRemoteWrite  `yaml:"remote_write,omitempty"`
 }
 
 type promGlobal struct {
-	ScrapeInterval     model.Duration `yaml:"scrape_interval"`
-	ScrapeTimeout      model.Duration `yaml:"scrape_timeout"`
-	EvaluationInterval model.Duration `yaml:"evaluation_interval"`
-	ExternalLabels     model.LabelSet `yaml:"external_labels,omitempty"`
+	ScrapeInterval         model.Duration `yaml:"scrape_interval"`
+	ScrapeTimeout          model.Duration `yaml:"scrape_timeout"`
+	EvaluationInterval     model.Duration `yaml:"evaluation_interval"`
+	ExternalLabels         model.LabelSet `yaml:"external_labels,omitempty"`
+	ScrapeNativeHistograms bool           `yaml:"scrape_native_histograms,omitempty"` // 3.x only
 }
 
 type promScrapeConfig struct {
@@ -170,12 +205,78 @@ type promFileSDConfig struct {
 }
 
 type promRemoteWrite struct {
-	URL            string             `yaml:"url"`
-	Name           string             `yaml:"name"`
-	RemoteTimeout  model.Duration     `yaml:"remote_timeout"`
-	Authorization  *promAuthz         `yaml:"authorization,omitempty"`
-	QueueConfig    promQueueConfig    `yaml:"queue_config"`
-	MetadataConfig promMetadataConfig `yaml:"metadata_config"`
+	URL                  string             `yaml:"url"`
+	Name                 string             `yaml:"name"`
+	RemoteTimeout        model.Duration     `yaml:"remote_timeout"`
+	Authorization        *promAuthz         `yaml:"authorization,omitempty"`
+	ProtobufMessage      string             `yaml:"protobuf_message,omitempty"` // 3.x only
+	SendNativeHistograms bool               `yaml:"send_native_histograms"`
+	QueueConfig          promQueueConfig    `yaml:"queue_config"`
+	MetadataConfig       promMetadataConfig `yaml:"metadata_config"`
+}
+
+// protoV2 asks Prometheus 3 for remote-write 2.0.
+const protoV2 = "io.prometheus.write.v2.Request"
+
+// PrometheusMajor is the major version of the Prometheus that p runs with
+// driver, and how it was found: p.Version when set; else what the binary
+// says (prometheus --version, for the process and none drivers); else the
+// image's tag (prom/prometheus:v3.16.0); else 2, whose config Prometheus 3
+// reads too (and the relay takes its remote-write 1.0).
+func PrometheusMajor(ctx context.Context, p PrometheusStack, driver string) (int, string) {
+	if p.Version != "" {
+		if m, err := parseMajor(p.Version); err == nil {
+			return m, "stack.prometheus.version " + p.Version
+		}
+	}
+	if driver != "docker" && p.Binary != "" {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, p.Binary, "--version").CombinedOutput()
+		if err == nil {
+			if m := versionOutput.FindSubmatch(out); m != nil {
+				if major, err := parseMajor(string(m[1])); err == nil {
+					return major, p.Binary + " --version: " + string(m[1])
+				}
+			}
+		}
+	}
+	if driver != "process" && p.Image != "" {
+		if i := strings.LastIndex(p.Image, ":"); i >= 0 && !strings.Contains(p.Image[i:], "/") {
+			if major, err := parseMajor(strings.TrimPrefix(p.Image[i+1:], "v")); err == nil {
+				return major, "image tag " + p.Image[i+1:]
+			}
+		}
+	}
+	return 2, "not known: assumed 2"
+}
+
+var versionOutput = regexp.MustCompile(`(?m)^prometheus, version ([0-9][0-9.]*)`)
+
+// parseMajor reads the major version of "3", "3.16" or "3.16.0" (a
+// suffix after '-' or '+' is ignored).
+func parseMajor(v string) (int, error) {
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) > 3 {
+		return 0, errors.New("must be a version like 3.16.0")
+	}
+	var major int
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return 0, errors.New("must be a version like 3.16.0")
+		}
+		if i == 0 {
+			major = n
+		}
+	}
+	if major < 2 {
+		return 0, errors.New("must be 2 or later")
+	}
+	return major, nil
 }
 
 type promAuthz struct {

@@ -1,6 +1,7 @@
 package stackconfig
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
 // hostile are values built to break YAML, TOML, JSON, VRL or the stack's own
@@ -50,6 +53,14 @@ func TestRenderPrometheusGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "prometheus-no-relay.yml.golden", b)
+
+	in = testPrometheusInput()
+	in.Major, in.NativeHistograms = 3, true
+	b, err = RenderPrometheus(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "prometheus3.yml.golden", b)
 }
 
 func TestRenderPrometheusParsesBack(t *testing.T) {
@@ -77,7 +88,7 @@ func TestRenderPrometheusParsesBack(t *testing.T) {
 				{JobName: JobPrometheus, StaticConfigs: []promStaticConfig{{Targets: []string{"127.0.0.1:9090"}}}},
 			},
 			RemoteWrite: []promRemoteWrite{{
-				URL: in.RemoteWriteURL, Name: "relay", RemoteTimeout: model.Duration(30 * time.Second), QueueConfig: relayQueue,
+				URL: in.RemoteWriteURL, Name: "relay", RemoteTimeout: model.Duration(30 * time.Second), QueueConfig: relayQueue, SendNativeHistograms: true,
 				MetadataConfig: promMetadataConfig{Send: true, SendInterval: model.Duration(time.Minute)},
 			}},
 		}
@@ -103,6 +114,7 @@ func TestRenderPrometheusRejects(t *testing.T) {
 		{func(in *PrometheusInput) { in.Listen = "localhost" }, `listen: must be host:port, got "localhost"`},
 		{func(in *PrometheusInput) { in.RemoteWriteURL = "http://x/write\"\nremote_read: []" }, `remote_write_url: must be an http:// or https:// URL with a host and only URL characters`},
 		{func(in *PrometheusInput) { in.RemoteWriteURL = "http:///write" }, `remote_write_url: must be an http:// or https:// URL with a host, got "http:///write"`},
+		{func(in *PrometheusInput) { in.NativeHistograms = true }, `native_histograms: needs Prometheus 3 or later (2.x takes --enable-feature=native-histograms), got version 2`},
 	} {
 		in := testPrometheusInput()
 		tc.mutate(&in)
@@ -113,38 +125,83 @@ func TestRenderPrometheusRejects(t *testing.T) {
 	}
 }
 
-// TestRenderPrometheusPromtool has the real promtool check the rendered
-// configuration together with a file_sd file from RenderFileSD (promtool
-// reads the files the glob matches).
+// TestRenderPrometheusPromtool has the real promtool of Prometheus 2.42
+// (Debian) and 3.16 (testbin) check the rendered configurations together
+// with a file_sd file from RenderFileSD (promtool reads the files the glob
+// matches): the config for 2 must pass both, the one for 3 (remote-write
+// 2.0, native histograms) Prometheus 3's.
 func TestRenderPrometheusPromtool(t *testing.T) {
-	promtool := lookPathOrSkip(t, "promtool", "apt-get install prometheus")
-	dir := t.TempDir()
-	in := testPrometheusInput()
-	in.SDDir = filepath.Join(dir, "sd")
-	in.ExternalLabels = model.LabelSet{"cluster": "c1", "note": model.LabelValue(strings.Join(hostile, ""))}
-	in.RemoteWriteTokenFile = filepath.Join(dir, "token") // the relay behind the API token
-	if err := os.WriteFile(in.RemoteWriteTokenFile, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := RenderPrometheus(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sd, err := RenderFileSD(testTargetGroups())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(in.SDDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"prometheus.yml": cfg, "sd/node.json": sd} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+	promtool2 := lookPathOrSkip(t, "promtool", "apt-get install prometheus")
+	promtool3 := processtest.Testbin(t, "prometheus3", "promtool")
+	for _, tc := range []struct {
+		major     int
+		promtools []string
+	}{
+		{2, []string{promtool2, promtool3}},
+		{3, []string{promtool3}},
+	} {
+		dir := t.TempDir()
+		in := testPrometheusInput()
+		in.Major, in.NativeHistograms = tc.major, tc.major >= 3
+		in.SDDir = filepath.Join(dir, "sd")
+		in.ExternalLabels = model.LabelSet{"cluster": "c1", "note": model.LabelValue(strings.Join(hostile, ""))}
+		in.RemoteWriteTokenFile = filepath.Join(dir, "token") // the relay behind the API token
+		if err := os.WriteFile(in.RemoteWriteTokenFile, []byte("s3cret\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		cfg, err := RenderPrometheus(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sd, err := RenderFileSD(testTargetGroups())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(in.SDDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range map[string][]byte{"prometheus.yml": cfg, "sd/node.json": sd} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, promtool := range tc.promtools {
+			out, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "SUCCESS") || strings.Contains(string(out), "WARNING") {
+				t.Fatalf("config for Prometheus %d: %s check config: %v\n%s\n%s", tc.major, promtool, err, out, cfg)
+			}
+		}
 	}
-	out, err := exec.Command(promtool, "check", "config", filepath.Join(dir, "prometheus.yml")).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "SUCCESS") || strings.Contains(string(out), "WARNING") {
-		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)
+}
+
+func TestPrometheusMajor(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		p      PrometheusStack
+		driver string
+		want   int
+	}{
+		{PrometheusStack{Version: "3.16.0", Image: "prom/prometheus:v2.42.0"}, "docker", 3},
+		{PrometheusStack{Version: "2"}, "process", 2},
+		{PrometheusStack{Image: "prom/prometheus:v3.5.1"}, "docker", 3},
+		{PrometheusStack{Image: "registry.example:5000/prom/prometheus:v2.53.0"}, "docker", 2},
+		{PrometheusStack{Image: "registry.example:5000/prometheus"}, "docker", 2},
+		{PrometheusStack{Image: "prom/prometheus:latest"}, "docker", 2},
+		{PrometheusStack{Binary: "/nonexistent/prometheus", Image: "prom/prometheus:v3.0.0"}, "process", 2},
+		{PrometheusStack{}, "none", 2},
+	} {
+		if got, how := PrometheusMajor(ctx, tc.p, tc.driver); got != tc.want {
+			t.Errorf("%+v with %s: %d (%s), want %d", tc.p, tc.driver, got, how, tc.want)
+		}
+	}
+	// The real binaries say what they are.
+	debian := lookPathOrSkip(t, "prometheus", "apt-get install prometheus")
+	if got, how := PrometheusMajor(ctx, PrometheusStack{Binary: debian, Image: "prom/prometheus:v3.0.0"}, "process"); got != 2 {
+		t.Errorf("%s: %d (%s), want 2", debian, got, how)
+	}
+	p3 := processtest.Testbin(t, "prometheus3", "prometheus")
+	if got, how := PrometheusMajor(ctx, PrometheusStack{Binary: p3}, "process"); got != 3 || !strings.Contains(how, "3.16.0") {
+		t.Errorf("%s: %d (%s), want 3 from its --version", p3, got, how)
 	}
 }
 

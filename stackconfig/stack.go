@@ -40,6 +40,10 @@ type PrometheusStack struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Image   string `mapstructure:"image"`
 	Binary  string `mapstructure:"binary"`
+	// Version is the Prometheus version ("3.16.0", "3", "2.42"), which
+	// decides the rendered config (3 and later send remote-write 2.0);
+	// empty: detected (see PrometheusMajor).
+	Version string `mapstructure:"version"`
 	// Listen is Prometheus's web address (host:port); it also scrapes
 	// itself there.
 	Listen string `mapstructure:"listen"`
@@ -229,6 +233,11 @@ func (s *Stack) Validate() []error {
 	}
 
 	p := &s.Prometheus
+	if p.Version != "" {
+		if _, err := parseMajor(p.Version); err != nil {
+			c.bad("stack.prometheus.version", "%v, got %q", err, p.Version)
+		}
+	}
 	c.check("stack.prometheus.listen", p.Listen, checkAddr(p.Listen, true))
 	c.positive("stack.prometheus.scrape_interval", p.ScrapeInterval)
 	c.positive("stack.prometheus.scrape_timeout", p.ScrapeTimeout)

@@ -25,6 +25,7 @@ type appsClient struct {
 	api       string
 	tokenFile string
 	output    string
+	timeout   time.Duration // of one request; 0: 15s
 }
 
 func newAppsCmd() *cobra.Command {
@@ -236,7 +237,11 @@ func (c *appsClient) do(cmd *cobra.Command, method, path string, body []byte, v 
 	if c.output != "table" && c.output != "json" {
 		return 0, exitCode{2, fmt.Errorf("--output: must be table or json, got %q", c.output)}
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+	timeout := 15 * time.Second
+	if c.timeout > 0 {
+		timeout = c.timeout
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.api, "/")+path, bytes.NewReader(body))
 	if err != nil {

@@ -155,7 +155,7 @@ func printKubernetes(w io.Writer, ks releases.Status) {
 		if !r.NextTry.IsZero() {
 			msg += " (next try " + r.NextTry.Format(time.RFC3339) + ")"
 		}
-		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.Namespace, r.Chart, r.Version, r.Revision, r.Status, oneLine(msg))
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.Namespace, r.Chart, r.Version, r.Revision, r.Status, singleLine(msg))
 	}
 	if len(ks.Namespaces) > 0 {
 		fmt.Fprintln(w, "  GUID NAMESPACE\tPHASE\tCREATED")
@@ -169,7 +169,7 @@ func printKubernetes(w io.Writer, ks releases.Status) {
 	}
 }
 
-// oneLine keeps a message on its row: Helm's errors can span lines.
-func oneLine(s string) string {
+// singleLine keeps a message on its row: Helm's errors can span lines.
+func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }

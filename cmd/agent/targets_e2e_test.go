@@ -26,8 +26,9 @@ func TestPrometheusDiscoversTargets(t *testing.T) {
 	for _, node := range []string{"a", "b"} {
 		exporter := startNodeExporter(t)
 		cfg := filepath.Join(t.TempDir(), "agent.toml")
-		// The test runs its own node_exporters; the stack's would be a third.
-		toml := fmt.Sprintf("[[exporters]]\njob = \"node\"\naddress = %q\nlabels = { rack = \"r-%s\" }\n[stack.node_exporter]\nenabled = false\n", exporter, node)
+		// The test runs its own node_exporters; the stack's would be a third,
+		// and the node monitor's target (job agent-monitor) another job.
+		toml := fmt.Sprintf("[[exporters]]\njob = \"node\"\naddress = %q\nlabels = { rack = \"r-%s\" }\n[stack.node_exporter]\nenabled = false\n[monitor]\nenabled = false\n", exporter, node)
 		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}

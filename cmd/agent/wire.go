@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master"
@@ -23,7 +25,10 @@ import (
 	"github.com/agentproj/agent/master/targetsync"
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/slave/apps"
+	"github.com/agentproj/agent/slave/monitor"
 	"github.com/agentproj/agent/slave/nodestack"
+	"github.com/agentproj/agent/slave/plugins"
+	"github.com/agentproj/agent/slave/push"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -82,12 +87,13 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	var duties master.Duties
 	var sources slave.StatusSources
 	var workers []slave.SessionWorker
+	var driver workload.Driver // nil in Kubernetes mode
 	if kube != nil {
 		// Kubernetes mode: the stack and the apps are the master's Helm
 		// releases; its Prometheus reads the targets from /sd/http.
 		duties = kube.duties(cli, cfg, keys, log, reg)
 		sources.Kubernetes = kube.status
-	} else if duties, sources, workers, err = wireHostStack(ctx, cfg, cli, keys, host, relayURL, targets, p, log, reg); err != nil {
+	} else if duties, sources, workers, driver, err = wireHostStack(ctx, cfg, cli, keys, host, relayURL, targets, p, log, reg); err != nil {
 		return nil, err
 	}
 	if rel != nil {
@@ -114,12 +120,45 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
-	if rel != nil {
-		var h http.Handler = rel
-		if token != "" {
-			h = apps.RequireToken(token, rel)
+	if cfg.Monitor.Enabled {
+		mon, err := newMonitor(cfg, driver, log.With("component", "monitor"), reg)
+		if err != nil {
+			return nil, err
 		}
-		p.api.Handle("POST /api/v1/write", h)
+		p.actors = append(p.actors, mon.Run)
+		p.api.Handle("GET "+monitor.Path, mon.Handler())
+		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
+	}
+	guard := func(h http.Handler) http.Handler {
+		if token != "" {
+			return apps.RequireToken(token, h)
+		}
+		return h
+	}
+	if rel != nil {
+		p.api.Handle("POST /api/v1/write", guard(rel))
+	}
+
+	// Push and plugins put their samples into this agent's own relay
+	// (docs/push.md); without one, push answers 503 and plugins run on
+	// demand only.
+	var pushApp push.Appender
+	var pluginApp plugins.Appender
+	if rel != nil {
+		pushApp, pluginApp = rel, rel
+	}
+	p.api.Handle("/api/v1/push", guard(push.NewHandler(push.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, MaxBodyBytes: cfg.Push.MaxBodyBytes,
+	}, pushApp, log.With("component", "push"), reg)))
+	plugs, err := plugins.New(plugins.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Dir: cfg.PluginsPath(), Plugins: cfg.Plugins,
+	}, pluginApp, log.With("component", "plugins"), reg)
+	if err != nil {
+		return nil, exitCode{2, err}
+	}
+	p.actors = append(p.actors, plugs.Run)
+	for pattern, h := range plugs.Routes() {
+		p.api.Handle(pattern, guard(h))
 	}
 	return p, nil
 }
@@ -129,11 +168,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 // the apps assigned to it.
 func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, keys etcd.Keys, host, relayURL string,
 	targets *slave.TargetPublisher, p *parts, log *slog.Logger, reg *prometheus.Registry,
-) (master.Duties, slave.StatusSources, []slave.SessionWorker, error) {
+) (master.Duties, slave.StatusSources, []slave.SessionWorker, workload.Driver, error) {
 	var none slave.StatusSources
 	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 	// A Prometheus left by an earlier process that crashed while master
 	// must not run beside the next master's.
@@ -141,7 +180,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
 	cancel()
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 
 	stackDir := filepath.Join(cfg.DataDir, "stack")
@@ -151,11 +190,11 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	}
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 	sdWriter, err := filesd.NewWriter(cfg.SDPath())
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 	duties := master.Duties{
 		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
@@ -169,7 +208,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		Dir: stackDir, Host: host, DockerSocket: dockerSocket(),
 	}, driver, targets, log.With("component", "node-stack"), reg)
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
@@ -183,7 +222,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		Logger:   log.With("component", "apps-supervisor"), Registerer: reg,
 	})
 	if err != nil {
-		return nil, none, nil, err
+		return nil, none, nil, nil, err
 	}
 	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
@@ -199,7 +238,24 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	})
 
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
-	return duties, sources, []slave.SessionWorker{appRec}, nil
+	return duties, sources, []slave.SessionWorker{appRec}, driver, nil
+}
+
+// newMonitor builds the node monitor; containers are listed through the
+// docker driver's client, or a client of the host's engine (DOCKER_HOST)
+// when another driver runs the stack.
+func newMonitor(cfg *stackconfig.Config, driver workload.Driver, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
+	mc := monitor.Config{Monitor: cfg.Monitor}
+	if cfg.Monitor.Containers {
+		if d, ok := driver.(*docker.Driver); ok {
+			mc.Docker = d.Client()
+		} else if cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err == nil {
+			mc.Docker = cli
+		} else {
+			log.Warn("containers are not measured: no Docker client", "err", err)
+		}
+	}
+	return monitor.New(mc, log, reg)
 }
 
 func hostOf(addr string) string {

@@ -1,12 +1,14 @@
 // Command relayload measures the metric relay. It has three modes:
 //
-//	relayload -url http://127.0.0.1:P/api/v1/write [-series 1000 -labels 9 -samples 2000 -concurrency 4 -duration 10s]
-//	    sends remote-write as fast as the target acknowledges and prints
+//	relayload -url http://127.0.0.1:P/api/v1/write [-proto 1.0|2.0 -series 1000 -labels 9 -samples 2000 -concurrency 4 -duration 10s]
+//	    sends remote-write (2.0 as Prometheus 3 sends it: metadata with
+//	    every series) as fast as the target acknowledges and prints
 //	    acknowledged samples/s;
 //	relayload -sink 127.0.0.1:P
-//	    is a counting remote-write receiver: it decodes every request,
-//	    counts its samples and answers 204;
-//	relayload -serve 127.0.0.1:P -queue-dir DIR -upstream URL
+//	    is a counting remote-write receiver of both versions: it decodes
+//	    every request, counts its samples and answers 204 (with the 2.0
+//	    Written headers to 2.0); GET /count says how many so far;
+//	relayload -serve 127.0.0.1:P -queue-dir DIR -upstream URL [-upstream-protocol auto|1.0|2.0]
 //	    runs just the relay (relay.New, Run, ServeHTTP), for benchmarks.
 //
 // Everything it opens is on the addresses given; it never contacts anything
@@ -25,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +47,8 @@ func main() {
 		serve       = flag.String("serve", "", "serve mode: address to run the relay on")
 		queueDir    = flag.String("queue-dir", "", "serve mode: queue directory")
 		upstream    = flag.String("upstream", "", "serve mode: upstream remote-write URL")
+		upProto     = flag.String("upstream-protocol", stackconfig.ProtocolAuto, "serve mode: the upstream's protocol (auto, 1.0, 2.0)")
+		proto       = flag.String("proto", "1.0", "load mode: remote-write version to send (1.0 or 2.0)")
 		shards      = flag.Int("shards", stackconfig.DefaultRelay.Concurrency, "serve mode: relay concurrency (shards)")
 		external    = flag.String("external-labels", "cluster=bench", "serve mode: external labels, k=v,k=v")
 		series      = flag.Int("series", 1000, "load mode: distinct series")
@@ -72,11 +77,11 @@ func main() {
 	var err error
 	switch {
 	case *url != "":
-		err = load(ctx, *url, *series, *labels, *samples, *concurrency, *duration)
+		err = load(ctx, *url, *proto, *series, *labels, *samples, *concurrency, *duration)
 	case *sink != "":
 		err = runSink(ctx, *sink, *validate)
 	case *serve != "":
-		err = runRelay(ctx, logger, *serve, *queueDir, *upstream, *shards, *external)
+		err = runRelay(ctx, logger, *serve, *queueDir, stackconfig.RelayUpstream{URL: *upstream, Protocol: *upProto}, *shards, *external)
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -88,34 +93,45 @@ func main() {
 	}
 }
 
-// requests pre-encodes n compressed requests so the generator spends its
-// time sending, not encoding.
-func requests(n, series, labels, samples int) [][]byte {
+// requests pre-encodes n compressed requests of version v so the
+// generator spends its time sending, not encoding. Both versions carry the
+// same series and samples; 2.0 ones also carry metadata per series, as
+// Prometheus 3 sends it.
+func requests(v string, n, series, labels, samples int) [][]byte {
 	out := make([][]byte, n)
 	next := 0
 	for i := range out {
 		var wr remotewrite.WriteRequest
+		var wr2 remotewrite.RequestV2
 		for range samples {
 			s := next % series
 			next++
-			ls := []remotewrite.Label{{Name: "__name__", Value: fmt.Sprintf("relayload_metric_%d", s%50)}}
+			name := fmt.Sprintf("relayload_metric_%d", s%50)
+			ls := []remotewrite.Label{{Name: "__name__", Value: name}}
 			for l := 1; l < labels; l++ {
 				ls = append(ls, remotewrite.Label{Name: fmt.Sprintf("label_%02d", l), Value: fmt.Sprintf("value-%d-%06d", l, s)})
 			}
-			wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{
-				Labels:  ls,
-				Samples: []remotewrite.Sample{{Value: float64(next), Timestamp: 1_700_000_000_000 + int64(next)}},
-			})
+			smp := []remotewrite.Sample{{Value: float64(next), Timestamp: 1_700_000_000_000 + int64(next)}}
+			wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{Labels: ls, Samples: smp})
+			wr2.Timeseries = append(wr2.Timeseries, remotewrite.TimeSeriesV2{Labels: ls, Samples: smp,
+				Metadata: remotewrite.MetadataV2{Type: 2, Help: "A gauge of the relay load generator, " + name + "."}})
 		}
-		out[i] = remotewrite.Encode(nil, wr.Append(nil))
+		if v == "2.0" {
+			out[i] = remotewrite.Encode(nil, wr2.Append(nil))
+		} else {
+			out[i] = remotewrite.Encode(nil, wr.Append(nil))
+		}
 	}
 	return out
 }
 
-func load(ctx context.Context, url string, series, labels, samples, concurrency int, duration time.Duration) error {
-	reqs := requests(64, series, labels, samples)
-	fmt.Fprintf(os.Stderr, "relayload: %d series x %d labels, %d samples/request (%d bytes compressed), concurrency %d, %s\n",
-		series, labels, samples, len(reqs[0]), concurrency, duration)
+func load(ctx context.Context, url, proto string, series, labels, samples, concurrency int, duration time.Duration) error {
+	if proto != "1.0" && proto != "2.0" {
+		return fmt.Errorf("-proto: must be 1.0 or 2.0, got %q", proto)
+	}
+	reqs := requests(proto, 64, series, labels, samples)
+	fmt.Fprintf(os.Stderr, "relayload: remote-write %s, %d series x %d labels, %d samples/request (%d bytes compressed), concurrency %d, %s\n",
+		proto, series, labels, samples, len(reqs[0]), concurrency, duration)
 	ctx, cancel := context.WithTimeout(ctx, duration)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
@@ -128,8 +144,13 @@ func load(ctx context.Context, url string, series, labels, samples, concurrency 
 			for i := w; ctx.Err() == nil; i += concurrency {
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(reqs[i%len(reqs)]))
 				req.Header.Set("Content-Encoding", "snappy")
-				req.Header.Set("Content-Type", remotewrite.ContentType)
-				req.Header.Set(remotewrite.VersionHeader, remotewrite.Version)
+				if proto == "2.0" {
+					req.Header.Set("Content-Type", remotewrite.ContentTypeV2)
+					req.Header.Set(remotewrite.VersionHeader, remotewrite.VersionV2)
+				} else {
+					req.Header.Set("Content-Type", remotewrite.ContentType)
+					req.Header.Set(remotewrite.VersionHeader, remotewrite.VersionV1)
+				}
 				resp, err := client.Do(req)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -159,13 +180,17 @@ func load(ctx context.Context, url string, series, labels, samples, concurrency 
 }
 
 func runSink(ctx context.Context, addr string, validate bool) error {
-	rw, err := remotewrite.NewRewriter(nil, 1)
+	rw, err := remotewrite.NewRewriter(nil, 1, remotewrite.NamesUTF8)
 	if err != nil {
 		return err
 	}
 	var total, reqs atomic.Int64
 	pool := sync.Pool{New: func() any { return new([2][]byte) }}
 	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/count" {
+			fmt.Fprintln(w, total.Load()) // for the benchmark script: samples received so far
+			return
+		}
 		b := pool.Get().(*[2][]byte)
 		defer pool.Put(b)
 		body, err := io.ReadAll(r.Body)
@@ -179,20 +204,33 @@ func runSink(ctx context.Context, addr string, validate bool) error {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		v2 := strings.Contains(r.Header.Get("Content-Type"), "proto="+remotewrite.ProtoV2)
 		var n int
-		if validate {
-			c, err := rw.Rewrite(dec, nil)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
+		switch {
+		case validate && v2:
+			var c remotewrite.Counts
+			if c, err = rw.RewriteV2(dec, nil); err == nil {
+				n = c.Samples + c.Histograms
 			}
-			n = c.Samples + c.Histograms
-		} else if n, err = countSamples(dec); err != nil {
+		case validate:
+			var c remotewrite.Counts
+			if c, err = rw.Rewrite(dec, nil); err == nil {
+				n = c.Samples + c.Histograms
+			}
+		default:
+			n, err = countSamples(dec, v2)
+		}
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		total.Add(int64(n))
 		reqs.Add(1)
+		if v2 {
+			w.Header().Set(remotewrite.SamplesWrittenHeader, strconv.Itoa(n))
+			w.Header().Set(remotewrite.HistogramsWrittenHeader, "0")
+			w.Header().Set(remotewrite.ExemplarsWrittenHeader, "0")
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})}
 	go func() {
@@ -221,9 +259,9 @@ func runSink(ctx context.Context, addr string, validate bool) error {
 	return nil
 }
 
-func runRelay(ctx context.Context, logger *slog.Logger, addr, dir, upstream string, shards int, external string) error {
+func runRelay(ctx context.Context, logger *slog.Logger, addr, dir string, upstream stackconfig.RelayUpstream, shards int, external string) error {
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []string{upstream}
+	cfg.Upstream = []stackconfig.RelayUpstream{upstream}
 	cfg.QueueDir = dir
 	cfg.Concurrency = shards
 	cfg.ExternalLabels = map[string]string{}
@@ -254,9 +292,14 @@ func runRelay(ctx context.Context, logger *slog.Logger, addr, dir, upstream stri
 	return nil
 }
 
-// countSamples counts the samples of a decoded WriteRequest, checking only
-// the framing, so the sink stays cheap next to the load generator.
-func countSamples(b []byte) (int, error) {
+// countSamples counts the samples of a decoded WriteRequest (or 2.0
+// Request), checking only the framing, so the sink stays cheap next to the
+// load generator.
+func countSamples(b []byte, v2 bool) (int, error) {
+	seriesField, samplesField, histField := protowire.Number(1), protowire.Number(2), protowire.Number(4)
+	if v2 {
+		seriesField, samplesField, histField = 5, 2, 3
+	}
 	n := 0
 	for len(b) > 0 {
 		num, typ, k := protowire.ConsumeTag(b)
@@ -267,7 +310,7 @@ func countSamples(b []byte) (int, error) {
 		if m < 0 {
 			return 0, protowire.ParseError(m)
 		}
-		if num == 1 && typ == protowire.BytesType {
+		if num == seriesField && typ == protowire.BytesType {
 			ts, _ := protowire.ConsumeBytes(b[k:])
 			for len(ts) > 0 {
 				num, typ, k := protowire.ConsumeTag(ts)
@@ -278,7 +321,7 @@ func countSamples(b []byte) (int, error) {
 				if m < 0 {
 					return 0, protowire.ParseError(m)
 				}
-				if num == 2 || num == 4 {
+				if num == samplesField || num == histField {
 					n++
 				}
 				ts = ts[k+m:]

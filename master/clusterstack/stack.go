@@ -118,11 +118,26 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		for k, v := range st.Prometheus.ExternalLabels {
 			labels[model.LabelName(k)] = model.LabelValue(v)
 		}
+		// Prometheus 3 gets a config that sends remote-write 2.0.
+		major, how := stackconfig.PrometheusMajor(context.Background(), st.Prometheus, s.cfg.Driver)
+		s.log.Debug("prometheus version", "major", major, "from", how)
+		// The node monitors' roll-ups (per guid, per node), beside the config.
+		rules, err := stackconfig.RenderRules(stackconfig.RulesInput{ScrapeInterval: st.Prometheus.ScrapeInterval})
+		if err != nil {
+			return nil, false, err
+		}
+		rulesPath := filepath.Join(dir, stackconfig.RulesFile)
+		rulesChanged, err := workload.WriteFile(rulesPath, rules)
+		if err != nil {
+			return nil, false, fmt.Errorf("write prometheus rules: %w", err)
+		}
 		yml, err := stackconfig.RenderPrometheus(stackconfig.PrometheusInput{
 			ScrapeInterval: st.Prometheus.ScrapeInterval, ScrapeTimeout: st.Prometheus.ScrapeTimeout,
 			EvaluationInterval: st.Prometheus.EvaluationInterval, ExternalLabels: labels,
 			SDDir: s.cfg.SDDir, SDRefreshInterval: st.Prometheus.FileSDRefreshInterval,
 			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL, RemoteWriteTokenFile: s.cfg.RelayTokenFile,
+			Major:     major,
+			RuleFiles: []string{rulesPath},
 		})
 		if err != nil {
 			return nil, false, err
@@ -131,6 +146,7 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		if promChanged, err = workload.WriteFile(cfgPath, yml); err != nil {
 			return nil, false, fmt.Errorf("write prometheus config: %w", err)
 		}
+		promChanged = promChanged || rulesChanged
 		mounts := []workload.Mount{workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true)}
 		if s.cfg.RelayTokenFile != "" {
 			mounts = append(mounts, workload.SamePath(s.cfg.RelayTokenFile, true))

@@ -99,14 +99,21 @@ func (p *process) stop() {
 
 func startPrometheus(t *testing.T, name, config, dataDir string, port int) *process {
 	t.Helper()
+	return startPrometheusBin(t, needBinary(t, "prometheus"), name, config, dataDir, port)
+}
+
+// startPrometheusBin runs Prometheus binary bin as a remote-write receiver
+// (and whatever config says), with flags added, until it is ready.
+func startPrometheusBin(t *testing.T, bin, name, config, dataDir string, port int, flags ...string) *process {
+	t.Helper()
 	cfgFile := filepath.Join(t.TempDir(), name+".yml")
 	if err := os.WriteFile(cfgFile, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startProcess(t, "prometheus-"+name, needBinary(t, "prometheus"),
-		"--config.file="+cfgFile, "--storage.tsdb.path="+dataDir,
+	p := startProcess(t, "prometheus-"+name, bin, append([]string{
+		"--config.file=" + cfgFile, "--storage.tsdb.path=" + dataDir,
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port),
-		"--web.enable-remote-write-receiver", "--web.enable-lifecycle")
+		"--web.enable-remote-write-receiver", "--web.enable-lifecycle"}, flags...)...)
 	waitFor(t, name+" ready", func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/-/ready", port))
 		if err != nil {
@@ -203,7 +210,7 @@ func TestEndToEndWithPrometheus(t *testing.T) {
 
 	relayAddr := fmt.Sprintf("127.0.0.1:%d", relayPort)
 	cfg := stackconfig.DefaultRelay.WithAgentDefaults("e2e", t.TempDir())
-	cfg.Upstream = []string{fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", bPort)}
+	cfg.Upstream = stackconfig.Upstreams(fmt.Sprintf("http://127.0.0.1:%d/api/v1/write", bPort))
 	cfg.MinBackoff, cfg.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
 	cfg.FlushDeadline = 200 * time.Millisecond
 	rs := serveRelay(t, cfg, relayAddr)

@@ -66,7 +66,7 @@ func TestRefusesMalformedNestedFields(t *testing.T) {
 			}
 		})
 	}
-	if n := testutil.ToFloat64(r.m.requests.WithLabelValues("400")); n != 5 {
+	if n := testutil.ToFloat64(r.m.requests.WithLabelValues("400", "1.0")); n != 5 {
 		t.Fatalf("400 answers counted %v, want 5", n)
 	}
 	if st := r.Stats(); st.Upstreams[0].QueueEntries != 0 || up.requestCount() != 0 {

@@ -14,19 +14,22 @@ type metrics struct {
 	responses *prometheus.CounterVec
 	retries   *prometheus.CounterVec
 	corrupt   prometheus.Counter
+	fallbacks *prometheus.CounterVec
+	converted *prometheus.CounterVec
 }
 
 // Drop reasons.
 const (
-	reasonQueueFull = "queue_full"
-	reasonRejected  = "upstream_rejected"
+	reasonQueueFull  = "queue_full"
+	reasonRejected   = "upstream_rejected"
+	reasonConversion = "conversion"
 )
 
 func newMetrics() *metrics {
 	return &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_write_requests_total", Help: "Remote-write requests received, by response code.",
-		}, []string{"code"}),
+			Name: "relay_write_requests_total", Help: "Remote-write requests received, by response code and remote-write version (1.0, 2.0, unknown).",
+		}, []string{"code", "protocol"}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_samples_received_total", Help: "Samples and histograms made durable in the queue.",
 		}),
@@ -34,7 +37,7 @@ func newMetrics() *metrics {
 			Name: "relay_samples_forwarded_total", Help: "Samples and histograms an upstream accepted.",
 		}, []string{"upstream"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "relay_samples_dropped_total", Help: "Samples and histograms never delivered to an upstream, by reason (queue_full, upstream_rejected).",
+			Name: "relay_samples_dropped_total", Help: "Samples and histograms never delivered to an upstream, by reason (queue_full, upstream_rejected, conversion).",
 		}, []string{"upstream", "reason"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "relay_upstream_request_duration_seconds", Help: "Duration of requests to an upstream.",
@@ -49,9 +52,15 @@ func newMetrics() *metrics {
 		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "relay_queue_corrupt_records_total", Help: "Corrupt or truncated queue records skipped (counted by each cursor that skips one).",
 		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_upstream_protocol_fallbacks_total", Help: "Times an upstream (protocol auto) was found not to take a remote-write version, by that version (it is sent the other one for a while).",
+		}, []string{"upstream", "version"}),
+		converted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "relay_conversion_dropped_total", Help: "What converting to an upstream's remote-write version or escaping names could not carry, by kind (metadata, start_timestamp, series, exemplar).",
+		}, []string{"upstream", "kind"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.received, m.forwarded, m.dropped, m.duration, m.responses, m.retries, m.corrupt}
+	return []prometheus.Collector{m.requests, m.received, m.forwarded, m.dropped, m.duration, m.responses, m.retries, m.corrupt, m.fallbacks, m.converted}
 }

@@ -51,7 +51,11 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	if cfg.QueueDir == "" {
 		return nil, errors.New("relay.queue_dir: must be set, got \"\"")
 	}
-	rw, err := remotewrite.NewRewriter(cfg.ExternalLabels, cfg.Concurrency)
+	names := remotewrite.NamesUTF8
+	if cfg.NameValidation == stackconfig.NamesLegacy {
+		names = remotewrite.NamesLegacy
+	}
+	rw, err := remotewrite.NewRewriter(cfg.ExternalLabels, cfg.Concurrency, names)
 	if err != nil {
 		return nil, fmt.Errorf("relay.external_labels: %w", err)
 	}
@@ -66,7 +70,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	shards := cfg.Concurrency
 	var cursors []queue.Cursor
 	for _, u := range cfg.Upstream {
-		sum := sha256.Sum256([]byte(u))
+		sum := sha256.Sum256([]byte(u.URL))
 		for s := range shards {
 			cursors = append(cursors, queue.Cursor{Name: fmt.Sprintf("%x-%d", sum[:8], s), Shard: s})
 		}
@@ -81,7 +85,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 		OnDrop: func(cursor, _, samples int) {
 			i := cursor / shards
 			r.dropped[i].Add(int64(samples))
-			r.m.dropped.WithLabelValues(redact(cfg.Upstream[i]), reasonQueueFull).Add(float64(samples))
+			r.m.dropped.WithLabelValues(redact(cfg.Upstream[i].URL), reasonQueueFull).Add(float64(samples))
 		},
 		OnCorrupt: func(int) { r.m.corrupt.Inc() },
 	})
@@ -165,8 +169,13 @@ type Stats struct {
 
 // UpstreamStats is one upstream's delivery state.
 type UpstreamStats struct {
-	URL                   string  `json:"url"`
-	State                 string  `json:"state"` // ok, retrying or failing
+	URL      string `json:"url"`
+	State    string `json:"state"`    // ok, retrying or failing
+	Protocol string `json:"protocol"` // configured: auto, 1.0 or 2.0
+	// SendingV2 and SendingV1 are the versions data that came in as 2.0
+	// and as 1.0 is sent in now (they differ from it after a fallback).
+	SendingV2             string  `json:"sending_2_0_as"`
+	SendingV1             string  `json:"sending_1_0_as"`
 	LastError             string  `json:"last_error,omitempty"`
 	QueueBytes            int64   `json:"queue_bytes"`
 	QueueEntries          int64   `json:"queue_entries"`

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,26 +29,72 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeManager stands in for the manager's remote-write endpoint: it decodes
-// every request and answers with what respond returns (204 when nil).
+// every request by its Content-Type (as a 1.0 and 2.0 receiver does, unless
+// mode says otherwise) and answers with what respond returns (204 when nil;
+// 2.0 requests get the Written headers).
 type fakeManager struct {
 	*httptest.Server
 	mu       sync.Mutex
 	requests []*http.Request
+	versions []remotewrite.Version
 	series   []remotewrite.TimeSeries
+	seriesV2 []remotewrite.TimeSeriesV2 // what came as 2.0, as it came
+	metadata []remotewrite.Metadata
 	accepted [][]remotewrite.TimeSeries // by request
 	respond  func(n int, req *remotewrite.WriteRequest) (int, http.Header)
+	mode     receiverMode
 }
+
+type receiverMode int
+
+const (
+	bothVersions receiverMode = iota
+	v1Only                    // answers 415 to 2.0
+	v1Blind                   // reads every body as 1.0, without the Written headers (as Prometheus 2.42)
+	v2Only                    // answers 415 to 1.0
+)
 
 func newFakeManager(t *testing.T) *fakeManager {
 	f := &fakeManager{}
 	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		mode := f.mode
+		f.mu.Unlock()
+		sent := remotewrite.V1
+		if strings.Contains(r.Header.Get("Content-Type"), "proto=io.prometheus.write.v2.Request") {
+			sent = remotewrite.V2
+		}
+		v := sent // what it reads the body as
+		if mode == v1Blind {
+			v = remotewrite.V1
+		}
+		if v == remotewrite.V2 && mode == v1Only || v == remotewrite.V1 && mode == v2Only {
+			f.mu.Lock()
+			f.requests = append(f.requests, r)
+			f.versions = append(f.versions, sent)
+			f.mu.Unlock()
+			http.Error(w, "unsupported", http.StatusUnsupportedMediaType)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		dec, err := remotewrite.Decode(nil, body, 64<<20)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		wr, err := remotewrite.Unmarshal(dec)
+		var wr *remotewrite.WriteRequest
+		var wr2 *remotewrite.RequestV2
+		if v == remotewrite.V2 {
+			wr2, err = remotewrite.UnmarshalV2(dec)
+			wr = &remotewrite.WriteRequest{}
+			if wr2 != nil {
+				for _, ts := range wr2.Timeseries {
+					wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeries{Labels: ts.Labels, Samples: ts.Samples, Exemplars: ts.Exemplars, Histograms: ts.Histograms})
+				}
+			}
+		} else {
+			wr, err = remotewrite.Unmarshal(dec)
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -55,6 +102,7 @@ func newFakeManager(t *testing.T) *fakeManager {
 		f.mu.Lock()
 		n := len(f.requests)
 		f.requests = append(f.requests, r)
+		f.versions = append(f.versions, sent)
 		respond := f.respond
 		f.mu.Unlock()
 		code := http.StatusNoContent
@@ -68,13 +116,42 @@ func newFakeManager(t *testing.T) *fakeManager {
 		if code/100 == 2 {
 			f.mu.Lock()
 			f.series = append(f.series, wr.Timeseries...)
+			f.metadata = append(f.metadata, wr.Metadata...)
 			f.accepted = append(f.accepted, wr.Timeseries)
+			if wr2 != nil {
+				f.seriesV2 = append(f.seriesV2, wr2.Timeseries...)
+			}
 			f.mu.Unlock()
+		}
+		if v == remotewrite.V2 {
+			samples, hists, exemplars := 0, 0, 0
+			for _, ts := range wr.Timeseries {
+				samples, hists, exemplars = samples+len(ts.Samples), hists+len(ts.Histograms), exemplars+len(ts.Exemplars)
+			}
+			if code/100 != 2 {
+				samples, hists, exemplars = 0, 0, 0
+			}
+			w.Header().Set(remotewrite.SamplesWrittenHeader, strconv.Itoa(samples))
+			w.Header().Set(remotewrite.HistogramsWrittenHeader, strconv.Itoa(hists))
+			w.Header().Set(remotewrite.ExemplarsWrittenHeader, strconv.Itoa(exemplars))
 		}
 		w.WriteHeader(code)
 	}))
 	t.Cleanup(f.Close)
 	return f
+}
+
+func (f *fakeManager) setMode(m receiverMode) {
+	f.mu.Lock()
+	f.mode = m
+	f.mu.Unlock()
+}
+
+// versionsSeen returns the version of every request so far.
+func (f *fakeManager) versionsSeen() []remotewrite.Version {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]remotewrite.Version(nil), f.versions...)
 }
 
 func (f *fakeManager) received() []remotewrite.TimeSeries {
@@ -91,7 +168,7 @@ func (f *fakeManager) requestCount() int {
 
 func testConfig(dir string, upstream ...string) stackconfig.Relay {
 	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = upstream
+	cfg.Upstream = stackconfig.Upstreams(upstream...)
 	cfg.QueueDir = dir
 	cfg.ExternalLabels = map[string]string{"cluster": "test"}
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 20*time.Millisecond
@@ -160,6 +237,21 @@ func request(series ...string) []byte {
 	return remotewrite.Encode(nil, wr.Append(nil))
 }
 
+func requestV2(series ...string) []byte {
+	var wr remotewrite.RequestV2
+	for i, name := range series {
+		wr.Timeseries = append(wr.Timeseries, remotewrite.TimeSeriesV2{
+			Labels:  []remotewrite.Label{{Name: "__name__", Value: name}, {Name: "job", Value: "node"}},
+			Samples: []remotewrite.Sample{{Value: float64(i), Timestamp: int64(1000 + i)}},
+		})
+	}
+	return remotewrite.Encode(nil, wr.Append(nil))
+}
+
+func postV2(h http.Handler, body []byte) *httptest.ResponseRecorder {
+	return post(h, body, map[string]string{"Content-Type": remotewrite.ContentTypeV2, "X-Prometheus-Remote-Write-Version": "2.0.0"})
+}
+
 func post(h http.Handler, body []byte, header map[string]string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body))
 	req.Header.Set("Content-Encoding", "snappy")
@@ -196,7 +288,8 @@ func TestHandlerStatusCodes(t *testing.T) {
 		Labels: []remotewrite.Label{{Name: "__name__", Value: bigLabel}}}}}).Append(nil))
 	metadataOnly := remotewrite.Encode(nil, (&remotewrite.WriteRequest{Metadata: []remotewrite.Metadata{{Type: 1, Family: "up", Help: "h"}}}).Append(nil))
 	badName := remotewrite.Encode(nil, (&remotewrite.WriteRequest{Timeseries: []remotewrite.TimeSeries{{
-		Labels: []remotewrite.Label{{Name: "bad-name", Value: "x"}}}}}).Append(nil))
+		Labels: []remotewrite.Label{{Name: "", Value: "x"}}}}}).Append(nil))
+	v2 := map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "X-Prometheus-Remote-Write-Version": "2.0.0"}
 
 	for _, tc := range []struct {
 		name   string
@@ -211,10 +304,15 @@ func TestHandlerStatusCodes(t *testing.T) {
 		{name: "empty", body: remotewrite.Encode(nil, nil), code: 204},
 		{name: "bad snappy", body: []byte("\x10not snappy"), code: 400, msg: "bad snappy"},
 		{name: "bad protobuf", body: remotewrite.Encode(nil, []byte{0x0a, 0xff, 0x01}), code: 400, msg: "bad protobuf"},
-		{name: "invalid label name", body: badName, code: 400, msg: `invalid label name "bad-name"`},
+		{name: "invalid label name", body: badName, code: 400, msg: `series 0: empty label name`},
+		{name: "UTF-8 names", body: request("http.server.duration"), code: 204},
+		{name: "remote-write 2.0", body: requestV2("up"), header: v2, code: 204},
+		{name: "remote-write 2.0, 1.0 body", body: request("up"), header: v2, code: 400, msg: "request field 1 is reserved in io.prometheus.write.v2.Request: is this a remote-write 1.0 body?"},
+		{name: "remote-write 1.0, 2.0 body", body: requestV2("up"), code: 400, msg: "write request field 4 is a remote-write 2.0 field"},
+		{name: "explicit 1.0", body: request("up"), header: map[string]string{"Content-Type": "application/x-protobuf;proto=prometheus.WriteRequest"}, code: 204},
 		{name: "body over limit", body: bytes.Repeat([]byte{1}, 8192), code: 413, msg: "max_request_bytes"},
 		{name: "decoded over limit", body: big, code: 413, msg: "decoded size"},
-		{name: "remote-write 2.0", body: request("up"), header: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, code: 415, msg: "remote-write 2.0"},
+		{name: "other protobuf message", body: request("up"), header: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, code: 415, msg: `protobuf message "io.prometheus.write.v3.Request" not supported`},
 		{name: "json", body: request("up"), header: map[string]string{"Content-Type": "application/json"}, code: 415, msg: "content type"},
 		{name: "no snappy", body: request("up"), header: map[string]string{"Content-Encoding": ""}, code: 415, msg: "content encoding"},
 		{name: "GET", method: http.MethodGet, code: 405},
@@ -243,8 +341,10 @@ func TestHandlerStatusCodes(t *testing.T) {
 	if rec := post(r, request("up"), nil); rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("after stop: status %d, want 503", rec.Code)
 	}
-	if n := testutil.ToFloat64(r.m.requests.WithLabelValues("429")); n != 0 {
-		t.Fatal("answered 429")
+	for _, v := range []string{"1.0", "2.0", "unknown"} {
+		if n := testutil.ToFloat64(r.m.requests.WithLabelValues("429", v)); n != 0 {
+			t.Fatal("answered 429")
+		}
 	}
 }
 

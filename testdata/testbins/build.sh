@@ -6,13 +6,16 @@
 #
 #   build.sh NAME...        build what is missing (all when no NAME)
 #   build.sh --path NAME    print the folder NAME's binaries live in (built or not)
-#   build.sh --list         print the names
+#   build.sh --list         print the names (the default ones, then extra ones
+#                           built only when named: vmagent)
 #
 # Cache: $AGENT_TESTBINS, else ${XDG_CACHE_HOME:-$HOME/.cache}/agent-testbins.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${AGENT_TESTBINS:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-testbins}"
 all=(otelcol victorialogs prometheus3 jaeger kube-apiserver)
+# Built only when named (`make bench-relay` does): not needed by any test.
+extra=(vmagent)
 
 # key NAME: a hash of the files that decide what NAME builds into.
 key() {
@@ -37,6 +40,10 @@ build_kube-apiserver() {
 	# kubectl and client-go refuse a server whose version they cannot parse.
 	gobuild "$1/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
 		"-X k8s.io/component-base/version.gitVersion=v1.34.4 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=34"
+}
+build_vmagent() {
+	gobuild "$1/vmagent" github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent \
+		"-X github.com/VictoriaMetrics/VictoriaMetrics/lib/buildinfo.Version=vmagent-v1.151.0"
 }
 build_victorialogs() { gobuild "$1/victoria-logs" github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs; }
 build_otelcol() {
@@ -68,7 +75,7 @@ build() {
 
 case "${1:-}" in
 --path) dir_of "$2" ;;
---list) printf '%s\n' "${all[@]}" ;;
+--list) printf '%s\n' "${all[@]}" "${extra[@]}" ;;
 "") for n in "${all[@]}"; do build "$n"; done ;;
 *) for n in "$@"; do build "$n"; done ;;
 esac

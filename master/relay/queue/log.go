@@ -359,7 +359,7 @@ func (l *Log) commit(batch []*appendReq) error {
 	buf := l.buf[:0]
 	for _, req := range batch {
 		for _, r := range req.recs {
-			buf = appendRecord(buf, r.Shard, r.Samples, now, r.Data)
+			buf = appendRecord(buf, r.Shard, r.Flags, r.Samples, now, r.Data)
 		}
 	}
 	l.buf = buf

@@ -342,3 +342,32 @@ func TestShardWithoutRecordsDoesNotPinSegments(t *testing.T) {
 		t.Fatalf("after restart read %q and %q, want nothing and [new]", a, b)
 	}
 }
+
+// TestFlagsKeptAcrossRestart: a record's flags (the relay's remote-write
+// version) come back as written, also from a reopened log.
+func TestFlagsKeptAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	h := start(t, opts(dir))
+	recs := []Record{{Shard: 0, Samples: 1, Flags: 0, Data: []byte("v1")}, {Shard: 0, Samples: 2, Flags: 2, Data: []byte("v2")}}
+	if err := h.l.Append(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	h = start(t, opts(dir)) // the cursor was persisted before the append
+	r := h.l.Reader(0)
+	defer r.Close()
+	var got []uint16
+	for {
+		rec, _, wait, err := r.TryNext(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait != nil {
+			break
+		}
+		got = append(got, rec.Flags)
+	}
+	if fmt.Sprint(got) != "[0 2]" {
+		t.Fatalf("flags %v, want [0 2]", got)
+	}
+}

@@ -146,7 +146,7 @@ func (r *Reader) read(off, limit int64, buf []byte, mine bool) (rec Record, next
 	if !h.valid(r.hb[:], buf) {
 		return rec, 0, false, nil
 	}
-	return Record{Shard: int(h.shard), Samples: int(h.samples), Time: time.UnixMilli(h.unixMS), Data: buf}, next, true, nil
+	return Record{Shard: int(h.shard), Samples: int(h.samples), Flags: h.flags, Time: time.UnixMilli(h.unixMS), Data: buf}, next, true, nil
 }
 
 // resync finds the next valid record at or after from, or returns limit.

@@ -20,8 +20,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type Record struct {
 	Shard   int
 	Samples int
-	Time    time.Time // when it was appended (millisecond precision)
-	Data    []byte
+	// Flags are the caller's, kept with the record (the relay says which
+	// remote-write version Data holds); records written before flags
+	// existed read as 0.
+	Flags uint16
+	Time  time.Time // when it was appended (millisecond precision)
+	Data  []byte
 }
 
 // Position is a place in the log: the byte offset of a record in a segment.
@@ -39,16 +43,18 @@ type header struct {
 	length  uint32
 	crc     uint32
 	shard   uint16
+	flags   uint16
 	samples uint32
 	unixMS  int64
 }
 
 // appendRecord appends the framed record to dst.
-func appendRecord(dst []byte, shard, samples int, unixMS int64, data []byte) []byte {
+func appendRecord(dst []byte, shard int, flags uint16, samples int, unixMS int64, data []byte) []byte {
 	var h [headerSize]byte
 	binary.LittleEndian.PutUint32(h[0:], magic)
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(data)))
 	binary.LittleEndian.PutUint16(h[12:], uint16(shard))
+	binary.LittleEndian.PutUint16(h[14:], flags)
 	binary.LittleEndian.PutUint32(h[16:], uint32(samples))
 	binary.LittleEndian.PutUint64(h[20:], uint64(unixMS))
 	crc := crc32.Update(crc32.Checksum(h[12:28], castagnoli), castagnoli, data)
@@ -69,6 +75,7 @@ func parseHeader(b []byte) (header, bool) {
 		length:  binary.LittleEndian.Uint32(b[4:]),
 		crc:     binary.LittleEndian.Uint32(b[8:]),
 		shard:   binary.LittleEndian.Uint16(b[12:]),
+		flags:   binary.LittleEndian.Uint16(b[14:]),
 		samples: binary.LittleEndian.Uint32(b[16:]),
 		unixMS:  int64(binary.LittleEndian.Uint64(b[20:])),
 	}

@@ -2,6 +2,7 @@ package remotewrite
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
@@ -24,7 +25,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 	f.Add(fBytes(fieldMetadata, fVarint(mdType, 1), fBytes(mdHelp, []byte("h"))))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{})
-	rw, err := NewRewriter(map[string]string{"cluster": "fuzz"}, 3)
+	rw, err := NewRewriter(map[string]string{"cluster": "fuzz"}, 3, NamesUTF8)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		out := make([]Shard, 3)
 		c, err := rw.Rewrite(dec, out)
 		// A cold Rewriter must agree with the warm one (its label cache).
-		cold, _ := NewRewriter(map[string]string{"cluster": "fuzz"}, 3)
+		cold, _ := NewRewriter(map[string]string{"cluster": "fuzz"}, 3, NamesUTF8)
 		coldOut := make([]Shard, 3)
 		if _, coldErr := cold.Rewrite(dec, coldOut); (coldErr == nil) != (err == nil) {
 			t.Fatalf("warm rewriter err %v, cold %v", err, coldErr)
@@ -59,6 +60,19 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 				t.Fatalf("shard %d forwards what a receiver refuses: %v", i, err)
 			}
 		}
+		// What the relay sends a 2.0 upstream of it: what a 2.0 receiver takes.
+		var payloads []Payload
+		for _, s := range out {
+			payloads = append(payloads, Payload{V1, s.Buf})
+		}
+		var conv Converter
+		v2, _, err := conv.Convert(nil, V2, payloads)
+		if err != nil {
+			t.Fatalf("convert to 2.0: %v", err)
+		}
+		if err := oracleCheckV2(v2); err != nil {
+			t.Fatalf("converted to 2.0, a receiver refuses it: %v", err)
+		}
 		size := 0
 		for _, s := range out {
 			size += len(s.Buf)
@@ -66,6 +80,95 @@ func FuzzDecodeWriteRequest(f *testing.F) {
 		// Each series grows by at most the external label and a length.
 		if max := len(dec) + c.Series*(len("cluster")+len("fuzz")+16); size > max {
 			t.Fatalf("rewrite grew %d bytes to %d (bound %d)", len(dec), size, max)
+		}
+	})
+}
+
+// FuzzDecodeWriteRequestV2 is FuzzDecodeWriteRequest for remote-write 2.0:
+// whatever RewriteV2 accepts must pass the 2.0 oracle (the Go protobuf
+// runtime with the 2.0 schema and Prometheus' receiver checks), every shard
+// it writes must too and must hold exactly the accepted series with the
+// external label merged, and converting the shards to 1.0 (and joining
+// them as 2.0) must give what the oracles accept.
+func FuzzDecodeWriteRequestV2(f *testing.F) {
+	const limit = 1 << 16
+	for _, req := range [][]byte{fullRequestV2().Append(nil), (&RequestV2{Timeseries: []TimeSeriesV2{{Labels: []Label{{"a", "b"}}, Samples: []Sample{{Value: 1}}}}}).Append(nil)} {
+		f.Add(Encode(nil, req))
+		f.Add(Encode(nil, req[:len(req)/2]))
+		f.Add(req)
+	}
+	f.Add(cat(fBytes(v2Symbols, nil), fBytes(v2Symbols, []byte("x")), fBytes(v2Timeseries, fBytes(v2tsLabelsRefs, []byte{1, 1}), fBytes(v2tsHistograms, fVarint(v2hStart, 3)))))
+	f.Add([]byte{})
+	ext := map[string]string{"cluster": "fuzz"}
+	rw, err := NewRewriter(ext, 3, NamesUTF8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	out := make([]Shard, 3)
+	var conv Converter
+	f.Fuzz(func(t *testing.T, body []byte) {
+		dec, err := Decode(nil, body, limit)
+		if cap(dec) > limit {
+			t.Fatalf("decode buffer of %d bytes for a limit of %d", cap(dec), limit)
+		}
+		if err != nil {
+			dec = body
+		}
+		for i := range out {
+			out[i].Reset()
+		}
+		c, err := rw.RewriteV2(dec, out)
+		if err != nil {
+			return
+		}
+		if err := oracleCheckV2(dec); err != nil {
+			t.Fatalf("accepted a request a receiver refuses: %v", err)
+		}
+		in, err := UnmarshalV2(dec)
+		if err != nil {
+			t.Fatalf("accepted a request that does not decode: %v", err)
+		}
+		var want, got []string
+		for _, ts := range withExternal(in, ext).Timeseries {
+			want = append(want, string((&RequestV2{Timeseries: []TimeSeriesV2{ts}}).Append(nil)))
+		}
+		var payloads []Payload
+		samples := 0
+		for i := range out {
+			if len(out[i].Buf) == 0 {
+				continue
+			}
+			if err := oracleCheckV2(out[i].Buf); err != nil {
+				t.Fatalf("shard %d forwards what a receiver refuses: %v", i, err)
+			}
+			req, err := UnmarshalV2(out[i].Buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ts := range req.Timeseries {
+				got = append(got, string((&RequestV2{Timeseries: []TimeSeriesV2{ts}}).Append(nil)))
+			}
+			samples += out[i].Samples
+			payloads = append(payloads, Payload{V2, out[i].Buf})
+		}
+		slices.Sort(want)
+		slices.Sort(got)
+		if !slices.Equal(want, got) || samples != c.Samples+c.Histograms {
+			t.Fatalf("shards hold other series than accepted (%d vs %d series, %d samples, counts %+v)", len(got), len(want), samples, c)
+		}
+		v1, _, err := conv.Convert(nil, V1, payloads)
+		if err != nil {
+			t.Fatalf("convert to 1.0: %v", err)
+		}
+		if err := oracleCheck(v1); err != nil {
+			t.Fatalf("converted to 1.0, a receiver refuses it: %v", err)
+		}
+		v2, _, err := conv.Convert(nil, V2, payloads)
+		if err != nil {
+			t.Fatalf("join as 2.0: %v", err)
+		}
+		if err := oracleCheckV2(v2); err != nil {
+			t.Fatalf("joined as 2.0, a receiver refuses it: %v", err)
 		}
 	})
 }

@@ -12,10 +12,12 @@ import (
 type (
 	// Label is one name and value.
 	Label struct{ Name, Value string }
-	// Sample is a float sample.
+	// Sample is a float sample. StartTimestamp (the created timestamp, 0:
+	// none) exists in 2.0 only: the 1.0 encoding leaves it out.
 	Sample struct {
-		Value     float64
-		Timestamp int64 // milliseconds
+		Value          float64
+		Timestamp      int64 // milliseconds
+		StartTimestamp int64
 	}
 	// Exemplar is a sample with labels (a trace id, usually).
 	Exemplar struct {
@@ -28,7 +30,8 @@ type (
 		Offset int32
 		Length uint32
 	}
-	// Histogram is a native histogram sample. Float selects the float
+	// Histogram is a native histogram sample (1.0 and 2.0 share fields
+	// 1-16; 2.0 adds start_timestamp). Float selects the float
 	// encoding (count_float, zero_count_float, *_counts); otherwise the
 	// integer one (count_int, zero_count_int, *_deltas).
 	Histogram struct {
@@ -44,6 +47,7 @@ type (
 		ResetHint                      int32
 		Timestamp                      int64
 		CustomValues                   []float64
+		StartTimestamp                 int64 // 2.0 only, as Sample's
 	}
 	// TimeSeries is one series and its samples.
 	TimeSeries struct {
@@ -343,6 +347,8 @@ func (h *Histogram) unmarshal(b []byte) error {
 			h.ResetHint = int32(x)
 		case hTimestamp:
 			h.Timestamp = int64(x)
+		case v2hStart:
+			h.StartTimestamp = int64(x)
 		}
 		return nil
 	})

@@ -2,12 +2,14 @@ package remotewrite
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
+	"sync"
 	"unicode/utf8"
 
-	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -16,7 +18,7 @@ const (
 	ContentType     = "application/x-protobuf"
 	ContentEncoding = "snappy"
 	VersionHeader   = "X-Prometheus-Remote-Write-Version"
-	Version         = "0.1.0"
+	VersionV1       = "0.1.0"
 	// ProtoV2 is the proto parameter of a remote-write 2.0 Content-Type.
 	ProtoV2 = "io.prometheus.write.v2.Request"
 )
@@ -48,34 +50,47 @@ type Counts struct {
 	Series, Samples, Histograms, Exemplars, Metadata int
 }
 
-// Shard is one output of Rewrite: the time series whose label hash fell into
-// it, as the body of a WriteRequest, and how many samples and histograms
-// they carry.
+// Shard is one output of Rewrite (RewriteV2): the time series whose label
+// hash fell into it, as the body of a WriteRequest (a Request), and how many
+// samples and histograms they carry.
 type Shard struct {
 	Buf     []byte
 	Samples int
+
+	// RewriteV2's work: the shard's symbol table being built.
+	remap  []uint32 // request symbol -> index in syms; 0: not yet
+	extRef []uint32 // the same for the external labels' names and values
+	syms   [][]byte
+	series []byte
 }
+
+// Reset empties s for the next request, keeping its buffers.
+func (s *Shard) Reset() { s.Buf, s.Samples = s.Buf[:0], 0 }
 
 // Rewriter validates requests and rewrites them with external labels into
 // shards. It is immutable and safe for concurrent use.
 type Rewriter struct {
 	ext    []extLabel // sorted by name
 	shards int
+	names  Names
 	cache  *labelCache
+	v2     sync.Pool // *v2Scratch
 }
 
 type extLabel struct {
-	name, value []byte
-	field       []byte // the encoded Label message, tag and length included
+	name, value         []byte
+	nameHash, valueHash uint64
+	field               []byte // the encoded Label message, tag and length included
 }
 
 // NewRewriter returns a Rewriter that adds external (a series' own label of
-// the same name wins, as in Prometheus) and splits series into shards.
-func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
+// the same name wins, as in Prometheus), splits series into shards and
+// checks names as names says.
+func NewRewriter(external map[string]string, shards int, names Names) (*Rewriter, error) {
 	if shards < 1 {
 		return nil, fmt.Errorf("shards: must be >= 1, got %d", shards)
 	}
-	r := &Rewriter{shards: shards, cache: newLabelCache(labelCacheBytes)}
+	r := &Rewriter{shards: shards, names: names, cache: newLabelCache(labelCacheBytes)}
 	for name, value := range external {
 		if !ValidLabelName([]byte(name)) {
 			return nil, fmt.Errorf("external label name %q: must match [a-zA-Z_][a-zA-Z0-9_]*", name)
@@ -87,7 +102,8 @@ func NewRewriter(external map[string]string, shards int) (*Rewriter, error) {
 		msg = protowire.AppendString(msg, value)
 		field := protowire.AppendTag(nil, tsLabels, protowire.BytesType)
 		field = protowire.AppendBytes(field, msg)
-		r.ext = append(r.ext, extLabel{name: []byte(name), value: []byte(value), field: field})
+		r.ext = append(r.ext, extLabel{name: []byte(name), value: []byte(value), field: field,
+			nameHash: strHash([]byte(name)), valueHash: strHash([]byte(value))})
 	}
 	slices.SortFunc(r.ext, func(a, b extLabel) int { return bytes.Compare(a.name, b.name) })
 	return r, nil
@@ -120,6 +136,10 @@ func (r *Rewriter) Rewrite(src []byte, out []Shard) (Counts, error) {
 		switch {
 		case (num == fieldTimeseries || num == fieldMetadata) && typ != protowire.BytesType:
 			return c, fmt.Errorf("bad protobuf: write request field %d has wire type %s, want bytes", num, wireName(typ))
+		case num == v2Symbols || num == v2Timeseries:
+			// Not in prometheus.WriteRequest: every 1.0 receiver would read
+			// this body as empty, and so would the relay's upstreams.
+			return c, fmt.Errorf("write request field %d is a remote-write 2.0 field: send 2.0 with Content-Type %s", num, ContentTypeV2)
 		case num == fieldTimeseries:
 			body, _ := protowire.ConsumeBytes(b[n:])
 			if err := r.series(body, c.Series, out, &c, true); err != nil {
@@ -168,7 +188,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		// merged, empty values left out as receivers do), not of the bytes
 		// as received: a series sent with an explicit external label, or
 		// encoded another way, is still the same series in the same shard.
-		ident   xxhash.Digest
+		ident   = identSeed
 		identOn = r.shards > 1
 		identOf uint64
 	)
@@ -186,9 +206,6 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			ins = append(ins, e.ins...)
 			identOn, identOf = false, e.ident
 		}
-	}
-	if identOn {
-		ident.Reset()
 	}
 	for off < len(body) {
 		b := body[off:]
@@ -225,8 +242,8 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			if err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
-			if !ValidLabelName(name) {
-				return fmt.Errorf("series %d: invalid label name %q", idx, truncate(name))
+			if err := r.names.checkName(name, value); err != nil {
+				return fmt.Errorf("series %d: %w", idx, err)
 			}
 			if !validUTF8(value) {
 				return fmt.Errorf("series %d: label %s: value is not UTF-8", idx, name)
@@ -238,7 +255,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 				ins = append(ins, off)
 				addLen += len(r.ext[ei].field)
 				if identOn {
-					hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+					ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 				}
 				ei++
 			}
@@ -247,7 +264,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 				ei++
 			}
 			if identOn && len(value) > 0 {
-				hashLabel(&ident, name, value)
+				ident = identMix(ident, strHash(name), strHash(value))
 			}
 			if lStart < 0 {
 				lStart = off
@@ -269,7 +286,7 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 			}
 			c.Exemplars++
 		case tsHistograms:
-			if err := checkHistogram(v); err != nil {
+			if err := checkHistogram(v, histogramDesc); err != nil {
 				return fmt.Errorf("series %d: histogram %d: %w", idx, c.Histograms, err)
 			}
 			samples++
@@ -292,11 +309,11 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 		ins = append(ins, lEnd)
 		addLen += len(r.ext[ei].field)
 		if identOn {
-			hashLabel(&ident, r.ext[ei].name, r.ext[ei].value)
+			ident = identMix(ident, r.ext[ei].nameHash, r.ext[ei].valueHash)
 		}
 	}
 	if identOn {
-		identOf = ident.Sum64()
+		identOf = identSum(ident)
 	}
 	if !fromCache && lStart == 0 && contiguous && lEnd == runEnd {
 		r.cache.put(hash, body[:lEnd], ins, addLen, nLabels, identOf)
@@ -324,14 +341,46 @@ func (r *Rewriter) series(body []byte, idx int, out []Shard, total *Counts, useC
 	return nil
 }
 
-var labelSep = []byte{0xff} // never in UTF-8
+// The identity of a series, which picks its shard, is a fold of the
+// hashes of its final labels' names and values, in order. It is made of
+// per-string hashes so that 2.0, whose strings come from a symbol table,
+// hashes each string of a request once, and gets the same identity as 1.0.
+const identSeed uint64 = 0x9e3779b97f4a7c15
 
-// hashLabel adds one label of a series' identity to d.
-func hashLabel(d *xxhash.Digest, name, value []byte) {
-	_, _ = d.Write(name)
-	_, _ = d.Write(labelSep)
-	_, _ = d.Write(value)
-	_, _ = d.Write(labelSep)
+// strHash hashes a name or value for identMix: short strings are the rule,
+// so it reads 8 bytes at a time and mixes with 128-bit products (as wyhash
+// does); it is fixed, so shards stay the same across restarts.
+func strHash(b []byte) uint64 {
+	const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
+	h := uint64(len(b)) * m1
+	for len(b) >= 8 {
+		hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
+		h = hi ^ lo
+		b = b[8:]
+	}
+	if len(b) > 0 {
+		var t uint64
+		for i, c := range b {
+			t |= uint64(c) << (8 * i)
+		}
+		hi, lo := bits.Mul64(h^t, m2)
+		h = hi ^ lo
+	}
+	hi, lo := bits.Mul64(h, m1)
+	return hi ^ lo
+}
+
+func identMix(h, name, value uint64) uint64 {
+	h = bits.RotateLeft64((h^name)*0xc2b2ae3d27d4eb4f, 31)
+	return bits.RotateLeft64((h^value)*0x9e3779b185ebca87, 27)
+}
+
+func identSum(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	return h ^ h>>33
 }
 
 // validUTF8 is utf8.Valid with an inlined path for short ASCII values.

@@ -14,16 +14,16 @@ import (
 func sampleRequest() *WriteRequest {
 	return &WriteRequest{
 		Timeseries: []TimeSeries{
-			{Labels: []Label{{"__name__", "up"}, {"instance", "a:9100"}, {"job", "node"}}, Samples: []Sample{{1, 1000}, {0, 2000}}},
-			{Labels: []Label{{"__name__", "up"}, {"cluster", "own"}, {"job", "node"}}, Samples: []Sample{{1.5, 3000}}},
-			{Labels: []Label{{"zzz", "last"}}, Samples: []Sample{{-2, 4000}}},
+			{Labels: []Label{{"__name__", "up"}, {"instance", "a:9100"}, {"job", "node"}}, Samples: []Sample{{Value: 1, Timestamp: 1000}, {Value: 0, Timestamp: 2000}}},
+			{Labels: []Label{{"__name__", "up"}, {"cluster", "own"}, {"job", "node"}}, Samples: []Sample{{Value: 1.5, Timestamp: 3000}}},
+			{Labels: []Label{{"zzz", "last"}}, Samples: []Sample{{Value: -2, Timestamp: 4000}}},
 		},
 		Metadata: []Metadata{{Type: 1, Family: "up", Help: "scrape ok", Unit: ""}},
 	}
 }
 
 func TestRewriteMergesExternalLabels(t *testing.T) {
-	rw, err := NewRewriter(map[string]string{"cluster": "c1", "a": "first"}, 1)
+	rw, err := NewRewriter(map[string]string{"cluster": "c1", "a": "first"}, 1, NamesUTF8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestRewriteMergesExternalLabels(t *testing.T) {
 }
 
 func TestRewriteShardsBySeries(t *testing.T) {
-	rw, err := NewRewriter(nil, 4)
+	rw, err := NewRewriter(nil, 4, NamesUTF8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestRewriteShardsBySeries(t *testing.T) {
 	for i := range 200 {
 		req.Timeseries = append(req.Timeseries, TimeSeries{
 			Labels:  []Label{{"__name__", "m"}, {"i", strings.Repeat("x", i%7) + string(rune('a'+i%26))}},
-			Samples: []Sample{{float64(i), int64(i)}},
+			Samples: []Sample{{Value: float64(i), Timestamp: int64(i)}},
 		})
 	}
 	src := req.Append(nil)
@@ -96,7 +96,7 @@ func TestRewriteShardsBySeries(t *testing.T) {
 }
 
 func TestRewriteIdentityKeepsBytes(t *testing.T) {
-	rw, _ := NewRewriter(nil, 1)
+	rw, _ := NewRewriter(nil, 1, NamesUTF8)
 	src := sampleRequest().Append(nil)
 	out := make([]Shard, 1)
 	if _, err := rw.Rewrite(src, out); err != nil {
@@ -109,27 +109,36 @@ func TestRewriteIdentityKeepsBytes(t *testing.T) {
 
 func TestRewriteRejects(t *testing.T) {
 	series := func(labels ...Label) []byte {
-		return (&WriteRequest{Timeseries: []TimeSeries{{Labels: labels, Samples: []Sample{{1, 1}}}}}).Append(nil)
+		return (&WriteRequest{Timeseries: []TimeSeries{{Labels: labels, Samples: []Sample{{Value: 1, Timestamp: 1}}}}}).Append(nil)
 	}
 	badSample := protowire.AppendTag(nil, tsSamples, protowire.BytesType)
 	badSample = protowire.AppendBytes(badSample, protowire.AppendTag(nil, sampleValue, protowire.VarintType))
 	for name, tc := range map[string]struct {
-		src  []byte
-		want string
+		src    []byte
+		want   string
+		legacy bool
 	}{
-		"truncated":      {sampleRequest().Append(nil)[:20], "bad protobuf"},
-		"garbage":        {[]byte{0xff, 0xff, 0xff}, "bad protobuf"},
-		"bad name":       {series(Label{"1abc", "v"}), `invalid label name "1abc"`},
-		"dash in name":   {series(Label{"a-b", "v"}), "invalid label name"},
-		"unsorted":       {series(Label{"b", "1"}, Label{"a", "2"}), "not sorted"},
-		"repeated":       {series(Label{"a", "1"}, Label{"a", "2"}), "not sorted or repeated"},
-		"no labels":      {series(), "no labels"},
-		"bad utf8 value": {series(Label{"a", "\xff"}), "not UTF-8"},
-		"bad sample": {protowire.AppendBytes(protowire.AppendTag(nil, fieldTimeseries, protowire.BytesType),
-			append(append([]byte(nil), series(Label{"a", "b"})[2:]...), badSample...)), "wire type"},
+		"truncated":       {src: sampleRequest().Append(nil)[:20], want: "bad protobuf"},
+		"garbage":         {src: []byte{0xff, 0xff, 0xff}, want: "bad protobuf"},
+		"legacy bad name": {src: series(Label{"1abc", "v"}), want: `invalid label name "1abc" (relay.name_validation is legacy`, legacy: true},
+		"legacy dash":     {src: series(Label{"a-b", "v"}), want: "invalid label name", legacy: true},
+		"legacy metric":   {src: series(Label{"__name__", "http.server.duration"}), want: `invalid metric name "http.server.duration"`, legacy: true},
+		"utf8 empty name": {src: series(Label{"", "v"}), want: "empty label name"},
+		"utf8 name bytes": {src: series(Label{"a\xffb", "v"}), want: "not UTF-8"},
+		"unsorted":        {src: series(Label{"b", "1"}, Label{"a", "2"}), want: "not sorted"},
+		"repeated":        {src: series(Label{"a", "1"}, Label{"a", "2"}), want: "not sorted or repeated"},
+		"no labels":       {src: series(), want: "no labels"},
+		"bad utf8 value":  {src: series(Label{"a", "\xff"}), want: "not UTF-8"},
+		"2.0 body as 1.0": {src: (&RequestV2{Timeseries: []TimeSeriesV2{{Labels: []Label{{"a", "b"}}}}}).Append(nil), want: "remote-write 2.0 field"},
+		"bad sample": {src: protowire.AppendBytes(protowire.AppendTag(nil, fieldTimeseries, protowire.BytesType),
+			append(append([]byte(nil), series(Label{"a", "b"})[2:]...), badSample...)), want: "wire type"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rw, _ := NewRewriter(map[string]string{"cluster": "x"}, 2)
+			names := NamesUTF8
+			if tc.legacy {
+				names = NamesLegacy
+			}
+			rw, _ := NewRewriter(map[string]string{"cluster": "x"}, 2, names)
 			_, err := rw.Rewrite(tc.src, make([]Shard, 2))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
@@ -139,14 +148,14 @@ func TestRewriteRejects(t *testing.T) {
 }
 
 func TestNewRewriterRejectsBadExternalLabel(t *testing.T) {
-	if _, err := NewRewriter(map[string]string{"bad-name": "x"}, 1); err == nil {
+	if _, err := NewRewriter(map[string]string{"bad-name": "x"}, 1, NamesUTF8); err == nil {
 		t.Fatal("want error for external label bad-name")
 	}
 }
 
 func TestSnappyConcatAndLimits(t *testing.T) {
 	a := sampleRequest().Append(nil)
-	b := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"x", "y"}}, Samples: []Sample{{7, 7}}}}}).Append(nil)
+	b := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"x", "y"}}, Samples: []Sample{{Value: 7, Timestamp: 7}}}}}).Append(nil)
 	joined, err := Concat(nil, Encode(nil, a), Encode(nil, b), Encode(nil, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +181,7 @@ func TestSnappyConcatAndLimits(t *testing.T) {
 
 func TestRewriteCacheGivesSameResult(t *testing.T) {
 	// "zz" sorts after every label of the request: it is appended last.
-	cached, _ := NewRewriter(map[string]string{"cluster": "c", "a": "x", "zz": "end"}, 3)
+	cached, _ := NewRewriter(map[string]string{"cluster": "c", "a": "x", "zz": "end"}, 3, NamesUTF8)
 	src := sampleRequest().Append(nil)
 	first := make([]Shard, 3)
 	if _, err := cached.Rewrite(src, first); err != nil {
@@ -197,21 +206,21 @@ func TestRewriteCacheGivesSameResult(t *testing.T) {
 }
 
 func TestRewriteCacheStillChecksLaterLabels(t *testing.T) {
-	rw, _ := NewRewriter(nil, 1)
-	good := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"a", "1"}}, Samples: []Sample{{1, 1}}}}}).Append(nil)
+	rw, _ := NewRewriter(nil, 1, NamesUTF8)
+	good := (&WriteRequest{Timeseries: []TimeSeries{{Labels: []Label{{"a", "1"}}, Samples: []Sample{{Value: 1, Timestamp: 1}}}}}).Append(nil)
 	if _, err := rw.Rewrite(good, make([]Shard, 1)); err != nil {
 		t.Fatal(err)
 	}
 	// The same label run, then a sample, then an invalid label.
 	body := append([]byte(nil), good[2:]...)
 	bad := protowire.AppendTag(nil, labelName, protowire.BytesType)
-	bad = protowire.AppendString(bad, "0bad")
+	bad = protowire.AppendString(bad, "b\xff")
 	body = protowire.AppendTag(body, tsLabels, protowire.BytesType)
 	body = protowire.AppendBytes(body, bad)
 	req := protowire.AppendTag(nil, fieldTimeseries, protowire.BytesType)
 	req = protowire.AppendBytes(req, body)
-	if _, err := rw.Rewrite(req, make([]Shard, 1)); err == nil || !strings.Contains(err.Error(), "invalid label name") {
-		t.Fatalf("err = %v, want invalid label name", err)
+	if _, err := rw.Rewrite(req, make([]Shard, 1)); err == nil || !strings.Contains(err.Error(), "label name \"b\\xff\" is not UTF-8") {
+		t.Fatalf("err = %v, want label name not UTF-8", err)
 	}
 }
 
@@ -222,7 +231,7 @@ func TestRewriteShardsByFinalLabelSet(t *testing.T) {
 	const shards = 4
 	label := func(name, value string) []byte { return rawLabel(name, value) }
 	for _, warm := range []bool{false, true} {
-		rw, _ := NewRewriter(map[string]string{"cluster": "default"}, shards)
+		rw, _ := NewRewriter(map[string]string{"cluster": "default"}, shards, NamesUTF8)
 		for i := range 50 {
 			name := fmt.Sprintf("metric_%d", i)
 			variants := map[string][]byte{

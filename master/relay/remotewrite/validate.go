@@ -99,6 +99,32 @@ var (
 		mdHelp:   {"help", kindString, nil},
 		mdUnit:   {"unit", kindString, nil},
 	})
+
+	// The messages of io.prometheus.write.v2.Request (its types.proto).
+	sampleV2Desc = desc("sample", map[protowire.Number]fieldDesc{
+		sampleValue:     {"value", kindFixed64, nil},
+		sampleTimestamp: {"timestamp", kindVarint, nil},
+		v2sampleStart:   {"start_timestamp", kindVarint, nil},
+	})
+	histogramV2Desc = func() *msgDesc {
+		fields := map[protowire.Number]fieldDesc{v2hStart: {"start_timestamp", kindVarint, nil}}
+		for n, f := range histogramDesc.fields {
+			if f.kind != 0 {
+				fields[protowire.Number(n)] = f
+			}
+		}
+		return desc("histogram", fields)
+	}()
+	exemplarV2Desc = desc("exemplar", map[protowire.Number]fieldDesc{
+		v2exLabelsRefs: {"labels_refs", kindPackedVarint, nil},
+		v2exValue:      {"value", kindFixed64, nil},
+		v2exTimestamp:  {"timestamp", kindVarint, nil},
+	})
+	metadataV2Desc = desc("metadata", map[protowire.Number]fieldDesc{
+		v2mdType:    {"type", kindVarint, nil},
+		v2mdHelpRef: {"help_ref", kindVarint, nil},
+		v2mdUnitRef: {"unit_ref", kindVarint, nil},
+	})
 )
 
 // Histogram and BucketSpan field numbers.
@@ -174,7 +200,7 @@ func (k kind) want() string {
 // checkMessage checks b against m. The error names the path to the bad
 // field; the caller prefixes where m is.
 func checkMessage(b []byte, m *msgDesc) error {
-	var seen [17]int // occurrences of each repeated message field, for error paths
+	var seen [18]int // occurrences of each repeated message field, for error paths
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -233,8 +259,8 @@ func checkValue(v []byte, f fieldDesc) error {
 // spans and buckets agree, as every receiver checks before storing it (a
 // mismatch is refused there, by Prometheus with a 5xx that a sender would
 // retry forever).
-func checkHistogram(b []byte) error {
-	if err := checkMessage(b, histogramDesc); err != nil {
+func checkHistogram(b []byte, d *msgDesc) error {
+	if err := checkMessage(b, d); err != nil {
 		return err
 	}
 	var (

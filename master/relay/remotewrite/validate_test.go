@@ -53,7 +53,7 @@ func fullRequest() *WriteRequest {
 	return &WriteRequest{
 		Timeseries: []TimeSeries{{
 			Labels:  []Label{{"__name__", "rpc_seconds"}, {"job", "api"}},
-			Samples: []Sample{{0.5, 1000}},
+			Samples: []Sample{{Value: 0.5, Timestamp: 1000}},
 			Exemplars: []Exemplar{{
 				Labels: []Label{{"trace_id", "abc123"}}, Value: 0.42, Timestamp: 1000,
 			}},
@@ -75,7 +75,7 @@ func fullRequest() *WriteRequest {
 // TestRewriteKeepsEveryField checks field by field that what the relay
 // forwards is what it got, external label aside.
 func TestRewriteKeepsEveryField(t *testing.T) {
-	rw, _ := NewRewriter(map[string]string{"cluster": "c1"}, 2)
+	rw, _ := NewRewriter(map[string]string{"cluster": "c1"}, 2, NamesUTF8)
 	out := make([]Shard, 2)
 	c, err := rw.Rewrite(fullRequest().Append(nil), out)
 	if err != nil {
@@ -134,7 +134,7 @@ func TestRewriteRejectsMalformedNestedFields(t *testing.T) {
 		"metadata as fixed32":          {fFixed32(fieldMetadata, 1), "write request field 3 has wire type fixed32, want bytes"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			rw, _ := NewRewriter(map[string]string{"cluster": "x"}, 2)
+			rw, _ := NewRewriter(map[string]string{"cluster": "x"}, 2, NamesUTF8)
 			_, err := rw.Rewrite(tc.src, make([]Shard, 2))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
@@ -157,7 +157,7 @@ func TestRewriteAcceptsUnknownAndUnpackedFields(t *testing.T) {
 		fBytes(fieldMetadata, fVarint(mdType, 1), fBytes(mdFamily, []byte("m")), fVarint(77, 1)),
 		fVarint(9, 1),
 	)
-	rw, _ := NewRewriter(nil, 2)
+	rw, _ := NewRewriter(nil, 2, NamesUTF8)
 	c, err := rw.Rewrite(src, make([]Shard, 2))
 	if err != nil {
 		t.Fatal(err)

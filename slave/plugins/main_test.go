@@ -1,0 +1,181 @@
+package plugins
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/agentproj/agent/master/relay"
+	"github.com/agentproj/agent/master/relay/remotewrite"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// upstream is a remote-write receiver that keeps what it gets (the
+// manager's side of the relay), in-process.
+type upstream struct {
+	*httptest.Server
+	mu     sync.Mutex
+	series []remotewrite.TimeSeries
+}
+
+func newUpstream(t *testing.T) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		dec, err := remotewrite.Decode(nil, body, 64<<20)
+		if err == nil {
+			var wr *remotewrite.WriteRequest
+			if wr, err = remotewrite.Unmarshal(dec); err == nil {
+				u.mu.Lock()
+				u.series = append(u.series, wr.Timeseries...)
+				u.mu.Unlock()
+			}
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// values returns the samples received of the series named name, with the
+// labels of the last one.
+func (u *upstream) values(name string) (vals []float64, labels map[string]string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, ts := range u.series {
+		if ts.Labels[0].Value != name {
+			continue
+		}
+		labels = map[string]string{}
+		for _, l := range ts.Labels {
+			labels[l.Name] = l.Value
+		}
+		for _, s := range ts.Samples {
+			vals = append(vals, s.Value)
+		}
+	}
+	return vals, labels
+}
+
+// startRelay runs a real relay to up until the test ends.
+func startRelay(t *testing.T, up string) *relay.Relay {
+	t.Helper()
+	cfg := stackconfig.DefaultRelay
+	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up}}
+	cfg.FlushDeadline = 0
+	r, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runActor(t, r.Run)
+	return r
+}
+
+// runActor runs fn until the test ends (or stop is called) and checks it
+// returned nil.
+func runActor(t *testing.T, fn func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// script writes an executable shell script into dir and returns its path.
+func script(t testing.TB, dir, name, body string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// logBuffer collects log output for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startManager builds a manager for plugins (relay may be nil), runs it
+// until the test ends and waits until it takes runs.
+func startManager(t *testing.T, app Appender, logs io.Writer, plugins ...stackconfig.Plugin) (*Manager, func()) {
+	t.Helper()
+	if logs == nil {
+		logs = io.Discard
+	}
+	m, err := New(Config{Node: "n1", Cluster: "c1", Dir: filepath.Join(t.TempDir(), "plugins"), Plugins: plugins},
+		app, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runActor(t, m.Run)
+	waitFor(t, "manager running", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.ctx != nil
+	})
+	return m, stop
+}
+
+// waitFor polls cond until it holds or 20 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func statusOf(m *Manager, name string) Status {
+	return m.status(context.Background(), m.plugins[name])
+}
+
+// skipShort skips a test that starts processes under -short, as every
+// such test of the module does.
+func skipShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes (plugins, git)")
+	}
+}

@@ -1,0 +1,60 @@
+package plugins
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	runs     *prometheus.CounterVec
+	skipped  *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	enabled  prometheus.Collector
+}
+
+func newMetrics(m *Manager) *metrics {
+	return &metrics{
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agent_plugin_runs_total", Help: "Plugin runs, by result (ok, failed, timeout).",
+		}, []string{"plugin", "result"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agent_plugin_runs_skipped_total", Help: "Scheduled plugin runs skipped because the previous run was still under way.",
+		}, []string{"plugin"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agent_plugin_run_duration_seconds", Help: "How long plugin runs took.",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60},
+		}, []string{"plugin"}),
+		enabled: enabledCollector{m},
+	}
+}
+
+func (mt *metrics) register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{mt.runs, mt.skipped, mt.duration, mt.enabled} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enabledCollector reports agent_plugin_enabled per plugin at scrape time.
+type enabledCollector struct{ m *Manager }
+
+var enabledDesc = prometheus.NewDesc("agent_plugin_enabled", "1 while a plugin is enabled, 0 while disabled over the API.", []string{"plugin"}, nil)
+
+func (c enabledCollector) Describe(ch chan<- *prometheus.Desc) { ch <- enabledDesc }
+
+func (c enabledCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for _, name := range c.m.order {
+		p := c.m.plugins[name]
+		p.mu.Lock()
+		v := 0.0
+		if c.m.enabledLocked(p, now) {
+			v = 1
+		}
+		p.mu.Unlock()
+		ch <- prometheus.MustNewConstMetric(enabledDesc, prometheus.GaugeValue, v, name)
+	}
+}

@@ -1,0 +1,137 @@
+package stackconfig
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRenderRulesGolden(t *testing.T) {
+	b, err := RenderRules(RulesInput{ScrapeInterval: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "monitor.rules.yml.golden", b)
+	// A slow scrape widens the window to four scrapes.
+	b, err = RenderRules(RulesInput{ScrapeInterval: time.Minute})
+	if err != nil || !strings.Contains(string(b), "[4m])") || strings.Contains(string(b), "[1m])") {
+		t.Fatalf("window for a 1m scrape: %v\n%s", err, b)
+	}
+	if _, err := RenderRules(RulesInput{}); err == nil || !strings.Contains(err.Error(), "render rules: scrape_interval: must be > 0") {
+		t.Fatalf("zero scrape interval: %v", err)
+	}
+}
+
+// The real promtool checks the rules, loads them through prometheus.yml's
+// rule_files, and runs unit tests of what they compute.
+func TestRenderRulesPromtool(t *testing.T) {
+	promtool := lookPathOrSkip(t, "promtool", "apt-get install prometheus")
+	dir := t.TempDir()
+	rules, err := RenderRules(RulesInput{ScrapeInterval: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := testPrometheusInput()
+	in.SDDir = filepath.Join(dir, "sd")
+	in.RuleFiles = []string{filepath.Join(dir, RulesFile)}
+	cfg, err := RenderPrometheus(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), "rule_files:\n  - "+in.RuleFiles[0]) {
+		t.Fatalf("prometheus.yml does not load the rules:\n%s", cfg)
+	}
+	for name, b := range map[string][]byte{RulesFile: rules, "prometheus.yml": cfg, "rules_test.yml": []byte(rulesUnitTest)} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{
+		{"check", "rules", filepath.Join(dir, RulesFile)},
+		{"check", "config", filepath.Join(dir, "prometheus.yml")},
+		{"test", "rules", filepath.Join(dir, "rules_test.yml")},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SUCCESS") {
+			t.Fatalf("promtool %s: %v\n%s\n%s", strings.Join(args[:2], " "), err, out, rules)
+		}
+	}
+}
+
+// rulesUnitTest feeds a node with a guid app in a container, a process
+// group of the same guid, and a container and group without one.
+const rulesUnitTest = `
+rule_files: [monitor.rules.yml]
+evaluation_interval: 15s
+tests:
+  - interval: 15s
+    input_series:
+      # 0.5 cores, 100 MB, 1000 B/s written, 200 B/s received
+      - series: 'container_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n1",name="shop",guid="shop-1"}'
+        values: '0+7.5x8'
+      - series: 'container_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n1",name="shop",guid="shop-1"}'
+        values: '100000000x8'
+      - series: 'container_fs_writes_bytes_total{job="agent-monitor",cluster="c",node="n1",name="shop",guid="shop-1"}'
+        values: '0+15000x8'
+      - series: 'container_network_receive_bytes_total{job="agent-monitor",cluster="c",node="n1",name="shop",guid="shop-1"}'
+        values: '0+3000x8'
+      - series: 'container_up{job="agent-monitor",cluster="c",node="n1",name="shop",guid="shop-1"}'
+        values: '1x8'
+      # a process group of the same guid: 0.25 cores in two modes, 50 MB
+      - series: 'namedprocess_namegroup_cpu_seconds_total{job="agent-monitor",cluster="c",node="n1",group="worker",guid="shop-1",mode="user"}'
+        values: '0+3x8'
+      - series: 'namedprocess_namegroup_cpu_seconds_total{job="agent-monitor",cluster="c",node="n1",group="worker",guid="shop-1",mode="system"}'
+        values: '0+0.75x8'
+      - series: 'namedprocess_namegroup_memory_bytes{job="agent-monitor",cluster="c",node="n1",group="worker",guid="shop-1",memtype="resident"}'
+        values: '50000000x8'
+      - series: 'namedprocess_namegroup_memory_bytes{job="agent-monitor",cluster="c",node="n1",group="worker",guid="shop-1",memtype="virtual"}'
+        values: '900000000x8'
+      - series: 'namedprocess_namegroup_up{job="agent-monitor",cluster="c",node="n1",group="worker",guid="shop-1"}'
+        values: '1 1 1 1 0 0 0 0 0'
+      # no guid: counts for the node only; 1 core
+      - series: 'container_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n1",name="db"}'
+        values: '0+15x8'
+      - series: 'container_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n1",name="db"}'
+        values: '300000000x8'
+      - series: 'container_up{job="agent-monitor",cluster="c",node="n1",name="db"}'
+        values: '1x8'
+      - series: 'namedprocess_namegroup_up{job="agent-monitor",cluster="c",node="n1",group="sshd"}'
+        values: '1x8'
+      # another job's series of the same name are not the monitor's
+      - series: 'container_cpu_usage_seconds_total{job="cadvisor",cluster="c",node="n1",name="db"}'
+        values: '0+150x8'
+    promql_expr_test:
+      - expr: guid:cpu_cores:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:cpu_cores:rate{cluster="c",guid="shop-1"}', value: 0.75}]
+      - expr: guid:memory_bytes:sum
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:memory_bytes:sum{cluster="c",guid="shop-1"}', value: 150000000}]
+      - expr: guid:fs_write_bytes:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:fs_write_bytes:rate{cluster="c",guid="shop-1"}', value: 1000}]
+      - expr: guid:network_receive_bytes:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:network_receive_bytes:rate{cluster="c",guid="shop-1"}', value: 200}]
+      - expr: guid:up:min
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:up:min{cluster="c",guid="shop-1"}', value: 0}]
+      - expr: node:container_cpu_cores:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'node:container_cpu_cores:rate{cluster="c",node="n1"}', value: 1.5}]
+      - expr: node:container_memory_working_set_bytes:sum
+        eval_time: 2m
+        exp_samples: [{labels: 'node:container_memory_working_set_bytes:sum{cluster="c",node="n1"}', value: 400000000}]
+      - expr: node:process_group_cpu_cores:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'node:process_group_cpu_cores:rate{cluster="c",node="n1"}', value: 0.25}]
+      - expr: node:containers_running:sum
+        eval_time: 2m
+        exp_samples: [{labels: 'node:containers_running:sum{cluster="c",node="n1"}', value: 2}]
+      - expr: node:process_groups_down:count
+        eval_time: 2m
+        exp_samples: [{labels: 'node:process_groups_down:count{cluster="c",node="n1"}', value: 1}]
+`
