@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -169,7 +171,7 @@ allowed_images = ["busybox:*"]
 		}
 		got = revisions(ks)
 		return len(got) == 3 && len(ks.Namespaces) == 2 && maps.Equal(got, want)
-	}, "releases in the master's status: %v", got)
+	}, "releases in the master's status: %v", lazy(func() any { return got }))
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return slices.Equal(labelled(), []string{"agent-" + master.node}) }, "master's pod not labelled")
 	if _, err := k.AppsV1().Deployments("e2e-img").Get(ctx, "e2e-img", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the app's Deployment: %v", err)
@@ -183,6 +185,17 @@ allowed_images = ["busybox:*"]
 	}, "%s did not take over with the same revisions", other.node)
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return slices.Contains(labelled(), "agent-"+other.node) }, "new master's pod not labelled")
 
+	// What an operator runs: `agent status` lists each release (chart,
+	// version, revision, status) and each guid namespace.
+	var out []byte
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		out, _ = exec.Command(agentBinary(t), "status", "--api", "http://"+other.api).CombinedOutput()
+		flat := strings.Join(strings.Fields(string(out)), " ")
+		return strings.Contains(flat, "agent-metrics "+ns+" hello 0.1.0 1 deployed") &&
+			strings.Contains(flat, "agent-app e2e-img agent-app") && strings.Contains(flat, "agent-app e2e-chart guidapp") &&
+			strings.Contains(flat, "e2e-img Active") && strings.Contains(flat, "e2e-chart Active")
+	}, "agent status lacks the releases or namespaces:\n%s", lazy(func() any { return string(out) }))
+
 	// The killed agent comes back and clears the label it left.
 	user := kubetest.AgentA
 	if master == a2 {
@@ -192,3 +205,9 @@ allowed_images = ["busybox:*"]
 	etcdtest.Eventually(t, 30*time.Second, back.ready, "restarted agent not ready")
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return slices.Equal(labelled(), []string{"agent-" + other.node}) }, "labels after the restart: %v", labelled())
 }
+
+// lazy formats what f returns when the message is printed: Eventually's
+// arguments are evaluated when it is called, before the last attempt.
+type lazy func() any
+
+func (f lazy) String() string { return fmt.Sprint(f()) }

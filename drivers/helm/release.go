@@ -288,7 +288,7 @@ func (c *Client) List(_ context.Context, selector map[string]string) ([]State, e
 	}
 	sel[workload.LabelManaged] = workload.ManagedValue
 	sel["owner"] = "helm"
-	rels, err := cfg.Releases.Driver.Query(sel)
+	rels, err := cfg.Releases.Query(sel)
 	if errors.Is(err, driver.ErrReleaseNotFound) {
 		return []State{}, nil
 	}

@@ -446,10 +446,13 @@ func (d *Duty) schedule(ctx context.Context, t *term) error {
 			continue // applied, and checked since the last tick
 		}
 		u.busy = true
+		// The action works on a copy: desire may give a busy unit a new
+		// want meanwhile, which the next action applies.
+		snap := *u
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			r := d.act(ctx, t.lead, key, u)
+			r := d.act(ctx, t.lead, key, &snap)
 			select {
 			case t.results <- r:
 			case <-ctx.Done():
@@ -470,9 +473,8 @@ func (d *Duty) nextDue(t *term) (time.Time, bool) {
 	return next, !next.IsZero()
 }
 
-// act runs one unit's action, bounded by the Helm timeout. It reads the
-// unit's fields before the action only (the loop does not change a busy
-// unit).
+// act runs one unit's action, bounded by the Helm timeout, on a copy of
+// the unit taken when it was scheduled.
 func (d *Duty) act(ctx context.Context, lead etcd.Leader, key string, u *unit) result {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Helm.Timeout+30*time.Second)
 	defer cancel()
@@ -614,6 +616,10 @@ func (d *Duty) record(ctx context.Context, t *term, r result) error {
 		}
 		d.log.Warn("release not as wanted, retrying", "release", u.name, "namespace", u.ns, "attempt", u.failures,
 			"retry_in", time.Until(u.next).Round(time.Millisecond), "err", r.err)
+	} else if u.want == nil {
+		// Unwanted while it was applied (its app deleted): the next action
+		// removes it.
+		u.state, u.done, u.lastErr = r.state, "", ""
 	} else {
 		if u.want.invalid == "" && u.done != r.fp {
 			d.log.Info("release as wanted", "release", u.name, "namespace", u.ns, "chart", r.state.Chart,

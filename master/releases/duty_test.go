@@ -523,3 +523,20 @@ func TestMasterLabelFollowsTheTerm(t *testing.T) {
 		t.Fatalf("after a stale term: %v", got)
 	}
 }
+
+// An install whose release stopped being wanted while it ran (its app
+// deleted meanwhile) is recorded without a crash, and the release is left
+// for the next action to remove.
+func TestResultOfAReleaseNoLongerWanted(t *testing.T) {
+	d := New(nil, Config{}, nil, quiet(), prometheus.NewRegistry())
+	tm := &term{units: map[string]*unit{}, nss: map[string]helm.Namespace{}}
+	u := &unit{ns: "gone", name: "agent-traces", busy: true, done: ""}
+	tm.units["gone/agent-traces"] = u
+	st := helm.State{Name: "agent-traces", Namespace: "gone", Revision: 1, Status: "deployed"}
+	if err := d.record(context.Background(), tm, result{key: "gone/agent-traces", fp: "old", state: st}); err != nil {
+		t.Fatal(err)
+	}
+	if u.busy || u.done != "" || u.state.Status != "deployed" {
+		t.Fatalf("unit after the result: %+v", u)
+	}
+}

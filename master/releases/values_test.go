@@ -53,7 +53,8 @@ func goldenApp() apps.Record {
 // golden compares v, as YAML (keys sorted), with testdata/helm/values/name;
 // -update rewrites it. These are the values the driver gives the default
 // upstream charts: their keys were checked against each chart's own
-// values.yaml at the configured version (docs/kubernetes.md).
+// values.yaml at the configured version (docs/architecture.md, "Kubernetes
+// mode").
 func golden(t *testing.T, name string, v map[string]any) {
 	t.Helper()
 	got, err := yaml.Marshal(v)

@@ -304,10 +304,10 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 		t.Fatalf("desired %v, want only good", got)
 	}
 	for guid, why := range map[string]string{
-		"miner": "spec.image: must match one of api.allowed_images",
-		"huge":  fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes),
-		"upper": `Image: field names are case-sensitive: use "image"`,
-		"twice": `image: duplicate key "image"`,
+		"miner":   "spec.image: must match one of api.allowed_images",
+		"huge":    fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes),
+		"upper":   `Image: field names are case-sensitive: use "image"`,
+		"twice":   `image: duplicate key "image"`,
 		"charted": `spec.chart: an app that names a chart runs only in Kubernetes mode (stack.driver = helm), got "web"`,
 	} {
 		etcdtest.Eventually(t, 5*time.Second, func() bool {

@@ -211,10 +211,11 @@ func start(etcdBin, apiBin string) (_ *API, err error) {
 			if resp.StatusCode == http.StatusOK && strings.TrimSpace(b.String()) == "ok" {
 				break
 			}
+			err = fmt.Errorf("/readyz: %s: %s", resp.Status, tail(b.Bytes(), 5))
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "kube-apiserver.log"))
-			return nil, fmt.Errorf("not ready after 90s (last error %v); log tail:\n%s", err, tail(log, 30))
+			return nil, fmt.Errorf("not ready after 90s (last error %w); log tail:\n%s", err, tail(log, 30))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
