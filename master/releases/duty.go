@@ -393,7 +393,11 @@ func (d *Duty) wants(t *term) map[string]*want {
 		out[w.key()] = w
 	}
 	if h.Metrics.Enabled {
-		add(&want{ns: h.Namespace, name: h.Metrics.Release, role: workload.RolePrometheus, chart: h.Metrics, values: MetricsValues(in)})
+		if v, err := MetricsValues(in); err != nil {
+			add(&want{ns: h.Namespace, name: h.Metrics.Release, role: workload.RolePrometheus, chart: h.Metrics, invalid: err.Error()})
+		} else {
+			add(&want{ns: h.Namespace, name: h.Metrics.Release, role: workload.RolePrometheus, chart: h.Metrics, values: v})
+		}
 	}
 	if h.Logs.Enabled {
 		v, ok, err := LogsValues(in)

@@ -63,8 +63,19 @@ func commonLabels(cluster, role string) map[string]any {
 // Prometheus scrapes the agents' http_sd (the targets in etcd), writes to
 // the relay through the Service that follows the master, and labels every
 // series with the cluster; PodMonitors of any release are picked up (the
-// apps'). Grafana and Alertmanager are off: the manager has its own.
-func MetricsValues(in Input) map[string]any {
+// apps'). The node monitors' recording rules (pods, namespaces, workloads,
+// nodes, guids; the same file the bare-metal Prometheus loads) become a
+// PrometheusRule of the release. Grafana and Alertmanager are off: the
+// manager has its own.
+func MetricsValues(in Input) (map[string]any, error) {
+	rulesYAML, err := stackconfig.RenderRules(stackconfig.RulesInput{ScrapeInterval: in.Prometheus.ScrapeInterval})
+	if err != nil {
+		return nil, fmt.Errorf("metrics values: %w", err)
+	}
+	var rules map[string]any
+	if err := yaml.Unmarshal(rulesYAML, &rules); err != nil {
+		return nil, fmt.Errorf("metrics values: read rendered rules: %w", err)
+	}
 	ext := map[string]any{"cluster": in.Cluster}
 	for k, v := range in.Prometheus.ExternalLabels {
 		ext[k] = v
@@ -95,12 +106,19 @@ func MetricsValues(in Input) map[string]any {
 		}
 		spec["remoteWrite"] = []any{rw}
 	}
-	return map[string]any{
+	v := map[string]any{
 		"commonLabels": commonLabels(in.Cluster, workload.RolePrometheus),
 		"grafana":      map[string]any{"enabled": false},
 		"alertmanager": map[string]any{"enabled": false},
 		"prometheus":   map[string]any{"prometheusSpec": spec},
+		// The chart names it <chart>-agent-monitor and labels it with the
+		// release, which its Prometheus' default rule selector picks.
+		"additionalPrometheusRulesMap": map[string]any{"agent-monitor": rules},
 	}
+	if err := noTemplates(v); err != nil {
+		return nil, fmt.Errorf("metrics values: %w", err)
+	}
+	return v, nil
 }
 
 // LogsValues are the agent's values for the vector chart in its Agent role

@@ -81,7 +81,11 @@ func golden(t *testing.T, name string, v map[string]any) {
 
 func TestValuesGolden(t *testing.T) {
 	in := goldenInput()
-	golden(t, "kube-prometheus-stack.yaml", MetricsValues(in))
+	metrics, err := MetricsValues(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "kube-prometheus-stack.yaml", metrics)
 	logs, ok, err := LogsValues(in)
 	if err != nil || !ok {
 		t.Fatalf("LogsValues = %v, %v", ok, err)
@@ -97,7 +101,11 @@ func TestValuesGolden(t *testing.T) {
 
 	noRelay := in
 	noRelay.Relay, noRelay.TokenSecret = false, ""
-	if _, ok := dig(MetricsValues(noRelay), "prometheus", "prometheusSpec").(map[string]any)["remoteWrite"]; ok {
+	metrics, err = MetricsValues(noRelay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dig(metrics, "prometheus", "prometheusSpec").(map[string]any)["remoteWrite"]; ok {
 		t.Error("remoteWrite without a relay")
 	}
 	none := in
