@@ -17,6 +17,7 @@ import (
 	"github.com/agentproj/agent/drivers/helm"
 	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/master/releases"
+	"github.com/agentproj/agent/slave/monitor/kubepods"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -108,6 +109,22 @@ func (k *kubernetes) status() any {
 		return s
 	}
 	return nil
+}
+
+// newPods builds the pod monitor of this node (Kubernetes mode): the
+// kubepods cgroups under monitor.cgroup_root, named through a watch of the
+// pods whose spec.nodeName is this agent's node name. Without a cgroup
+// hierarchy the agent runs on without pod metrics, as it does without
+// container metrics, and says so; nil then.
+func newPods(cfg *stackconfig.Config, k *kubernetes, log *slog.Logger, reg prometheus.Registerer) *kubepods.Pods {
+	p, err := kubepods.New(kubepods.Config{
+		Node: cfg.Node, Interval: cfg.Monitor.Interval, ProcRoot: cfg.Monitor.ProcRoot, CgroupRoot: cfg.Monitor.CgroupRoot,
+	}, k.client.Kubernetes(), log, reg)
+	if err != nil {
+		log.Warn("pods are not measured", "err", err)
+		return nil
+	}
+	return p
 }
 
 // appCharts are the names of stack.helm.app_charts, for the apps API.

@@ -121,7 +121,14 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
 	if cfg.Monitor.Enabled {
-		mon, err := newMonitor(cfg, driver, log.With("component", "monitor"), reg)
+		var extra []prometheus.Collector
+		if kube != nil && cfg.Monitor.Pods {
+			if pods := newPods(cfg, kube, log.With("component", "pods"), reg); pods != nil {
+				p.actors = append(p.actors, pods.Run)
+				extra = append(extra, pods.Collector())
+			}
+		}
+		mon, err := newMonitor(cfg, driver, extra, log.With("component", "monitor"), reg)
 		if err != nil {
 			return nil, err
 		}
@@ -244,8 +251,8 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 // newMonitor builds the node monitor; containers are listed through the
 // docker driver's client, or a client of the host's engine (DOCKER_HOST)
 // when another driver runs the stack.
-func newMonitor(cfg *stackconfig.Config, driver workload.Driver, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
-	mc := monitor.Config{Monitor: cfg.Monitor}
+func newMonitor(cfg *stackconfig.Config, driver workload.Driver, extra []prometheus.Collector, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
+	mc := monitor.Config{Monitor: cfg.Monitor, Collectors: extra}
 	if cfg.Monitor.Containers {
 		if d, ok := driver.(*docker.Driver); ok {
 			mc.Docker = d.Client()

@@ -15,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"helm.sh/helm/v4/pkg/action"
 	"helm.sh/helm/v4/pkg/chart/common"
 	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
@@ -36,6 +38,8 @@ import (
 	"github.com/agentproj/agent/drivers/helm/kubetest"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/releases"
+	"github.com/agentproj/agent/slave/monitor/cgroup"
+	"github.com/agentproj/agent/slave/monitor/kubepods"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -289,12 +293,86 @@ func TestAgentChartRBACIsEnoughForTheDriver(t *testing.T) {
 	if err := c.LabelPod(ctx, "elsewhere", "agent-x", "io.agentproj.master", "true"); err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Fatalf("label a pod of another namespace as %s = %v, want forbidden", sa, err)
 	}
+	// The node monitor, as the same ServiceAccount: its watch of the
+	// node's pods and the namespaces lists and follows, and it reads a
+	// ReplicaSet to name a pod's Deployment.
+	rs, err := k.AppsV1().ReplicaSets("rbac-guid").Create(ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "0badc0de-0000-4000-8000-000000000002", Controller: ptr(true),
+		}}},
+		Spec: appsv1.ReplicaSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "busybox"}}},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.CoreV1().ServiceAccounts("rbac-guid").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	web, err := k.CoreV1().Pods("rbac-guid").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-1-abcde", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr(true),
+		}}},
+		Spec: corev1.PodSpec{NodeName: "n1", Containers: []corev1.Container{{Name: "web", Image: "busybox"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podReg := prometheus.NewRegistry()
+	pods, err := kubepods.New(kubepods.Config{Node: "n1", Interval: time.Hour, ProcRoot: "/proc", Cgroups: cgroup.NewV2(t.TempDir())},
+		c.Kubernetes(), slog.New(slog.NewTextHandler(io.Discard, nil)), podReg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- pods.Watch().Run(wctx) }()
+	defer func() { stop(); <-done }()
+	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool {
+		p, ok := pods.Watch().Lookup(string(web.UID))
+		return ok && p.OwnerKind == "Deployment" && p.OwnerName == "web" && p.GUID == "rbac-guid"
+	}, "the pod monitor as %s does not name the pod after its Deployment and guid", sa)
+	for _, what := range []string{"watch", "replicaset"} {
+		if v := podErrors(t, podReg, what); v != 0 {
+			t.Errorf("pod monitor errors{what=%q} = %v as %s, want 0", what, v, sa)
+		}
+	}
+	stop()
+	<-done
 	if err := c.Uninstall(ctx, "rbac-guid", "agent-app", allow); err != nil {
 		t.Fatalf("uninstall as %s: %v", sa, err)
 	}
 	if err := c.DeleteNamespace(ctx, "rbac-guid"); err != nil {
 		t.Fatalf("delete namespace as %s: %v", sa, err)
 	}
+}
+
+// podErrors is agent_monitor_pods_errors_total{what} in reg.
+func podErrors(t *testing.T, reg *prometheus.Registry, what string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "agent_monitor_pods_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "what" && l.GetValue() == what {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("agent_monitor_pods_errors_total{what=%q} is not served", what)
+	return 0
 }
 
 // checkDaemonSet asserts what the issue asks of the agent's pods: the node
