@@ -119,6 +119,7 @@ func (k *kubernetes) status() any {
 func newPods(cfg *stackconfig.Config, k *kubernetes, log *slog.Logger, reg prometheus.Registerer) *kubepods.Pods {
 	p, err := kubepods.New(kubepods.Config{
 		Node: cfg.Node, Interval: cfg.Monitor.Interval, ProcRoot: cfg.Monitor.ProcRoot, CgroupRoot: cfg.Monitor.CgroupRoot,
+		MaxSeries: cfg.Monitor.MaxSeries,
 	}, k.client.Kubernetes(), log, reg)
 	if err != nil {
 		log.Warn("pods are not measured", "err", err)

@@ -330,6 +330,16 @@ func TestPodsFromCgroupTrees(t *testing.T) {
 			if n, err := testutil.GatherAndCount(reg, "agent_monitor_pods"); err != nil || n != 1 {
 				t.Errorf("agent_monitor_pods on the agent's registry: %d, %v", n, err)
 			}
+			// monitor.max_series: the first pod (agent-7kq2w, one
+			// container: 13 + 11 series) fits in 30, the others are
+			// left out and counted.
+			p.cfg.MaxSeries = 30
+			if s := p.Refresh(); len(s.Pods) != 1 || s.Pods[0].Name != "agent-7kq2w" {
+				t.Errorf("pods within max_series 30: %+v", s.Pods)
+			}
+			if got := testutil.ToFloat64(p.metrics.skipped.WithLabelValues("series")); got != 2 {
+				t.Errorf("pods left out by max_series: %v, want 2", got)
+			}
 		})
 	}
 }
@@ -405,4 +415,43 @@ func TestWatchFollowsPodsWithoutRelist(t *testing.T) {
 	if _, ok := p.watch.Lookup("elsewhere"); ok || p.watch.Len() != 3 {
 		t.Fatalf("pods held: %d, want 3 (web, agent, late)", p.watch.Len())
 	}
+}
+
+// A static pod's cgroup is named after its manifest's hash, not a uid:
+// the pod monitor finds its mirror pod through the annotation that holds
+// the hash.
+func TestStaticPodNamedByItsMirrorPod(t *testing.T) {
+	api := kubetest.Shared(t)
+	kube := api.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := makeCluster(t, ctx, kube)
+	const hash = "6d5e1c0b3a2f4e8d9c7b6a5f4e3d2c1b"
+	// A mirror pod may not name a service account (admission refuses it),
+	// and this one names none.
+	mirror, err := kube.CoreV1().Pods(c.ns).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "etcd-" + c.node, Annotations: map[string]string{mirrorAnnotation: hash}},
+		Spec: corev1.PodSpec{NodeName: c.node, AutomountServiceAccountToken: ptr(false),
+			Containers: []corev1.Container{{Name: "etcd", Image: "etcd"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := c.tree(t, "v2-systemd")
+	static := filepath.Join(dir, "kubepods.slice", "kubepods-burstable.slice", "kubepods-burstable-pod"+hash+".slice")
+	if err := os.MkdirAll(static, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(static, "memory.current"), []byte("4096\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := c.start(t, kube, hierarchy("v2-systemd", dir))
+	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool {
+		for _, ps := range p.Refresh().Pods {
+			if ps.UID == string(mirror.UID) && ps.Name == mirror.Name && ps.Namespace == c.ns && ps.MemoryUsage == 4096 {
+				return true
+			}
+		}
+		return false
+	}, "the static pod's cgroup is not served as its mirror pod; last: %+v", p.Snapshot().Pods)
 }

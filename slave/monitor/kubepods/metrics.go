@@ -19,7 +19,7 @@ func newMetrics() *metrics {
 		}),
 		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agent_monitor_pods_skipped",
-			Help: "Cgroups of the last reading left out: what=pod, a pod the watch does not know (yet); what=container, a container not in its pod's status (the sandbox, or one just started).",
+			Help: "Cgroups of the last reading left out: what=pod, a pod the watch does not know (yet); what=container, a container not in its pod's status (the sandbox, or one just started); what=series, pods left out by monitor.max_series.",
 		}, []string{"what"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agent_monitor_pods_errors_total",
@@ -29,7 +29,7 @@ func newMetrics() *metrics {
 			Name: "agent_monitor_pods_refresh_seconds", Help: "How long the last reading of the kubepods cgroups took.",
 		}),
 	}
-	for _, w := range []string{"pod", "container"} {
+	for _, w := range []string{"pod", "container", "series"} {
 		m.skipped.WithLabelValues(w)
 	}
 	for _, w := range []string{"watch", "pod", "namespace", "replicaset", "cgroup", "proc"} {

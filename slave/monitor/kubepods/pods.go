@@ -30,6 +30,10 @@ type Config struct {
 	// instead of detecting the hierarchy mounted there.
 	CgroupRoot string
 	Cgroups    *cgroup.Hierarchy
+	// MaxSeries bounds the series served (monitor.max_series, a budget of
+	// their own beside the processes' and containers'); pods past it are
+	// left out, in namespace and name order, and counted. 0: no bound.
+	MaxSeries int
 }
 
 // Usage are a cgroup's figures, as cgroup.Stats reads them.
@@ -232,13 +236,43 @@ func (p *Pods) Refresh() *Snapshot {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
+	limited := p.limitSeries(snap)
 	snap.Duration = time.Since(start)
 	p.snap.Store(snap)
+	p.metrics.skipped.WithLabelValues("series").Set(float64(limited))
 	p.metrics.pods.Set(float64(len(snap.Pods)))
 	p.metrics.skipped.WithLabelValues("pod").Set(float64(skippedPods))
 	p.metrics.skipped.WithLabelValues("container").Set(float64(skippedContainers))
 	p.metrics.refreshSeconds.Set(snap.Duration.Seconds())
 	return snap
+}
+
+// Series a pod and each of its containers yield at most, for MaxSeries.
+const (
+	seriesPerPod       = 13
+	seriesPerContainer = 11
+)
+
+// limitSeries keeps the pods whose series fit in MaxSeries and returns
+// how many it left out.
+func (p *Pods) limitSeries(s *Snapshot) int {
+	if p.cfg.MaxSeries <= 0 {
+		return 0
+	}
+	left := p.cfg.MaxSeries
+	for i := range s.Pods {
+		n := seriesPerPod + seriesPerContainer*len(s.Pods[i].Containers)
+		if n > left {
+			out := len(s.Pods) - i
+			s.Pods = s.Pods[:i]
+			p.once("max_series", func() {
+				p.log.Warn("monitor.max_series reached: some pods are not served (agent_monitor_pods_skipped{what=\"series\"})", "max_series", p.cfg.MaxSeries)
+			})
+			return out
+		}
+		left -= n
+	}
+	return 0
 }
 
 // read reads one cgroup's figures into u; false when the cgroup went away
