@@ -17,23 +17,29 @@ all=(otelcol victorialogs prometheus3 jaeger kube-apiserver)
 # Built only when named (`make bench-relay` does): not needed by any test.
 extra=(vmagent)
 
-# key NAME: a hash of the files that decide what NAME builds into.
+# key NAME: a hash of what decides what NAME builds into: its module files and
+# its build function (flags and tags) below.
 key() {
-	(cd "$here" && find "$1" -type f ! -name '*.md' ! -path '*/build/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+	{
+		(cd "$here" && find "$1" -type f ! -name '*.md' ! -path '*/build/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+		declare -f "build_$1"
+	} | sha256sum | cut -c1-12
 }
 
 dir_of() { echo "$cache/$1-$(key "$1")"; }
 
-gobuild() { # gobuild OUT PKG [ldflags]
-	CGO_ENABLED=0 go build -mod=mod -trimpath -ldflags="-s -w ${3:-}" -o "$1" "$2"
+gobuild() { # gobuild OUT PKG [ldflags [tags]]
+	CGO_ENABLED=0 go build -mod=mod -trimpath -tags="${4:-}" -ldflags="-s -w ${3:-}" -o "$1" "$2"
 }
 
 # build_NAME OUT: puts NAME's binaries into OUT, run inside NAME's module.
 build_prometheus3() {
 	# Module v0.316.0 is Prometheus 3.16.0; say so in --version and buildinfo.
 	local v="-X github.com/prometheus/common/version.Version=3.16.0 -X github.com/prometheus/common/version.Revision=v0.316.0 -X github.com/prometheus/common/version.Branch=HEAD"
-	gobuild "$1/prometheus" github.com/prometheus/prometheus/cmd/prometheus "$v"
-	gobuild "$1/promtool" github.com/prometheus/prometheus/cmd/promtool "$v"
+	# remove_all_sd keeps file_sd, http_sd and static targets (all the tests
+	# use) and leaves out the cloud discoveries, which are most of the build.
+	gobuild "$1/prometheus" github.com/prometheus/prometheus/cmd/prometheus "$v" remove_all_sd
+	gobuild "$1/promtool" github.com/prometheus/prometheus/cmd/promtool "$v" remove_all_sd
 }
 build_jaeger() { gobuild "$1/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger; }
 build_kube-apiserver() {
