@@ -332,7 +332,7 @@ func TestAgentChartRBACIsEnoughForTheDriver(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- pods.Watch().Run(wctx) }()
-	defer func() { stop(); <-done }()
+	t.Cleanup(func() { stop(); <-done })
 	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool {
 		p, ok := pods.Watch().Lookup(string(web.UID))
 		return ok && p.OwnerKind == "Deployment" && p.OwnerName == "web" && p.GUID == "rbac-guid"
@@ -342,8 +342,6 @@ func TestAgentChartRBACIsEnoughForTheDriver(t *testing.T) {
 			t.Errorf("pod monitor errors{what=%q} = %v as %s, want 0", what, v, sa)
 		}
 	}
-	stop()
-	<-done
 	if err := c.Uninstall(ctx, "rbac-guid", "agent-app", allow); err != nil {
 		t.Fatalf("uninstall as %s: %v", sa, err)
 	}
