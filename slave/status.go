@@ -21,6 +21,9 @@ import (
 type StatusSources struct {
 	Stack []func() []workload.State
 	Relay func() any
+	// Kubernetes reports the master's releases in Kubernetes mode; nil
+	// (or a func returning nil) reports none.
+	Kubernetes func() any
 }
 
 // StatusPublisher writes status/nodes/<node> under the session lease every
@@ -79,6 +82,13 @@ func (p *StatusPublisher) report() []byte {
 	if p.sources.Relay != nil {
 		if b, err := json.Marshal(p.sources.Relay()); err == nil {
 			st.Relay = b
+		}
+	}
+	if p.sources.Kubernetes != nil {
+		if v := p.sources.Kubernetes(); v != nil {
+			if b, err := json.Marshal(v); err == nil {
+				st.Kubernetes = b
+			}
 		}
 	}
 	b, _ := json.Marshal(st)

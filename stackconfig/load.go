@@ -48,7 +48,7 @@ var JoinOptions = []Option{
 	{"etcd.cert_file", "etcd-cert-file", "client certificate for etcd"},
 	{"etcd.key_file", "etcd-key-file", "client key for etcd"},
 	{"etcd.insecure_skip_verify", "etcd-insecure-skip-verify", "do not verify the etcd server certificate (testing only)"},
-	{"stack.driver", "driver", "how to run the stack: docker, process or none (default: docker when its socket answers, else process)"},
+	{"stack.driver", "driver", "how to run the stack: docker, process, helm (Kubernetes) or none (default: helm in a pod, else docker when its socket answers, else process)"},
 	{"relay.upstream", "relay-upstream", "remote-write URLs of the manager, comma-separated; empty disables the relay"},
 	{"manager.logs_url", "manager-logs-url", "the manager's log endpoint (an OTLP/HTTP logs URL; with stack.logs.shipper=vector, where Vector posts JSON)"},
 	{"manager.traces_otlp_endpoint", "manager-traces-endpoint", "the manager's OTLP endpoint for traces (Jaeger collector exporter)"},

@@ -23,8 +23,12 @@ type Monitor struct {
 	// Containers measures every container of the host's Docker engine
 	// (DOCKER_HOST or /var/run/docker.sock).
 	Containers bool `mapstructure:"containers"`
+	// Pods measures, in Kubernetes mode, every pod of this node from the
+	// kubepods cgroup tree, named through a watch of the node's pods
+	// (docs/monitor.md); elsewhere it has no effect.
+	Pods bool `mapstructure:"pods"`
 	// MaxProcesses bounds the processes measured per reading, MaxSeries the
-	// series served; what is left out is counted in
+	// series served (pods apart); what is left out is counted in
 	// agent_monitor_dropped_total.
 	MaxProcesses int `mapstructure:"max_processes"`
 	MaxSeries    int `mapstructure:"max_series"`
@@ -61,6 +65,7 @@ var DefaultMonitor = Monitor{
 	Enabled:      true,
 	Interval:     10 * time.Second,
 	Containers:   true,
+	Pods:         true,
 	MaxProcesses: 5000,
 	MaxSeries:    50000,
 	ProcRoot:     "/proc",

@@ -14,7 +14,7 @@ func TestMonitorConfig(t *testing.T) {
 	}
 	no := false
 	want := Monitor{
-		Enabled: true, Interval: 5 * time.Second, Containers: false, MaxProcesses: 100, MaxSeries: 2000,
+		Enabled: true, Interval: 5 * time.Second, Containers: false, Pods: false, MaxProcesses: 100, MaxSeries: 2000,
 		ProcRoot: "/proc", CgroupRoot: "/sys/fs/cgroup",
 		Processes: []MonitorProcess{
 			{Name: "init", PID: 1},
@@ -45,16 +45,17 @@ func TestMonitorDefaultsAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := cfg.Monitor; !m.Enabled || !m.Containers || m.Interval != 10*time.Second {
+	if m := cfg.Monitor; !m.Enabled || !m.Containers || !m.Pods || m.Interval != 10*time.Second {
 		t.Fatalf("defaults: %+v", m)
 	}
 	t.Setenv("AGENT_MONITOR_CONTAINERS", "false")
+	t.Setenv("AGENT_MONITOR_PODS", "false")
 	t.Setenv("AGENT_MONITOR_MAX_PROCESSES", "7")
 	cfg, err = Load("", joinFlags(t, "--node", "n1", "--monitor=false", "--monitor-interval", "30s"), JoinOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := cfg.Monitor; m.Enabled || m.Containers || m.Interval != 30*time.Second || m.MaxProcesses != 7 {
+	if m := cfg.Monitor; m.Enabled || m.Containers || m.Pods || m.Interval != 30*time.Second || m.MaxProcesses != 7 {
 		t.Fatalf("flags and env: %+v", m)
 	}
 	_, err = Load("", joinFlags(t, "--node", "n1", "--monitor-interval", "0s"), JoinOptions)

@@ -62,7 +62,10 @@ func TestRenderRulesPromtool(t *testing.T) {
 }
 
 // rulesUnitTest feeds a node with a guid app in a container, a process
-// group of the same guid, and a container and group without one.
+// group of the same guid, and a container and group without one; and two
+// Kubernetes nodes with the pods of a guid namespace (a Deployment of two
+// pods, one per node, and a StatefulSet), a DaemonSet's pod in a namespace
+// without a guid and a bare pod.
 const rulesUnitTest = `
 rule_files: [monitor.rules.yml]
 evaluation_interval: 15s
@@ -103,17 +106,58 @@ tests:
       # another job's series of the same name are not the monitor's
       - series: 'container_cpu_usage_seconds_total{job="cadvisor",cluster="c",node="n1",name="db"}'
         values: '0+150x8'
+      # pods: namespace shop-2 (guid shop-2) has Deployment web (web-a on
+      # n1: 0.5 cores; web-b on n2: 1 core) and StatefulSet db (db-0 on n1:
+      # 0.25 cores); kube-system a DaemonSet's pod on n1 (0.25 cores);
+      # default a bare pod on n2 (0.05 cores).
+      - series: 'pod_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0+7.5x8'
+      - series: 'pod_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n2",namespace="shop-2",pod="web-b",uid="u2",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0+15x8'
+      - series: 'pod_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="db-0",uid="u3",qos="Guaranteed",owner_kind="StatefulSet",owner_name="db",guid="shop-2"}'
+        values: '0+3.75x8'
+      - series: 'pod_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n1",namespace="kube-system",pod="kube-proxy-x",uid="u4",qos="BestEffort",owner_kind="DaemonSet",owner_name="kube-proxy"}'
+        values: '0+3.75x8'
+      - series: 'pod_cpu_usage_seconds_total{job="agent-monitor",cluster="c",node="n2",namespace="default",pod="debug",uid="u5",qos="BestEffort"}'
+        values: '0+0.75x8'
+      - series: 'pod_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '100000000x8'
+      - series: 'pod_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n2",namespace="shop-2",pod="web-b",uid="u2",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '50000000x8'
+      - series: 'pod_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="db-0",uid="u3",qos="Guaranteed",owner_kind="StatefulSet",owner_name="db",guid="shop-2"}'
+        values: '300000000x8'
+      - series: 'pod_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n1",namespace="kube-system",pod="kube-proxy-x",uid="u4",qos="BestEffort",owner_kind="DaemonSet",owner_name="kube-proxy"}'
+        values: '20000000x8'
+      - series: 'pod_memory_working_set_bytes{job="agent-monitor",cluster="c",node="n2",namespace="default",pod="debug",uid="u5",qos="BestEffort"}'
+        values: '10000000x8'
+      - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '150000000x8'
+      - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n2",namespace="shop-2",pod="web-b",uid="u2",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '60000000x8'
+      - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="db-0",uid="u3",qos="Guaranteed",owner_kind="StatefulSet",owner_name="db",guid="shop-2"}'
+        values: '400000000x8'
+      - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n1",namespace="kube-system",pod="kube-proxy-x",uid="u4",qos="BestEffort",owner_kind="DaemonSet",owner_name="kube-proxy"}'
+        values: '30000000x8'
+      - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n2",namespace="default",pod="debug",uid="u5",qos="BestEffort"}'
+        values: '10000000x8'
+      # web-a writes 100 B/s; web-a and web-b receive 200 and 100 B/s.
+      - series: 'pod_fs_writes_bytes_total{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0+1500x8'
+      - series: 'pod_network_receive_bytes_total{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0+3000x8'
+      - series: 'pod_network_receive_bytes_total{job="agent-monitor",cluster="c",node="n2",namespace="shop-2",pod="web-b",uid="u2",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0+1500x8'
     promql_expr_test:
-      - expr: guid:cpu_cores:rate
+      - expr: guid:cpu_cores:rate{guid="shop-1"}
         eval_time: 2m
         exp_samples: [{labels: 'guid:cpu_cores:rate{cluster="c",guid="shop-1"}', value: 0.75}]
-      - expr: guid:memory_bytes:sum
+      - expr: guid:memory_bytes:sum{guid="shop-1"}
         eval_time: 2m
         exp_samples: [{labels: 'guid:memory_bytes:sum{cluster="c",guid="shop-1"}', value: 150000000}]
-      - expr: guid:fs_write_bytes:rate
+      - expr: guid:fs_write_bytes:rate{guid="shop-1"}
         eval_time: 2m
         exp_samples: [{labels: 'guid:fs_write_bytes:rate{cluster="c",guid="shop-1"}', value: 1000}]
-      - expr: guid:network_receive_bytes:rate
+      - expr: guid:network_receive_bytes:rate{guid="shop-1"}
         eval_time: 2m
         exp_samples: [{labels: 'guid:network_receive_bytes:rate{cluster="c",guid="shop-1"}', value: 200}]
       - expr: guid:up:min
@@ -134,4 +178,53 @@ tests:
       - expr: node:process_groups_down:count
         eval_time: 2m
         exp_samples: [{labels: 'node:process_groups_down:count{cluster="c",node="n1"}', value: 1}]
+      - expr: pod:cpu_cores:rate{pod="web-a"}
+        eval_time: 2m
+        exp_samples: [{labels: 'pod:cpu_cores:rate{cluster="c",node="n1",namespace="shop-2",pod="web-a",owner_kind="Deployment",owner_name="web",guid="shop-2"}', value: 0.5}]
+      - expr: namespace:pod_cpu_cores:rate
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'namespace:pod_cpu_cores:rate{cluster="c",namespace="shop-2",guid="shop-2"}', value: 1.75}
+          - {labels: 'namespace:pod_cpu_cores:rate{cluster="c",namespace="kube-system"}', value: 0.25}
+          - {labels: 'namespace:pod_cpu_cores:rate{cluster="c",namespace="default"}', value: 0.05}
+      - expr: workload:pod_cpu_cores:rate
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'workload:pod_cpu_cores:rate{cluster="c",namespace="shop-2",owner_kind="Deployment",owner_name="web",guid="shop-2"}', value: 1.5}
+          - {labels: 'workload:pod_cpu_cores:rate{cluster="c",namespace="shop-2",owner_kind="StatefulSet",owner_name="db",guid="shop-2"}', value: 0.25}
+          - {labels: 'workload:pod_cpu_cores:rate{cluster="c",namespace="kube-system",owner_kind="DaemonSet",owner_name="kube-proxy"}', value: 0.25}
+      - expr: node:pod_cpu_cores:rate
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'node:pod_cpu_cores:rate{cluster="c",node="n1"}', value: 1}
+          - {labels: 'node:pod_cpu_cores:rate{cluster="c",node="n2"}', value: 1.05}
+      - expr: workload:pod_memory_working_set_bytes:sum{owner_name="web"}
+        eval_time: 2m
+        exp_samples: [{labels: 'workload:pod_memory_working_set_bytes:sum{cluster="c",namespace="shop-2",owner_kind="Deployment",owner_name="web",guid="shop-2"}', value: 150000000}]
+      - expr: node:pod_memory_working_set_bytes:sum
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'node:pod_memory_working_set_bytes:sum{cluster="c",node="n1"}', value: 420000000}
+          - {labels: 'node:pod_memory_working_set_bytes:sum{cluster="c",node="n2"}', value: 60000000}
+      - expr: workload:pod_fs_write_bytes:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'workload:pod_fs_write_bytes:rate{cluster="c",namespace="shop-2",owner_kind="Deployment",owner_name="web",guid="shop-2"}', value: 100}]
+      - expr: namespace:pod_network_receive_bytes:rate
+        eval_time: 2m
+        exp_samples: [{labels: 'namespace:pod_network_receive_bytes:rate{cluster="c",namespace="shop-2",guid="shop-2"}', value: 300}]
+      - expr: node:pods:count
+        eval_time: 2m
+        exp_samples:
+          - {labels: 'node:pods:count{cluster="c",node="n1"}', value: 3}
+          - {labels: 'node:pods:count{cluster="c",node="n2"}', value: 2}
+      # The guid's roll-ups take its pods beside its containers and groups.
+      - expr: guid:cpu_cores:rate{guid="shop-2"}
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:cpu_cores:rate{cluster="c",guid="shop-2"}', value: 1.75}]
+      - expr: guid:memory_bytes:sum{guid="shop-2"}
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:memory_bytes:sum{cluster="c",guid="shop-2"}', value: 450000000}]
+      - expr: guid:network_receive_bytes:rate{guid="shop-2"}
+        eval_time: 2m
+        exp_samples: [{labels: 'guid:network_receive_bytes:rate{cluster="c",guid="shop-2"}', value: 300}]
 `

@@ -20,8 +20,9 @@ import (
 // or Vector). Everything here that ends up in a rendered file is checked by
 // Validate.
 type Stack struct {
-	// Driver runs the stack: "docker", "process", "none" (the operator runs
-	// it), or "" to pick docker when the Docker engine answers, else process.
+	// Driver runs the stack: "docker", "process", "helm" (Kubernetes),
+	// "none" (the operator runs it), or "" to pick helm in a pod, else
+	// docker when the Docker engine answers, else process.
 	Driver string `mapstructure:"driver"`
 
 	Prometheus   PrometheusStack   `mapstructure:"prometheus"`
@@ -30,6 +31,8 @@ type Stack struct {
 	TraceAgent   TraceAgentStack   `mapstructure:"trace_agent"`
 	Logs         LogsStack         `mapstructure:"logs"`
 	Vector       VectorStack       `mapstructure:"vector"`
+	// Helm is Kubernetes mode (stack/helm.go).
+	Helm Helm `mapstructure:"helm"`
 }
 
 // PrometheusStack is the master's Prometheus server.
@@ -218,6 +221,7 @@ var DefaultStack = Stack{
 		Enabled: true,
 		Image:   "timberio/vector:0.43.0-debian",
 	},
+	Helm: DefaultHelm,
 }
 
 // DefaultManager holds the value of every manager key that is not set:
@@ -251,10 +255,11 @@ func (s *Stack) Components() []Component {
 func (s *Stack) Validate() []error {
 	var c checker
 	switch s.Driver {
-	case "", "docker", "process", "none":
+	case "", "docker", "process", "helm", "none":
 	default:
-		c.bad("stack.driver", "must be one of \"\", docker, process, none, got %q", s.Driver)
+		c.bad("stack.driver", "must be one of \"\", docker, process, helm, none, got %q", s.Driver)
 	}
+	s.Helm.validate(&c)
 	for _, comp := range s.Components() {
 		key := "stack." + comp.Name
 		if comp.Image != "" {

@@ -32,7 +32,7 @@ func TestStackValidateNamesKeyAndValue(t *testing.T) {
 		mutate func(*Stack)
 		want   string
 	}{
-		{func(s *Stack) { s.Driver = "k8s" }, `stack.driver: must be one of "", docker, process, none, got "k8s"`},
+		{func(s *Stack) { s.Driver = "k8s" }, `stack.driver: must be one of "", docker, process, helm, none, got "k8s"`},
 		{func(s *Stack) { s.Prometheus.ScrapeInterval = 0 }, "stack.prometheus.scrape_interval: must be > 0, got 0s"},
 		{func(s *Stack) { s.Prometheus.EvaluationInterval = -time.Second }, "stack.prometheus.evaluation_interval: must be > 0, got -1s"},
 		{func(s *Stack) { s.Prometheus.Retention = 0 }, "stack.prometheus.retention: must be > 0, got 0s"},

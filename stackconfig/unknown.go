@@ -28,6 +28,8 @@ func knownKeys() []string {
 				walk(key+".", ft)
 			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
 				walk(key+"[].", ft.Elem())
+			case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
+				walk(key+".*.", ft.Elem()) // * is a name the operator chooses
 			default:
 				keys = append(keys, key)
 			}
@@ -64,6 +66,15 @@ func unknownKeys(prefix string, settings map[string]any, t reflect.Type) []strin
 			for i, el := range asTables(v) {
 				out = append(out, unknownKeys(fmt.Sprintf("%s%s[%d].", prefix, k, i), el, ft.Elem())...)
 			}
+		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Struct:
+			// A table of named tables ([stack.helm.app_charts.<name>]).
+			if sub, ok := v.(map[string]any); ok {
+				for name, el := range sub {
+					if m, ok := el.(map[string]any); ok {
+						out = append(out, unknownKeys(prefix+k+"."+name+".", m, ft.Elem())...)
+					}
+				}
+			}
 		}
 	}
 	return out
@@ -99,11 +110,28 @@ func unknownKeysError(path string, unused []string) error {
 	fmt.Fprintf(&b, "config file %s:", path)
 	for _, k := range unused {
 		fmt.Fprintf(&b, "\n  unknown key %s", k)
-		if s := suggest(k, known); s != "" {
+		if s := suggest(k, named(known, k)); s != "" {
 			fmt.Fprintf(&b, " (did you mean %s?)", s)
 		}
 	}
 	return fmt.Errorf("%s", b.String())
+}
+
+// named returns known with the * of named tables ("stack.helm.app_charts.*.path")
+// replaced by the name key has there, where key is inside such a table.
+func named(known []string, key string) []string {
+	out := make([]string, 0, len(known))
+	for _, k := range known {
+		if before, after, ok := strings.Cut(k, ".*."); ok {
+			if rest, ok := strings.CutPrefix(key, before+"."); ok {
+				if name, _, ok := strings.Cut(rest, "."); ok {
+					k = before + "." + name + "." + after
+				}
+			}
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // suggest returns the known key nearest to key: one within a few edits
@@ -122,17 +150,19 @@ func suggest(key string, known []string) string {
 	}
 	leaf := lastName(norm)
 	section := strings.TrimSuffix(norm, leaf)
+	// A part of the name in the same table first ("path" for
+	// metrics_path): the table is where the operator meant to write.
 	var same []string
 	for _, k := range known {
-		if lastName(k) == leaf {
+		kl := lastName(k)
+		if strings.TrimSuffix(k, kl) == section && (strings.HasSuffix(kl, "_"+leaf) || strings.HasPrefix(kl, leaf+"_")) {
 			same = append(same, k)
 		}
 	}
 	if len(same) == 0 {
-		// A part of the name: "path" for metrics_path, in the same table.
+		// The same name in another table (a key under the wrong table).
 		for _, k := range known {
-			kl := lastName(k)
-			if strings.TrimSuffix(k, kl) == section && (strings.HasSuffix(kl, "_"+leaf) || strings.HasPrefix(kl, leaf+"_")) {
+			if lastName(k) == leaf {
 				same = append(same, k)
 			}
 		}

@@ -16,8 +16,10 @@ import (
 	"github.com/agentproj/agent/stackconfig"
 )
 
-// openDriver returns the workload driver that stack.driver names; empty
-// means docker when its socket answers, else process.
+// openDriver returns the workload driver that stack.driver names on a host;
+// empty means docker when its socket answers, else process. Kubernetes mode
+// (stack.driver = helm, or empty in a pod) has no workload driver: see
+// kubernetesMode and openKubernetes.
 func openDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (workload.Driver, error) {
 	procDir := filepath.Join(cfg.DataDir, "processes")
 	switch cfg.Stack.Driver {
@@ -36,7 +38,7 @@ func openDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) 
 		log.Info("stack driver: process (no Docker engine answers)", "tried", err)
 		return process.New(procDir, process.WithLogger(log))
 	}
-	return nil, fmt.Errorf("stack.driver: must be docker, process or none, got %q", cfg.Stack.Driver)
+	return nil, fmt.Errorf("stack.driver: must be docker, process, helm or none, got %q", cfg.Stack.Driver)
 }
 
 // dockerHost is the engine address the Docker client uses.

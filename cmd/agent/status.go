@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/master/relay"
+	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -104,6 +107,12 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 				fmt.Fprintf(w, "    %s\n", line)
 			}
 		}
+		if len(m.Status.Kubernetes) > 0 {
+			var ks releases.Status
+			if json.Unmarshal(m.Status.Kubernetes, &ks) == nil {
+				printKubernetes(w, ks)
+			}
+		}
 		if len(m.Status.Relay) > 0 {
 			var rs relay.Stats
 			if json.Unmarshal(m.Status.Relay, &rs) == nil {
@@ -129,4 +138,38 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 		fmt.Fprintf(w, "\n%d record(s) in etcd did not parse and were skipped\n", v.Skipped)
 	}
 	_ = w.Flush()
+}
+
+// printKubernetes shows the master's Helm releases and guid namespaces
+// (Kubernetes mode): chart, version, revision and Helm's status of each
+// release, and the error and next attempt of one that fails.
+func printKubernetes(w io.Writer, ks releases.Status) {
+	if len(ks.Releases) > 0 {
+		fmt.Fprintln(w, "  RELEASE\tNAMESPACE\tCHART\tVERSION\tREVISION\tSTATUS\tLAST ERROR")
+	}
+	for _, r := range ks.Releases {
+		msg := r.LastError
+		if msg == "" && r.Status == "failed" {
+			msg = r.Description
+		}
+		if !r.NextTry.IsZero() {
+			msg += " (next try " + r.NextTry.Format(time.RFC3339) + ")"
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.Namespace, r.Chart, r.Version, r.Revision, r.Status, singleLine(msg))
+	}
+	if len(ks.Namespaces) > 0 {
+		fmt.Fprintln(w, "  GUID NAMESPACE\tPHASE\tCREATED")
+	}
+	for _, ns := range ks.Namespaces {
+		created := ""
+		if !ns.Created.IsZero() {
+			created = ns.Created.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  %s\t%s\t%s\n", ns.Name, ns.Phase, created)
+	}
+}
+
+// singleLine keeps a message on its row: Helm's errors can span lines.
+func singleLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/helm"
 	"github.com/agentproj/agent/drivers/workload"
+	"github.com/agentproj/agent/master/releases"
 )
 
 // A crash-looping workload's row says so, with its restarts and error, and
@@ -53,5 +56,42 @@ func TestStatusPrintsCrashLoopingWorkloads(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "last output of agent-prometheus-n1") {
 		t.Errorf("a workload without output gets an output block:\n%s", out.String())
+	}
+}
+
+// In Kubernetes mode the master's report lists each release (chart,
+// version, revision, status, Helm's error) and each guid namespace.
+func TestStatusPrintsKubernetesReleases(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ks := releases.Status{
+		Releases: []releases.ReleaseStatus{
+			{State: helm.State{Name: "agent-metrics", Namespace: "obs", Chart: "kube-prometheus-stack", Version: "88.5.3", Revision: 2, Status: "deployed"}},
+			{State: helm.State{Name: "agent-app", Namespace: "shop-1", Chart: "hello", Version: "0.1.0", Revision: 1, Status: "failed",
+				Description: "Release \"agent-app\" failed:\nService \"x\" is invalid"}, GUID: "shop-1",
+				LastError: "install shop-1/agent-app: Service \"x\" is invalid", NextTry: since},
+		},
+		Namespaces: []helm.Namespace{{Name: "shop-1", Phase: "Active", Created: since}},
+	}
+	b, _ := json.Marshal(ks)
+	v := etcd.ClusterView{Cluster: "c1", Members: []etcd.MemberView{{
+		Member: etcd.Member{Node: "n1", Started: since}, Master: true,
+		Status: &etcd.NodeStatus{Node: "n1", Updated: since, Kubernetes: b},
+	}}}
+	var out bytes.Buffer
+	cmd := &cobra.Command{}
+	cmd.SetOut(&out)
+	printStatus(cmd, v)
+	// The columns are the tabwriter's; compare with spaces collapsed.
+	flat := strings.Join(strings.Fields(strings.ReplaceAll(out.String(), "\n", " | ")), " ")
+	for _, want := range []string{
+		"| RELEASE NAMESPACE CHART VERSION REVISION STATUS LAST ERROR |",
+		"| agent-metrics obs kube-prometheus-stack 88.5.3 2 deployed |",
+		"| agent-app shop-1 hello 0.1.0 1 failed install shop-1/agent-app: Service \"x\" is invalid (next try 2026-01-02T03:04:05Z) |",
+		"| GUID NAMESPACE PHASE CREATED |",
+		"| shop-1 Active 2026-01-02T03:04:05Z |",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
 	}
 }

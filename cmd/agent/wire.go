@@ -59,17 +59,12 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}
 	}
 
-	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
-	if err != nil {
-		return nil, err
-	}
-	// A Prometheus left by an earlier process that crashed while master
-	// must not run beside the next master's.
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
-	cancel()
-	if err != nil {
-		return nil, err
+	var kube *kubernetes
+	var err error
+	if kubernetesMode(cfg) {
+		if kube, err = openKubernetes(ctx, cfg, log.With("component", "driver")); err != nil {
+			return nil, err
+		}
 	}
 
 	targets := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
@@ -89,62 +84,18 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		p.relay = rel.Run
 	}
 
-	stackDir := filepath.Join(cfg.DataDir, "stack")
-	csCfg := clusterstack.Config{
-		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, Host: host,
-		Targets: targets,
-	}
-	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
-	if err != nil {
+	var duties master.Duties
+	var sources slave.StatusSources
+	var workers []slave.SessionWorker
+	var driver workload.Driver // nil in Kubernetes mode
+	if kube != nil {
+		// Kubernetes mode: the stack and the apps are the master's Helm
+		// releases; its Prometheus reads the targets from /sd/http.
+		duties = kube.duties(cli, cfg, keys, log, reg)
+		sources.Kubernetes = kube.status
+	} else if duties, sources, workers, driver, err = wireHostStack(ctx, cfg, cli, keys, host, relayURL, targets, p, log, reg); err != nil {
 		return nil, err
 	}
-	sdWriter, err := filesd.NewWriter(cfg.SDPath())
-	if err != nil {
-		return nil, err
-	}
-	duties := master.Duties{
-		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
-		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg, targetsync.WithTTL(cfg.TTL))},
-		{Name: "cluster-stack", Duty: cluster},
-		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
-	}
-
-	nodeStack, err := nodestack.New(nodestack.Config{
-		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, Host: host, DockerSocket: dockerSocket(), ContainerLogs: containerLogs(ctx, driver, log),
-	}, driver, targets, log.With("component", "node-stack"), reg)
-	if err != nil {
-		return nil, err
-	}
-	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
-	p.actors = append(p.actors, nodeStack.Run, watch.Run)
-
-	// Apps: the Supervisor starts only once the Reconciler has handed it
-	// the first desired set, so that it adopts the apps an earlier agent
-	// left running instead of removing them as orphans.
-	appSup, err := workload.NewSupervisor(driver, workload.SupervisorOptions{
-		Owner:    "apps",
-		Selector: map[string]string{workload.LabelNode: cfg.Node, workload.LabelCluster: cfg.Cluster},
-		Logger:   log.With("component", "apps-supervisor"), Registerer: reg,
-	})
-	if err != nil {
-		return nil, err
-	}
-	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
-		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
-		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
-	}, appSup, targets, log.With("component", "apps"), reg)
-	p.actors = append(p.actors, func(ctx context.Context) error {
-		select {
-		case <-appRec.Synced():
-		case <-ctx.Done():
-			return nil
-		}
-		return appSup.Run(ctx)
-	})
-
-	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
 	if rel != nil {
 		sources.Relay = func() any { return rel.Stats() }
 	}
@@ -153,7 +104,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	p.node = slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
-	}, cli, duties, []slave.SessionWorker{targets, status, appRec}, log.With("component", "node"), reg)
+	}, cli, duties, append([]slave.SessionWorker{targets, status}, workers...), log.With("component", "node"), reg)
 	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
 	if err != nil {
 		return nil, err
@@ -166,10 +117,17 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	p.actors = append(p.actors, snap.Run)
 	p.api.HandleSnapshot(snap)
 	apps.NewHandler(cli, apps.HandlerConfig{
-		Keys: keys, AllowedImages: cfg.API.AllowedImages, MaxBodyBytes: cfg.API.MaxBodyBytes,
+		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,
 	}, log.With("component", "apps-api"), reg).Register(p.api, token)
 	if cfg.Monitor.Enabled {
-		mon, err := newMonitor(cfg, driver, log.With("component", "monitor"), reg)
+		var extra []prometheus.Collector
+		if kube != nil && cfg.Monitor.Pods {
+			if pods := newPods(cfg, kube, log.With("component", "pods"), reg); pods != nil {
+				p.actors = append(p.actors, pods.Run)
+				extra = append(extra, pods.Collector())
+			}
+		}
+		mon, err := newMonitor(cfg, driver, extra, log.With("component", "monitor"), reg)
 		if err != nil {
 			return nil, err
 		}
@@ -211,11 +169,90 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	return p, nil
 }
 
+// wireHostStack builds what runs the stack on a host (docker, process or
+// none): the master's cluster stack and file_sd, every node's stack and
+// the apps assigned to it.
+func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, keys etcd.Keys, host, relayURL string,
+	targets *slave.TargetPublisher, p *parts, log *slog.Logger, reg *prometheus.Registry,
+) (master.Duties, slave.StatusSources, []slave.SessionWorker, workload.Driver, error) {
+	var none slave.StatusSources
+	driver, err := openDriver(ctx, cfg, log.With("component", "driver"))
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+	// A Prometheus left by an earlier process that crashed while master
+	// must not run beside the next master's.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = clusterstack.RemoveLeftovers(lctx, driver, cfg.Node, cfg.Cluster)
+	cancel()
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+
+	stackDir := filepath.Join(cfg.DataDir, "stack")
+	csCfg := clusterstack.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
+		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, Host: host,
+		Targets: targets,
+	}
+	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+	sdWriter, err := filesd.NewWriter(cfg.SDPath())
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+	duties := master.Duties{
+		{Name: "placement", Duty: placement.New(cli, placement.Config{Keys: keys, Grace: max(placement.DefaultGrace, 2*cfg.TTL)}, log.With("component", "placement"), reg)},
+		{Name: "target-sync", Duty: targetsync.New(cli, keys, sdWriter, log.With("component", "target-sync"), reg, targetsync.WithTTL(cfg.TTL))},
+		{Name: "cluster-stack", Duty: cluster},
+		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
+	}
+
+	nodeStack, err := nodestack.New(nodestack.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
+		Dir: stackDir, Host: host, DockerSocket: dockerSocket(), ContainerLogs: containerLogs(ctx, driver, log),
+	}, driver, targets, log.With("component", "node-stack"), reg)
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
+	p.actors = append(p.actors, nodeStack.Run, watch.Run)
+
+	// Apps: the Supervisor starts only once the Reconciler has handed it
+	// the first desired set, so that it adopts the apps an earlier agent
+	// left running instead of removing them as orphans.
+	appSup, err := workload.NewSupervisor(driver, workload.SupervisorOptions{
+		Owner:    "apps",
+		Selector: map[string]string{workload.LabelNode: cfg.Node, workload.LabelCluster: cfg.Cluster},
+		Logger:   log.With("component", "apps-supervisor"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, none, nil, nil, err
+	}
+	appRec := apps.NewReconciler(cli, apps.ReconcilerConfig{
+		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
+		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
+	}, appSup, targets, log.With("component", "apps"), reg)
+	p.actors = append(p.actors, func(ctx context.Context) error {
+		select {
+		case <-appRec.Synced():
+		case <-ctx.Done():
+			return nil
+		}
+		return appSup.Run(ctx)
+	})
+
+	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
+	return duties, sources, []slave.SessionWorker{appRec}, driver, nil
+}
+
 // newMonitor builds the node monitor; containers are listed through the
 // docker driver's client, or a client of the host's engine (DOCKER_HOST)
 // when another driver runs the stack.
-func newMonitor(cfg *stackconfig.Config, driver workload.Driver, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
-	mc := monitor.Config{Monitor: cfg.Monitor}
+func newMonitor(cfg *stackconfig.Config, driver workload.Driver, extra []prometheus.Collector, log *slog.Logger, reg prometheus.Registerer) (*monitor.Monitor, error) {
+	mc := monitor.Config{Monitor: cfg.Monitor, Collectors: extra}
 	if cfg.Monitor.Containers {
 		if d, ok := driver.(*docker.Driver); ok {
 			mc.Docker = d.Client()

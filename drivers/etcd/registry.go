@@ -32,6 +32,9 @@ type NodeStatus struct {
 	Updated time.Time        `json:"updated"`
 	Stack   []workload.State `json:"stack"`
 	Relay   json.RawMessage  `json:"relay,omitempty"`
+	// Kubernetes is the master's view of its Helm releases and guid
+	// namespaces in Kubernetes mode (master/releases.Status).
+	Kubernetes json.RawMessage `json:"kubernetes,omitempty"`
 }
 
 // MemberView is a member as the cluster sees it.

@@ -26,6 +26,9 @@ type HandlerConfig struct {
 	Keys etcd.Keys
 	// AllowedImages is api.allowed_images; empty refuses every image.
 	AllowedImages []string
+	// Charts are the names of stack.helm.app_charts an app may name;
+	// empty refuses every app that names a chart.
+	Charts []string
 	// MaxBodyBytes bounds a request body; zero means
 	// stackconfig.DefaultAPI.MaxBodyBytes.
 	MaxBodyBytes int64
@@ -131,6 +134,10 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: larger than api.max_body_bytes (%d bytes)", tooBig.Limit))
 			return
 		}
+		h.fail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := CheckChart(spec.Chart, h.cfg.Charts); err != nil {
 		h.fail(w, http.StatusBadRequest, err.Error())
 		return
 	}

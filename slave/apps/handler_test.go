@@ -97,6 +97,7 @@ func TestStatusCodes(t *testing.T) {
 		{"pinned to a dead node", "POST", "/api/v1/apps", "application/json", `{"guid":"p","image":"busybox:1","node":"n9"}`, http.StatusBadRequest, `node: must name a live member, got "n9" (live: n1)`},
 		{"case variant key", "POST", "/api/v1/apps", "application/json", `{"GUID":"c","image":"busybox:1"}`, http.StatusBadRequest, `GUID: field names are case-sensitive: use "guid"`},
 		{"duplicate key", "POST", "/api/v1/apps", "application/json", `{"guid":"d","guid":"e","image":"busybox:1"}`, http.StatusBadRequest, `guid: duplicate key "guid"`},
+		{"chart not configured", "POST", "/api/v1/apps", "application/json", `{"guid":"ch","chart":"web"}`, http.StatusBadRequest, `chart: no chart is allowed: stack.helm.app_charts must be configured on the agent, got "web"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := f.do(tc.method, tc.path, tc.ctype, "", []byte(tc.body))

@@ -227,6 +227,9 @@ func (r *Reconciler) put(kv *mvccpb.KeyValue) {
 		if perr := r.policy.Check(rec.Spec.Image); perr != nil {
 			err = fmt.Errorf("value: spec.%w", perr)
 		}
+		if rec.Spec.Chart != "" {
+			err = fmt.Errorf("value: spec.chart: an app that names a chart runs only in Kubernetes mode (stack.driver = helm), got %q", rec.Spec.Chart)
+		}
 	}
 	if err != nil {
 		r.bad.report(string(kv.Key), kv.ModRevision, err)

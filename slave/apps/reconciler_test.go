@@ -293,6 +293,8 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An app that names a chart runs only in Kubernetes mode.
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "charted", Chart: "web"}, Node: "n1"})
 	// Another node's record outside n1's list is that node's business.
 	putRecord(t, cli, Record{Spec: AppSpec{GUID: "theirs", Image: "evil.example/miner:1"}, Node: "n2"})
 
@@ -302,10 +304,11 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 		t.Fatalf("desired %v, want only good", got)
 	}
 	for guid, why := range map[string]string{
-		"miner": "spec.image: must match one of api.allowed_images",
-		"huge":  fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes),
-		"upper": `Image: field names are case-sensitive: use "image"`,
-		"twice": `image: duplicate key "image"`,
+		"miner":   "spec.image: must match one of api.allowed_images",
+		"huge":    fmt.Sprintf("larger than the %d bytes an app record may have", MaxRecordBytes),
+		"upper":   `Image: field names are case-sensitive: use "image"`,
+		"twice":   `image: duplicate key "image"`,
+		"charted": `spec.chart: an app that names a chart runs only in Kubernetes mode (stack.driver = helm), got "web"`,
 	} {
 		etcdtest.Eventually(t, 5*time.Second, func() bool {
 			v, lease, ok := getKV(t, cli, testKeys.AppStatus(guid))
@@ -317,8 +320,8 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 	if _, _, ok := getKV(t, cli, testKeys.AppStatus("theirs")); ok {
 		t.Fatal("n1 wrote a status for n2's app")
 	}
-	if got := testutil.ToFloat64(n.rec.m.invalid); got != 4 {
-		t.Fatalf("invalid records counted %v, want 4 (once each)", got)
+	if got := testutil.ToFloat64(n.rec.m.invalid); got != 5 {
+		t.Fatalf("invalid records counted %v, want 5 (once each)", got)
 	}
 
 	// Put right, the app runs.
@@ -329,7 +332,7 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 		var st Status
 		return json.Unmarshal([]byte(v), &st) == nil && st.Status == StatusPending
 	}, "status of the corrected app still invalid")
-	if got := testutil.ToFloat64(n.rec.m.invalid); got != 4 {
-		t.Fatalf("invalid records counted %v after the status rounds, want still 4", got)
+	if got := testutil.ToFloat64(n.rec.m.invalid); got != 5 {
+		t.Fatalf("invalid records counted %v after the status rounds, want still 5", got)
 	}
 }

@@ -39,6 +39,10 @@ type AppSpec struct {
 	// Labels are added to the app's scrape target (and its workload, under
 	// LabelAppPrefix).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Chart names one of the agent's stack.helm.app_charts: in Kubernetes
+	// mode the app is that chart, installed in the guid's namespace, and
+	// Image is optional. Only the helm driver runs such an app.
+	Chart string `json:"chart,omitempty"`
 }
 
 // Metrics says where the app serves Prometheus metrics on its host.
@@ -117,7 +121,10 @@ func (s *AppSpec) Validate() error {
 	if strings.HasPrefix(s.GUID, ReservedGUIDPrefix) {
 		return fieldErr("guid", "must not start with %q, which names the agent's own workloads, got %q", ReservedGUIDPrefix, s.GUID)
 	}
-	if len(s.Image) > maxImageLen || !imageRef.MatchString(s.Image) {
+	if s.Chart != "" && !stackconfig.ValidDNSLabel(s.Chart) {
+		return fieldErr("chart", "must be the name of one of the agent's stack.helm.app_charts (a DNS label), got %q", s.Chart)
+	}
+	if (s.Chart == "" || s.Image != "") && (len(s.Image) > maxImageLen || !imageRef.MatchString(s.Image)) {
 		return fieldErr("image", "must be an image reference ([registry[:port]/]name[:tag][@sha256:digest], name in lower case, at most %d characters), got %q", maxImageLen, s.Image)
 	}
 	if s.Node != "" && !stackconfig.ValidDNSLabel(s.Node) {
@@ -237,6 +244,18 @@ func (p ImagePolicy) Check(image string) error {
 	return fieldErr("image", "must match one of api.allowed_images (%s), got %q", strings.Join(p, ", "), image)
 }
 
+// CheckChart refuses a chart that is not one of charts (the names of
+// stack.helm.app_charts); an app without a chart passes.
+func CheckChart(chart string, charts []string) error {
+	switch {
+	case chart == "" || slices.Contains(charts, chart):
+		return nil
+	case len(charts) == 0:
+		return fieldErr("chart", "no chart is allowed: stack.helm.app_charts must be configured on the agent, got %q", chart)
+	}
+	return fieldErr("chart", "must be one of stack.helm.app_charts (%s), got %q", strings.Join(charts, ", "), chart)
+}
+
 // DecodeApp reads one JSON app spec from r, rejecting unknown fields,
 // duplicate keys, case variants of field names and trailing data,
 // validates it and applies policy. The spec is returned normalized. Errors
@@ -265,8 +284,10 @@ func DecodeApp(r io.Reader, policy ImagePolicy) (AppSpec, error) {
 	if err := s.Validate(); err != nil {
 		return AppSpec{}, err
 	}
-	if err := policy.Check(s.Image); err != nil {
-		return AppSpec{}, err
+	if s.Chart == "" || s.Image != "" {
+		if err := policy.Check(s.Image); err != nil {
+			return AppSpec{}, err
+		}
 	}
 	return s.Normalize(), nil
 }
@@ -281,7 +302,7 @@ func decodeError(err error) error {
 		return errors.New("body: must be a JSON object, got nothing")
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fieldErr(strings.Trim(name, `"`), "unknown field (allowed: guid, image, node, env, args, metrics, labels; metrics: port, path)")
+		return fieldErr(strings.Trim(name, `"`), "unknown field (allowed: guid, image, node, env, args, metrics, labels, chart; metrics: port, path)")
 	}
 	return fmt.Errorf("body: %w", err)
 }

@@ -43,6 +43,7 @@ func hostileMutations() []mutation {
 		ms = append(ms,
 			mutation{"guid " + h, "guid", func(m map[string]any) { m["guid"] = h }},
 			mutation{"node " + h, "node", func(m map[string]any) { m["node"] = h }},
+			mutation{"chart " + h, "chart", func(m map[string]any) { m["chart"] = h }},
 		)
 	}
 	ms = append(ms, mutation{"guid of a stack workload", "guid", func(m map[string]any) { m["guid"] = "agent-prometheus-n1" }})
@@ -145,6 +146,29 @@ func TestDecodeAppMessages(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("DecodeApp(%q) = %v, want %q", tc.body, err, tc.want)
 		}
+	}
+	// An app may name a chart instead of an image; a chart name is a DNS
+	// label, and an image, when given, is still checked.
+	if spec, err := DecodeApp(strings.NewReader(`{"guid":"a","chart":"web"}`), policy); err != nil || spec.Chart != "web" || spec.Image != "" {
+		t.Fatalf("app by chart: %+v, %v", spec, err)
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"guid":"a","chart":"Web/x"}`, `chart: must be the name of one of the agent's stack.helm.app_charts (a DNS label), got "Web/x"`},
+		{`{"guid":"a","chart":"web","image":"nginx:1"}`, `image: must match one of api.allowed_images`},
+		{`{"guid":"a"}`, `image: must be an image reference`},
+	} {
+		if _, err := DecodeApp(strings.NewReader(tc.body), policy); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("DecodeApp(%q) = %v, want %q", tc.body, err, tc.want)
+		}
+	}
+	if err := CheckChart("web", nil); err == nil || err.Error() != `chart: no chart is allowed: stack.helm.app_charts must be configured on the agent, got "web"` {
+		t.Errorf("CheckChart with no charts = %v", err)
+	}
+	if err := CheckChart("db", []string{"web", "cache"}); err == nil || err.Error() != `chart: must be one of stack.helm.app_charts (web, cache), got "db"` {
+		t.Errorf("CheckChart(db) = %v", err)
+	}
+	if CheckChart("", nil) != nil || CheckChart("web", []string{"web"}) != nil {
+		t.Error("CheckChart refuses an app without a chart or with an allowed one")
 	}
 	// Environment names and labels are case-sensitive data, not fields.
 	if spec, err := DecodeApp(strings.NewReader(`{"guid":"a","image":"busybox:1","env":{"A":"1","a":"2"}}`), policy); err != nil || len(spec.Env) != 2 {

@@ -36,6 +36,9 @@ type Config struct {
 	// Cgroups is the hierarchy containers are read from; nil: detected
 	// from the mounts under CgroupRoot.
 	Cgroups *cgroup.Hierarchy
+	// Collectors are served at Path beside the monitor's own series: the
+	// pods of a Kubernetes node (kubepods.Pods.Collector).
+	Collectors []prometheus.Collector
 }
 
 // Monitor is the node monitor actor; see the package doc.
@@ -114,6 +117,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Monitor, err
 	}
 	if err := m.reg.Register(collector{m}); err != nil {
 		return nil, err
+	}
+	for _, c := range cfg.Collectors {
+		if err := m.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("monitor: %w", err)
+		}
 	}
 	m.snap.Store(&Snapshot{})
 	return m, nil

@@ -19,6 +19,7 @@ const (
 	uidB       = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 	uidG       = "12345678-9abc-def0-1234-56789abcdef0"
 	uidV1      = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	uidStatic  = "6d5e1c0b3a2f4e8d9c7b6a5f4e3d2c1b"
 )
 
 func TestIdentify(t *testing.T) {
@@ -29,6 +30,9 @@ func TestIdentify(t *testing.T) {
 		"/kubepods/burstable/pod" + uidV1 + "/" + idV1Pod: {ContainerID: idV1Pod, PodUID: uidV1, QoS: "burstable"},
 		"/kubepods/pod" + uidV1 + "/" + idV1Pod:           {ContainerID: idV1Pod, PodUID: uidV1, QoS: "guaranteed"},
 		"/kubepods/besteffort/pod" + uidV1:                {PodUID: uidV1, QoS: "besteffort"},
+		// A static pod's uid is its manifest's hash.
+		"/kubepods/burstable/pod" + uidStatic + "/" + idV1Pod:                                    {ContainerID: idV1Pod, PodUID: uidStatic, QoS: "burstable"},
+		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + uidStatic + ".slice": {PodUID: uidStatic, QoS: "burstable"},
 		"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_4b5a_6978_8796_a5b4c3d2e1f0.slice/cri-containerd-" + idV2Pod + ".scope": {
 			Runtime: "containerd", ContainerID: idV2Pod, PodUID: uidB, QoS: "burstable"},
 		"/kubepods.slice/kubepods-pod12345678_9abc_def0_1234_56789abcdef0.slice/crio-" + idV2PodG + ".scope": {

@@ -111,8 +111,18 @@ func isContainerID(s string) bool {
 	return true
 }
 
-// validUID accepts a Kubernetes uid: 8-4-4-4-12 hex digits.
+// validUID accepts a Kubernetes uid: 8-4-4-4-12 hex digits, or the 32 hex
+// digits the kubelet gives a static pod (a hash of its manifest; its
+// mirror pod in the API carries the hash in an annotation).
 func validUID(s string) bool {
+	if len(s) == 32 {
+		for _, c := range []byte(s) {
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+		return true
+	}
 	if len(s) != 36 {
 		return false
 	}

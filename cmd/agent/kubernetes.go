@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/helm"
+	"github.com/agentproj/agent/master"
+	"github.com/agentproj/agent/master/releases"
+	"github.com/agentproj/agent/slave/monitor/kubepods"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// kubernetesMode reports whether the stack runs as Helm releases:
+// stack.driver = helm, or no driver named and the agent is in a pod.
+func kubernetesMode(cfg *stackconfig.Config) bool {
+	return cfg.Stack.Driver == "helm" || (cfg.Stack.Driver == "" && helm.InCluster())
+}
+
+// kubernetes is the helm driver and the settings Kubernetes mode resolves
+// from the pod: the agent's namespace and pod name.
+type kubernetes struct {
+	client    *helm.Client
+	helm      stackconfig.Helm // Namespace and PodName resolved
+	releases  *releases.Duty
+	masterPod *releases.MasterLabel // nil without a pod name
+}
+
+// openKubernetes connects to the Kubernetes API. Outside a pod without a
+// kubeconfig it fails with a message that says so (exit 2: a
+// configuration error, nothing to retry).
+func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (*kubernetes, error) {
+	h := cfg.Stack.Helm
+	if h.Namespace == "" {
+		h.Namespace = helm.PodNamespace()
+	}
+	if h.Namespace == "" {
+		h.Namespace = "default"
+	}
+	if h.PodName == "" {
+		h.PodName = os.Getenv("POD_NAME")
+	}
+	if h.ChartCache == "" {
+		h.ChartCache = filepath.Join(cfg.DataDir, "charts")
+	}
+	c, err := helm.New(ctx, helm.Config{
+		Kubeconfig: h.Kubeconfig, Namespace: h.Namespace, Timeout: h.Timeout,
+		MaxHistory: h.MaxHistory, ChartCache: h.ChartCache,
+	}, helm.WithLogger(log))
+	if errors.Is(err, helm.ErrNoAPI) {
+		return nil, exitCode{2, err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.Info("stack driver: helm (Kubernetes)", "api", c.Host(), "namespace", h.Namespace, "pod", h.PodName)
+	k := &kubernetes{client: c, helm: h}
+	if h.PodName != "" {
+		k.masterPod = releases.NewMasterLabel(c, h.Namespace, h.PodName, log.With("component", "master-label"))
+		// A pod of an earlier process that crashed while master may still
+		// carry the label: the Service must not route here before this
+		// agent is master again.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := k.masterPod.Clear(cctx)
+		cancel()
+		if err != nil {
+			log.Warn("remove a leftover master label from this pod", "pod", h.PodName, "err", err)
+		}
+	} else {
+		log.Warn("no pod name (POD_NAME, stack.helm.pod_name): this agent's pod is not labelled while master, so the agent Service will not route to it")
+	}
+	return k, nil
+}
+
+// duties are the master duties of Kubernetes mode: the releases, and the
+// label that makes the agent Service route to the master.
+func (k *kubernetes) duties(cli *clientv3.Client, cfg *stackconfig.Config, keys etcd.Keys, log *slog.Logger, reg prometheus.Registerer) master.Duties {
+	k.releases = releases.New(cli, releases.Config{
+		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Helm: k.helm,
+		Values: releases.Input{
+			Cluster: cfg.Cluster, Namespace: k.helm.Namespace,
+			Service: k.helm.Service, ServicePort: k.helm.ServicePort, TokenSecret: k.helm.TokenSecret,
+			Relay: cfg.Relay.Enabled(), Prometheus: cfg.Stack.Prometheus, Manager: cfg.Manager,
+			TracesRelease: k.helm.Traces.Release, TracesQueueSize: cfg.Stack.Jaeger.QueueSize,
+		},
+		AllowedImages: cfg.API.AllowedImages,
+	}, k.client, log.With("component", "releases"), reg)
+	d := master.Duties{{Name: "releases", Duty: k.releases}}
+	if k.masterPod != nil {
+		d = append(d, master.Named{Name: "master-label", Duty: k.masterPod})
+	}
+	return d
+}
+
+// status is what the master reports of Kubernetes mode; nil when not
+// master.
+func (k *kubernetes) status() any {
+	if s := k.releases.Status(); s != nil {
+		return s
+	}
+	return nil
+}
+
+// newPods builds the pod monitor of this node (Kubernetes mode): the
+// kubepods cgroups under monitor.cgroup_root, named through a watch of the
+// pods whose spec.nodeName is this agent's node name. Without a cgroup
+// hierarchy the agent runs on without pod metrics, as it does without
+// container metrics, and says so; nil then.
+func newPods(cfg *stackconfig.Config, k *kubernetes, log *slog.Logger, reg prometheus.Registerer) *kubepods.Pods {
+	p, err := kubepods.New(kubepods.Config{
+		Node: cfg.Node, Interval: cfg.Monitor.Interval, ProcRoot: cfg.Monitor.ProcRoot, CgroupRoot: cfg.Monitor.CgroupRoot,
+		MaxSeries: cfg.Monitor.MaxSeries,
+	}, k.client.Kubernetes(), log, reg)
+	if err != nil {
+		log.Warn("pods are not measured", "err", err)
+		return nil
+	}
+	return p
+}
+
+// appCharts are the names of stack.helm.app_charts, for the apps API.
+func appCharts(cfg *stackconfig.Config) []string {
+	return slices.Sorted(maps.Keys(cfg.Stack.Helm.AppCharts))
+}
