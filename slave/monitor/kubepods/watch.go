@@ -203,12 +203,8 @@ func (w *Watch) deploymentOf(ctx context.Context, ns, rs string) (owner, bool) {
 }
 
 func (w *Watch) deletePod(o any) {
-	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = t.Obj
-	}
-	p, ok := o.(*corev1.Pod)
+	p, ok := objectOf[*corev1.Pod](w, o, "pod")
 	if !ok {
-		w.metrics.errors.WithLabelValues("pod").Inc()
 		return
 	}
 	w.mu.Lock()
@@ -231,9 +227,8 @@ func (w *Watch) deletePod(o any) {
 }
 
 func (w *Watch) setNamespace(o any) {
-	ns, ok := o.(*corev1.Namespace)
+	ns, ok := objectOf[*corev1.Namespace](w, o, "namespace")
 	if !ok {
-		w.metrics.errors.WithLabelValues("namespace").Inc()
 		return
 	}
 	w.mu.Lock()
@@ -246,15 +241,24 @@ func (w *Watch) setNamespace(o any) {
 }
 
 func (w *Watch) deleteNamespace(o any) {
-	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = t.Obj
-	}
-	ns, ok := o.(*corev1.Namespace)
+	ns, ok := objectOf[*corev1.Namespace](w, o, "namespace")
 	if !ok {
-		w.metrics.errors.WithLabelValues("namespace").Inc()
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.guids, ns.Name)
+}
+
+// objectOf is an informer's object as T (a deleted one's last known state
+// when the watch missed its deletion); anything else is counted under what.
+func objectOf[T any](w *Watch, o any, what string) (T, bool) {
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	v, ok := o.(T)
+	if !ok {
+		w.metrics.errors.WithLabelValues(what).Inc()
+	}
+	return v, ok
 }
