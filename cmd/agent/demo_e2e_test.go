@@ -38,26 +38,33 @@ func startDemo(t *testing.T, driver string, extra ...string) *demo {
 		"AGENT_EMBEDDED_ETCD_PEER_LISTEN=http://" + etcdtest.FreeAddr(t),
 		"AGENT_STACK_PROMETHEUS_LISTEN=" + d.prom, "AGENT_STACK_NODE_EXPORTER_LISTEN=" + d.nodeExporter,
 	}
-	for _, kv := range append(env, extra...) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	// Whatever happens, the node stack's processes do not outlive the test.
-	t.Cleanup(func() { removeProcesses(t, filepath.Join(d.data, "agent")) })
-	d.proc = startProc(t, "demo", "bash", "../../deploy/demo.sh")
+	d.proc = runDemo(t, d.data, append(env, extra...))
 	return d
 }
 
-func (d *demo) output(t *testing.T) string { return readFile(t, d.log) }
+// runDemo runs deploy/demo.sh with env (KEY=VALUE) set; whatever happens,
+// the node stack's processes under data do not outlive the test.
+func runDemo(t *testing.T, data string, env []string) *proc {
+	t.Helper()
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Cleanup(func() { removeProcesses(t, filepath.Join(data, "agent")) })
+	return startProc(t, "demo", "bash", "../../deploy/demo.sh")
+}
+
+func (p *proc) output(t *testing.T) string { return readFile(t, p.log) }
 
 // ctrlC does what Ctrl-C in its terminal does: SIGINT to the script's
-// process group (the script, the agent and the manager Prometheus).
-func (d *demo) ctrlC(t *testing.T) {
+// process group (the script, the agent and the manager's processes); the
+// demo exits 130 once everything it started is gone.
+func (p *proc) ctrlC(t *testing.T) {
 	t.Helper()
-	d.signal(syscall.SIGINT)
-	code, err := d.wait(90 * time.Second)
+	p.signal(syscall.SIGINT)
+	code, err := p.wait(90 * time.Second)
 	if err != nil || code != 130 {
-		t.Fatalf("demo after Ctrl-C: exit %d, %v\n%s", code, err, d.output(t))
+		t.Fatalf("demo after Ctrl-C: exit %d, %v\n%s", code, err, p.output(t))
 	}
 }
 

@@ -3,10 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,26 +38,8 @@ func startSignalsDemo(t *testing.T, extra ...string) *signalsDemo {
 			env = append(env, "AGENT_STACK_"+c+"_"+l+"_LISTEN="+free())
 		}
 	}
-	for _, kv := range append(env, extra...) {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	// Whatever happens, the node stack's processes do not outlive the test.
-	t.Cleanup(func() { removeProcesses(t, filepath.Join(d.data, "agent")) })
-	d.proc = startProc(t, "demo", "bash", "../../deploy/demo.sh")
+	d.proc = runDemo(t, d.data, append(env, extra...))
 	return d
-}
-
-func (d *signalsDemo) output(t *testing.T) string { return readFile(t, d.log) }
-
-// stop is Ctrl-C in the demo's terminal; the demo exits 130 once
-// everything it started is gone.
-func (d *signalsDemo) stop(t *testing.T) {
-	t.Helper()
-	d.signal(syscall.SIGINT)
-	if code, err := d.wait(90 * time.Second); err != nil || code != 130 {
-		t.Fatalf("demo after Ctrl-C: exit %d, %v\n%s", code, err, d.output(t))
-	}
 }
 
 var demoTrace = regexp.MustCompile(`\(trace ([0-9a-f]{32})\)`)
@@ -124,7 +104,7 @@ func TestDemoShowsTheThreeSignals(t *testing.T) {
 		return strings.Contains(processtest.HTTPGet("http://"+d.manager+"/api/v1/query?query="+url.QueryEscape(`node_load1{cluster="default"}`)), `"node_load1"`)
 	}, "node_exporter's series are not at the manager's Prometheus")
 
-	d.stop(t)
+	d.ctrlC(t)
 	for _, addr := range []string{d.api, d.manager, d.jaeger, d.logs} {
 		if httpCode("http://"+addr+"/") != 0 {
 			t.Errorf("%s still answers after Ctrl-C", addr)
@@ -147,5 +127,5 @@ func TestDemoSaysHowToGetTracesAndLogs(t *testing.T) {
 	if httpCode("http://"+d.jaeger+"/") != 0 || httpCode("http://"+d.logs+"/") != 0 {
 		t.Fatal("the demo started a manager-side Jaeger or VictoriaLogs without the testbins")
 	}
-	d.stop(t)
+	d.ctrlC(t)
 }
