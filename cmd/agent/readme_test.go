@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -90,9 +91,17 @@ func TestREADMEConfigTable(t *testing.T) {
 // docs themselves name exists, and none points outside the repository.
 func TestDocReferencesExist(t *testing.T) {
 	files := []string{"../../README.md", "../../Makefile"}
-	for _, glob := range []string{"../../docs/*.md", "../../deploy/*"} {
-		m, _ := filepath.Glob(glob)
-		files = append(files, m...)
+	m, _ := filepath.Glob("../../docs/*.md")
+	files = append(files, m...)
+	// Every file under deploy/, the agent's Helm chart included.
+	err := filepath.WalkDir("../../deploy", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	ref := regexp.MustCompile(`(?:\.\./)*docs/[A-Za-z0-9_.-]+\.md|\.\./shared/[A-Za-z0-9_./-]+`)
 	for _, f := range files {

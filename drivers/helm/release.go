@@ -192,7 +192,9 @@ func (c *Client) install(ctx context.Context, cfg *action.Configuration, r Relea
 	// agent does not hold a release (and its retries) until pods run.
 	in.WaitStrategy = kube.HookOnlyStrategy
 	in.Description = "installed by the agent"
-	_, err := in.RunWithContext(ctx, r.Chart.Chart, r.Values)
+	actx, cancel := c.actionContext(ctx)
+	defer cancel()
+	_, err := in.RunWithContext(actx, r.Chart.Chart, r.Values)
 	return c.after(cfg, r, "install", err)
 }
 
@@ -205,8 +207,22 @@ func (c *Client) upgrade(ctx context.Context, cfg *action.Configuration, r Relea
 	up.MaxHistory = c.cfg.MaxHistory
 	up.ResetValues = true // the values given are the whole set
 	up.Description = "upgraded by the agent"
-	_, err := up.RunWithContext(ctx, r.Name, r.Chart.Chart, r.Values)
+	actx, cancel := c.actionContext(ctx)
+	defer cancel()
+	_, err := up.RunWithContext(actx, r.Name, r.Chart.Chart, r.Values)
 	return c.after(cfg, r, "upgrade", err)
+}
+
+// actionContext is the context a Helm action runs under: ctx's values but
+// not its end, bounded by Config.Timeout. When the context of
+// RunWithContext ends, Helm (v4.3) marks the release failed from the
+// caller's goroutine while its own goroutine is still writing that release
+// (a data race, and a revision recorded as failed that may yet be
+// deployed). So an action that has started runs to its end: without
+// waiting for readiness it is a few API writes, and the guard was asked
+// just before it. A term that ends meanwhile is fenced at the next action.
+func (c *Client) actionContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeout)
 }
 
 // after reads the release back after an action: a failed action leaves a
