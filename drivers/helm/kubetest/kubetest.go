@@ -68,17 +68,30 @@ var (
 	sharedMu  sync.Mutex
 	shared    *API
 	sharedErr error
+	// sharedBy are the tests that have used shared: a test asking again is
+	// the next round of -count, which gets a new API, since what a round
+	// leaves stays (no controller finalizes a deleted namespace).
+	sharedBy = map[string]bool{}
 )
 
-// Shared returns the package's API, starting it on first use. It fails
-// the test when the API cannot start; a missing binary skips it (fails
-// under CI=true), as processtest.Testbin says.
+// Shared returns the package's API, starting it on first use and again
+// for each round of go test -count. It fails the test when the API cannot
+// start; a missing binary skips it (fails under CI=true), as
+// processtest.Testbin says.
 func Shared(t testing.TB) *API {
 	t.Helper()
 	etcdBin := etcdtest.RequireBinary(t, "etcd", "etcd-server")
 	apiBin := processtest.Testbin(t, "kube-apiserver", "kube-apiserver")
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
+	if sharedBy[t.Name()] {
+		if shared != nil {
+			shared.stop()
+		}
+		shared, sharedErr = nil, nil
+		clear(sharedBy)
+	}
+	sharedBy[t.Name()] = true
 	if shared == nil && sharedErr == nil {
 		shared, sharedErr = start(etcdBin, apiBin)
 	}
