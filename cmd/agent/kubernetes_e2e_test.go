@@ -67,7 +67,6 @@ func TestKubernetesModeFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	charts, _ := filepath.Abs(filepath.Join("..", "..", "testdata", "charts"))
 	cfg := filepath.Join(t.TempDir(), "agent.toml")
 	// The project's small charts stand in for the upstream ones (no
 	// registry is reachable here).
@@ -76,7 +75,7 @@ func TestKubernetesModeFailover(t *testing.T) {
 namespace = "` + ns + `"
 timeout = "1m"
 [stack.helm.metrics]
-path = "` + filepath.Join(charts, "hello") + `"
+path = "` + kubetest.Chart("hello") + `"
 repository = ""
 name = ""
 version = ""
@@ -85,7 +84,7 @@ enabled = false
 [stack.helm.traces]
 enabled = false
 [stack.helm.app_charts.guidapp]
-path = "` + filepath.Join(charts, "guidapp") + `"
+path = "` + kubetest.Chart("guidapp") + `"
 [api]
 allowed_images = ["busybox:*"]
 `

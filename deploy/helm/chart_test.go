@@ -276,7 +276,7 @@ func TestAgentChartRBACIsEnoughForTheDriver(t *testing.T) {
 	if _, err := c.EnsureNamespace(ctx, "rbac-guid", map[string]string{workload.LabelGUID: "rbac-guid"}); err != nil {
 		t.Fatalf("EnsureNamespace as %s: %v", sa, err)
 	}
-	hello, err := c.LoadChart(ctx, helm.ChartRef{Path: filepath.Join("..", "..", "testdata", "charts", "hello")})
+	hello, err := c.LoadChart(ctx, helm.ChartRef{Path: kubetest.Chart("hello")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	repo "helm.sh/helm/v4/pkg/repo/v1"
+
+	"github.com/agentproj/agent/drivers/helm/kubetest"
 )
 
 // A repository chart is downloaded once (a chart repository served on
@@ -21,7 +23,7 @@ import (
 // cache; each call gives a chart of its own.
 func TestRepositoryChartIsDownloadedOnce(t *testing.T) {
 	dir := t.TempDir()
-	ch, err := loader.Load(filepath.Join(chartsDir(t), "hello"))
+	ch, err := loader.Load(kubetest.Chart("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,12 +3,10 @@ package helm
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,14 +24,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// chartsDir is testdata/charts of the repository.
-func chartsDir(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "charts")
-}
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func newClient(t testing.TB, api *kubetest.API, user string, cfg Config) *Client {
 	t.Helper()
@@ -52,7 +43,7 @@ func allow(context.Context, State) error { return nil }
 
 func hello(t testing.TB, c *Client, ns, message string) Release {
 	t.Helper()
-	ref := ChartRef{Path: filepath.Join(chartsDir(t), "hello")}
+	ref := ChartRef{Path: kubetest.Chart("hello")}
 	ch, err := c.LoadChart(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)

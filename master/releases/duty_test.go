@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,13 +33,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func charts(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "charts")
-}
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // fixture is one cluster of agents: an embedded etcd, the shared API, a
 // namespace of the agent's own. Every name a test makes starts with p,
@@ -70,15 +62,14 @@ func newFixture(t *testing.T, p string) *fixture {
 // hello for the metrics stack and the trace collector, guidapp and a
 // hello that the API refuses as app charts.
 func (f *fixture) config() Config {
-	dir := charts(f.t)
 	h := stackconfig.DefaultHelm
 	h.Namespace = f.agentNS
-	h.Metrics = stackconfig.HelmChart{Enabled: true, Release: "agent-metrics", Path: filepath.Join(dir, "hello")}
+	h.Metrics = stackconfig.HelmChart{Enabled: true, Release: "agent-metrics", Path: kubetest.Chart("hello")}
 	h.Logs = stackconfig.HelmChart{Enabled: false, Release: "agent-logs"}
-	h.Traces = stackconfig.HelmChart{Enabled: true, Release: "agent-traces", Path: filepath.Join(dir, "hello")}
+	h.Traces = stackconfig.HelmChart{Enabled: true, Release: "agent-traces", Path: kubetest.Chart("hello")}
 	h.AppCharts = map[string]stackconfig.HelmChart{
-		"guidapp": {Path: filepath.Join(dir, "guidapp")},
-		"broken":  {Path: filepath.Join(dir, "hello"), Values: "port: 70000"},
+		"guidapp": {Path: kubetest.Chart("guidapp")},
+		"broken":  {Path: kubetest.Chart("hello"), Values: "port: 70000"},
 	}
 	return Config{
 		Node: "n1", Cluster: f.p, Keys: f.keys, Helm: h,
@@ -454,7 +445,7 @@ func TestOrphansAreRemovedAndOthersLeftAlone(t *testing.T) {
 	c := f.driver(kubetest.AgentA)
 	allow := func(context.Context, helm.State) error { return nil }
 	for _, r := range []struct{ name, cluster string }{{"orphan", "or"}, {"theirs", "other"}} {
-		hello, err := c.LoadChart(ctx, helm.ChartRef{Path: filepath.Join(charts(t), "hello")})
+		hello, err := c.LoadChart(ctx, helm.ChartRef{Path: kubetest.Chart("hello")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,6 +74,13 @@ var (
 	// leaves stays (no controller finalizes a deleted namespace).
 	sharedBy = map[string]bool{}
 )
+
+// Chart is the absolute path of the project's test chart name
+// (testdata/charts/<name>: small charts that stand in for upstream ones).
+func Chart(name string) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "testdata", "charts", name)
+}
 
 // Shared returns the package's API, starting it on first use and again
 // for each round of go test -count. It fails the test when the API cannot
