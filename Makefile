@@ -13,10 +13,15 @@ TEST_BINS := etcd prometheus promtool prometheus-node-exporter dockerd busybox s
 .PHONY: all
 all: build
 
-## build: bin/agent, statically linked
+## build: bin/agent, the host build (no Kubernetes mode), statically linked
 .PHONY: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/agent ./cmd/agent
+
+## build-kubernetes: bin/agent-kubernetes, the build of the agent's container image: Kubernetes mode (helm driver, releases, pod monitor) included
+.PHONY: build-kubernetes
+build-kubernetes:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags kubernetes -ldflags '$(LDFLAGS)' -o bin/agent-kubernetes ./cmd/agent
 
 ## deps: install the real components the tests and the demo run (Debian, as root)
 .PHONY: deps
@@ -37,6 +42,7 @@ testbins:
 .PHONY: test
 test: deps testbins
 	$(GO) vet ./...
+	$(GO) vet -tags kubernetes ./cmd/agent
 	$(GO) test -race -timeout 30m -count=1 ./...
 
 ## test-short: unit tests only (no end-to-end processes)
@@ -51,8 +57,10 @@ GOLANGCI_LINT := $(shell $(GO) env GOPATH)/bin/golangci-lint
 .PHONY: lint
 lint: $(GOLANGCI_LINT)
 	$(GO) vet ./...
+	$(GO) vet -tags kubernetes ./cmd/agent
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags kubernetes ./cmd/agent
 
 $(GOLANGCI_LINT):
 	GOFLAGS= $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

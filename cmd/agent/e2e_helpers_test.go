@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,31 +29,50 @@ func requireBinary(t testing.TB, name, pkg string) string {
 	return etcdtest.RequireBinary(t, name, pkg)
 }
 
+// agentBuild is one build of the agent, made once per test run.
+type agentBuild struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
 var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
+	// hostAgent is the host build, the one `make build` makes.
+	hostAgent = &agentBuild{}
+	// kubeAgent is the build with Kubernetes mode: the kubernetes tag.
+	kubeAgent = &agentBuild{}
 )
 
-// agentBinary builds the agent once per test run.
+// agentBinary builds the host agent once per test run.
 func agentBinary(t testing.TB) string {
 	t.Helper()
-	agentOnce.Do(func() {
+	return hostAgent.build(t)
+}
+
+// kubeAgentBinary builds the agent with Kubernetes mode once per test run.
+func kubeAgentBinary(t testing.TB) string {
+	t.Helper()
+	return kubeAgent.build(t, "-tags", "kubernetes")
+}
+
+func (b *agentBuild) build(t testing.TB, flags ...string) string {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "agent-e2e-bin")
 		if err != nil {
-			agentErr = err
+			b.err = err
 			return
 		}
-		agentBin = filepath.Join(dir, "agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput()
-		if err != nil {
-			agentErr = fmt.Errorf("go build: %w\n%s", err, out)
+		b.bin = filepath.Join(dir, "agent")
+		args := append(append([]string{"build"}, flags...), "-o", b.bin, ".")
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if agentErr != nil {
-		t.Fatal(agentErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return agentBin
+	return b.bin
 }
 
 // proc is a process started by a test.
@@ -130,10 +150,21 @@ func startAgent(t testing.TB, endpoint, node, ttl string, extra ...string) *agen
 
 func startAgentIn(t testing.TB, endpoint, node, ttl, dataDir string, extra ...string) *agentProc {
 	t.Helper()
+	return startBuildIn(t, agentBinary(t), endpoint, node, ttl, dataDir, extra...)
+}
+
+// startKubeAgent starts the agent built with Kubernetes mode.
+func startKubeAgent(t testing.TB, endpoint, node, ttl string, extra ...string) *agentProc {
+	t.Helper()
+	return startBuildIn(t, kubeAgentBinary(t), endpoint, node, ttl, t.TempDir(), extra...)
+}
+
+func startBuildIn(t testing.TB, bin, endpoint, node, ttl, dataDir string, extra ...string) *agentProc {
+	t.Helper()
 	api := etcdtest.FreeAddr(t)
 	args := append([]string{"join", "--etcd", endpoint, "--node", node, "--cluster", "e2e",
 		"--listen", api, "--data-dir", dataDir, "--ttl", ttl, "--driver", "none"}, extra...)
-	return &agentProc{proc: startProc(t, "agent-"+node, agentBinary(t), args...), node: node, api: api}
+	return &agentProc{proc: startProc(t, "agent-"+node, bin, args...), node: node, api: api}
 }
 
 func (a *agentProc) ready() bool {

@@ -225,7 +225,7 @@ containers = false
 	t.Setenv("KUBECONFIG", api.Kubeconfig(t, kubetest.AgentA, ""))
 	t.Setenv("POD_NAME", "")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	a := startAgent(t, startEtcd(t), node, "2s", "--driver", "helm", "--config", cfg)
+	a := startKubeAgent(t, startEtcd(t), node, "2s", "--driver", "helm", "--config", cfg)
 	etcdtest.Eventually(t, 30*time.Second, a.ready, "agent not ready")
 
 	want := model.LabelSet{

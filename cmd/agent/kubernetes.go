@@ -1,13 +1,13 @@
+//go:build kubernetes
+
 package main
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,17 +15,12 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/helm"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/slave/monitor/kubepods"
 	"github.com/agentproj/agent/stackconfig"
 )
-
-// kubernetesMode reports whether the stack runs as Helm releases:
-// stack.driver = helm, or no driver named and the agent is in a pod.
-func kubernetesMode(cfg *stackconfig.Config) bool {
-	return cfg.Stack.Driver == "helm" || (cfg.Stack.Driver == "" && helm.InCluster())
-}
 
 // kubernetes is the helm driver and the settings Kubernetes mode resolves
 // from the pod: the agent's namespace and pod name.
@@ -42,7 +37,7 @@ type kubernetes struct {
 func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (*kubernetes, error) {
 	h := cfg.Stack.Helm
 	if h.Namespace == "" {
-		h.Namespace = helm.PodNamespace()
+		h.Namespace = state.PodNamespace()
 	}
 	if h.Namespace == "" {
 		h.Namespace = "default"
@@ -116,7 +111,7 @@ func (k *kubernetes) status() any {
 // pods whose spec.nodeName is this agent's node name. Without a cgroup
 // hierarchy the agent runs on without pod metrics, as it does without
 // container metrics, and says so; nil then.
-func newPods(cfg *stackconfig.Config, k *kubernetes, log *slog.Logger, reg prometheus.Registerer) *kubepods.Pods {
+func (k *kubernetes) pods(cfg *stackconfig.Config, log *slog.Logger, reg prometheus.Registerer) podMonitor {
 	p, err := kubepods.New(kubepods.Config{
 		Node: cfg.Node, Interval: cfg.Monitor.Interval, ProcRoot: cfg.Monitor.ProcRoot, CgroupRoot: cfg.Monitor.CgroupRoot,
 		MaxSeries: cfg.Monitor.MaxSeries,
@@ -126,9 +121,4 @@ func newPods(cfg *stackconfig.Config, k *kubernetes, log *slog.Logger, reg prome
 		return nil
 	}
 	return p
-}
-
-// appCharts are the names of stack.helm.app_charts, for the apps API.
-func appCharts(cfg *stackconfig.Config) []string {
-	return slices.Sorted(maps.Keys(cfg.Stack.Helm.AppCharts))
 }

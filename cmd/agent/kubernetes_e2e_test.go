@@ -21,6 +21,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/master/releases"
 )
 
@@ -29,7 +30,7 @@ import (
 func TestHelmDriverOutsideAClusterFailsAtStart(t *testing.T) {
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	a := startAgent(t, startEtcd(t), "n1", "2s", "--driver", "helm")
+	a := startKubeAgent(t, startEtcd(t), "n1", "2s", "--driver", "helm")
 	code, err := a.wait(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +38,20 @@ func TestHelmDriverOutsideAClusterFailsAtStart(t *testing.T) {
 	log, _ := os.ReadFile(a.log)
 	if code != 2 || !bytes.Contains(log, []byte("no Kubernetes API to install into: the agent is not in a pod")) ||
 		!bytes.Contains(log, []byte("set stack.helm.kubeconfig, AGENT_STACK_HELM_KUBECONFIG or KUBECONFIG")) {
+		t.Fatalf("exit code %d, log:\n%s", code, log)
+	}
+}
+
+// The host build (`make build`) has no Kubernetes mode: asked for it, it
+// stops at once and says which build has it, as a configuration error.
+func TestHostBuildRefusesKubernetesMode(t *testing.T) {
+	a := startAgent(t, startEtcd(t), "n1", "2s", "--driver", "helm")
+	code, err := a.wait(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := os.ReadFile(a.log)
+	if code != 2 || !bytes.Contains(log, []byte("this agent is the host build, without Kubernetes support")) {
 		t.Fatalf("exit code %d, log:\n%s", code, log)
 	}
 }
@@ -96,7 +111,7 @@ allowed_images = ["busybox:*"]
 		t.Setenv("KUBECONFIG", api.Kubeconfig(t, user, ""))
 		t.Setenv("POD_NAME", "agent-"+node)
 		t.Setenv("KUBERNETES_SERVICE_HOST", "")
-		return startAgent(t, endpoint, node, "2s", "--driver", "helm", "--config", cfg)
+		return startKubeAgent(t, endpoint, node, "2s", "--driver", "helm", "--config", cfg)
 	}
 	a1 := start("n1", kubetest.AgentA)
 	etcdtest.Eventually(t, 30*time.Second, a1.ready, "n1 not ready")
@@ -114,7 +129,7 @@ allowed_images = ["busybox:*"]
 		}
 		return out
 	}
-	kube := func(a *agentProc) (master string, ks *releases.Status) {
+	kube := func(a *agentProc) (master string, ks *state.Report) {
 		var v etcd.ClusterView
 		resp, err := http.Get("http://" + a.api + "/api/v1/status")
 		if err != nil {
@@ -126,7 +141,7 @@ allowed_images = ["busybox:*"]
 		}
 		for _, m := range v.Members {
 			if m.Node == v.Master.Node && m.Status != nil && len(m.Status.Kubernetes) > 0 {
-				var s releases.Status
+				var s state.Report
 				if json.Unmarshal(m.Status.Kubernetes, &s) == nil {
 					ks = &s
 				}
@@ -134,7 +149,7 @@ allowed_images = ["busybox:*"]
 		}
 		return v.Master.Node, ks
 	}
-	revisions := func(ks *releases.Status) map[string]int {
+	revisions := func(ks *state.Report) map[string]int {
 		out := map[string]int{}
 		for _, r := range ks.Releases {
 			if r.Status == "deployed" {
@@ -185,7 +200,8 @@ allowed_images = ["busybox:*"]
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return slices.Contains(labelled(), "agent-"+other.node) }, "new master's pod not labelled")
 
 	// What an operator runs: `agent status` lists each release (chart,
-	// version, revision, status) and each guid namespace.
+	// version, revision, status) and each guid namespace; the host build
+	// reads them as well as the Kubernetes one.
 	var out []byte
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		out, _ = exec.Command(agentBinary(t), "status", "--api", "http://"+other.api).CombinedOutput()

@@ -13,8 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/master/relay"
-	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -108,7 +108,7 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 			}
 		}
 		if len(m.Status.Kubernetes) > 0 {
-			var ks releases.Status
+			var ks state.Report
 			if json.Unmarshal(m.Status.Kubernetes, &ks) == nil {
 				printKubernetes(w, ks)
 			}
@@ -143,7 +143,7 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 // printKubernetes shows the master's Helm releases and guid namespaces
 // (Kubernetes mode): chart, version, revision and Helm's status of each
 // release, and the error and next attempt of one that fails.
-func printKubernetes(w io.Writer, ks releases.Status) {
+func printKubernetes(w io.Writer, ks state.Report) {
 	if len(ks.Releases) > 0 {
 		fmt.Fprintln(w, "  RELEASE\tNAMESPACE\tCHART\tVERSION\tREVISION\tSTATUS\tLAST ERROR")
 	}

@@ -10,9 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentproj/agent/drivers/etcd"
-	"github.com/agentproj/agent/drivers/helm"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
-	"github.com/agentproj/agent/master/releases"
 )
 
 // A crash-looping workload's row says so, with its restarts and error, and
@@ -63,14 +62,14 @@ func TestStatusPrintsCrashLoopingWorkloads(t *testing.T) {
 // version, revision, status, Helm's error) and each guid namespace.
 func TestStatusPrintsKubernetesReleases(t *testing.T) {
 	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ks := releases.Status{
-		Releases: []releases.ReleaseStatus{
-			{State: helm.State{Name: "agent-metrics", Namespace: "obs", Chart: "kube-prometheus-stack", Version: "88.5.3", Revision: 2, Status: "deployed"}},
-			{State: helm.State{Name: "agent-app", Namespace: "shop-1", Chart: "hello", Version: "0.1.0", Revision: 1, Status: "failed",
+	ks := state.Report{
+		Releases: []state.ReleaseReport{
+			{Release: state.Release{Name: "agent-metrics", Namespace: "obs", Chart: "kube-prometheus-stack", Version: "88.5.3", Revision: 2, Status: "deployed"}},
+			{Release: state.Release{Name: "agent-app", Namespace: "shop-1", Chart: "hello", Version: "0.1.0", Revision: 1, Status: "failed",
 				Description: "Release \"agent-app\" failed:\nService \"x\" is invalid"}, GUID: "shop-1",
 				LastError: "install shop-1/agent-app: Service \"x\" is invalid", NextTry: since},
 		},
-		Namespaces: []helm.Namespace{{Name: "shop-1", Phase: "Active", Created: since}},
+		Namespaces: []state.Namespace{{Name: "shop-1", Phase: "Active", Created: since}},
 	}
 	b, _ := json.Marshal(ks)
 	v := etcd.ClusterView{Cluster: "c1", Members: []etcd.MemberView{{

@@ -122,7 +122,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	if cfg.Monitor.Enabled {
 		var extra []prometheus.Collector
 		if kube != nil && cfg.Monitor.Pods {
-			if pods := newPods(cfg, kube, log.With("component", "pods"), reg); pods != nil {
+			if pods := kube.pods(cfg, log.With("component", "pods"), reg); pods != nil {
 				p.actors = append(p.actors, pods.Run)
 				extra = append(extra, pods.Collector())
 			}

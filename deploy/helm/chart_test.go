@@ -36,6 +36,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/helm"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/slave/monitor/cgroup"
@@ -272,7 +273,7 @@ func TestAgentChartRBACIsEnoughForTheDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allow := func(context.Context, helm.State) error { return nil }
+	allow := func(context.Context, state.Release) error { return nil }
 	if _, err := c.EnsureNamespace(ctx, "rbac-guid", map[string]string{workload.LabelGUID: "rbac-guid"}); err != nil {
 		t.Fatalf("EnsureNamespace as %s: %v", sa, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 )
 
@@ -36,34 +36,6 @@ var ErrNotManaged = errors.New("helm: exists but is not managed by the agent")
 var ErrNoAPI = errors.New("helm driver: no Kubernetes API to install into: the agent is not in a pod " +
 	"(KUBERNETES_SERVICE_HOST is not set or no service account token is mounted) and no kubeconfig is given " +
 	"(set stack.helm.kubeconfig, AGENT_STACK_HELM_KUBECONFIG or KUBECONFIG)")
-
-// serviceAccountDir holds the pod's service account, mounted by Kubernetes.
-const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-// InCluster reports whether the agent runs in a Kubernetes pod with a
-// service account: the API's address in the environment and the token on
-// disk.
-func InCluster() bool {
-	if os.Getenv("KUBERNETES_SERVICE_HOST") == "" || os.Getenv("KUBERNETES_SERVICE_PORT") == "" {
-		return false
-	}
-	_, err := os.Stat(filepath.Join(serviceAccountDir, "token"))
-	return err == nil
-}
-
-// PodNamespace is the namespace of the agent's pod: $POD_NAMESPACE (the
-// chart sets it), else the service account's namespace file; "" outside a
-// pod.
-func PodNamespace() string {
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		return ns
-	}
-	b, err := os.ReadFile(filepath.Join(serviceAccountDir, "namespace"))
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
 
 // Config says how to reach the Kubernetes API and how Helm actions run.
 type Config struct {
@@ -124,7 +96,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Client, error) {
 	if kubeconfig == "" {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
-	if kubeconfig == "" && !InCluster() {
+	if kubeconfig == "" && !state.InCluster() {
 		return nil, ErrNoAPI
 	}
 	if kubeconfig != "" {

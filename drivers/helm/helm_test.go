@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/agentproj/agent/drivers/helm/kubetest"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 )
 
@@ -39,7 +40,7 @@ func newClient(t testing.TB, api *kubetest.API, user string, cfg Config) *Client
 	return c
 }
 
-func allow(context.Context, State) error { return nil }
+func allow(context.Context, state.Release) error { return nil }
 
 func hello(t testing.TB, c *Client, ns, message string) Release {
 	t.Helper()
@@ -113,7 +114,7 @@ func TestReleaseLifecycle(t *testing.T) {
 	ensureNS(t, c, ns)
 
 	var guarded []string
-	guard := func(_ context.Context, cur State) error { guarded = append(guarded, cur.Status); return nil }
+	guard := func(_ context.Context, cur state.Release) error { guarded = append(guarded, cur.Status); return nil }
 	st, err := c.Ensure(ctx, hello(t, c, ns, "one"), guard)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +122,7 @@ func TestReleaseLifecycle(t *testing.T) {
 	if st.Revision != 1 || st.Status != "deployed" || st.Chart != "hello" || st.Version != "0.1.0" || st.AppVersion != "1.0" {
 		t.Fatalf("installed: %+v", st)
 	}
-	if len(guarded) != 1 || guarded[0] != StatusMissing {
+	if len(guarded) != 1 || guarded[0] != state.Missing {
 		t.Fatalf("guard calls = %v, want one before the install", guarded)
 	}
 	cm, err := configMap(t, k, ns, "hello-hello")
@@ -165,7 +166,7 @@ func TestReleaseLifecycle(t *testing.T) {
 	if _, err := configMap(t, k, ns, "hello-hello"); !apierrors.IsNotFound(err) {
 		t.Fatalf("ConfigMap after uninstall: %v", err)
 	}
-	if st, err := c.Get(ctx, ns, "hello"); err != nil || st.Status != StatusMissing {
+	if st, err := c.Get(ctx, ns, "hello"); err != nil || st.Status != state.Missing {
 		t.Fatalf("Get after uninstall = %+v, %v", st, err)
 	}
 	if list, err := c.List(ctx, map[string]string{workload.LabelCluster: ns}); err != nil || len(list) != 0 {
@@ -211,12 +212,12 @@ func TestGuardStopsEveryWrite(t *testing.T) {
 	c := newClient(t, api, kubetest.AgentA, Config{Namespace: ns})
 	ensureNS(t, c, ns)
 	fenced := errors.New("term is over")
-	refuse := func(context.Context, State) error { return fenced }
+	refuse := func(context.Context, state.Release) error { return fenced }
 
 	if _, err := c.Ensure(ctx, hello(t, c, ns, "one"), refuse); !errors.Is(err, fenced) {
 		t.Fatalf("install under a refusing guard: %v", err)
 	}
-	if st, _ := c.Get(ctx, ns, "hello"); st.Status != StatusMissing {
+	if st, _ := c.Get(ctx, ns, "hello"); st.Status != state.Missing {
 		t.Fatalf("a refused install left %+v", st)
 	}
 	if _, err := configMap(t, k, ns, "hello-hello"); !apierrors.IsNotFound(err) {
@@ -269,7 +270,7 @@ func TestReleaseWithoutManagedLabelIsLeftAlone(t *testing.T) {
 	}
 }
 
-func hasRelease(list []State, ns, name string) bool {
+func hasRelease(list []state.Release, ns, name string) bool {
 	for _, s := range list {
 		if s.Namespace == ns && s.Name == name {
 			return true

@@ -15,24 +15,15 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 )
-
-// Namespace is a namespace the agent made, as status shows it.
-type Namespace struct {
-	Name string `json:"name"`
-	// Phase is Kubernetes': Active, or Terminating once deleted (until the
-	// namespace controller has removed what it holds).
-	Phase   string            `json:"phase"`
-	Created time.Time         `json:"created,omitzero"`
-	Labels  map[string]string `json:"labels,omitempty"`
-}
 
 // EnsureNamespace creates the namespace with labels (and the managed
 // label), or gives an existing managed one those labels. A namespace of
 // that name the agent did not make is refused with ErrNotManaged, and one
 // being deleted is an error until it is gone.
-func (c *Client) EnsureNamespace(ctx context.Context, name string, lbls map[string]string) (Namespace, error) {
+func (c *Client) EnsureNamespace(ctx context.Context, name string, lbls map[string]string) (state.Namespace, error) {
 	want := maps.Clone(lbls)
 	if want == nil {
 		want = map[string]string{}
@@ -47,13 +38,13 @@ func (c *Client) EnsureNamespace(ctx context.Context, name string, lbls map[stri
 			return namespaceOf(ns), nil
 		}
 		if !apierrors.IsAlreadyExists(err) {
-			return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
+			return state.Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 		}
 		// Made meanwhile (another release of the same guid): check it.
 		ns, err = c.kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	}
 	if err != nil {
-		return Namespace{}, fmt.Errorf("read namespace %s: %w", name, err)
+		return state.Namespace{}, fmt.Errorf("read namespace %s: %w", name, err)
 	}
 	if !managed(ns.Labels) {
 		return namespaceOf(ns), fmt.Errorf("namespace %s: %w", name, ErrNotManaged)
@@ -67,7 +58,7 @@ func (c *Client) EnsureNamespace(ctx context.Context, name string, lbls map[stri
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": want}})
 	ns, err = c.kube.CoreV1().Namespaces().Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil {
-		return Namespace{}, fmt.Errorf("label namespace %s: %w", name, err)
+		return state.Namespace{}, fmt.Errorf("label namespace %s: %w", name, err)
 	}
 	return namespaceOf(ns), nil
 }
@@ -102,7 +93,7 @@ func (c *Client) DeleteNamespace(ctx context.Context, name string) error {
 
 // Namespaces lists the managed namespaces whose labels carry selector,
 // sorted by name.
-func (c *Client) Namespaces(ctx context.Context, selector map[string]string) ([]Namespace, error) {
+func (c *Client) Namespaces(ctx context.Context, selector map[string]string) ([]state.Namespace, error) {
 	sel := maps.Clone(selector)
 	if sel == nil {
 		sel = map[string]string{}
@@ -112,20 +103,20 @@ func (c *Client) Namespaces(ctx context.Context, selector map[string]string) ([]
 	if err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	out := make([]Namespace, 0, len(list.Items))
+	out := make([]state.Namespace, 0, len(list.Items))
 	for i := range list.Items {
 		out = append(out, namespaceOf(&list.Items[i]))
 	}
-	slices.SortFunc(out, func(a, b Namespace) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b state.Namespace) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 
-func namespaceOf(ns *corev1.Namespace) Namespace {
+func namespaceOf(ns *corev1.Namespace) state.Namespace {
 	phase := string(ns.Status.Phase)
 	if ns.DeletionTimestamp != nil {
 		phase = string(corev1.NamespaceTerminating)
 	}
-	return Namespace{Name: ns.Name, Phase: phase, Created: ns.CreationTimestamp.Time, Labels: maps.Clone(ns.Labels)}
+	return state.Namespace{Name: ns.Name, Phase: phase, Created: ns.CreationTimestamp.Time, Labels: maps.Clone(ns.Labels)}
 }
 
 // LabelPod sets (value != "") or removes (value == "") one label of a

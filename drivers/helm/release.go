@@ -18,6 +18,7 @@ import (
 	release "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage/driver"
 
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 )
 
@@ -62,32 +63,8 @@ func withoutDriverLabels(labels map[string]string) map[string]string {
 	return out
 }
 
-// State is a release as the API stores it, as `agent status` shows it.
-type State struct {
-	Name      string `json:"name"`
-	Namespace string `json:"namespace"`
-	// Chart and Version are the chart's name and version; AppVersion is
-	// what the chart says it deploys.
-	Chart      string `json:"chart,omitempty"`
-	Version    string `json:"version,omitempty"`
-	AppVersion string `json:"app_version,omitempty"`
-	// Revision counts the release's installs and upgrades.
-	Revision int `json:"revision"`
-	// Status is Helm's: deployed, failed, pending-install, ... or
-	// "missing" when no release exists.
-	Status string `json:"status"`
-	// Description is Helm's message about the last action (the error of
-	// a failed one).
-	Description string            `json:"description,omitempty"`
-	Updated     time.Time         `json:"updated,omitzero"`
-	Labels      map[string]string `json:"labels,omitempty"`
-}
-
-// StatusMissing is the State.Status of a release that does not exist.
-const StatusMissing = "missing"
-
-func stateOf(r *release.Release) State {
-	st := State{Name: r.Name, Namespace: r.Namespace, Revision: r.Version, Labels: maps.Clone(r.Labels)}
+func stateOf(r *release.Release) state.Release {
+	st := state.Release{Name: r.Name, Namespace: r.Namespace, Revision: r.Version, Labels: maps.Clone(r.Labels)}
 	// A query returns the storage's own labels too (name, owner, status,
 	// version): the release's labels are the others.
 	for _, k := range driver.GetSystemLabels() {
@@ -106,7 +83,7 @@ func stateOf(r *release.Release) State {
 // upgrade, uninstall) with its state at that moment (Status "missing" when
 // none); an error stops the write and is returned as it is. The master
 // checks its term here.
-type Guard func(ctx context.Context, current State) error
+type Guard func(ctx context.Context, current state.Release) error
 
 // ErrPending is returned for a release another action is still working
 // on (Helm's pending-* states) and that is younger than the action
@@ -127,24 +104,24 @@ var ErrPending = errors.New("another Helm action on this release is in progress"
 // ErrNotManaged. guard runs before each write. The returned state is the
 // release after the action, also when it failed (Status "failed" and
 // Helm's message in Description).
-func (c *Client) Ensure(ctx context.Context, r Release, guard Guard) (State, error) {
+func (c *Client) Ensure(ctx context.Context, r Release, guard Guard) (state.Release, error) {
 	if r.Chart.Chart == nil {
-		return State{}, errors.New("helm: release without a chart")
+		return state.Release{}, errors.New("helm: release without a chart")
 	}
 	cfg, err := c.action(r.Namespace)
 	if err != nil {
-		return State{}, err
+		return state.Release{}, err
 	}
 	hash := r.Hash()
 	labels := workload.DriverLabels(r.Labels, hash)
 	maps.Copy(labels, r.Stamp)
 	cur, err := last(cfg, r.Name)
 	if err != nil {
-		return State{}, err
+		return state.Release{}, err
 	}
 	if cur == nil {
-		if err := guard(ctx, State{Name: r.Name, Namespace: r.Namespace, Status: StatusMissing}); err != nil {
-			return State{}, err
+		if err := guard(ctx, state.Release{Name: r.Name, Namespace: r.Namespace, Status: state.Missing}); err != nil {
+			return state.Release{}, err
 		}
 		return c.install(ctx, cfg, r, labels)
 	}
@@ -183,7 +160,7 @@ func (c *Client) Ensure(ctx context.Context, r Release, guard Guard) (State, err
 	return c.upgrade(ctx, cfg, r, labels)
 }
 
-func (c *Client) install(ctx context.Context, cfg *action.Configuration, r Release, labels map[string]string) (State, error) {
+func (c *Client) install(ctx context.Context, cfg *action.Configuration, r Release, labels map[string]string) (state.Release, error) {
 	in := action.NewInstall(cfg)
 	in.Namespace, in.ReleaseName = r.Namespace, r.Name
 	in.Labels = labels
@@ -198,7 +175,7 @@ func (c *Client) install(ctx context.Context, cfg *action.Configuration, r Relea
 	return c.after(cfg, r, "install", err)
 }
 
-func (c *Client) upgrade(ctx context.Context, cfg *action.Configuration, r Release, labels map[string]string) (State, error) {
+func (c *Client) upgrade(ctx context.Context, cfg *action.Configuration, r Release, labels map[string]string) (state.Release, error) {
 	up := action.NewUpgrade(cfg)
 	up.Namespace = r.Namespace
 	up.Labels = labels
@@ -227,14 +204,14 @@ func (c *Client) actionContext(ctx context.Context) (context.Context, context.Ca
 
 // after reads the release back after an action: a failed action leaves a
 // failed revision whose description is Helm's message.
-func (c *Client) after(cfg *action.Configuration, r Release, what string, actErr error) (State, error) {
+func (c *Client) after(cfg *action.Configuration, r Release, what string, actErr error) (state.Release, error) {
 	cur, err := last(cfg, r.Name)
-	var st State
+	var st state.Release
 	switch {
 	case err != nil:
-		st = State{Name: r.Name, Namespace: r.Namespace, Status: "unknown", Description: err.Error()}
+		st = state.Release{Name: r.Name, Namespace: r.Namespace, Status: "unknown", Description: err.Error()}
 	case cur == nil:
-		st = State{Name: r.Name, Namespace: r.Namespace, Status: StatusMissing}
+		st = state.Release{Name: r.Name, Namespace: r.Namespace, Status: state.Missing}
 	default:
 		st = stateOf(cur)
 	}
@@ -245,14 +222,14 @@ func (c *Client) after(cfg *action.Configuration, r Release, what string, actErr
 }
 
 // Get returns the release's state; Status "missing" when there is none.
-func (c *Client) Get(_ context.Context, namespace, name string) (State, error) {
+func (c *Client) Get(_ context.Context, namespace, name string) (state.Release, error) {
 	cfg, err := c.action(namespace)
 	if err != nil {
-		return State{}, err
+		return state.Release{}, err
 	}
 	cur, err := last(cfg, name)
 	if err != nil || cur == nil {
-		return State{Name: name, Namespace: namespace, Status: StatusMissing}, err
+		return state.Release{Name: name, Namespace: namespace, Status: state.Missing}, err
 	}
 	return stateOf(cur), nil
 }
@@ -293,7 +270,7 @@ func (c *Client) uninstall(cfg *action.Configuration, name string) error {
 
 // List returns the latest revision of every managed release, in every
 // namespace, whose labels carry selector, sorted by namespace and name.
-func (c *Client) List(_ context.Context, selector map[string]string) ([]State, error) {
+func (c *Client) List(_ context.Context, selector map[string]string) ([]state.Release, error) {
 	cfg, err := c.action("")
 	if err != nil {
 		return nil, err
@@ -306,7 +283,7 @@ func (c *Client) List(_ context.Context, selector map[string]string) ([]State, e
 	sel["owner"] = "helm"
 	rels, err := cfg.Releases.Query(sel)
 	if errors.Is(err, driver.ErrReleaseNotFound) {
-		return []State{}, nil
+		return []state.Release{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list releases: %w", err)
@@ -322,14 +299,14 @@ func (c *Client) List(_ context.Context, selector map[string]string) ([]State, e
 			latest[k] = r
 		}
 	}
-	out := make([]State, 0, len(latest))
+	out := make([]state.Release, 0, len(latest))
 	for _, r := range latest {
 		if r.Info != nil && r.Info.Status == rcommon.StatusUninstalled {
 			continue
 		}
 		out = append(out, stateOf(r))
 	}
-	slices.SortFunc(out, func(a, b State) int {
+	slices.SortFunc(out, func(a, b state.Release) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
 	return out, nil

@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/helm"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/slave/apps"
@@ -52,12 +53,12 @@ var appChartFS embed.FS
 // Driver is what the duty needs of the helm driver; *helm.Client is one.
 type Driver interface {
 	LoadChart(ctx context.Context, ref helm.ChartRef) (helm.Chart, error)
-	Ensure(ctx context.Context, r helm.Release, guard helm.Guard) (helm.State, error)
+	Ensure(ctx context.Context, r helm.Release, guard helm.Guard) (state.Release, error)
 	Uninstall(ctx context.Context, namespace, name string, guard helm.Guard) error
-	List(ctx context.Context, selector map[string]string) ([]helm.State, error)
-	EnsureNamespace(ctx context.Context, name string, labels map[string]string) (helm.Namespace, error)
+	List(ctx context.Context, selector map[string]string) ([]state.Release, error)
+	EnsureNamespace(ctx context.Context, name string, labels map[string]string) (state.Namespace, error)
 	DeleteNamespace(ctx context.Context, name string) error
-	Namespaces(ctx context.Context, selector map[string]string) ([]helm.Namespace, error)
+	Namespaces(ctx context.Context, selector map[string]string) ([]state.Namespace, error)
 }
 
 // Config configures the duty.
@@ -91,7 +92,7 @@ type Duty struct {
 
 	running atomic.Bool
 	mu      sync.Mutex
-	status  Status
+	status  state.Report
 }
 
 // New returns the duty; cli is watched for apps/.
@@ -111,31 +112,15 @@ func New(cli *clientv3.Client, cfg Config, drv Driver, log *slog.Logger, reg pro
 	return &Duty{cli: cli, cfg: cfg, drv: drv, log: log, m: newMetrics(reg), policy: apps.ImagePolicy(cfg.AllowedImages)}
 }
 
-// Status is what the master reports of Kubernetes mode: each release and
-// each guid namespace.
-type Status struct {
-	Releases   []ReleaseStatus  `json:"releases"`
-	Namespaces []helm.Namespace `json:"namespaces"`
-}
-
-// ReleaseStatus is one release: Helm's state, and the duty's last error
-// and next attempt while it fails.
-type ReleaseStatus struct {
-	helm.State
-	GUID      string    `json:"guid,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
-	NextTry   time.Time `json:"next_try,omitzero"`
-}
-
 // Status returns the last view of the releases; nil when this agent is not
 // master.
-func (d *Duty) Status() *Status {
+func (d *Duty) Status() *state.Report {
 	if !d.running.Load() {
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := Status{Releases: slices.Clone(d.status.Releases), Namespaces: slices.Clone(d.status.Namespaces)}
+	st := state.Report{Releases: slices.Clone(d.status.Releases), Namespaces: slices.Clone(d.status.Namespaces)}
 	return &st
 }
 
@@ -168,14 +153,14 @@ type unit struct {
 	failures int
 	next     time.Time
 	checked  time.Time
-	state    helm.State
+	state    state.Release
 	lastErr  string
 }
 
 type result struct {
 	key     string
 	fp      string
-	state   helm.State
+	state   state.Release
 	removed bool
 	err     error
 }
@@ -186,16 +171,16 @@ type term struct {
 	apps    map[string]apps.Record
 	invalid map[string]string // guid -> why its record is refused
 	units   map[string]*unit
-	nss     map[string]helm.Namespace // the owned guid namespaces last seen
-	written map[string]string         // guid -> status/apps value written this term
+	nss     map[string]state.Namespace // the owned guid namespaces last seen
+	written map[string]string          // guid -> status/apps value written this term
 	results chan result
 	scans   chan scan
 	wg      sync.WaitGroup
 }
 
 type scan struct {
-	releases []helm.State
-	nss      []helm.Namespace
+	releases []state.Release
+	nss      []state.Namespace
 	err      error
 }
 
@@ -206,7 +191,7 @@ type scan struct {
 func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 	t := &term{
 		lead: lead, apps: map[string]apps.Record{}, invalid: map[string]string{},
-		units: map[string]*unit{}, nss: map[string]helm.Namespace{}, written: map[string]string{},
+		units: map[string]*unit{}, nss: map[string]state.Namespace{}, written: map[string]string{},
 		results: make(chan result, 16), scans: make(chan scan, 1),
 	}
 	d.running.Store(true)
@@ -485,7 +470,7 @@ func (d *Duty) act(ctx context.Context, lead etcd.Leader, key string, u *unit) r
 	guard := d.guard(lead)
 	switch {
 	case u.nsOnly:
-		if err := guard(ctx, helm.State{}); err != nil {
+		if err := guard(ctx, state.Release{}); err != nil {
 			return result{key: key, err: err}
 		}
 		err := d.drv.DeleteNamespace(ctx, u.ns)
@@ -499,7 +484,7 @@ func (d *Duty) act(ctx context.Context, lead etcd.Leader, key string, u *unit) r
 		// Nothing of a refused app is installed: what an earlier, valid
 		// record installed goes.
 		err := d.drv.Uninstall(ctx, u.ns, u.name, guard)
-		return result{key: key, fp: w.fp, state: helm.State{Name: u.name, Namespace: u.ns, Status: apps.StatusInvalid}, err: err}
+		return result{key: key, fp: w.fp, state: state.Release{Name: u.name, Namespace: u.ns, Status: apps.StatusInvalid}, err: err}
 	}
 	start := time.Now()
 	st, err := d.ensure(ctx, lead, w, guard)
@@ -517,8 +502,8 @@ func outcome(err error) string {
 
 // ensure makes one wanted release exist: its namespace (a guid's), its
 // chart loaded, its values put together, then the driver's Ensure.
-func (d *Duty) ensure(ctx context.Context, lead etcd.Leader, w *want, guard helm.Guard) (helm.State, error) {
-	empty := helm.State{Name: w.name, Namespace: w.ns, Status: helm.StatusMissing}
+func (d *Duty) ensure(ctx context.Context, lead etcd.Leader, w *want, guard helm.Guard) (state.Release, error) {
+	empty := state.Release{Name: w.name, Namespace: w.ns, Status: state.Missing}
 	if w.guid != "" {
 		if err := guard(ctx, empty); err != nil {
 			return empty, err
@@ -569,7 +554,7 @@ func (d *Duty) ensure(ctx context.Context, lead etcd.Leader, w *want, guard helm
 // term is over), and a refusal of a release a later term of the same etcd
 // has written (ErrStaleTerm).
 func (d *Duty) guard(lead etcd.Leader) helm.Guard {
-	return func(ctx context.Context, cur helm.State) error {
+	return func(ctx context.Context, cur state.Release) error {
 		now, err := lead.Revision(ctx)
 		if err != nil {
 			return err
@@ -633,7 +618,7 @@ func (d *Duty) record(ctx context.Context, t *term, r result) error {
 		u.done, u.checked, u.state = r.fp, time.Now(), r.state
 		if u.want.guid != "" && u.want.invalid == "" {
 			if _, ok := t.nss[u.want.guid]; !ok {
-				t.nss[u.want.guid] = helm.Namespace{Name: u.want.guid, Phase: "Active"}
+				t.nss[u.want.guid] = state.Namespace{Name: u.want.guid, Phase: "Active"}
 			}
 		}
 	}
@@ -661,7 +646,7 @@ func (d *Duty) startScan(ctx context.Context, t *term) {
 		defer cancel()
 		sel := map[string]string{workload.LabelOwner: Owner, workload.LabelCluster: d.cfg.Cluster}
 		rels, err := d.drv.List(sctx, sel)
-		var nss []helm.Namespace
+		var nss []state.Namespace
 		if err == nil {
 			nss, err = d.drv.Namespaces(sctx, sel)
 		}
@@ -696,19 +681,19 @@ func (d *Duty) scanned(t *term, s scan) {
 
 // publish updates the status the agent reports.
 func (d *Duty) publish(t *term) {
-	st := Status{Releases: []ReleaseStatus{}, Namespaces: []helm.Namespace{}}
+	st := state.Report{Releases: []state.ReleaseReport{}, Namespaces: []state.Namespace{}}
 	for _, key := range slices.Sorted(maps.Keys(t.units)) {
 		u := t.units[key]
 		if u.nsOnly {
 			continue
 		}
-		rs := ReleaseStatus{State: u.state, LastError: u.lastErr, NextTry: u.next}
+		rs := state.ReleaseReport{Release: u.state, LastError: u.lastErr, NextTry: u.next}
 		if rs.Name == "" {
 			rs.Name, rs.Namespace, rs.Status = u.name, u.ns, "pending"
 		}
 		if u.want != nil {
 			rs.GUID = u.want.guid
-		} else if rs.Status != helm.StatusMissing {
+		} else if rs.Status != state.Missing {
 			rs.Status = "removing"
 		}
 		rs.Labels = nil

@@ -26,6 +26,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/helm"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
+	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/slave/apps"
 	"github.com/agentproj/agent/stackconfig"
@@ -146,13 +147,13 @@ func (rt *runningTerm) stop(t testing.TB) error {
 	return err
 }
 
-func (f *fixture) releases(d *helm.Client) map[string]helm.State {
+func (f *fixture) releases(d *helm.Client) map[string]state.Release {
 	f.t.Helper()
 	list, err := d.List(context.Background(), map[string]string{workload.LabelCluster: f.p})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	out := map[string]helm.State{}
+	out := map[string]state.Release{}
 	for _, s := range list {
 		out[s.Namespace+"/"+s.Name] = s
 	}
@@ -162,9 +163,9 @@ func (f *fixture) releases(d *helm.Client) map[string]helm.State {
 // settled waits until every release in want is deployed, the duty has
 // checked every release at least checks times, and its status has no
 // error.
-func (f *fixture) settled(d *Duty, c *helm.Client, want []string, checks int) map[string]helm.State {
+func (f *fixture) settled(d *Duty, c *helm.Client, want []string, checks int) map[string]state.Release {
 	f.t.Helper()
-	var got map[string]helm.State
+	var got map[string]state.Release
 	etcdtest.Eventually(f.t, 2*time.Minute, func() bool {
 		got = f.releases(c)
 		for _, k := range want {
@@ -312,7 +313,7 @@ func TestFailoverAdoptsAndAStaleMasterWritesNothing(t *testing.T) {
 	cfgB.Helm.Metrics.Values = "message: from b"
 	db := New(f.cli, cfgB, cb, quiet(), prometheus.NewRegistry())
 	tb := f.start(db, "b")
-	var got map[string]helm.State
+	var got map[string]state.Release
 	etcdtest.Eventually(t, time.Minute, func() bool {
 		got = f.releases(cb)
 		return got[f.agentNS+"/agent-metrics"].Revision == 2 && got[f.agentNS+"/agent-metrics"].Status == "deployed"
@@ -406,7 +407,7 @@ func TestFailuresAreReportedRetriedAndHoldNothingUp(t *testing.T) {
 		return got["fr-good/agent-app"].Status == "deployed" && got[f.agentNS+"/agent-metrics"].Status == "deployed" &&
 			testutil.ToFloat64(d.m.actions.WithLabelValues(workload.RoleApp, "error")) >= 3
 	}, "good releases not installed, or the bad one not retried")
-	var bad *ReleaseStatus
+	var bad *state.ReleaseReport
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		for _, r := range d.Status().Releases {
 			if r.Namespace == "fr-bad" && r.Name == AppRelease {
@@ -443,7 +444,7 @@ func TestOrphansAreRemovedAndOthersLeftAlone(t *testing.T) {
 	f := newFixture(t, "or")
 	ctx := context.Background()
 	c := f.driver(kubetest.AgentA)
-	allow := func(context.Context, helm.State) error { return nil }
+	allow := func(context.Context, state.Release) error { return nil }
 	for _, r := range []struct{ name, cluster string }{{"orphan", "or"}, {"theirs", "other"}} {
 		hello, err := c.LoadChart(ctx, helm.ChartRef{Path: kubetest.Chart("hello")})
 		if err != nil {
@@ -460,7 +461,7 @@ func TestOrphansAreRemovedAndOthersLeftAlone(t *testing.T) {
 	etcdtest.Eventually(t, time.Minute, func() bool {
 		orphan, _ := c.Get(ctx, f.agentNS, "orphan")
 		metrics, _ := c.Get(ctx, f.agentNS, "agent-metrics")
-		return orphan.Status == helm.StatusMissing && metrics.Status == "deployed"
+		return orphan.Status == state.Missing && metrics.Status == "deployed"
 	}, "the orphan was not removed")
 	if theirs, _ := c.Get(ctx, f.agentNS, "theirs"); theirs.Status != "deployed" {
 		t.Fatalf("another cluster's release: %+v", theirs)
@@ -520,10 +521,10 @@ func TestMasterLabelFollowsTheTerm(t *testing.T) {
 // for the next action to remove.
 func TestResultOfAReleaseNoLongerWanted(t *testing.T) {
 	d := New(nil, Config{}, nil, quiet(), prometheus.NewRegistry())
-	tm := &term{units: map[string]*unit{}, nss: map[string]helm.Namespace{}}
+	tm := &term{units: map[string]*unit{}, nss: map[string]state.Namespace{}}
 	u := &unit{ns: "gone", name: "agent-traces", busy: true, done: ""}
 	tm.units["gone/agent-traces"] = u
-	st := helm.State{Name: "agent-traces", Namespace: "gone", Revision: 1, Status: "deployed"}
+	st := state.Release{Name: "agent-traces", Namespace: "gone", Revision: 1, Status: "deployed"}
 	if err := d.record(context.Background(), tm, result{key: "gone/agent-traces", fp: "old", state: st}); err != nil {
 		t.Fatal(err)
 	}
