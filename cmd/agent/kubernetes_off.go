@@ -16,7 +16,7 @@ import (
 )
 
 // errNoKubernetes is why the host build stops in Kubernetes mode.
-var errNoKubernetes = errors.New("Kubernetes mode (stack.driver = helm, or no driver named in a pod): " +
+var errNoKubernetes = errors.New("no Kubernetes mode (stack.driver = helm, or no driver named in a pod): " +
 	"this agent is the host build, without Kubernetes support; run the agent's container image, " +
 	"or build the agent with the kubernetes tag (make build-kubernetes)")
 
