@@ -23,6 +23,15 @@ build:
 build-kubernetes:
 	CGO_ENABLED=0 $(GO) build -trimpath -tags kubernetes -ldflags '$(LDFLAGS)' -o bin/agent-kubernetes ./cmd/agent
 
+IMAGE     ?= ghcr.io/agentproj/agent
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+
+## image: the agent's container image (deploy/Dockerfile, the chart's image.repository): the Kubernetes build on an empty base, tagged $(IMAGE):$(VERSION)
+.PHONY: image
+image: build-kubernetes
+	cp $(CA_BUNDLE) bin/ca-certificates.crt
+	docker build -f deploy/Dockerfile -t $(IMAGE):$(VERSION) bin
+
 ## deps: install the real components the tests and the demo run (Debian, as root)
 .PHONY: deps
 deps:

@@ -31,16 +31,20 @@ func requireBinary(t testing.TB, name, pkg string) string {
 
 // agentBuild is one build of the agent, made once per test run.
 type agentBuild struct {
-	once sync.Once
-	bin  string
-	err  error
+	flags, env []string
+	once       sync.Once
+	bin        string
+	err        error
 }
 
+// Both builds are static (CGO_ENABLED=0) as the Makefile makes them; they
+// share every compiled package but the Kubernetes ones.
 var (
 	// hostAgent is the host build, the one `make build` makes.
-	hostAgent = &agentBuild{}
-	// kubeAgent is the build with Kubernetes mode: the kubernetes tag.
-	kubeAgent = &agentBuild{}
+	hostAgent = &agentBuild{env: []string{"CGO_ENABLED=0"}}
+	// kubeAgent is the build with Kubernetes mode (`make
+	// build-kubernetes`), the image's binary.
+	kubeAgent = &agentBuild{flags: []string{"-tags", "kubernetes"}, env: []string{"CGO_ENABLED=0"}}
 )
 
 // agentBinary builds the host agent once per test run.
@@ -52,10 +56,10 @@ func agentBinary(t testing.TB) string {
 // kubeAgentBinary builds the agent with Kubernetes mode once per test run.
 func kubeAgentBinary(t testing.TB) string {
 	t.Helper()
-	return kubeAgent.build(t, "-tags", "kubernetes")
+	return kubeAgent.build(t)
 }
 
-func (b *agentBuild) build(t testing.TB, flags ...string) string {
+func (b *agentBuild) build(t testing.TB) string {
 	t.Helper()
 	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "agent-e2e-bin")
@@ -64,9 +68,11 @@ func (b *agentBuild) build(t testing.TB, flags ...string) string {
 			return
 		}
 		b.bin = filepath.Join(dir, "agent")
-		args := append(append([]string{"build"}, flags...), "-o", b.bin, ".")
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		args := append(append([]string{"build"}, b.flags...), "-o", b.bin, ".")
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), b.env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("%s go %s: %w\n%s", strings.Join(b.env, " "), strings.Join(args, " "), err, out)
 		}
 	})
 	if b.err != nil {
