@@ -411,23 +411,26 @@ func plainMetadata(b []byte, nsyms uint64) bool {
 	return true
 }
 
-// remapPlainMetadata is remapMessage for plainMetadata.
+// remapPlainMetadata is remapMessage for plainMetadata: written straight
+// into parts behind its length (a plain metadata is short).
 func remapPlainMetadata(parts, b []byte, sh *Shard, syms [][]byte) []byte {
-	var buf [32]byte
-	msg := buf[:0]
+	at := len(parts)
+	parts = append(parts, 0)
 	for len(b) > 0 {
 		t := b[0]
-		x, n := consumeVarint(b[1:])
-		msg = append(msg, t)
+		x, n := uint64(b[1]), 1
+		if x >= 0x80 {
+			x, n = consumeVarint(b[1:])
+		}
 		if t == v2mdType<<3 {
-			msg = protowire.AppendVarint(msg, x)
+			parts = append(parts, b[:1+n]...)
 		} else {
-			msg = appendRef(msg, sh.sym(syms, int64(x)))
+			parts = appendRef(append(parts, t), sh.sym(syms, int64(x)))
 		}
 		b = b[1+n:]
 	}
-	parts = append(parts, byte(len(msg)))
-	return append(parts, msg...)
+	parts[at] = byte(len(parts) - at - 1)
+	return parts
 }
 
 // nextField returns the number of b's first field and its length (tag
@@ -607,7 +610,7 @@ func checkSampleV2(b []byte) error {
 // beginV2 prepares s for the series of a request with nsyms symbols.
 func (s *Shard) beginV2(nsyms, next int) {
 	s.Buf, s.Samples = s.Buf[:0], 0
-	s.series, s.syms = s.series[:0], s.syms[:0]
+	s.series, s.syms, s.table = s.series[:0], s.syms[:0], 0
 	if cap(s.remap) < nsyms {
 		s.remap = make([]uint32, nsyms)
 	} else {
@@ -663,8 +666,10 @@ func (s *Shard) extSym(ext []extLabel, k, part int) uint32 {
 func (s *Shard) addSym(str []byte) uint32 {
 	if len(s.syms) == 0 {
 		s.syms = append(s.syms, nil) // the empty string comes first
+		s.table = 2
 	}
 	s.syms = append(s.syms, str)
+	s.table += 1 + protowire.SizeVarint(uint64(len(str))) + len(str)
 	return uint32(len(s.syms) - 1)
 }
 
@@ -673,13 +678,13 @@ func (s *Shard) endV2() {
 	if len(s.series) == 0 {
 		return
 	}
-	size := len(s.series)
+	dst := slices.Grow(s.Buf[:0], s.table+len(s.series))
 	for _, str := range s.syms {
-		size += 1 + protowire.SizeVarint(uint64(len(str))) + len(str)
-	}
-	dst := slices.Grow(s.Buf[:0], size)
-	for _, str := range s.syms {
-		dst = appendLen(dst, v2Symbols, len(str))
+		if len(str) < 0x80 {
+			dst = append(dst, v2Symbols<<3|byte(protowire.BytesType), byte(len(str)))
+		} else {
+			dst = appendLen(dst, v2Symbols, len(str))
+		}
 		dst = append(dst, str...)
 	}
 	s.Buf = append(dst, s.series...)

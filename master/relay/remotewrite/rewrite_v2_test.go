@@ -1,8 +1,10 @@
 package remotewrite
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -305,6 +307,46 @@ func TestStrHashASCII(t *testing.T) {
 		}
 		if ascii != wantASCII {
 			t.Errorf("strHashASCII(%q) ascii = %v, want %v", s, ascii, wantASCII)
+		}
+	}
+}
+
+// strHash reads the bytes after the last whole 8 with wide loads: it must
+// give what the byte-at-a-time definition gives, for every tail length and
+// alignment, or shards would move between releases.
+func TestStrHashTail(t *testing.T) {
+	ref := func(b []byte) uint64 {
+		const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
+		h := uint64(len(b)) * m1
+		for len(b) >= 8 {
+			hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
+			h = hi ^ lo
+			b = b[8:]
+		}
+		if len(b) > 0 {
+			var t uint64
+			for i, c := range b {
+				t |= uint64(c) << (8 * i)
+			}
+			hi, lo := bits.Mul64(h^t, m2)
+			h = hi ^ lo
+		}
+		hi, lo := bits.Mul64(h, m1)
+		return hi ^ lo
+	}
+	buf := make([]byte, 64)
+	for i := range buf {
+		buf[i] = byte(i*37 + 11)
+	}
+	for off := range 8 {
+		for n := range 41 {
+			b := buf[off : off+n]
+			if got, want := strHash(b), ref(b); got != want {
+				t.Errorf("strHash(% x) = %x, want %x", b, got, want)
+			}
+			if got, _ := strHashASCII(b); got != ref(b) {
+				t.Errorf("strHashASCII(% x) = %x, want %x", b, got, ref(b))
+			}
 		}
 	}
 }
