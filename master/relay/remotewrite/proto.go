@@ -60,7 +60,7 @@ type Shard struct {
 	// RewriteV2's work: the shard's symbol table being built.
 	remap  []uint32 // request symbol -> index in syms; 0: not yet
 	extRef []uint32 // the same for the external labels' names and values
-	syms   [][]byte
+	syms   []shardSym
 	table  int // bytes syms take encoded
 	series []byte
 }

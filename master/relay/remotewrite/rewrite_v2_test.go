@@ -49,7 +49,7 @@ func fullRequestV2() *RequestV2 {
 			}},
 		},
 		{
-			Labels:  []Label{{"__name__", "plain_total"}, {"instance", "a:9100"}},
+			Labels:  []Label{{"__name__", "plain_total"}, {"instance", "a:9100"}, {"long", strings.Repeat("v", 200)}}, // a symbol of more than 127 bytes
 			Samples: []Sample{{Value: 42, Timestamp: 5000}},
 		},
 	}}
@@ -117,7 +117,7 @@ func shardsV2(t *testing.T, out []Shard) map[string]TimeSeriesV2 {
 }
 
 func TestRewriteV2KeepsEveryFieldAndMergesExternalLabels(t *testing.T) {
-	ext := map[string]string{"cluster": "c1", "a_first": "x"}
+	ext := map[string]string{"cluster": "c1", "a_first": "x", "z_long": strings.Repeat("e", 150)}
 	rw, err := NewRewriter(ext, 3, NamesUTF8)
 	if err != nil {
 		t.Fatal(err)
