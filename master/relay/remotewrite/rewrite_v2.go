@@ -19,13 +19,14 @@ import (
 
 // v2Scratch is what RewriteV2 needs for one request.
 type v2Scratch struct {
-	src    []byte   // the request
-	syms   []symbol // its symbol table
-	series [][]byte
-	refs   []uint64
-	lbls   []uint32 // the final label set: pairs of symbol indexes; an external label k is extFlag|k
-	packed []byte
-	body   []byte
+	src     []byte   // the request
+	changed bool     // it has what RewriteV2 leaves out
+	syms    []symbol // its symbol table
+	series  [][]byte
+	refs    []uint64
+	lbls    []uint32 // the final label set: pairs of symbol indexes; an external label k is extFlag|k
+	packed  []byte
+	body    []byte
 }
 
 // symbol is one symbol of a request and what the request learned about
@@ -64,13 +65,30 @@ const extFlag = 1 << 31
 // Unknown top-level fields are dropped; unknown fields of a series are kept.
 // An error means the request can never be accepted.
 func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
+	c, _, err := r.rewriteV2(src, out)
+	return c, err
+}
+
+// CheckV2 validates src as RewriteV2 does and reports whether RewriteV2
+// would forward the request's series as they are: the Rewriter adds
+// nothing (Identity) and src has no label with an empty value and no
+// unknown top-level field. Such a request may be queued as it came (its
+// own symbol table kept, unused strings and all).
+func (r *Rewriter) CheckV2(src []byte) (Counts, bool, error) {
+	c, changed, err := r.rewriteV2(src, nil)
+	return c, err == nil && r.Identity() && !changed, err
+}
+
+// rewriteV2 is RewriteV2; it also reports whether src has what RewriteV2
+// leaves out (a label with an empty value, an unknown top-level field).
+func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 	var c Counts
 	sc, _ := r.v2.Get().(*v2Scratch)
 	if sc == nil {
 		sc = &v2Scratch{}
 	}
 	defer r.v2.Put(sc)
-	sc.src, sc.syms, sc.series = src, sc.syms[:0], sc.series[:0]
+	sc.src, sc.syms, sc.series, sc.changed = src, sc.syms[:0], sc.series[:0], false
 	defer func() { sc.src = nil }()
 	for b := src; len(b) > 0; {
 		// Fast path: a symbol shorter than 128 bytes, as nearly all are.
@@ -78,7 +96,7 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 			v := b[2 : 2+b[1]]
 			h, ascii := strHashASCII(v)
 			if !ascii && !utf8.Valid(v) {
-				return c, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
+				return c, false, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
 			sc.syms = append(sc.syms, symbol{hash: h, off: uint32(len(src) - len(b) + 2), n: uint32(len(v)), memo: emptyMemo(v)})
 			b = b[2+len(v):]
@@ -86,46 +104,48 @@ func (r *Rewriter) RewriteV2(src []byte, out []Shard) (Counts, error) {
 		}
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return c, errors.New("bad protobuf: request field tag")
+			return c, false, errors.New("bad protobuf: request field tag")
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b[n:])
 		if m < 0 {
-			return c, fmt.Errorf("bad protobuf: request field %d", num)
+			return c, false, fmt.Errorf("bad protobuf: request field %d", num)
 		}
 		switch {
 		case num <= 3:
-			return c, fmt.Errorf("request field %d is reserved in %s: is this a remote-write 1.0 body? send it with Content-Type %s", num, ProtoV2, ContentType)
+			return c, false, fmt.Errorf("request field %d is reserved in %s: is this a remote-write 1.0 body? send it with Content-Type %s", num, ProtoV2, ContentType)
 		case (num == v2Symbols || num == v2Timeseries) && typ != protowire.BytesType:
-			return c, fmt.Errorf("bad protobuf: request field %d has wire type %s, want bytes", num, wireName(typ))
+			return c, false, fmt.Errorf("bad protobuf: request field %d has wire type %s, want bytes", num, wireName(typ))
 		case num == v2Symbols:
 			v, _ := protowire.ConsumeBytes(b[n:])
 			if !validUTF8(v) {
-				return c, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
+				return c, false, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
 			sc.syms = append(sc.syms, symbol{hash: strHash(v), off: uint32(len(src) - len(b) + n + m - len(v)), n: uint32(len(v)), memo: emptyMemo(v)})
 		case num == v2Timeseries:
 			v, _ := protowire.ConsumeBytes(b[n:])
 			sc.series = append(sc.series, v)
+		default:
+			sc.changed = true // an unknown field, left out
 		}
 		b = b[n+m:]
 	}
 	nsyms := len(sc.syms)
 	if nsyms >= extFlag {
 		// Cannot be: a snappy block decodes to less than 4 GiB.
-		return c, fmt.Errorf("%d symbols: too many", nsyms)
+		return c, false, fmt.Errorf("%d symbols: too many", nsyms)
 	}
 	for i := range out {
 		out[i].beginV2(nsyms, 2*len(r.ext))
 	}
 	for i, body := range sc.series {
 		if err := r.seriesV2(sc, i, body, out, &c); err != nil {
-			return c, err
+			return c, false, err
 		}
 	}
 	for i := range out {
 		out[i].endV2(src, r.ext)
 	}
-	return c, nil
+	return c, sc.changed, nil
 }
 
 // seriesV2 checks one series and, when out is set, appends it to its shard.
@@ -268,6 +288,7 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 			}
 		}
 		if vi.memo&memoEmpty != 0 {
+			sc.changed = true // left out
 			continue
 		}
 		lbls = append(lbls, uint32(nr), uint32(vr))

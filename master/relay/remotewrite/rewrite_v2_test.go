@@ -350,3 +350,36 @@ func TestStrHashTail(t *testing.T) {
 		}
 	}
 }
+
+// CheckV2 says a request may be queued as it came only when RewriteV2
+// would forward its series unchanged.
+func TestCheckV2(t *testing.T) {
+	plain, _ := NewRewriter(nil, 1, NamesUTF8)
+	sharded, _ := NewRewriter(nil, 2, NamesUTF8)
+	labelled, _ := NewRewriter(map[string]string{"cluster": "c"}, 1, NamesUTF8)
+	src := fullRequestV2().Append(nil)
+	emptyValue := (&RequestV2{Timeseries: []TimeSeriesV2{{Labels: []Label{{"__name__", "up"}, {"gone", ""}}, Samples: []Sample{{Value: 1}}}}}).Append(nil)
+	for _, tc := range []struct {
+		name string
+		rw   *Rewriter
+		src  []byte
+		same bool
+	}{
+		{"nothing to change", plain, src, true},
+		{"two shards", sharded, src, false},
+		{"external labels", labelled, src, false},
+		{"unknown top-level field", plain, cat(src, fVarint(99, 1)), false},
+		{"a label with an empty value", plain, emptyValue, false},
+	} {
+		c, same, err := tc.rw.CheckV2(tc.src)
+		if err != nil || same != tc.same {
+			t.Errorf("%s: same %v, err %v; want %v", tc.name, same, err, tc.same)
+		}
+		if want, _ := tc.rw.RewriteV2(tc.src, nil); c != want {
+			t.Errorf("%s: counts %+v, RewriteV2 %+v", tc.name, c, want)
+		}
+	}
+	if _, same, err := plain.CheckV2(cat(src, fVarint(1, 1))); err == nil || same {
+		t.Errorf("a 1.0 field: same %v, err %v; want an error", same, err)
+	}
+}
