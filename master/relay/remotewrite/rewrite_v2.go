@@ -2,6 +2,7 @@ package remotewrite
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -90,11 +91,18 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 	defer r.v2.Put(sc)
 	sc.src, sc.syms, sc.series, sc.changed = src, sc.syms[:0], sc.series[:0], false
 	defer func() { sc.src = nil }()
+	hash := r.shards > 1 // strings are hashed only to pick a series' shard
 	for b := src; len(b) > 0; {
 		// Fast path: a symbol shorter than 128 bytes, as nearly all are.
 		if len(b) > 1 && b[0] == v2Symbols<<3|byte(protowire.BytesType) && b[1] < 0x80 && int(b[1]) <= len(b)-2 {
 			v := b[2 : 2+b[1]]
-			h, ascii := strHashASCII(v)
+			var h uint64
+			var ascii bool
+			if hash {
+				h, ascii = strHashASCII(v)
+			} else {
+				ascii = isASCII(v)
+			}
 			if !ascii && !utf8.Valid(v) {
 				return c, false, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
@@ -120,7 +128,11 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 			if !validUTF8(v) {
 				return c, false, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
-			sc.syms = append(sc.syms, symbol{hash: strHash(v), off: uint32(len(src) - len(b) + n + m - len(v)), n: uint32(len(v)), memo: emptyMemo(v)})
+			var h uint64
+			if hash {
+				h = strHash(v)
+			}
+			sc.syms = append(sc.syms, symbol{hash: h, off: uint32(len(src) - len(b) + n + m - len(v)), n: uint32(len(v)), memo: emptyMemo(v)})
 		case num == v2Timeseries:
 			v, _ := protowire.ConsumeBytes(b[n:])
 			sc.series = append(sc.series, v)
@@ -725,6 +737,19 @@ func (s *Shard) endV2(src []byte, ext []extLabel) {
 		dst = append(dst, str...)
 	}
 	s.Buf = append(dst, s.series...)
+}
+
+// isASCII reports whether b is ASCII, 8 bytes at a time.
+func isASCII(b []byte) bool {
+	var or uint64
+	for len(b) >= 8 {
+		or |= binary.LittleEndian.Uint64(b)
+		b = b[8:]
+	}
+	for _, c := range b {
+		or |= uint64(c)
+	}
+	return or&0x8080808080808080 == 0
 }
 
 func emptyMemo(b []byte) uint8 {
