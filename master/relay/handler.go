@@ -282,7 +282,9 @@ func (r *Relay) decode(req *http.Request, v remotewrite.Version, hold *holdBufs,
 
 // prepare checks and rewrites the decoded request dec into hold.recs, one
 // compressed record per shard. body is dec compressed, if the caller has
-// it: a request the rewrite would not change is queued as it came.
+// it: a request the rewrite would not change (no external labels, one
+// shard, and for 2.0 nothing the rewrite leaves out) is queued as it came,
+// neither rebuilt nor compressed again.
 func (r *Relay) prepare(v remotewrite.Version, dec, body []byte, hold *holdBufs, work *workBufs) (remotewrite.Counts, error) {
 	var c remotewrite.Counts
 	var err error
@@ -294,6 +296,19 @@ func (r *Relay) prepare(v remotewrite.Version, dec, body []byte, hold *holdBufs,
 			hold.recs = append(hold.recs, queue.Record{Samples: c.Samples + c.Histograms, Data: body})
 		}
 		return c, nil
+	}
+	if v == remotewrite.V2 && r.rw.Identity() && body != nil {
+		c, same, err := r.rw.CheckV2(dec)
+		if err != nil {
+			return c, fail(http.StatusBadRequest, "%v", err)
+		}
+		if same {
+			if c.Series > 0 {
+				hold.recs = append(hold.recs, queue.Record{Flags: recordV2, Samples: c.Samples + c.Histograms, Data: body})
+			}
+			return c, nil
+		}
+		// Rare: labels with an empty value or unknown fields to leave out.
 	}
 	for i := range work.shards {
 		work.shards[i].Reset()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -54,9 +55,13 @@ const (
 	v2Only                    // answers 415 to 1.0
 )
 
-func newFakeManager(t *testing.T) *fakeManager {
+func newFakeManager(t *testing.T) *fakeManager { return newFakeManagerAt(t, "") }
+
+// newFakeManagerAt is newFakeManager listening on addr (host:port; ""
+// picks a free port).
+func newFakeManagerAt(t *testing.T, addr string) *fakeManager {
 	f := &fakeManager{}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		mode := f.mode
 		f.mu.Unlock()
@@ -137,6 +142,15 @@ func newFakeManager(t *testing.T) *fakeManager {
 		}
 		w.WriteHeader(code)
 	}))
+	if addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Listener.Close()
+		f.Listener = l
+	}
+	f.Start()
 	t.Cleanup(f.Close)
 	return f
 }
@@ -498,16 +512,9 @@ func TestDropsBatchUpstreamRejects(t *testing.T) {
 }
 
 func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
-	up := newFakeManager(t)
-	down := true
-	var mu sync.Mutex
+	up := newFakeManager(t) // down until the restart
 	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable, nil
-		}
-		return http.StatusNoContent, nil
+		return http.StatusServiceUnavailable, nil
 	}
 	other := newFakeManager(t) // a second upstream that is up: fan-out
 	cfg := testConfig(t.TempDir(), up.URL, other.URL)
@@ -524,9 +531,12 @@ func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
 	waitFor(t, "healthy upstream acknowledged", func() bool { return r.Stats().Upstreams[1].QueueEntries == 0 })
 	stop()
 
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	// The upstream comes back at the same address. Closing the one that was
+	// down first waits for requests still in its handlers (the relay gave
+	// up on them when it stopped), so none of them is answered 204.
+	addr := up.Listener.Addr().String()
+	up.Close()
+	up = newFakeManagerAt(t, addr)
 	r, _ = running(t, cfg)
 	waitFor(t, "redelivery after restart", func() bool { return len(up.received()) >= 30 })
 	if got := names(up.received()); got["a"] != 10 || got["c"] != 10 {

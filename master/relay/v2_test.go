@@ -1,14 +1,17 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -340,4 +343,69 @@ func versionList(vs []remotewrite.Version) string {
 		out = append(out, v.String())
 	}
 	return strings.Join(out, " ")
+}
+
+// TestV2QueuedAsReceived: with no external labels and one shard the relay
+// has nothing to change in a 2.0 request, so it is queued and forwarded as
+// it came, byte for byte (not rebuilt, not compressed again), and still
+// converted for a 1.0 upstream; one with a label it leaves out (an empty
+// value) is rebuilt as usual.
+func TestV2QueuedAsReceived(t *testing.T) {
+	var mu sync.Mutex
+	var bodies [][]byte
+	raw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, b)
+		mu.Unlock()
+		w.Header().Set(remotewrite.SamplesWrittenHeader, "1")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer raw.Close()
+	v1 := newFakeManager(t)
+	cfg := testConfig(t.TempDir(), raw.URL, v1.URL)
+	cfg.Upstream[1].Protocol = stackconfig.ProtocolV1
+	cfg.ExternalLabels = nil
+	cfg.Concurrency = 1
+	r, _ := running(t, cfg)
+	sent := remotewrite.Encode(nil, prom3Request(1000).Append(nil))
+	if rec := postV2(r, sent); rec.Code != http.StatusNoContent {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	waitFor(t, "the request upstream", func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) == 1 })
+	mu.Lock()
+	got := bodies[0]
+	mu.Unlock()
+	if !bytes.Equal(got, sent) {
+		t.Fatalf("upstream got %d bytes, not the %d sent", len(got), len(sent))
+	}
+	waitFor(t, "2 series at the 1.0 upstream", func() bool { return len(v1.received()) == 2 })
+	if n := names(v1.received()); n["http.server.request.duration"] != 1 || n["rpc_seconds"] != 1 {
+		t.Fatalf("1.0 upstream got %v", n)
+	}
+
+	empty := &remotewrite.RequestV2{Timeseries: []remotewrite.TimeSeriesV2{{
+		Labels:  []remotewrite.Label{{Name: "__name__", Value: "up"}, {Name: "gone", Value: ""}, {Name: "job", Value: "node"}},
+		Samples: []remotewrite.Sample{{Value: 1, Timestamp: 2000}},
+	}}}
+	sent = remotewrite.Encode(nil, empty.Append(nil))
+	if rec := postV2(r, sent); rec.Code != http.StatusNoContent {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	waitFor(t, "the second request upstream", func() bool { mu.Lock(); defer mu.Unlock(); return len(bodies) == 2 })
+	mu.Lock()
+	got = bodies[1]
+	mu.Unlock()
+	dec, err := remotewrite.Decode(nil, got, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := remotewrite.UnmarshalV2(dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []remotewrite.Label{{Name: "__name__", Value: "up"}, {Name: "job", Value: "node"}}
+	if len(req.Timeseries) != 1 || !reflect.DeepEqual(req.Timeseries[0].Labels, want) {
+		t.Fatalf("forwarded %+v, want one series with labels %v", req.Timeseries, want)
+	}
 }

@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -106,6 +107,10 @@ func FuzzDecodeWriteRequestV2(f *testing.F) {
 	}
 	out := make([]Shard, 3)
 	var conv Converter
+	plain, err := NewRewriter(nil, 1, NamesUTF8) // may queue a request as it came
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		dec, err := Decode(nil, body, limit)
 		if cap(dec) > limit {
@@ -169,6 +174,30 @@ func FuzzDecodeWriteRequestV2(f *testing.F) {
 		}
 		if err := oracleCheckV2(v2); err != nil {
 			t.Fatalf("joined as 2.0, a receiver refuses it: %v", err)
+		}
+		// A request queued as it came is forwarded, converted and joined
+		// from the body as sent.
+		pc, same, err := plain.CheckV2(dec)
+		switch {
+		case err != nil && strings.Contains(err.Error(), "no labels with a value"):
+			return // only the external label has a value
+		case err != nil || pc != c:
+			t.Fatalf("CheckV2: counts %+v, err %v; RewriteV2 accepted it with %+v", pc, err, c)
+		case !same:
+			return
+		}
+		raw := []Payload{{V2, dec}}
+		if v1, _, err = conv.Convert(nil, V1, raw); err != nil {
+			t.Fatalf("convert as it came to 1.0: %v", err)
+		}
+		if err := oracleCheck(v1); err != nil {
+			t.Fatalf("converted as it came to 1.0, a receiver refuses it: %v", err)
+		}
+		if v2, _, err = conv.Convert(nil, V2, append(raw, raw...)); err != nil {
+			t.Fatalf("join as it came: %v", err)
+		}
+		if err := oracleCheckV2(v2); err != nil {
+			t.Fatalf("joined as it came, a receiver refuses it: %v", err)
 		}
 	})
 }

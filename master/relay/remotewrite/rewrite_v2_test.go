@@ -1,8 +1,10 @@
 package remotewrite
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -47,7 +49,7 @@ func fullRequestV2() *RequestV2 {
 			}},
 		},
 		{
-			Labels:  []Label{{"__name__", "plain_total"}, {"instance", "a:9100"}},
+			Labels:  []Label{{"__name__", "plain_total"}, {"instance", "a:9100"}, {"long", strings.Repeat("v", 200)}}, // a symbol of more than 127 bytes
 			Samples: []Sample{{Value: 42, Timestamp: 5000}},
 		},
 	}}
@@ -115,7 +117,7 @@ func shardsV2(t *testing.T, out []Shard) map[string]TimeSeriesV2 {
 }
 
 func TestRewriteV2KeepsEveryFieldAndMergesExternalLabels(t *testing.T) {
-	ext := map[string]string{"cluster": "c1", "a_first": "x"}
+	ext := map[string]string{"cluster": "c1", "a_first": "x", "z_long": strings.Repeat("e", 150)}
 	rw, err := NewRewriter(ext, 3, NamesUTF8)
 	if err != nil {
 		t.Fatal(err)
@@ -306,5 +308,78 @@ func TestStrHashASCII(t *testing.T) {
 		if ascii != wantASCII {
 			t.Errorf("strHashASCII(%q) ascii = %v, want %v", s, ascii, wantASCII)
 		}
+	}
+}
+
+// strHash reads the bytes after the last whole 8 with wide loads: it must
+// give what the byte-at-a-time definition gives, for every tail length and
+// alignment, or shards would move between releases.
+func TestStrHashTail(t *testing.T) {
+	ref := func(b []byte) uint64 {
+		const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
+		h := uint64(len(b)) * m1
+		for len(b) >= 8 {
+			hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
+			h = hi ^ lo
+			b = b[8:]
+		}
+		if len(b) > 0 {
+			var t uint64
+			for i, c := range b {
+				t |= uint64(c) << (8 * i)
+			}
+			hi, lo := bits.Mul64(h^t, m2)
+			h = hi ^ lo
+		}
+		hi, lo := bits.Mul64(h, m1)
+		return hi ^ lo
+	}
+	buf := make([]byte, 64)
+	for i := range buf {
+		buf[i] = byte(i*37 + 11)
+	}
+	for off := range 8 {
+		for n := range 41 {
+			b := buf[off : off+n]
+			if got, want := strHash(b), ref(b); got != want {
+				t.Errorf("strHash(% x) = %x, want %x", b, got, want)
+			}
+			if got, _ := strHashASCII(b); got != ref(b) {
+				t.Errorf("strHashASCII(% x) = %x, want %x", b, got, ref(b))
+			}
+		}
+	}
+}
+
+// CheckV2 says a request may be queued as it came only when RewriteV2
+// would forward its series unchanged.
+func TestCheckV2(t *testing.T) {
+	plain, _ := NewRewriter(nil, 1, NamesUTF8)
+	sharded, _ := NewRewriter(nil, 2, NamesUTF8)
+	labelled, _ := NewRewriter(map[string]string{"cluster": "c"}, 1, NamesUTF8)
+	src := fullRequestV2().Append(nil)
+	emptyValue := (&RequestV2{Timeseries: []TimeSeriesV2{{Labels: []Label{{"__name__", "up"}, {"gone", ""}}, Samples: []Sample{{Value: 1}}}}}).Append(nil)
+	for _, tc := range []struct {
+		name string
+		rw   *Rewriter
+		src  []byte
+		same bool
+	}{
+		{"nothing to change", plain, src, true},
+		{"two shards", sharded, src, false},
+		{"external labels", labelled, src, false},
+		{"unknown top-level field", plain, cat(src, fVarint(99, 1)), false},
+		{"a label with an empty value", plain, emptyValue, false},
+	} {
+		c, same, err := tc.rw.CheckV2(tc.src)
+		if err != nil || same != tc.same {
+			t.Errorf("%s: same %v, err %v; want %v", tc.name, same, err, tc.same)
+		}
+		if want, _ := tc.rw.RewriteV2(tc.src, nil); c != want {
+			t.Errorf("%s: counts %+v, RewriteV2 %+v", tc.name, c, want)
+		}
+	}
+	if _, same, err := plain.CheckV2(cat(src, fVarint(1, 1))); err == nil || same {
+		t.Errorf("a 1.0 field: same %v, err %v; want an error", same, err)
 	}
 }
