@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -334,6 +335,11 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 	// A stopped workload with this very spec crashed or was killed; one
 	// with another hash, or none at all, is new.
 	restart := st.SpecHash == hash && (st.Status == StatusExited || st.Status == StatusCreated)
+	if restart && st.Status == StatusExited {
+		// What it wrote last says why it exited; read it before the
+		// next start writes more.
+		tr.output, tr.outputAt = s.tail(ctx, spec.Name), tr.crashes+1
+	}
 	next, err := s.driver.Ensure(ctx, spec)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -354,7 +360,8 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 		tr.restarts++
 		tr.crashes++
 		s.metrics.restarts.WithLabelValues(role).Inc()
-		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID)
+		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID,
+			"last_output", strings.Join(tr.output, "\n"))
 	} else {
 		log.Info("started workload", "id", next.ID, "spec_hash", next.SpecHash)
 	}
@@ -373,14 +380,8 @@ func (s *Supervisor) report(ctx context.Context, tr *tracked, st *State) {
 		return
 	}
 	st.Status = StatusCrashLooping
-	if tailer, ok := s.driver.(OutputTailer); ok && tr.outputAt != tr.crashes {
-		lines, err := tailer.Tail(ctx, st.Name, OutputLines)
-		switch {
-		case err == nil:
-			tr.output, tr.outputAt = lines, tr.crashes
-		case ctx.Err() == nil:
-			s.log.Warn("read output of crash-looping workload", "name", st.Name, "err", err)
-		}
+	if tr.outputAt != tr.crashes { // the runtime restarted it (Docker's policy)
+		tr.output, tr.outputAt = s.tail(ctx, st.Name), tr.crashes
 	}
 	st.LastOutput = slices.Clone(tr.output)
 	msg := fmt.Sprintf("exited %d times in a row", tr.crashes)
@@ -394,6 +395,20 @@ func (s *Supervisor) report(ctx context.Context, tr *tracked, st *State) {
 		msg += "; " + st.LastError
 	}
 	st.LastError = msg
+}
+
+// tail returns the last lines the named workload wrote, through a driver
+// that can read them (OutputTailer); nil otherwise.
+func (s *Supervisor) tail(ctx context.Context, name string) []string {
+	tailer, ok := s.driver.(OutputTailer)
+	if !ok {
+		return nil
+	}
+	lines, err := tailer.Tail(ctx, name, OutputLines)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("read output of exited workload", "name", name, "err", err)
+	}
+	return lines
 }
 
 // Reload sends sig to the named workload so that it reads a config that

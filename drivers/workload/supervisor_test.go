@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"regexp"
 	"strconv"
@@ -618,5 +619,49 @@ func TestLastLinesDropsBlanksAndCutsLongLines(t *testing.T) {
 	}
 	if !utf8.ValidString(got[1]) {
 		t.Fatalf("cut inside a rune: %q", got[1])
+	}
+}
+
+// logBuffer is a concurrency-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The first exit already says why in the log: the restart's line carries
+// the workload's last output (a port taken, a config refused), before the
+// next start writes more.
+func TestRestartLogsTheLastOutput(t *testing.T) {
+	f := newFake()
+	f.crash = true
+	f.output = []string{"starting", `level=error err="listen tcp 127.0.0.1:9090: bind: address already in use"`}
+	var logs logBuffer
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "cluster-stack", Interval: 5 * time.Millisecond,
+		BackoffMin: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("prometheus", RolePrometheus)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "restarted stopped workload") },
+		"no restart logged:\n%s", logs.String())
+	for _, want := range []string{"exit_code=1", `bind: address already in use`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the restart's log line lacks %q:\n%s", want, logs.String())
+		}
 	}
 }
