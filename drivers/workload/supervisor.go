@@ -509,6 +509,12 @@ func (s *Supervisor) reloadOne(ctx context.Context, spec Spec, st State) (retry 
 		s.mu.Unlock()
 	}
 	log := s.log.With("name", spec.Name, "role", spec.Labels[LabelRole])
+	if st.Status == StatusCrashLooping { // what report says; the driver says whether it runs
+		var err error
+		if st, err = s.driver.Inspect(ctx, spec.Name); err != nil {
+			return s.opts.ReloadPoll
+		}
+	}
 	signaler, can := s.driver.(Signaler)
 	if !can || st.Status != StatusRunning || !Matches(st.Labels, s.selector) || st.SpecHash != spec.Hash() ||
 		(!st.Since.IsZero() && !st.Since.Before(r.changedAt)) {

@@ -786,3 +786,31 @@ func TestRestartLogsTheLastOutput(t *testing.T) {
 		}
 	}
 }
+
+// A workload reported crash-looping may run at the moment (it is up again
+// after its last exit): a reload reaches it all the same.
+func TestReloadReachesACrashLoopingWorkloadThatRuns(t *testing.T) {
+	ctx := context.Background()
+	f := &signalFake{fakeDriver: newFake()}
+	f.crash = true
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", BackoffMin: time.Millisecond, BackoffMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("vector", RoleVector)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("vector")) >= 3 }, "not restarted twice")
+	f.set(func() { f.crash = false })
+	s.reconcile(ctx) // up again, and still crash-looping
+	if st := s.States(); len(st) != 1 || st[0].Status != StatusCrashLooping {
+		t.Fatalf("states: %+v", st)
+	}
+	if err := s.Reload("vector", syscall.SIGHUP, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.reconcile(ctx)
+	if got := f.signals(); len(got) != 1 {
+		t.Fatalf("signals to a crash-looping workload that runs: %v", got)
+	}
+}
