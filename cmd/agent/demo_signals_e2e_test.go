@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,21 +19,25 @@ import (
 // environment the script documents.
 type signalsDemo struct {
 	*proc
-	data, api, manager, jaeger, logs string
+	data, api, manager, jaeger, logs, prom string
 }
 
 func startSignalsDemo(t *testing.T, extra ...string) *signalsDemo {
 	t.Helper()
 	requireBinary(t, "prometheus", "prometheus")
 	requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	// Every port is reserved for the test (etcdtest.FreeAddr): the master's
+	// Prometheus binds its own some seconds from now, and a port picked by
+	// a probe on port 0 was sometimes taken by then (it exited 1 at every
+	// start, and node_exporter's series never reached the manager).
 	d := &signalsDemo{data: t.TempDir(), api: etcdtest.FreeAddr(t), manager: etcdtest.FreeAddr(t),
-		jaeger: etcdtest.FreeAddr(t), logs: etcdtest.FreeAddr(t)}
+		jaeger: etcdtest.FreeAddr(t), logs: etcdtest.FreeAddr(t), prom: etcdtest.FreeAddr(t)}
 	free := func() string { return etcdtest.FreeAddr(t) }
 	env := []string{
 		"DATA_DIR=" + d.data, "DRIVER=process", "AGENT=" + agentBinary(t),
 		"MANAGER_ADDR=" + d.manager, "MANAGER_JAEGER_ADDR=" + d.jaeger, "MANAGER_OTLP_ADDR=" + free(), "MANAGER_LOGS_ADDR=" + d.logs,
 		"AGENT_LISTEN=" + d.api, "AGENT_EMBEDDED_ETCD_LISTEN=http://" + free(), "AGENT_EMBEDDED_ETCD_PEER_LISTEN=http://" + free(),
-		"AGENT_STACK_PROMETHEUS_LISTEN=" + free(), "AGENT_STACK_NODE_EXPORTER_LISTEN=" + free(),
+		"AGENT_STACK_PROMETHEUS_LISTEN=" + d.prom, "AGENT_STACK_NODE_EXPORTER_LISTEN=" + free(),
 	}
 	for _, c := range []string{"JAEGER", "TRACE_AGENT"} {
 		for _, l := range []string{"OTLP_GRPC", "OTLP_HTTP", "HEALTH", "TELEMETRY"} {
@@ -39,7 +45,26 @@ func startSignalsDemo(t *testing.T, extra ...string) *signalsDemo {
 		}
 	}
 	d.proc = runDemo(t, d.data, append(env, extra...))
+	t.Cleanup(func() { // before runDemo's cleanup removes the processes
+		if t.Failed() {
+			logWorkloads(t, filepath.Join(d.data, "agent", "processes"))
+		}
+	})
 	return d
+}
+
+// logWorkloads logs the end of the log of every workload the process
+// driver ran in dir: the agent's own log says that one exited, this says
+// why.
+func logWorkloads(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if len(b) > 3000 {
+			b = b[len(b)-3000:]
+		}
+		t.Logf("--- end of %s:\n%s", filepath.Base(l), b)
+	}
 }
 
 var demoTrace = regexp.MustCompile(`\(trace ([0-9a-f]{32})\)`)
@@ -100,6 +125,10 @@ func TestDemoShowsTheThreeSignals(t *testing.T) {
 	etcdtest.Eventually(t, 60*time.Second, func() bool {
 		return strings.Contains(logsQuery(`node:"demo" "shipped log file"`), `"cluster":"default"`)
 	}, "the shipped file's line is not at the manager's VictoriaLogs")
+	// The master's Prometheus is ready (the Supervisor restarts one that
+	// exited, with a backoff), then its series reach the manager.
+	etcdtest.Eventually(t, 90*time.Second, func() bool { return httpCode("http://"+d.prom+"/-/ready") == 200 },
+		"the master's Prometheus on %s is not ready", d.prom)
 	etcdtest.Eventually(t, 60*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet("http://"+d.manager+"/api/v1/query?query="+url.QueryEscape(`node_load1{cluster="default"}`)), `"node_load1"`)
 	}, "node_exporter's series are not at the manager's Prometheus")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -61,6 +62,11 @@ type Spec struct {
 	Resources Resources `json:"resources,omitzero"`
 	// StopTimeout is the grace period of a stop; zero means DefaultStopTimeout.
 	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
+	// Ready is the workload's readiness probe: an http:// URL that answers
+	// 2xx once it has finished starting (Prometheus' /-/ready, otelcol's
+	// health check). A reload waits for it (Supervisor.Reload). It does
+	// not shape the workload: Hash leaves it out, and drivers ignore it.
+	Ready string `json:"ready,omitempty"`
 }
 
 // Mount is a bind mount of a host path.
@@ -140,6 +146,11 @@ func (s Spec) Validate() error {
 	if s.StopTimeout < 0 {
 		return fail("stop_timeout", "must be >= 0, got %s", s.StopTimeout)
 	}
+	if s.Ready != "" {
+		if u, err := url.Parse(s.Ready); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fail("ready", "must be an http:// or https:// URL, got %q", s.Ready)
+		}
+	}
 	return nil
 }
 
@@ -169,6 +180,7 @@ const hashVersion = "v1"
 // do not count, nil and empty slices and maps are the same.
 func (s Spec) Hash() string {
 	n := s
+	n.Ready = ""
 	n.Restart = s.RestartPolicy()
 	n.StopTimeout = s.StopGrace()
 	if len(n.Args) == 0 {

@@ -45,6 +45,7 @@ func TestValidateNamesFieldAndValue(t *testing.T) {
 		{func(s *Spec) { s.Resources.NanoCPUs = -1 }, `resources.nano_cpus: must be >= 0, got -1`},
 		{func(s *Spec) { s.Resources.MemoryBytes = -5 }, `resources.memory_bytes: must be >= 0, got -5`},
 		{func(s *Spec) { s.StopTimeout = -time.Second }, `stop_timeout: must be >= 0, got -1s`},
+		{func(s *Spec) { s.Ready = "127.0.0.1:13133/status" }, `ready: must be an http:// or https:// URL, got "127.0.0.1:13133/status"`},
 	} {
 		s := validSpec()
 		tc.edit(&s)
@@ -92,6 +93,7 @@ func TestHashSeesEveryFieldAndOnlyThose(t *testing.T) {
 	for name, edit := range map[string]func(*Spec){
 		"driver labels": func(s *Spec) { s.Labels[LabelManaged] = "true"; s.Labels[LabelSpecHash] = "abc" },
 		"map rebuilt":   func(s *Spec) { s.Env = map[string]string{"B": "2", "A": "1"} },
+		"ready probe":   func(s *Spec) { s.Ready = "http://127.0.0.1:9090/-/ready" }, // no restart for it
 	} {
 		s := validSpec().Clone()
 		edit(&s)

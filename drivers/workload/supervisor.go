@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,6 +39,12 @@ type SupervisorOptions struct {
 	// context ends (the master's cluster stack on stepping down). Without
 	// it they keep running (the node stack), for the next agent to adopt.
 	StopOnExit bool
+	// ReadyTimeout bounds the wait of a reload for a workload with a
+	// readiness probe (Spec.Ready) to answer, counted from its start or
+	// from the Reload, whichever is later; then it is restarted instead.
+	ReadyTimeout time.Duration
+	// ReloadPoll is the time between two passes while a reload waits.
+	ReloadPoll time.Duration
 	// StopTimeout bounds the removal on exit; zero means the longest
 	// StopGrace of the desired specs plus 10s.
 	StopTimeout time.Duration
@@ -51,6 +60,10 @@ var DefaultSupervisorOptions = SupervisorOptions{
 	Interval:   5 * time.Second,
 	BackoffMin: time.Second,
 	BackoffMax: time.Minute,
+	// Prometheus replays its write-ahead log before it is ready; a
+	// restart would replay it again.
+	ReadyTimeout: 5 * time.Minute,
+	ReloadPoll:   250 * time.Millisecond,
 }
 
 // Supervisor keeps one caller's desired set of workloads running through a
@@ -76,8 +89,9 @@ type Supervisor struct {
 	nudge chan struct{}
 
 	mu      sync.Mutex
-	desired map[string]Spec // guarded by mu
-	states  []State         // guarded by mu
+	desired map[string]Spec   // guarded by mu
+	reloads map[string]reload // guarded by mu; asked for, not done yet
+	states  []State           // guarded by mu
 
 	track map[string]*tracked // owned by Run
 }
@@ -97,6 +111,8 @@ type tracked struct {
 	exited   bool // an exit has been seen, so exitCode means something
 	output   []string
 	outputAt int // the crash count output was read at
+
+	readyOf string // the instance (id@since) whose Spec.Ready probe answered
 }
 
 // NewSupervisor returns a Supervisor of driver; it does nothing until Run.
@@ -113,6 +129,12 @@ func NewSupervisor(driver Driver, opts SupervisorOptions) (*Supervisor, error) {
 	}
 	if opts.BackoffMax < opts.BackoffMin {
 		opts.BackoffMax = max(d.BackoffMax, opts.BackoffMin)
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = d.ReadyTimeout
+	}
+	if opts.ReloadPoll <= 0 {
+		opts.ReloadPoll = d.ReloadPoll
 	}
 	log := opts.Logger
 	if log == nil {
@@ -136,6 +158,7 @@ func NewSupervisor(driver Driver, opts SupervisorOptions) (*Supervisor, error) {
 		metrics:  m,
 		nudge:    make(chan struct{}, 1),
 		desired:  map[string]Spec{},
+		reloads:  map[string]reload{},
 		track:    map[string]*tracked{},
 	}, nil
 }
@@ -252,6 +275,13 @@ func (s *Supervisor) reconcile(ctx context.Context) time.Duration {
 			delete(s.track, name)
 		}
 	}
+	s.mu.Lock()
+	for name := range s.reloads {
+		if _, ok := desired[name]; !ok {
+			delete(s.reloads, name)
+		}
+	}
+	s.mu.Unlock()
 
 	states := make([]State, 0, len(desired))
 	running, looping := 0, 0
@@ -260,6 +290,9 @@ func (s *Supervisor) reconcile(ctx context.Context) time.Duration {
 			return wait
 		}
 		st, retry := s.reconcileOne(ctx, desired[name])
+		if again := s.reloadOne(ctx, desired[name], st); again > 0 && (retry <= 0 || again < retry) {
+			retry = again
+		}
 		if st.Running() {
 			running++
 		}
@@ -334,6 +367,11 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 	// A stopped workload with this very spec crashed or was killed; one
 	// with another hash, or none at all, is new.
 	restart := st.SpecHash == hash && (st.Status == StatusExited || st.Status == StatusCreated)
+	if restart && st.Status == StatusExited {
+		// What it wrote last says why it exited; read it before the
+		// next start writes more.
+		tr.output, tr.outputAt = s.tail(ctx, spec.Name), tr.crashes+1
+	}
 	next, err := s.driver.Ensure(ctx, spec)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -354,7 +392,8 @@ func (s *Supervisor) reconcileOne(ctx context.Context, spec Spec) (st State, ret
 		tr.restarts++
 		tr.crashes++
 		s.metrics.restarts.WithLabelValues(role).Inc()
-		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID)
+		log.Warn("restarted stopped workload", "exit_code", st.ExitCode, "restarts", tr.restarts, "id", next.ID,
+			"last_output", strings.Join(tr.output, "\n"))
 	} else {
 		log.Info("started workload", "id", next.ID, "spec_hash", next.SpecHash)
 	}
@@ -373,14 +412,8 @@ func (s *Supervisor) report(ctx context.Context, tr *tracked, st *State) {
 		return
 	}
 	st.Status = StatusCrashLooping
-	if tailer, ok := s.driver.(OutputTailer); ok && tr.outputAt != tr.crashes {
-		lines, err := tailer.Tail(ctx, st.Name, OutputLines)
-		switch {
-		case err == nil:
-			tr.output, tr.outputAt = lines, tr.crashes
-		case ctx.Err() == nil:
-			s.log.Warn("read output of crash-looping workload", "name", st.Name, "err", err)
-		}
+	if tr.outputAt != tr.crashes { // the runtime restarted it (Docker's policy)
+		tr.output, tr.outputAt = s.tail(ctx, st.Name), tr.crashes
 	}
 	st.LastOutput = slices.Clone(tr.output)
 	msg := fmt.Sprintf("exited %d times in a row", tr.crashes)
@@ -396,39 +429,159 @@ func (s *Supervisor) report(ctx context.Context, tr *tracked, st *State) {
 	st.LastError = msg
 }
 
-// Reload sends sig to the named workload so that it reads a config that
-// was rewritten at changedAt, and reports whether it did. Only a workload
-// of the desired set that carries this Supervisor's labels (LabelManaged,
+// tail returns the last lines the named workload wrote, through a driver
+// that can read them (OutputTailer); nil otherwise.
+func (s *Supervisor) tail(ctx context.Context, name string) []string {
+	tailer, ok := s.driver.(OutputTailer)
+	if !ok {
+		return nil
+	}
+	lines, err := tailer.Tail(ctx, name, OutputLines)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("read output of exited workload", "name", name, "err", err)
+	}
+	return lines
+}
+
+// Reload asks for sig to be sent to the named workload so that it reads a
+// config that was rewritten at changedAt; Run sends it. Only a workload of
+// the desired set that carries this Supervisor's labels (LabelManaged,
 // LabelOwner, the selector) and runs the desired spec is signalled, and
 // only through a driver that can (Signaler): whatever else listens on the
-// workload's port or bears its name is never touched. One that started
-// after changedAt read the new config when it started and is left alone:
-// a signal that lands before a program installs its handler kills it.
-func (s *Supervisor) Reload(ctx context.Context, name string, sig syscall.Signal, changedAt time.Time) (bool, error) {
+// workload's port or bears its name is never touched.
+//
+// A signal that lands before a program installs its handler kills it
+// (otelcol installs its SIGHUP handler only once all of its pipelines have
+// started). So a workload that started after changedAt is left alone (it
+// read the new config when it started), one that stops or is replaced
+// meanwhile too (its next start reads it), and one whose Spec.Ready probe
+// has not answered yet is signalled only once it has answered at a pass
+// before (ReloadPoll apart): a program that reports ready installs its
+// handler at once. One that is not ready within ReadyTimeout is restarted
+// instead, so that it starts over with the new config. Without a probe
+// the signal goes at the next pass. Run logs what it did.
+func (s *Supervisor) Reload(name string, sig syscall.Signal, changedAt time.Time) error {
 	s.mu.Lock()
-	spec, ok := s.desired[name]
+	_, ok := s.desired[name]
+	if ok {
+		r := s.reloads[name]
+		r.sig = sig
+		if changedAt.After(r.changedAt) {
+			r.changedAt = changedAt
+		}
+		if r.asked.IsZero() {
+			r.asked = time.Now()
+		}
+		s.reloads[name] = r
+	}
 	s.mu.Unlock()
 	if !ok {
-		return false, fmt.Errorf("reload %q: not a desired workload", name)
+		return fmt.Errorf("reload %q: not a desired workload", name)
 	}
-	signaler, ok := s.driver.(Signaler)
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// reload is a reload asked for and not done yet.
+type reload struct {
+	sig       syscall.Signal
+	changedAt time.Time // the config the workload must read was written then
+	asked     time.Time // when the first Reload not done yet asked for it
+}
+
+// reloadOne does or keeps the reload asked for spec's workload, whose
+// state the pass has just seen; retry > 0 asks for another pass that soon.
+func (s *Supervisor) reloadOne(ctx context.Context, spec Spec, st State) (retry time.Duration) {
+	s.mu.Lock()
+	r, ok := s.reloads[spec.Name]
+	s.mu.Unlock()
 	if !ok {
-		return false, nil
+		return 0
 	}
-	st, err := s.driver.Inspect(ctx, name)
+	done := func() {
+		s.mu.Lock()
+		if cur := s.reloads[spec.Name]; cur.changedAt.Equal(r.changedAt) { // else asked again meanwhile
+			delete(s.reloads, spec.Name)
+		}
+		s.mu.Unlock()
+	}
+	log := s.log.With("name", spec.Name, "role", spec.Labels[LabelRole])
+	if st.Status == StatusCrashLooping { // what report says; the driver says whether it runs
+		var err error
+		if st, err = s.driver.Inspect(ctx, spec.Name); err != nil {
+			return s.opts.ReloadPoll
+		}
+	}
+	signaler, can := s.driver.(Signaler)
+	if !can || st.Status != StatusRunning || !Matches(st.Labels, s.selector) || st.SpecHash != spec.Hash() ||
+		(!st.Since.IsZero() && !st.Since.Before(r.changedAt)) {
+		done() // nothing to signal, or its next start reads the new config
+		return 0
+	}
+	if spec.Ready != "" {
+		tr := s.track[spec.Name]
+		instance := st.ID + "@" + st.Since.String()
+		if tr.readyOf != instance {
+			if probe(ctx, spec.Ready) == nil {
+				tr.readyOf = instance // signalled at the next pass
+				return s.opts.ReloadPoll
+			}
+			if time.Since(later(st.Since, r.asked)) < s.opts.ReadyTimeout {
+				return s.opts.ReloadPoll
+			}
+			done()
+			if err := s.driver.Remove(ctx, spec.Name); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("restart workload not ready for a reload", "err", err)
+				}
+				return 0
+			}
+			log.Warn("restarted workload to load its new config: not ready for a reload", "ready", spec.Ready, "ready_timeout", s.opts.ReadyTimeout, "id", st.ID)
+			return s.opts.ReloadPoll // started again at the next pass
+		}
+	}
+	done()
+	if err := signaler.Signal(ctx, spec.Name, r.sig); err != nil {
+		if ctx.Err() == nil {
+			log.Warn("reload", "signal", r.sig.String(), "err", err)
+		}
+		return 0
+	}
+	log.Info("config reloaded", "signal", r.sig.String(), "id", st.ID)
+	return 0
+}
+
+// probeClient asks readiness probes: no proxy, no connection kept.
+var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// probe reports whether url answers 2xx within a second.
+func probe(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false, fmt.Errorf("reload %q: %w", name, err)
+		return err
 	}
-	if st.Status != StatusRunning || !Matches(st.Labels, s.selector) || st.SpecHash != spec.Hash() {
-		return false, nil
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return err
 	}
-	if !st.Since.IsZero() && !st.Since.Before(changedAt) {
-		return false, nil
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	if err := signaler.Signal(ctx, name, sig); err != nil {
-		return false, fmt.Errorf("reload %q: %w", name, err)
+	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	return true, nil
+	return b
 }
 
 // backoff is the wait before the n-th consecutive restart or attempt,

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -543,9 +547,18 @@ func (f *signalFake) signals() []string {
 	return append([]string(nil), f.sent...)
 }
 
+// pending reports whether a reload of name is still asked for.
+func (s *Supervisor) pending(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.reloads[name]
+	return ok
+}
+
 // Reload signals only a running workload of the Supervisor's own, with the
 // desired spec, started before the config changed; never anything that
 // merely bears the name, and nothing through a driver that cannot signal.
+// The passes are run by hand (reconcile), as Run would.
 func TestReloadSignalsOnlyTheSupervisorsOwnRunningWorkload(t *testing.T) {
 	ctx := context.Background()
 	f := &signalFake{fakeDriver: newFake()}
@@ -577,21 +590,26 @@ func TestReloadSignalsOnlyTheSupervisorsOwnRunningWorkload(t *testing.T) {
 		{"unmanaged (none driver)", State{Name: "prometheus", Status: StatusUnmanaged}},
 	} {
 		f.put(tc.state)
-		if ok, err := s.Reload(ctx, "prometheus", syscall.SIGHUP, changed); ok || err != nil {
-			t.Errorf("%s: Reload = %v, %v; want no signal", tc.name, ok, err)
+		if err := s.Reload("prometheus", syscall.SIGHUP, changed); err != nil {
+			t.Fatalf("%s: Reload = %v", tc.name, err)
+		}
+		s.reconcile(ctx)
+		if s.pending("prometheus") {
+			t.Errorf("%s: the reload is still pending; its next start reads the config, or it is not ours", tc.name)
 		}
 	}
 	if got := f.signals(); len(got) != 0 {
 		t.Fatalf("signals sent: %v", got)
 	}
 	f.put(ours)
-	if ok, err := s.Reload(ctx, "prometheus", syscall.SIGHUP, changed); !ok || err != nil {
-		t.Fatalf("Reload of the Supervisor's own running workload = %v, %v", ok, err)
+	if err := s.Reload("prometheus", syscall.SIGHUP, changed); err != nil {
+		t.Fatal(err)
 	}
-	if got := f.signals(); len(got) != 1 || got[0] != "prometheus:hangup" {
-		t.Fatalf("signals sent: %v", got)
+	s.reconcile(ctx)
+	if got := f.signals(); len(got) != 1 || got[0] != "prometheus:hangup" || s.pending("prometheus") {
+		t.Fatalf("signals sent to the Supervisor's own running workload: %v (pending: %v)", got, s.pending("prometheus"))
 	}
-	if _, err := s.Reload(ctx, "jaeger", syscall.SIGHUP, changed); err == nil || !strings.Contains(err.Error(), `reload "jaeger": not a desired workload`) {
+	if err := s.Reload("jaeger", syscall.SIGHUP, changed); err == nil || !strings.Contains(err.Error(), `reload "jaeger": not a desired workload`) {
 		t.Fatalf("Reload of a workload not desired = %v", err)
 	}
 
@@ -605,8 +623,112 @@ func TestReloadSignalsOnlyTheSupervisorsOwnRunningWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain.put(ours)
-	if ok, err := s2.Reload(ctx, "prometheus", syscall.SIGHUP, changed); ok || err != nil {
-		t.Fatalf("Reload without a Signaler = %v, %v", ok, err)
+	if err := s2.Reload("prometheus", syscall.SIGHUP, changed); err != nil {
+		t.Fatal(err)
+	}
+	s2.reconcile(ctx)
+	if s2.pending("prometheus") {
+		t.Fatal("a reload through a driver that cannot signal is still pending")
+	}
+}
+
+// readiness is a readiness probe a test turns on.
+type readiness struct {
+	ready atomic.Bool
+	asked atomic.Int32
+	url   string
+}
+
+func newReadiness(t *testing.T) *readiness {
+	r := &readiness{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		r.asked.Add(1)
+		if !r.ready.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL + "/ready"
+	return r
+}
+
+// A workload with a readiness probe is signalled only once the probe has
+// answered at a pass before: a signal that lands before a program has
+// installed its handler kills it (otelcol installs its SIGHUP handler only
+// after its pipelines started). The reload waits, it is not lost.
+func TestReloadWaitsForTheReadinessProbe(t *testing.T) {
+	ctx := context.Background()
+	f := &signalFake{fakeDriver: newFake()}
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := newReadiness(t)
+	sp := spec("trace-agent", RoleTraceAgent)
+	sp.Ready = probe.url
+	if err := s.Set([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	s.reconcile(ctx) // started
+	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if wait := s.reconcile(ctx); wait != DefaultSupervisorOptions.ReloadPoll {
+			t.Fatalf("a waiting reload asks for the next pass in %s; want ReloadPoll", wait)
+		}
+	}
+	if got := f.signals(); len(got) != 0 || !s.pending("trace-agent") || probe.asked.Load() != 3 {
+		t.Fatalf("signalled before ready: %v (pending %v, probes %d)", got, s.pending("trace-agent"), probe.asked.Load())
+	}
+	probe.ready.Store(true)
+	s.reconcile(ctx) // ready now: the program installs its handler at once
+	if got := f.signals(); len(got) != 0 {
+		t.Fatalf("signalled at the pass that first saw it ready: %v", got)
+	}
+	s.reconcile(ctx)
+	if got := f.signals(); len(got) != 1 || s.pending("trace-agent") {
+		t.Fatalf("signals once ready: %v (pending %v)", got, s.pending("trace-agent"))
+	}
+	// Ready stays ready for the same instance: the next reload goes at once.
+	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.reconcile(ctx)
+	if got := f.signals(); len(got) != 2 {
+		t.Fatalf("signals after a second reload of a ready workload: %v", got)
+	}
+	if starts := f.startTimes("trace-agent"); len(starts) != 1 {
+		t.Fatalf("started %d times; a reload signals, it does not restart", len(starts))
+	}
+}
+
+// A workload that does not become ready within ReadyTimeout is restarted
+// instead of signalled: its new start reads the new config.
+func TestReloadRestartsAWorkloadThatNeverGetsReady(t *testing.T) {
+	ctx := context.Background()
+	f := &signalFake{fakeDriver: newFake()}
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", ReadyTimeout: 50 * time.Millisecond, ReloadPoll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := newReadiness(t)
+	sp := spec("trace-agent", RoleTraceAgent)
+	sp.Ready = probe.url
+	if err := s.Set([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	s.reconcile(ctx)
+	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("trace-agent")) == 2 },
+		"not restarted after ReadyTimeout")
+	if got := f.signals(); len(got) != 0 || s.pending("trace-agent") {
+		t.Fatalf("signals: %v (pending %v); want a restart instead", got, s.pending("trace-agent"))
+	}
+	if st := s.States(); len(st) != 1 || st[0].Restarts != 0 {
+		t.Fatalf("a restart for a reload counts as a crash: %+v", st)
 	}
 }
 
@@ -618,5 +740,77 @@ func TestLastLinesDropsBlanksAndCutsLongLines(t *testing.T) {
 	}
 	if !utf8.ValidString(got[1]) {
 		t.Fatalf("cut inside a rune: %q", got[1])
+	}
+}
+
+// logBuffer is a concurrency-safe log sink.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The first exit already says why in the log: the restart's line carries
+// the workload's last output (a port taken, a config refused), before the
+// next start writes more.
+func TestRestartLogsTheLastOutput(t *testing.T) {
+	f := newFake()
+	f.crash = true
+	f.output = []string{"starting", `level=error err="listen tcp 127.0.0.1:9090: bind: address already in use"`}
+	var logs logBuffer
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "cluster-stack", Interval: 5 * time.Millisecond,
+		BackoffMin: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("prometheus", RolePrometheus)}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "restarted stopped workload") },
+		"no restart logged:\n%s", logs.String())
+	for _, want := range []string{"exit_code=1", `bind: address already in use`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the restart's log line lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// A workload reported crash-looping may run at the moment (it is up again
+// after its last exit): a reload reaches it all the same.
+func TestReloadReachesACrashLoopingWorkloadThatRuns(t *testing.T) {
+	ctx := context.Background()
+	f := &signalFake{fakeDriver: newFake()}
+	f.crash = true
+	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", BackoffMin: time.Millisecond, BackoffMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]Spec{spec("vector", RoleVector)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("vector")) >= 3 }, "not restarted twice")
+	f.set(func() { f.crash = false })
+	s.reconcile(ctx) // up again, and still crash-looping
+	if st := s.States(); len(st) != 1 || st[0].Status != StatusCrashLooping {
+		t.Fatalf("states: %+v", st)
+	}
+	if err := s.Reload("vector", syscall.SIGHUP, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.reconcile(ctx)
+	if got := f.signals(); len(got) != 1 {
+		t.Fatalf("signals to a crash-looping workload that runs: %v", got)
 	}
 }

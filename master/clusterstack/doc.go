@@ -6,7 +6,8 @@
 // At the start of a term it renders their configs under <data_dir>/stack,
 // hands their specs to a workload.Supervisor, and stops them when the term
 // ends. A Prometheus of this stack whose config changed while running is
-// reloaded with SIGHUP through the driver, not restarted; nothing the agent
+// reloaded with SIGHUP through the driver once it answers /-/ready, not
+// restarted; nothing the agent
 // did not start or adopt (by its labels) is ever reloaded, signalled or
 // stopped, whatever listens on the configured port. RemoveLeftovers, called when an agent starts, stops
 // what a crashed earlier master left behind on this host, so a restarted

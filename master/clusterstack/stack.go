@@ -111,7 +111,7 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 		return fmt.Errorf("cluster stack: %w", err)
 	}
 	if promChanged {
-		s.reloadPrometheus(ctx, changedAt) // an adopted Prometheus must read the new file
+		s.reloadPrometheus(changedAt) // an adopted Prometheus must read the new file
 	}
 	if t := s.cfg.Targets; t != nil {
 		t.Set(targetSource, s.targets(specs))
@@ -193,6 +193,7 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
+		spec.Ready = "http://" + stackconfig.WithHost(st.Prometheus.Listen, "127.0.0.1") + "/-/ready"
 		specs = append(specs, spec)
 	}
 	if st.Jaeger.Enabled {
@@ -239,19 +240,16 @@ func (s *Stack) jaeger() (*workload.Spec, error) {
 	return &spec, nil
 }
 
-// reloadPrometheus sends SIGHUP to this stack's own Prometheus, if it runs
-// already (adopted), so that it re-reads its config. Never over HTTP: the
+// reloadPrometheus has the Supervisor send SIGHUP to this stack's own
+// Prometheus, if it runs already (adopted), once it answers /-/ready, so
+// that it re-reads its config. Never over HTTP: the
 // Prometheus answering on the configured port may be one the agent does
 // not run (the none driver, or the operator's own), and the agent touches
 // only workloads it started or adopted, by their labels.
-func (s *Stack) reloadPrometheus(ctx context.Context, changedAt time.Time) {
+func (s *Stack) reloadPrometheus(changedAt time.Time) {
 	name := prometheusName(s.cfg.Node)
-	ok, err := s.sup.Reload(ctx, name, syscall.SIGHUP, changedAt)
-	switch {
-	case err != nil:
+	if err := s.sup.Reload(name, syscall.SIGHUP, changedAt); err != nil {
 		s.log.Warn("reload prometheus", "workload", name, "err", err)
-	case ok:
-		s.log.Info("prometheus config reloaded", "workload", name)
 	}
 }
 

@@ -158,6 +158,35 @@ func TestTraceAgentKeepsSpansThroughARepointing(t *testing.T) {
 	}
 }
 
+// A collector URL published right after the trace agent started (a new
+// master elected as the node joins) reloads it without killing it: the
+// SIGHUP waits for its health check (otelcol installs its SIGHUP handler
+// only once its pipelines have started; a SIGHUP before that killed it
+// with exit 129, and it ran again only at the Supervisor's next pass).
+func TestTraceAgentReloadedAsItStartsKeepsRunning(t *testing.T) {
+	first, next := processtest.StartJaeger(t), processtest.StartJaeger(t)
+	o := startOtelcolStack(t, nil)
+	o.SetCollectors(map[string]string{collectors.JaegerOTLPGRPC: "http://" + first.OTLPGRPC})
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return o.pid(t) != "" }, "the trace agent does not run")
+	pid := o.pid(t)
+	o.SetCollectors(map[string]string{collectors.JaegerOTLPGRPC: "http://" + next.OTLPGRPC})
+
+	// Spans go to the first collector until the reload, then to the next.
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		o.send(t, "shop-3", 1)
+		return len(next.Traces("shop-3")) > 0
+	}, "no span reached the collector published last")
+	if got := o.pid(t); got != pid {
+		t.Fatalf("the trace agent was restarted (pid %s, then %s), not reloaded", pid, got)
+	}
+	if b, _ := os.ReadFile(o.d.LogPath("agent-trace-agent-n1")); strings.Count(string(b), "--- agent: starting") != 1 {
+		t.Fatalf("the trace agent was started %d times", strings.Count(string(b), "--- agent: starting"))
+	}
+	if st := o.States(); len(st) != 1 || st[0].Restarts != 0 {
+		t.Fatalf("states: %+v", st)
+	}
+}
+
 // The collector is down and stays down: the trace agent queues up to its
 // limit, then drops new spans and counts them; the application is
 // answered at once all along. What was queued is sent once a collector

@@ -157,14 +157,12 @@ func (s *Stack) apply(ctx context.Context) {
 		return
 	}
 	// Only this stack's own running workloads are signalled (the
-	// Supervisor checks their labels and spec); with the none driver,
-	// nothing is.
+	// Supervisor checks their labels and spec), once ready (their
+	// Spec.Ready probe); with the none driver, nothing is. The Supervisor
+	// logs each reload.
 	for _, name := range reload {
-		switch ok, err := s.sup.Reload(ctx, name, syscall.SIGHUP, changedAt); {
-		case err != nil:
+		if err := s.sup.Reload(name, syscall.SIGHUP, changedAt); err != nil {
 			s.log.Warn("reload", "workload", name, "err", err)
-		case ok:
-			s.log.Info("config reloaded", "workload", name)
 		}
 	}
 }
@@ -279,6 +277,11 @@ func (s *Stack) traceAgent(targets map[string]etcd.TargetGroup) (*workload.Spec,
 		Spec(s.cfg.Driver, "agent-trace-agent-"+s.cfg.Node, []string{"--config=" + path}, mounts...)
 	if err != nil {
 		return nil, false, err
+	}
+	if st.HealthListen != "" {
+		// otelcol installs its SIGHUP handler only once its pipelines
+		// have started, when its health check turns ready.
+		spec.Ready = "http://" + stackconfig.WithHost(st.HealthListen, "127.0.0.1") + "/status"
 	}
 	if st.TelemetryListen != "" {
 		targets["otelcol/node-collector"] = s.target(st.TelemetryListen)

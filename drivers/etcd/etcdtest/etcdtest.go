@@ -7,7 +7,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -28,11 +27,7 @@ type Server struct {
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	// FreeAddr closes its probe, so two calls can return the same port.
 	client, peer := FreeAddr(t), FreeAddr(t)
-	for peer == client {
-		peer = FreeAddr(t)
-	}
 	s := &Server{t: t, cfg: etcd.EmbedConfig{
 		Name:      "test",
 		Dir:       t.TempDir(),
@@ -102,17 +97,6 @@ func NewClient(t testing.TB, endpoint string) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
-}
-
-// FreeAddr returns a loopback host:port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // Eventually polls cond every 20ms until it is true or timeout passes, then

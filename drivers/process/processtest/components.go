@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 )
 
 // Proc is a component process a test started; it is killed (with its
@@ -63,15 +64,11 @@ func (p *Proc) Kill() {
 	<-p.Done
 }
 
-// freeAddr returns a loopback host:port that was free a moment ago.
+// freeAddr returns a loopback host:port reserved for the test
+// (etcdtest.FreeAddr): the components it starts bind it seconds later.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return etcdtest.FreeAddr(t)
 }
 
 // eventually polls cond every 50 ms until it holds or timeout passes.
