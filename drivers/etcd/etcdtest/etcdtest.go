@@ -15,6 +15,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 )
 
 // Server is an embedded etcd for one test.
@@ -127,4 +128,11 @@ func Campaign(t testing.TB, cli *clientv3.Client, keys etcd.Keys, node string, t
 		t.Fatalf("campaign: %v", err)
 	}
 	return s, etcd.Leader{Node: node, Key: e.Key(), Rev: e.Rev(), ClusterID: e.Header().ClusterId, Lease: s.Lease(), KV: cli}
+}
+
+// FreeAddr returns a loopback host:port reserved for the test until it
+// ends, across every test process on the machine (freeaddr.Reserve).
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return freeaddr.Reserve(t)
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 )
 
 // Proc is a component process a test started; it is killed (with its
@@ -65,10 +65,10 @@ func (p *Proc) Kill() {
 }
 
 // freeAddr returns a loopback host:port reserved for the test
-// (etcdtest.FreeAddr): the components it starts bind it seconds later.
+// (freeaddr.Reserve): the components it starts bind it seconds later.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	return etcdtest.FreeAddr(t)
+	return freeaddr.Reserve(t)
 }
 
 // eventually polls cond every 50 ms until it holds or timeout passes.

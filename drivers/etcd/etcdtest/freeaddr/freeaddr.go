@@ -1,4 +1,8 @@
-package etcdtest
+// Package freeaddr reserves loopback ports for tests across every test
+// process on the machine. It imports nothing of the project, so that any
+// test helper can use it (etcdtest.FreeAddr is it; processtest, which
+// stackconfig's tests import, calls it directly).
+package freeaddr
 
 import (
 	"math/rand/v2"
@@ -16,8 +20,8 @@ import (
 // folder they all share.
 var portsDir = filepath.Join("/tmp", "agent-test-ports")
 
-// FreeAddr returns a loopback host:port reserved for the test until it
-// ends: no FreeAddr of any test process on this machine returns it
+// Reserve returns a loopback host:port reserved for the test until it
+// ends: no Reserve of any test process on this machine returns it
 // meanwhile, and it lies below the kernel's ephemeral port range, so that
 // no listener on port 0 (httptest servers, a Jaeger's spare gRPC port) and
 // no outgoing connection takes it between this call and the bind of the
@@ -29,7 +33,7 @@ var portsDir = filepath.Join("/tmp", "agent-test-ports")
 // The reservation is an flock on <portsDir>/<port>, held by the test
 // process until the test's cleanup; the kernel drops it when the process
 // dies. The port was free when reserved (a probe listened on it).
-func FreeAddr(t testing.TB) string {
+func Reserve(t testing.TB) string {
 	t.Helper()
 	lo, hi := reservedRange()
 	if lo >= hi {
@@ -63,7 +67,7 @@ func FreeAddr(t testing.TB) string {
 	return ""
 }
 
-// reservedRange is where FreeAddr picks: from 20000 (above the project's
+// reservedRange is where Reserve picks: from 20000 (above the project's
 // default ports) to the start of the ephemeral range, [lo, hi); empty when
 // the ephemeral range leaves too little room below it.
 func reservedRange() (lo, hi int) {

@@ -1,4 +1,4 @@
-package etcdtest
+package freeaddr
 
 import (
 	"net"
@@ -23,10 +23,10 @@ func lockedElsewhere(t *testing.T, port string) bool {
 	return err != nil
 }
 
-// FreeAddr hands out each port once while a test holds it, below the
+// Reserve hands out each port once while a test holds it, below the
 // ephemeral range (where port-0 listeners and outgoing connections never
 // land), and holds the reservation until the test ends.
-func TestFreeAddrReservesDistinctPortsOutsideTheEphemeralRange(t *testing.T) {
+func TestReserveHandsOutDistinctPortsOutsideTheEphemeralRange(t *testing.T) {
 	lo, hi := reservedRange()
 	if lo >= hi {
 		t.Skip("no room below this machine's ephemeral port range")
@@ -35,7 +35,7 @@ func TestFreeAddrReservesDistinctPortsOutsideTheEphemeralRange(t *testing.T) {
 	t.Run("reserve", func(t *testing.T) {
 		seen := map[string]bool{}
 		for range 200 {
-			addr := FreeAddr(t)
+			addr := Reserve(t)
 			host, port, err := net.SplitHostPort(addr)
 			if err != nil || host != "127.0.0.1" {
 				t.Fatalf("FreeAddr = %q", addr)
