@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 	"github.com/agentproj/agent/drivers/process"
 	"github.com/agentproj/agent/drivers/workload"
 )
@@ -39,14 +40,10 @@ func needBinary(t *testing.T, path, pkg string) {
 	t.Skipf("%s is missing: apt-get install %s", path, pkg)
 }
 
+// freeAddr is a loopback port reserved for the test (freeaddr.Reserve).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeaddr.Reserve(t)
 }
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
