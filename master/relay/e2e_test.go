@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -36,14 +38,16 @@ func needBinary(t *testing.T, name string) string {
 	return etcdtest.RequireBinary(t, name, "prometheus prometheus-node-exporter")
 }
 
+// freePort is a loopback port reserved for the test (freeaddr.Reserve):
+// the processes it is handed to bind it seconds later.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	_, p, _ := net.SplitHostPort(freeaddr.Reserve(t))
+	port, err := strconv.Atoi(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // process is a started binary, stopped by stop or at the end of the test.
