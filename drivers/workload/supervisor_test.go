@@ -639,6 +639,24 @@ type readiness struct {
 	url   string
 }
 
+// probedTraceAgent is a Supervisor of a signalling fake driver whose
+// desired set is a trace agent with a readiness probe, not ready yet.
+func probedTraceAgent(t *testing.T, opts SupervisorOptions) (*Supervisor, *signalFake, *readiness) {
+	t.Helper()
+	f := &signalFake{fakeDriver: newFake()}
+	s, err := NewSupervisor(f, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe := newReadiness(t)
+	sp := spec("trace-agent", RoleTraceAgent)
+	sp.Ready = probe.url
+	if err := s.Set([]Spec{sp}); err != nil {
+		t.Fatal(err)
+	}
+	return s, f, probe
+}
+
 func newReadiness(t *testing.T) *readiness {
 	r := &readiness{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -658,17 +676,7 @@ func newReadiness(t *testing.T) *readiness {
 // after its pipelines started). The reload waits, it is not lost.
 func TestReloadWaitsForTheReadinessProbe(t *testing.T) {
 	ctx := context.Background()
-	f := &signalFake{fakeDriver: newFake()}
-	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := newReadiness(t)
-	sp := spec("trace-agent", RoleTraceAgent)
-	sp.Ready = probe.url
-	if err := s.Set([]Spec{sp}); err != nil {
-		t.Fatal(err)
-	}
+	s, f, probe := probedTraceAgent(t, SupervisorOptions{Owner: "node-stack"})
 	s.reconcile(ctx) // started
 	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
 		t.Fatal(err)
@@ -707,17 +715,7 @@ func TestReloadWaitsForTheReadinessProbe(t *testing.T) {
 // instead of signalled: its new start reads the new config.
 func TestReloadRestartsAWorkloadThatNeverGetsReady(t *testing.T) {
 	ctx := context.Background()
-	f := &signalFake{fakeDriver: newFake()}
-	s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", ReadyTimeout: 50 * time.Millisecond, ReloadPoll: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := newReadiness(t)
-	sp := spec("trace-agent", RoleTraceAgent)
-	sp.Ready = probe.url
-	if err := s.Set([]Spec{sp}); err != nil {
-		t.Fatal(err)
-	}
+	s, f, _ := probedTraceAgent(t, SupervisorOptions{Owner: "node-stack", ReadyTimeout: 50 * time.Millisecond, ReloadPoll: 10 * time.Millisecond})
 	s.reconcile(ctx)
 	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
 		t.Fatal(err)
