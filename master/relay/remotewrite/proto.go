@@ -60,8 +60,7 @@ type Shard struct {
 	// RewriteV2's work: the shard's symbol table being built.
 	remap  []uint32 // request symbol -> index in syms; 0: not yet
 	extRef []uint32 // the same for the external labels' names and values
-	syms   []shardSym
-	table  int // bytes syms take encoded
+	syms   [][]byte
 	series []byte
 }
 
@@ -354,32 +353,21 @@ const identSeed uint64 = 0x9e3779b97f4a7c15
 func strHash(b []byte) uint64 {
 	const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
 	h := uint64(len(b)) * m1
-	all := b
 	for len(b) >= 8 {
 		hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
 		h = hi ^ lo
 		b = b[8:]
 	}
 	if len(b) > 0 {
-		hi, lo := bits.Mul64(h^tail(all, len(b)), m2)
+		var t uint64
+		for i, c := range b {
+			t |= uint64(c) << (8 * i)
+		}
+		hi, lo := bits.Mul64(h^t, m2)
 		h = hi ^ lo
 	}
 	hi, lo := bits.Mul64(h, m1)
 	return hi ^ lo
-}
-
-// tail is the last k (1 to 7) bytes of b as a little-endian number, read
-// with as few loads as b's length allows.
-func tail(b []byte, k int) uint64 {
-	n := len(b)
-	switch {
-	case n >= 8:
-		return binary.LittleEndian.Uint64(b[n-8:]) >> (8 * (8 - k))
-	case k >= 4: // b is the tail: two overlapping 4-byte loads
-		return uint64(binary.LittleEndian.Uint32(b)) | uint64(binary.LittleEndian.Uint32(b[k-4:]))<<(8*(k-4))
-	default:
-		return uint64(b[0]) | uint64(b[k/2])<<(8*(k/2)) | uint64(b[k-1])<<(8*(k-1))
-	}
 }
 
 // strHashASCII is strHash(b) and whether b is ASCII, in one pass.
@@ -388,7 +376,6 @@ func strHashASCII(b []byte) (uint64, bool) {
 	const high = 0x8080808080808080
 	h := uint64(len(b)) * m1
 	var or uint64
-	all := b
 	for len(b) >= 8 {
 		w := binary.LittleEndian.Uint64(b)
 		or |= w
@@ -397,7 +384,10 @@ func strHashASCII(b []byte) (uint64, bool) {
 		b = b[8:]
 	}
 	if len(b) > 0 {
-		t := tail(all, len(b))
+		var t uint64
+		for i, c := range b {
+			t |= uint64(c) << (8 * i)
+		}
 		or |= t
 		hi, lo := bits.Mul64(h^t, m2)
 		h = hi ^ lo

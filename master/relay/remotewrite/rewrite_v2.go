@@ -20,9 +20,9 @@ import (
 
 // v2Scratch is what RewriteV2 needs for one request.
 type v2Scratch struct {
-	src     []byte   // the request
-	changed bool     // it has what RewriteV2 leaves out
-	syms    []symbol // its symbol table
+	changed bool     // the request has what RewriteV2 leaves out
+	syms    [][]byte // its symbols, slices of the request
+	info    []symInfo
 	series  [][]byte
 	refs    []uint64
 	lbls    []uint32 // the final label set: pairs of symbol indexes; an external label k is extFlag|k
@@ -30,23 +30,15 @@ type v2Scratch struct {
 	body    []byte
 }
 
-// symbol is one symbol of a request and what the request learned about
-// it, kept together (24 bytes) so a label costs one memory access per
-// string. Every symbol is hashed as it is read (it is UTF-8-checked then
-// anyway, and nearly every symbol is used by a label).
-type symbol struct {
+// symInfo is what one request learned about one of its symbols, kept
+// together so a label costs one memory access per string. Every symbol is
+// hashed as it is read when the hash picks shards (it is UTF-8-checked
+// then anyway, and nearly every symbol is used by a label).
+type symInfo struct {
 	hash  uint64
-	off   uint32 // where its bytes start in the request
-	n     uint32 // its length
 	after uint32 // as a label name: 1 + a label name ref known to sort before it (series repeat the same pairs); 0: none yet
 	ext   uint16 // as a label name, when memoName: how many external labels sort before it; extSame when one has this name
 	memo  uint8
-}
-
-// str is symbol i's bytes.
-func (sc *v2Scratch) str(i uint64) []byte {
-	s := &sc.syms[i]
-	return sc.src[s.off : s.off+s.n : s.off+s.n]
 }
 
 const (
@@ -89,8 +81,7 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 		sc = &v2Scratch{}
 	}
 	defer r.v2.Put(sc)
-	sc.src, sc.syms, sc.series, sc.changed = src, sc.syms[:0], sc.series[:0], false
-	defer func() { sc.src = nil }()
+	sc.syms, sc.series, sc.info, sc.changed = sc.syms[:0], sc.series[:0], sc.info[:0], false
 	hash := r.shards > 1 // strings are hashed only to pick a series' shard
 	for b := src; len(b) > 0; {
 		// Fast path: a symbol shorter than 128 bytes, as nearly all are.
@@ -106,7 +97,8 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 			if !ascii && !utf8.Valid(v) {
 				return c, false, fmt.Errorf("symbol %d: not UTF-8", len(sc.syms))
 			}
-			sc.syms = append(sc.syms, symbol{hash: h, off: uint32(len(src) - len(b) + 2), n: uint32(len(v)), memo: emptyMemo(v)})
+			sc.syms = append(sc.syms, v)
+			sc.info = append(sc.info, symInfo{hash: h, memo: emptyMemo(v)})
 			b = b[2+len(v):]
 			continue
 		}
@@ -132,7 +124,8 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 			if hash {
 				h = strHash(v)
 			}
-			sc.syms = append(sc.syms, symbol{hash: h, off: uint32(len(src) - len(b) + n + m - len(v)), n: uint32(len(v)), memo: emptyMemo(v)})
+			sc.syms = append(sc.syms, v)
+			sc.info = append(sc.info, symInfo{hash: h, memo: emptyMemo(v)})
 		case num == v2Timeseries:
 			v, _ := protowire.ConsumeBytes(b[n:])
 			sc.series = append(sc.series, v)
@@ -155,7 +148,7 @@ func (r *Rewriter) rewriteV2(src []byte, out []Shard) (Counts, bool, error) {
 		}
 	}
 	for i := range out {
-		out[i].endV2(src, r.ext)
+		out[i].endV2()
 	}
 	return c, sc.changed, nil
 }
@@ -256,7 +249,7 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 	// (external labels merged, empty values left out) and its identity,
 	// which picks the shard as for 1.0.
 	lbls := sc.lbls[:0]
-	syms := sc.syms
+	info, syms := sc.info, sc.syms
 	ident := identSeed
 	ei := 0
 	prev := uint32(0)
@@ -265,18 +258,18 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 		if nr >= nsyms || vr >= nsyms {
 			return fmt.Errorf("series %d: label %d: reference %d outside the symbol table (%d symbols)", idx, i/2, max(nr, vr), nsyms)
 		}
-		ni, vi := &syms[nr], &syms[vr]
+		ni, vi := &info[nr], &info[vr]
 		if ni.memo&memoName == 0 {
-			if err := r.names.checkLabelName(sc.str(nr)); err != nil {
+			if err := r.names.checkLabelName(syms[nr]); err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
 			if len(r.ext) > 0 {
-				ni.ext = r.extRank(sc.str(nr))
+				ni.ext = r.extRank(syms[nr])
 			}
 			ni.memo |= memoName
 		}
-		if r.names == NamesLegacy && vi.memo&memoMetricName == 0 && string(sc.str(nr)) == metricNameLabel {
-			if err := r.names.checkMetricName(sc.str(vr)); err != nil {
+		if r.names == NamesLegacy && vi.memo&memoMetricName == 0 && string(syms[nr]) == metricNameLabel {
+			if err := r.names.checkMetricName(syms[vr]); err != nil {
 				return fmt.Errorf("series %d: %w", idx, err)
 			}
 			vi.memo |= memoMetricName
@@ -284,8 +277,8 @@ func (r *Rewriter) seriesV2(sc *v2Scratch, idx int, body []byte, out []Shard, to
 		// Sorted: series of a request repeat the same pairs of label
 		// names, so each name remembers the last one found before it.
 		if i > 0 && ni.after != prev+1 {
-			if !less(sc.str(uint64(prev)), sc.str(nr)) {
-				return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, truncate(sc.str(nr)))
+			if !less(syms[prev], syms[nr]) {
+				return fmt.Errorf("series %d: labels not sorted or repeated at %q", idx, truncate(syms[nr]))
 			}
 			ni.after = prev + 1
 		}
@@ -451,26 +444,23 @@ func plainMetadata(b []byte, nsyms uint64) bool {
 	return true
 }
 
-// remapPlainMetadata is remapMessage for plainMetadata: written straight
-// into parts behind its length (a plain metadata is short).
-func remapPlainMetadata(parts, b []byte, sh *Shard, syms []symbol) []byte {
-	at := len(parts)
-	parts = append(parts, 0)
+// remapPlainMetadata is remapMessage for plainMetadata.
+func remapPlainMetadata(parts, b []byte, sh *Shard, syms [][]byte) []byte {
+	var buf [32]byte
+	msg := buf[:0]
 	for len(b) > 0 {
 		t := b[0]
-		x, n := uint64(b[1]), 1
-		if x >= 0x80 {
-			x, n = consumeVarint(b[1:])
-		}
+		x, n := consumeVarint(b[1:])
+		msg = append(msg, t)
 		if t == v2mdType<<3 {
-			parts = append(parts, b[:1+n]...)
+			msg = protowire.AppendVarint(msg, x)
 		} else {
-			parts = appendRef(append(parts, t), sh.sym(syms, int64(x)))
+			msg = appendRef(msg, sh.sym(syms, int64(x)))
 		}
 		b = b[1+n:]
 	}
-	parts[at] = byte(len(parts) - at - 1)
-	return parts
+	parts = append(parts, byte(len(msg)))
+	return append(parts, msg...)
 }
 
 // nextField returns the number of b's first field and its length (tag
@@ -584,7 +574,7 @@ func checkRefs(b []byte, num protowire.Number, nsyms uint64, pairs bool) error {
 // rewritten into sh's table, prefixed by its length (remappedLen reads
 // it): the repeated field pairs (a labels_refs, or -1) and the singular
 // fields one and two (or -1).
-func remapMessage(parts, b []byte, pairs, one, two protowire.Number, sh *Shard, syms []symbol) []byte {
+func remapMessage(parts, b []byte, pairs, one, two protowire.Number, sh *Shard, syms [][]byte) []byte {
 	var buf [64]byte
 	msg := buf[:0]
 	var refs [16]uint64
@@ -650,7 +640,7 @@ func checkSampleV2(b []byte) error {
 // beginV2 prepares s for the series of a request with nsyms symbols.
 func (s *Shard) beginV2(nsyms, next int) {
 	s.Buf, s.Samples = s.Buf[:0], 0
-	s.series, s.syms, s.table = s.series[:0], s.syms[:0], 0
+	s.series, s.syms = s.series[:0], s.syms[:0]
 	if cap(s.remap) < nsyms {
 		s.remap = make([]uint32, nsyms)
 	} else {
@@ -667,19 +657,24 @@ func (s *Shard) beginV2(nsyms, next int) {
 
 // sym returns the shard's index of input symbol ref, adding it to the
 // shard's table on first use. The empty string is always 0.
-func (s *Shard) sym(syms []symbol, ref int64) uint32 {
-	if syms[ref].n == 0 {
+func (s *Shard) sym(syms [][]byte, ref int64) uint32 {
+	if len(syms[ref]) == 0 {
 		return 0
 	}
-	return s.symNE(syms, uint32(ref))
-}
-
-// symNE is sym for a symbol that is not the empty string.
-func (s *Shard) symNE(syms []symbol, ref uint32) uint32 {
 	if x := s.remap[ref]; x != 0 {
 		return x
 	}
-	x := s.addSym(shardSym{syms[ref].off, syms[ref].n})
+	x := s.addSym(syms[ref])
+	s.remap[ref] = x
+	return x
+}
+
+// symNE is sym for a symbol that is not the empty string.
+func (s *Shard) symNE(syms [][]byte, ref uint32) uint32 {
+	if x := s.remap[ref]; x != 0 {
+		return x
+	}
+	x := s.addSym(syms[ref])
 	s.remap[ref] = x
 	return x
 }
@@ -693,47 +688,31 @@ func (s *Shard) extSym(ext []extLabel, k, part int) uint32 {
 	if part == 1 {
 		str = ext[k].value
 	}
-	x := s.addSym(shardSym{uint32(2*k + part), extFlag | uint32(len(str))})
+	x := s.addSym(str)
 	s.extRef[2*k+part] = x
 	return x
 }
 
-// shardSym is a string of a shard's table: where it is in the request, or
-// (n has extFlag) the name (off 2k) or value (2k+1) of external label k.
-type shardSym struct{ off, n uint32 }
-
-func (s *Shard) addSym(str shardSym) uint32 {
+func (s *Shard) addSym(str []byte) uint32 {
 	if len(s.syms) == 0 {
-		s.syms = append(s.syms, shardSym{}) // the empty string comes first
-		s.table = 2
+		s.syms = append(s.syms, nil) // the empty string comes first
 	}
 	s.syms = append(s.syms, str)
-	n := int(str.n &^ extFlag)
-	s.table += 1 + protowire.SizeVarint(uint64(n)) + n
 	return uint32(len(s.syms) - 1)
 }
 
-// endV2 writes the shard's request, its symbols then its series; src is
-// the request its symbols are in.
-func (s *Shard) endV2(src []byte, ext []extLabel) {
+// endV2 writes the shard's request: its symbols, then its series.
+func (s *Shard) endV2() {
 	if len(s.series) == 0 {
 		return
 	}
-	dst := slices.Grow(s.Buf[:0], s.table+len(s.series))
-	for _, ss := range s.syms {
-		var str []byte
-		if ss.n&extFlag == 0 {
-			str = src[ss.off : ss.off+ss.n]
-		} else if l := ext[ss.off/2]; ss.off%2 == 0 {
-			str = l.name
-		} else {
-			str = l.value
-		}
-		if len(str) < 0x80 {
-			dst = append(dst, v2Symbols<<3|byte(protowire.BytesType), byte(len(str)))
-		} else {
-			dst = appendLen(dst, v2Symbols, len(str))
-		}
+	size := len(s.series)
+	for _, str := range s.syms {
+		size += 1 + protowire.SizeVarint(uint64(len(str))) + len(str)
+	}
+	dst := slices.Grow(s.Buf[:0], size)
+	for _, str := range s.syms {
+		dst = appendLen(dst, v2Symbols, len(str))
 		dst = append(dst, str...)
 	}
 	s.Buf = append(dst, s.series...)
