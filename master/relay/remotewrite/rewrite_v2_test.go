@@ -1,10 +1,8 @@
 package remotewrite
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
-	"math/bits"
 	"reflect"
 	"slices"
 	"strings"
@@ -311,42 +309,25 @@ func TestStrHashASCII(t *testing.T) {
 	}
 }
 
-// strHash reads the bytes after the last whole 8 with wide loads: it must
-// give what the byte-at-a-time definition gives, for every tail length and
-// alignment, or shards would move between releases.
-func TestStrHashTail(t *testing.T) {
-	ref := func(b []byte) uint64 {
-		const m1, m2 = 0xa0761d6478bd642f, 0xe7037ed1a0b428db
-		h := uint64(len(b)) * m1
-		for len(b) >= 8 {
-			hi, lo := bits.Mul64(h^binary.LittleEndian.Uint64(b), m2)
-			h = hi ^ lo
-			b = b[8:]
-		}
-		if len(b) > 0 {
-			var t uint64
-			for i, c := range b {
-				t |= uint64(c) << (8 * i)
-			}
-			hi, lo := bits.Mul64(h^t, m2)
-			h = hi ^ lo
-		}
-		hi, lo := bits.Mul64(h, m1)
-		return hi ^ lo
-	}
-	buf := make([]byte, 64)
-	for i := range buf {
-		buf[i] = byte(i*37 + 11)
-	}
-	for off := range 8 {
-		for n := range 41 {
-			b := buf[off : off+n]
-			if got, want := strHash(b), ref(b); got != want {
-				t.Errorf("strHash(% x) = %x, want %x", b, got, want)
-			}
-			if got, _ := strHashASCII(b); got != ref(b) {
-				t.Errorf("strHashASCII(% x) = %x, want %x", b, got, ref(b))
-			}
+// strHash picks the shard of a series in the queue: its values must not
+// change between releases, or a series' new samples could go to another
+// shard than those still queued from before an upgrade, out of order.
+func TestStrHashPinned(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want uint64
+	}{
+		{"", 0x0},
+		{"a", 0x406df31001a8abe3},
+		{"job", 0x129eb91a3c42378f},
+		{"label_01", 0x4a14d79f8958e1b2},
+		{"value-1-000001", 0x83e9c144eb286c1a},
+		{"0123456789abcdef", 0xf04d193221b114f6},
+		{"service.name", 0x4842c3751d239a78},
+		{"é", 0xa8be8f8739159865},
+	} {
+		if got := strHash([]byte(tc.s)); got != tc.want {
+			t.Errorf("strHash(%q) = %#x, want %#x", tc.s, got, tc.want)
 		}
 	}
 }
