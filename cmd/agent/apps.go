@@ -45,11 +45,18 @@ metrics port to Prometheus. See docs/apps.md.`,
   agent apps delete shop-web`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of an agent's API (env AGENT_API)")
-	cmd.PersistentFlags().StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
-	cmd.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	c.addFlags(cmd, "URL of an agent's API")
 	cmd.AddCommand(c.createCmd(), c.listCmd(), c.getCmd(), c.deleteCmd())
 	return cmd
+}
+
+// addFlags adds the client's flags (--api, described by apiHelp,
+// --token-file and --output) to cmd and its subcommands.
+func (c *appsClient) addFlags(cmd *cobra.Command, apiHelp string) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), apiHelp+" (env AGENT_API)")
+	f.StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
+	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 }
 
 func (c *appsClient) createCmd() *cobra.Command {

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -33,9 +32,7 @@ relay as plugin_<name>_<metric>. See docs/plugins.md.`,
   agent plugins update check_dns`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of the agent's API (env AGENT_API)")
-	cmd.PersistentFlags().StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
-	cmd.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	c.addFlags(cmd, "URL of the agent's API")
 	cmd.AddCommand(c.pluginsListCmd(), c.pluginsRunCmd(), c.pluginsToggleCmd("enable"), c.pluginsToggleCmd("disable"), c.pluginsUpdateCmd())
 	return cmd
 }
