@@ -45,11 +45,18 @@ metrics port to Prometheus. See docs/apps.md.`,
   agent apps delete shop-web`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of an agent's API (env AGENT_API)")
-	cmd.PersistentFlags().StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
-	cmd.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	c.addFlags(cmd, "URL of an agent's API")
 	cmd.AddCommand(c.createCmd(), c.listCmd(), c.getCmd(), c.deleteCmd())
 	return cmd
+}
+
+// addFlags adds the client's flags (--api, described by apiHelp,
+// --token-file and --output) to cmd and its subcommands.
+func (c *appsClient) addFlags(cmd *cobra.Command, apiHelp string) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), apiHelp+" (env AGENT_API)")
+	f.StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
+	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 }
 
 func (c *appsClient) createCmd() *cobra.Command {
@@ -129,26 +136,21 @@ func (c *appsClient) listCmd() *cobra.Command {
 		Example: "  agent apps list -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var list apps.AppList
-			if _, err := c.do(cmd, http.MethodGet, "/api/v1/apps", nil, &list); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, list)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "GUID\tNODE\tPINNED\tIMAGE\tSTATUS\tRESTARTS")
-			for _, a := range list.Apps {
-				status, restarts := "-", "-"
-				if a.Status != nil {
-					status, restarts = a.Status.Status, fmt.Sprint(a.Status.Restarts)
+			return show(c, cmd, http.MethodGet, "/api/v1/apps", func(list apps.AppList) error {
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "GUID\tNODE\tPINNED\tIMAGE\tSTATUS\tRESTARTS")
+				for _, a := range list.Apps {
+					status, restarts := "-", "-"
+					if a.Status != nil {
+						status, restarts = a.Status.Status, fmt.Sprint(a.Status.Restarts)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%t\t%s\t%s\t%s\n", a.GUID, a.Node, a.Pinned, a.Spec.Image, status, restarts)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%t\t%s\t%s\t%s\n", a.GUID, a.Node, a.Pinned, a.Spec.Image, status, restarts)
-			}
-			for _, s := range list.Skipped {
-				fmt.Fprintf(w, "skipped %s: %s\n", s.Key, s.Reason)
-			}
-			return w.Flush()
+				for _, s := range list.Skipped {
+					fmt.Fprintf(w, "skipped %s: %s\n", s.Key, s.Reason)
+				}
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -160,15 +162,10 @@ func (c *appsClient) getCmd() *cobra.Command {
 		Example: "  agent apps get shop-web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a apps.AppView
-			if _, err := c.do(cmd, http.MethodGet, "/api/v1/apps/"+args[0], nil, &a); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, a)
-			}
-			printApp(cmd, a)
-			return nil
+			return show(c, cmd, http.MethodGet, "/api/v1/apps/"+args[0], func(a apps.AppView) error {
+				printApp(cmd, a)
+				return nil
+			})
 		},
 	}
 }
@@ -228,6 +225,19 @@ func printApp(cmd *cobra.Command, a apps.AppView) {
 		row("status", "- (not reported by a node)")
 	}
 	_ = w.Flush()
+}
+
+// show sends a request with no body to the API, decodes the answer into a
+// T and prints it: as JSON with -o json, else with table.
+func show[T any](c *appsClient, cmd *cobra.Command, method, path string, table func(T) error) error {
+	var v T
+	if _, err := c.do(cmd, method, path, nil, &v); err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return printJSON(cmd, v)
+	}
+	return table(v)
 }
 
 // do sends a request to the apps API and decodes a 2xx answer into v

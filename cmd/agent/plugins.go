@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -33,9 +32,7 @@ relay as plugin_<name>_<metric>. See docs/plugins.md.`,
   agent plugins update check_dns`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of the agent's API (env AGENT_API)")
-	cmd.PersistentFlags().StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
-	cmd.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	c.addFlags(cmd, "URL of the agent's API")
 	cmd.AddCommand(c.pluginsListCmd(), c.pluginsRunCmd(), c.pluginsToggleCmd("enable"), c.pluginsToggleCmd("disable"), c.pluginsUpdateCmd())
 	return cmd
 }
@@ -47,38 +44,33 @@ func (c *appsClient) pluginsListCmd() *cobra.Command {
 		Example: "  agent plugins list -o json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var list plugins.List
-			if _, err := c.do(cmd, http.MethodGet, "/api/v1/plugins", nil, &list); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, list)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tENABLED\tINTERVAL\tLAST RUN\tDURATION\tEXIT\tSAMPLES\tLAST ERROR")
-			for _, p := range list.Plugins {
-				enabled := fmt.Sprint(p.Enabled)
-				if p.DisabledUntil != nil {
-					enabled = "no, until " + p.DisabledUntil.Local().Format(time.DateTime)
+			return show(c, cmd, http.MethodGet, "/api/v1/plugins", func(list plugins.List) error {
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tENABLED\tINTERVAL\tLAST RUN\tDURATION\tEXIT\tSAMPLES\tLAST ERROR")
+				for _, p := range list.Plugins {
+					enabled := fmt.Sprint(p.Enabled)
+					if p.DisabledUntil != nil {
+						enabled = "no, until " + p.DisabledUntil.Local().Format(time.DateTime)
+					}
+					if p.Running {
+						enabled += " (running)"
+					}
+					interval := "on demand"
+					if p.IntervalSeconds > 0 {
+						interval = (time.Duration(p.IntervalSeconds * float64(time.Second))).String()
+					}
+					last, dur, exit := "-", "-", "-"
+					if p.LastRun != nil {
+						last = p.LastRun.Local().Format(time.DateTime)
+						dur = fmt.Sprintf("%.3fs", p.DurationSeconds)
+					}
+					if p.ExitCode != nil {
+						exit = fmt.Sprint(*p.ExitCode)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, enabled, interval, last, dur, exit, p.Samples, oneLine(p.LastError))
 				}
-				if p.Running {
-					enabled += " (running)"
-				}
-				interval := "on demand"
-				if p.IntervalSeconds > 0 {
-					interval = (time.Duration(p.IntervalSeconds * float64(time.Second))).String()
-				}
-				last, dur, exit := "-", "-", "-"
-				if p.LastRun != nil {
-					last = p.LastRun.Local().Format(time.DateTime)
-					dur = fmt.Sprintf("%.3fs", p.DurationSeconds)
-				}
-				if p.ExitCode != nil {
-					exit = fmt.Sprint(*p.ExitCode)
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, enabled, interval, last, dur, exit, p.Samples, oneLine(p.LastError))
-			}
-			return w.Flush()
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -112,23 +104,18 @@ A plugin that is already running is not started twice.`,
 			if len(q) > 0 {
 				path += "?" + q.Encode()
 			}
-			var res plugins.RunResult
-			if _, err := c.do(cmd, http.MethodPost, path, nil, &res); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, res)
-			}
-			out := cmd.OutOrStdout()
-			for _, v := range res.Values {
-				fmt.Fprintln(out, sampleLine(v))
-			}
-			where := "not stored (this agent has no relay)"
-			if res.Stored {
-				where = "stored in the relay's queue"
-			}
-			fmt.Fprintf(out, "plugin %s ran in %.3fs: %d samples, %s\n", res.Plugin, res.DurationSeconds, res.Samples, where)
-			return nil
+			return show(c, cmd, http.MethodPost, path, func(res plugins.RunResult) error {
+				out := cmd.OutOrStdout()
+				for _, v := range res.Values {
+					fmt.Fprintln(out, sampleLine(v))
+				}
+				where := "not stored (this agent has no relay)"
+				if res.Stored {
+					where = "stored in the relay's queue"
+				}
+				fmt.Fprintf(out, "plugin %s ran in %.3fs: %d samples, %s\n", res.Plugin, res.DurationSeconds, res.Samples, where)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "timeout of this run (default: the plugin's; at most 1h)")
@@ -147,19 +134,14 @@ func (c *appsClient) pluginsToggleCmd(action string) *cobra.Command {
 		Example: "  agent plugins " + action + " disk",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st plugins.Status
-			if _, err := c.do(cmd, http.MethodPost, "/api/v1/plugins/"+url.PathEscape(args[0])+"/"+action, nil, &st); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, st)
-			}
-			if st.DisabledUntil != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "plugin %s disabled until %s\n", st.Name, st.DisabledUntil.Local().Format(time.DateTime))
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "plugin %s enabled\n", st.Name)
-			}
-			return nil
+			return show(c, cmd, http.MethodPost, "/api/v1/plugins/"+url.PathEscape(args[0])+"/"+action, func(st plugins.Status) error {
+				if st.DisabledUntil != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "plugin %s disabled until %s\n", st.Name, st.DisabledUntil.Local().Format(time.DateTime))
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "plugin %s enabled\n", st.Name)
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -172,19 +154,14 @@ func (c *appsClient) pluginsUpdateCmd() *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c.timeout = 5 * time.Minute // a clone or pull takes up to 2 minutes
-			var res plugins.UpdateResult
-			if _, err := c.do(cmd, http.MethodPost, "/api/v1/plugins/"+url.PathEscape(args[0])+"/update", nil, &res); err != nil {
-				return err
-			}
-			if c.output == "json" {
-				return printJSON(cmd, res)
-			}
-			if res.From == res.To {
-				fmt.Fprintf(cmd.OutOrStdout(), "plugin %s is up to date at %s\n", res.Plugin, res.To)
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "plugin %s updated: %s -> %s\n", res.Plugin, res.From, res.To)
-			}
-			return nil
+			return show(c, cmd, http.MethodPost, "/api/v1/plugins/"+url.PathEscape(args[0])+"/update", func(res plugins.UpdateResult) error {
+				if res.From == res.To {
+					fmt.Fprintf(cmd.OutOrStdout(), "plugin %s is up to date at %s\n", res.Plugin, res.To)
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "plugin %s updated: %s -> %s\n", res.Plugin, res.From, res.To)
+				}
+				return nil
+			})
 		},
 	}
 }

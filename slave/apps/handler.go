@@ -258,18 +258,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 
 // get is GET /api/v1/apps/{guid}.
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	guid, ok := h.guid(w, r)
+	guid, resp, ok := h.appTxn(w, r, clientv3.OpGet, "read app")
 	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
-	defer cancel()
-	resp, err := h.kv.Txn(ctx).Then(
-		clientv3.OpGet(h.cfg.Keys.App(guid)),
-		clientv3.OpGet(h.cfg.Keys.AppStatus(guid)),
-	).Commit()
-	if err != nil {
-		h.etcdFail(w, fmt.Errorf("read app: %w", err))
 		return
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -293,18 +283,8 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 // delete is DELETE /api/v1/apps/{guid}. The status goes in the same
 // transaction; the assigned node stops the app when its watch sees it.
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
-	guid, ok := h.guid(w, r)
+	guid, resp, ok := h.appTxn(w, r, clientv3.OpDelete, "delete app")
 	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
-	defer cancel()
-	resp, err := h.kv.Txn(ctx).Then(
-		clientv3.OpDelete(h.cfg.Keys.App(guid)),
-		clientv3.OpDelete(h.cfg.Keys.AppStatus(guid)),
-	).Commit()
-	if err != nil {
-		h.etcdFail(w, fmt.Errorf("delete app: %w", err))
 		return
 	}
 	if resp.Responses[0].GetResponseDeleteRange().Deleted == 0 {
@@ -314,6 +294,28 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 	h.m.deleted.Inc()
 	h.log.Info("app deleted", "guid", guid)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// appTxn applies op (clientv3.OpGet or OpDelete) to the record and the
+// status of the app the path names, in one transaction. On a bad guid or an
+// etcd error ("<what>: <error>") it has answered the request itself and
+// reports false.
+func (h *Handler) appTxn(w http.ResponseWriter, r *http.Request, op func(string, ...clientv3.OpOption) clientv3.Op, what string) (string, *clientv3.TxnResponse, bool) {
+	guid, ok := h.guid(w, r)
+	if !ok {
+		return "", nil, false
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+	defer cancel()
+	resp, err := h.kv.Txn(ctx).Then(
+		op(h.cfg.Keys.App(guid)),
+		op(h.cfg.Keys.AppStatus(guid)),
+	).Commit()
+	if err != nil {
+		h.etcdFail(w, fmt.Errorf("%s: %w", what, err))
+		return "", nil, false
+	}
+	return guid, resp, true
 }
 
 func (h *Handler) guid(w http.ResponseWriter, r *http.Request) (string, bool) {

@@ -233,7 +233,6 @@ func (c *Converter) readV1(b []byte) error {
 				return err
 			}
 			c.write()
-			c.scratch = c.scratch[:0]
 		case num == fieldMetadata && typ == protowire.BytesType:
 			if c.to == V2 {
 				c.dropped.Metadata++
@@ -327,7 +326,6 @@ func (c *Converter) readV2(b []byte) error {
 	for _, body := range series {
 		if c.readPlainV2(body) {
 			c.write()
-			c.scratch = c.scratch[:0]
 			continue
 		}
 		s := c.reset(V2)
@@ -384,7 +382,6 @@ func (c *Converter) readV2(b []byte) error {
 			return err
 		}
 		c.write()
-		c.scratch = c.scratch[:0]
 	}
 	return nil
 }
@@ -457,20 +454,19 @@ func (c *Converter) readPlainV2(body []byte) bool {
 	return true
 }
 
-// write writes c.ser in the target version.
+// write writes c.ser in the target version and then frees the scratch
+// space the series used.
 func (c *Converter) write() {
 	s := &c.ser
-	if c.Escape != EscapeNone {
-		if !c.escapeLabels(s.labels) {
-			c.dropSeries(s)
-			return
-		}
-	}
-	if c.to == V1 {
+	switch {
+	case c.Escape != EscapeNone && !c.escapeLabels(s.labels):
+		c.dropSeries(s)
+	case c.to == V1:
 		c.writeV1(s)
-	} else {
+	default:
 		c.writeV2(s)
 	}
+	c.scratch = c.scratch[:0]
 }
 
 func (c *Converter) dropSeries(s *cSeries) {

@@ -103,18 +103,24 @@ func (r *RequestV2) Append(dst []byte) []byte {
 		}
 		return uint64(i)
 	}
+	// labelRefs appends ls as field num: the packed refs of each name and
+	// value; no labels, no field.
+	labelRefs := func(b []byte, num protowire.Number, ls []Label) []byte {
+		if len(ls) == 0 {
+			return b
+		}
+		return appendMessage(b, num, func(b []byte) []byte {
+			for _, l := range ls {
+				b = protowire.AppendVarint(b, ref(l.Name))
+				b = protowire.AppendVarint(b, ref(l.Value))
+			}
+			return b
+		})
+	}
 	var series []byte
 	for _, ts := range r.Timeseries {
 		series = appendMessage(series, v2Timeseries, func(b []byte) []byte {
-			if len(ts.Labels) > 0 {
-				b = appendMessage(b, v2tsLabelsRefs, func(b []byte) []byte {
-					for _, l := range ts.Labels {
-						b = protowire.AppendVarint(b, ref(l.Name))
-						b = protowire.AppendVarint(b, ref(l.Value))
-					}
-					return b
-				})
-			}
+			b = labelRefs(b, v2tsLabelsRefs, ts.Labels)
 			for _, s := range ts.Samples {
 				b = appendMessage(b, v2tsSamples, func(b []byte) []byte {
 					b = appendFixed(b, sampleValue, s.Value)
@@ -130,15 +136,7 @@ func (r *RequestV2) Append(dst []byte) []byte {
 			}
 			for _, e := range ts.Exemplars {
 				b = appendMessage(b, v2tsExemplars, func(b []byte) []byte {
-					if len(e.Labels) > 0 {
-						b = appendMessage(b, v2exLabelsRefs, func(b []byte) []byte {
-							for _, l := range e.Labels {
-								b = protowire.AppendVarint(b, ref(l.Name))
-								b = protowire.AppendVarint(b, ref(l.Value))
-							}
-							return b
-						})
-					}
+					b = labelRefs(b, v2exLabelsRefs, e.Labels)
 					b = appendFixed(b, v2exValue, e.Value)
 					return appendVarint(b, v2exTimestamp, uint64(e.Timestamp))
 				})

@@ -177,12 +177,8 @@ func (h *Hierarchy) statsV1(path string, s *Stats) {
 // eachKV calls fn for every "key value" line.
 func eachKV(b []byte, fn func(k, v []byte)) {
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
 		if k, v, ok := bytes.Cut(line, []byte{' '}); ok {
 			fn(k, v)
 		}

@@ -92,6 +92,7 @@ var (
 	keySwap   = []byte("VmSwap:")
 	keyRead   = []byte("read_bytes:")
 	keyWrite  = []byte("write_bytes:")
+	newline   = []byte{'\n'}
 )
 
 // parseStatus reads "Key:\tvalue" lines; absent keys (a kernel thread has
@@ -99,12 +100,8 @@ var (
 func parseStatus(b []byte, s *Status) {
 	*s = Status{}
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b, _ = bytes.Cut(b, newline)
 		switch {
 		case bytes.HasPrefix(line, keyVol):
 			s.VoluntaryCtxtSwitches = parseUint(bytes.TrimSpace(line[len(keyVol):]))
@@ -120,12 +117,8 @@ func parseStatus(b []byte, s *Status) {
 func parseIO(b []byte, io *IO) {
 	*io = IO{}
 	for len(b) > 0 {
-		line := b
-		if i := bytes.IndexByte(b, '\n'); i >= 0 {
-			line, b = b[:i], b[i+1:]
-		} else {
-			b = nil
-		}
+		var line []byte
+		line, b, _ = bytes.Cut(b, newline)
 		switch {
 		case bytes.HasPrefix(line, keyRead):
 			io.ReadBytes = parseUint(bytes.TrimSpace(line[len(keyRead):]))
