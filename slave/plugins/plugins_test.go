@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/master/relay"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -219,7 +220,7 @@ func TestDisableAndAutomaticReenable(t *testing.T) {
 	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	m, _ := startManager(t, startRelay(t, up.URL), logs,
 		stackconfig.Plugin{Name: "tick", Command: []string{script(t, dir, "tick", "echo 'tick 1'\n")}, Interval: time.Second, DisableMax: 3 * time.Second},
 		stackconfig.Plugin{Name: "od", Command: []string{script(t, dir, "od", "echo 'od 1'\n")}, DisableMax: time.Hour})
