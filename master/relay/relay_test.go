@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,6 +58,20 @@ const (
 )
 
 func newFakeManager(t *testing.T) *fakeManager { return newFakeManagerAt(t, "") }
+
+// newDownManager is a fakeManager in an outage: it answers 503 to every
+// request until bringUp is called, and 204 from then on.
+func newDownManager(t *testing.T) (up *fakeManager, bringUp func()) {
+	up = newFakeManager(t)
+	var isUp atomic.Bool
+	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
+		if !isUp.Load() {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	return up, func() { isUp.Store(true) }
+}
 
 // newFakeManagerAt is newFakeManager listening on addr (host:port; ""
 // picks a free port).
