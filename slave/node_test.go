@@ -23,11 +23,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The etcd client's gRPC resolver and zap sinks outlive a test by design.
-		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-	)
+	goleak.VerifyTestMain(m, etcdtest.ClientLeaks()...)
 }
 
 var testLogOut io.Writer = io.Discard

@@ -117,6 +117,20 @@ func startProc(t testing.TB, name, bin string, args ...string) *proc {
 	return p
 }
 
+// exited reports whether process pid has exited: it is gone, or a zombie
+// its parent has not reaped yet.
+func exited(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // reaped meanwhile
+	}
+	i := strings.LastIndexByte(string(b), ')') // the command name may hold spaces and parentheses
+	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
+}
+
 func (p *proc) signal(sig syscall.Signal) { _ = syscall.Kill(-p.cmd.Process.Pid, sig) }
 
 // kill sends SIGKILL to the process group and waits for the process.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -179,7 +178,7 @@ timeout = "1h"
 	// Everything above was acknowledged while the manager was down, the
 	// last push just now: only the relay's queue holds it.
 	a.kill()
-	etcdtest.Eventually(t, 10*time.Second, func() bool { return syscall.Kill(pid, 0) != nil || isZombie(pid) }, "plugin %d outlived the agent killed with -9", pid)
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return exited(pid) }, "plugin %d outlived the agent killed with -9", pid)
 	manager := startPrometheusAt(t, "manager", managerAddr)
 	a = startAgentIn(t, endpoint, "p1", "2s", dataDir, "--config", cfg)
 	for _, q := range []string{
@@ -195,13 +194,4 @@ timeout = "1h"
 	if n := query(manager, `{__name__=~"e2e_kept_not|e2e_bad"}`); n != 0 {
 		t.Fatalf("a sample of a refused push reached the manager (%d series)", n)
 	}
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
 }

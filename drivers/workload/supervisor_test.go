@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -741,24 +743,6 @@ func TestLastLinesDropsBlanksAndCutsLongLines(t *testing.T) {
 	}
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The first exit already says why in the log: the restart's line carries
 // the workload's last output (a port taken, a config refused), before the
 // next start writes more.
@@ -766,7 +750,7 @@ func TestRestartLogsTheLastOutput(t *testing.T) {
 	f := newFake()
 	f.crash = true
 	f.output = []string{"starting", `level=error err="listen tcp 127.0.0.1:9090: bind: address already in use"`}
-	var logs logBuffer
+	var logs logbuf.Buffer
 	s, err := NewSupervisor(f, SupervisorOptions{Owner: "cluster-stack", Interval: 5 * time.Millisecond,
 		BackoffMin: time.Hour, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

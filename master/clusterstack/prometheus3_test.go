@@ -76,8 +76,8 @@ func TestStackRunsPrometheus3(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	url := "http://" + cfg.Stack.Prometheus.Listen
-	etcdtest.Eventually(t, 30*time.Second, func() bool { return httpGet(url+"/-/ready") != "" }, "Prometheus 3 not ready")
-	if c := httpGet(url + "/api/v1/status/config"); !strings.Contains(c, "protobuf_message: io.prometheus.write.v2.Request") {
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return processtest.HTTPGet(url+"/-/ready") != "" }, "Prometheus 3 not ready")
+	if c := processtest.HTTPGet(url + "/api/v1/status/config"); !strings.Contains(c, "protobuf_message: io.prometheus.write.v2.Request") {
 		t.Fatalf("Prometheus 3 runs a config without remote-write 2.0:\n%s", c)
 	}
 	etcdtest.Eventually(t, 60*time.Second, func() bool {

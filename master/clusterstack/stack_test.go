@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/none"
 	"github.com/agentproj/agent/drivers/process"
+	"github.com/agentproj/agent/drivers/process/processtest"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/collectors"
 	"github.com/agentproj/agent/stackconfig"
@@ -112,7 +112,7 @@ func startOperatorPrometheus(t *testing.T) promProc {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	etcdtest.Eventually(t, 20*time.Second, func() bool { return httpGet("http://"+p.addr+"/-/ready") != "" }, "operator's Prometheus not ready on %s", p.addr)
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return processtest.HTTPGet("http://"+p.addr+"/-/ready") != "" }, "operator's Prometheus not ready on %s", p.addr)
 	return p
 }
 
@@ -128,26 +128,13 @@ func (p promProc) loads(t *testing.T) int {
 
 // lastReload is prometheus_config_last_reload_success_timestamp_seconds.
 func (p promProc) lastReload(t *testing.T) string {
-	for _, line := range strings.Split(httpGet("http://"+p.addr+"/metrics"), "\n") {
+	for _, line := range strings.Split(processtest.HTTPGet("http://"+p.addr+"/metrics"), "\n") {
 		if strings.HasPrefix(line, "prometheus_config_last_reload_success_timestamp_seconds ") {
 			return line
 		}
 	}
 	t.Fatalf("Prometheus on %s has no reload timestamp", p.addr)
 	return ""
-}
-
-func httpGet(url string) string {
-	resp, err := http.Get(url)
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return ""
-	}
-	return string(b)
 }
 
 // runTerm runs one master term of the stack until its workloads are
@@ -252,7 +239,7 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 		t.Fatal(err)
 	}
 	url := "http://" + cfg.Stack.Prometheus.Listen
-	etcdtest.Eventually(t, 20*time.Second, func() bool { return httpGet(url+"/-/ready") != "" }, "Prometheus not ready")
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return processtest.HTTPGet(url+"/-/ready") != "" }, "Prometheus not ready")
 	loads := func() int {
 		b, _ := os.ReadFile(d.LogPath(spec.Name))
 		return strings.Count(string(b), "Completed loading of configuration file")
@@ -269,7 +256,9 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
 	defer func() { cancel(); <-done }()
 	etcdtest.Eventually(t, 20*time.Second, func() bool { return loads() == 2 }, "adopted Prometheus not reloaded (config loads: %d)", loads())
-	etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(httpGet(url+"/api/v1/status/config"), "scrape_interval: 20s") },
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s")
+	},
 		"the reloaded Prometheus does not run the new config")
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		states := s.States()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,17 +25,7 @@ func statusOf(err error) int {
 // labels merged, refused when invalid, durable across a restart once it
 // returned nil, and 503 while the relay does not run.
 func TestAppendIsIngestedLikeARequest(t *testing.T) {
-	up := newFakeManager(t)
-	var mu sync.Mutex
-	down := true
-	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable, nil
-		}
-		return http.StatusNoContent, nil
-	}
+	up, bringUp := newDownManager(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 
 	idleCfg := cfg
@@ -70,9 +59,7 @@ func TestAppendIsIngestedLikeARequest(t *testing.T) {
 	}
 	stop() // acknowledged while the upstream is down: only the queue has it
 
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	bringUp()
 	running(t, cfg)
 	waitFor(t, "appended series delivered after a restart", func() bool { return len(up.received()) >= 2 })
 	got := up.received()

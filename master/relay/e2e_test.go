@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
-	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -306,17 +304,7 @@ func TestKillNineKeepsAcknowledgedData(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/agentproj/agent/cmd/relayload").CombinedOutput(); err != nil {
 		t.Fatalf("build relayload: %v\n%s", err, out)
 	}
-	up := newFakeManager(t)
-	var mu sync.Mutex
-	down := true
-	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable, nil
-		}
-		return http.StatusNoContent, nil
-	}
+	up, bringUp := newDownManager(t)
 	queueDir, port := t.TempDir(), freePort(t)
 	serve := func() *process {
 		p := startProcess(t, "relay", bin, "-serve", fmt.Sprintf("127.0.0.1:%d", port), "-queue-dir", queueDir, "-upstream", up.URL)
@@ -348,9 +336,7 @@ func TestKillNineKeepsAcknowledgedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-p.done
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	bringUp()
 	serve()
 	waitFor(t, "every acknowledged sample upstream", func() bool { return len(up.received()) >= acked })
 	got := names(up.received())

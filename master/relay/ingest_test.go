@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -80,17 +79,7 @@ func TestRefusesMalformedNestedFields(t *testing.T) {
 // down while the samples arrive, so each shard's backlog goes out in one
 // batch and samples in two shards would come out of order.
 func TestOneSeriesStaysInOrderAcrossEncodings(t *testing.T) {
-	up := newFakeManager(t)
-	var mu sync.Mutex
-	down := true
-	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable, nil
-		}
-		return http.StatusNoContent, nil
-	}
+	up, bringUp := newDownManager(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 	cfg.Concurrency = 4
 	r, _ := running(t, cfg)
@@ -114,9 +103,7 @@ func TestOneSeriesStaysInOrderAcrossEncodings(t *testing.T) {
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
 	}
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	bringUp()
 	waitFor(t, "every sample upstream", func() bool { return len(up.received()) == 8*perSeries })
 	last := map[string]int64{}
 	for _, s := range up.received() {

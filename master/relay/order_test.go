@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,17 +37,7 @@ func seriesInShard(t *testing.T, r *Relay, shard, n int) []string {
 // series): requests reach the upstream roughly ordered in time across all
 // series, timestamps never going back by much more than the shard lead.
 func TestShardsSendOldestDataFirst(t *testing.T) {
-	up := newFakeManager(t)
-	var mu sync.Mutex
-	down := true
-	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return http.StatusServiceUnavailable, nil
-		}
-		return http.StatusNoContent, nil
-	}
+	up, bringUp := newDownManager(t)
 	cfg := testConfig(t.TempDir(), up.URL)
 	cfg.Concurrency = 2
 	cfg.MaxSamplesPerSend = 200 // the one-series shard could take its whole backlog in one request
@@ -81,9 +70,7 @@ func TestShardsSendOldestDataFirst(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	bringUp()
 	waitFor(t, "everything delivered", func() bool { return len(up.received()) == 21*requests })
 
 	// How far back do timestamps go from one request to any later one?

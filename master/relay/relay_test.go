@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -56,6 +58,20 @@ const (
 )
 
 func newFakeManager(t *testing.T) *fakeManager { return newFakeManagerAt(t, "") }
+
+// newDownManager is a fakeManager in an outage: it answers 503 to every
+// request until bringUp is called, and 204 from then on.
+func newDownManager(t *testing.T) (up *fakeManager, bringUp func()) {
+	up = newFakeManager(t)
+	var isUp atomic.Bool
+	up.respond = func(int, *remotewrite.WriteRequest) (int, http.Header) {
+		if !isUp.Load() {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	return up, func() { isUp.Store(true) }
+}
 
 // newFakeManagerAt is newFakeManager listening on addr (host:port; ""
 // picks a free port).
@@ -600,24 +616,6 @@ func TestRejectedBatchIsNotResent(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink tests can read while the relay writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestQueueWithOneSeriesEmptiesOnceDelivered: a relay that carries one
 // series (so all but one of its shards get nothing) must free its queue as
 // it delivers: relay_queue_bytes back to zero, the queue on disk down to
@@ -629,7 +627,7 @@ func TestQueueWithOneSeriesEmptiesOnceDelivered(t *testing.T) {
 	cfg.Concurrency = 4
 	cfg.MaxRequestBytes = 64 << 10
 	cfg.QueueMaxBytes = 128 << 10 // sealed every 16 KiB
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	r, _ := runningWith(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	const requests, perRequest = 100, 200
 	for i := range requests {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -33,27 +33,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a log sink the test reads while the monitor writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // newMonitor returns a monitor of the given groups on the real /proc, and
 // its log.
-func newMonitor(t testing.TB, mutate func(*Config), groups ...stackconfig.MonitorProcess) (*Monitor, *syncBuffer) {
+func newMonitor(t testing.TB, mutate func(*Config), groups ...stackconfig.MonitorProcess) (*Monitor, *logbuf.Buffer) {
 	t.Helper()
 	cfg := Config{Monitor: stackconfig.DefaultMonitor}
 	cfg.Containers = false
@@ -61,7 +43,7 @@ func newMonitor(t testing.TB, mutate func(*Config), groups ...stackconfig.Monito
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)

@@ -46,20 +46,8 @@ service:
 	writeFile(b, filepath.Join(dir, "sink.yml"), sink)
 	processtest.Start(b, "sink", bin, "--config=file:"+filepath.Join(dir, "sink.yml"))
 
-	in := stackconfig.TraceAgentInput{
-		Node: "bench", Cluster: "bench", GRPCListen: etcdtest.FreeAddr(b), HTTPListen: etcdtest.FreeAddr(b),
-		TelemetryListen: etcdtest.FreeAddr(b), StorageDir: filepath.Join(dir, "storage"),
-		MemoryLimitMiB: stackconfig.DefaultStack.TraceAgent.MemoryLimitMiB,
-		CollectorURL:   "http://" + sinkGRPC, QueueSize: stackconfig.DefaultStack.TraceAgent.QueueSize,
-	}
-	yml, err := stackconfig.RenderTraceAgent(in)
-	if err != nil {
-		b.Fatal(err)
-	}
-	writeFile(b, filepath.Join(dir, "agent.yml"), string(yml))
-	agent := processtest.Start(b, "trace-agent", bin, "--config=file:"+filepath.Join(dir, "agent.yml"))
+	in, agent := startTraceAgent(b, bin, dir, "http://"+sinkGRPC, spansProto(1))
 	url := "http://" + in.HTTPListen + "/v1/traces"
-	etcdtest.Eventually(b, 30*time.Second, func() bool { return post(url, spansProto(1)) == nil }, "the trace agent does not take spans")
 	sinkMetrics := "http://" + sinkTelemetry + "/metrics"
 	etcdtest.Eventually(b, 30*time.Second, func() bool {
 		n, _ := processtest.Metric(sinkMetrics, "otelcol_receiver_accepted_spans")
@@ -201,20 +189,9 @@ func spansProto(n int) []byte {
 func BenchmarkTraceAgentQueueOnDisk(b *testing.B) {
 	bin := processtest.Testbin(b, "otelcol", "otelcol")
 	dir := b.TempDir()
-	in := stackconfig.TraceAgentInput{
-		Node: "bench", Cluster: "bench", GRPCListen: etcdtest.FreeAddr(b), HTTPListen: etcdtest.FreeAddr(b),
-		TelemetryListen: etcdtest.FreeAddr(b), StorageDir: filepath.Join(dir, "storage"),
-		MemoryLimitMiB: stackconfig.DefaultStack.TraceAgent.MemoryLimitMiB,
-		CollectorURL:   "http://" + etcdtest.FreeAddr(b), QueueSize: stackconfig.DefaultStack.TraceAgent.QueueSize,
-	}
-	yml, err := stackconfig.RenderTraceAgent(in)
-	if err != nil {
-		b.Fatal(err)
-	}
-	writeFile(b, filepath.Join(dir, "agent.yml"), string(yml))
-	agent := processtest.Start(b, "trace-agent", bin, "--config=file:"+filepath.Join(dir, "agent.yml"))
+	// A collector address nobody listens on; the probe holds no span.
+	in, agent := startTraceAgent(b, bin, dir, "http://"+etcdtest.FreeAddr(b), spansProto(0))
 	url := "http://" + in.HTTPListen + "/v1/traces"
-	etcdtest.Eventually(b, 30*time.Second, func() bool { return post(url, spansProto(0)) == nil }, "the trace agent does not take spans")
 	metrics := "http://" + in.TelemetryListen + "/metrics"
 	empty := dirSize(b, in.StorageDir)
 
@@ -240,6 +217,28 @@ func BenchmarkTraceAgentQueueOnDisk(b *testing.B) {
 	b.ReportMetric(used/queued*float64(in.QueueSize)/(1<<20), "full-queue-MiB")
 	b.ReportMetric(float64(rss(b, agent.Cmd.Process.Pid, "VmHWM:"))/(1<<20), "peak-RSS-MiB")
 	b.ReportMetric(0, "ns/op")
+}
+
+// startTraceAgent runs the trace agent (otelcol at bin) with the default
+// stack's memory limit and queue size, its config and storage under dir,
+// forwarding to collector, and waits until it takes the request probe.
+func startTraceAgent(b *testing.B, bin, dir, collector string, probe []byte) (stackconfig.TraceAgentInput, *processtest.Proc) {
+	b.Helper()
+	in := stackconfig.TraceAgentInput{
+		Node: "bench", Cluster: "bench", GRPCListen: etcdtest.FreeAddr(b), HTTPListen: etcdtest.FreeAddr(b),
+		TelemetryListen: etcdtest.FreeAddr(b), StorageDir: filepath.Join(dir, "storage"),
+		MemoryLimitMiB: stackconfig.DefaultStack.TraceAgent.MemoryLimitMiB,
+		CollectorURL:   collector, QueueSize: stackconfig.DefaultStack.TraceAgent.QueueSize,
+	}
+	yml, err := stackconfig.RenderTraceAgent(in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	writeFile(b, filepath.Join(dir, "agent.yml"), string(yml))
+	agent := processtest.Start(b, "trace-agent", bin, "--config=file:"+filepath.Join(dir, "agent.yml"))
+	url := "http://" + in.HTTPListen + "/v1/traces"
+	etcdtest.Eventually(b, 30*time.Second, func() bool { return post(url, probe) == nil }, "the trace agent does not take spans")
+	return in, agent
 }
 
 // dirSize is the disk space (allocated blocks) of the files under dir.

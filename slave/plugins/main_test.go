@@ -4,11 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,50 +13,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/agentproj/agent/master/relay"
-	"github.com/agentproj/agent/master/relay/remotewrite"
+	"github.com/agentproj/agent/master/relay/relaytest"
 	"github.com/agentproj/agent/stackconfig"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// upstream is a remote-write receiver that keeps what it gets (the
-// manager's side of the relay), in-process.
-type upstream struct {
-	*httptest.Server
-	mu     sync.Mutex
-	series []remotewrite.TimeSeries
-}
+// upstream is the manager's side of the relay: what it received.
+type upstream struct{ *relaytest.Upstream }
 
-func newUpstream(t *testing.T) *upstream {
-	u := &upstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		dec, err := remotewrite.Decode(nil, body, 64<<20)
-		if err == nil {
-			var wr *remotewrite.WriteRequest
-			if wr, err = remotewrite.Unmarshal(dec); err == nil {
-				u.mu.Lock()
-				u.series = append(u.series, wr.Timeseries...)
-				u.mu.Unlock()
-			}
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(u.Close)
-	return u
-}
+func newUpstream(t *testing.T) upstream { return upstream{relaytest.NewUpstream(t)} }
 
 // values returns the samples received of the series named name, with the
 // labels of the last one.
-func (u *upstream) values(name string) (vals []float64, labels map[string]string) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, ts := range u.series {
+func (u upstream) values(name string) (vals []float64, labels map[string]string) {
+	for _, ts := range u.Series() {
 		if ts.Labels[0].Value != name {
 			continue
 		}
@@ -72,20 +40,6 @@ func (u *upstream) values(name string) (vals []float64, labels map[string]string
 		}
 	}
 	return vals, labels
-}
-
-// startRelay runs a real relay to up until the test ends.
-func startRelay(t *testing.T, up string) *relay.Relay {
-	t.Helper()
-	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up}}
-	cfg.FlushDeadline = 0
-	r, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	runActor(t, r.Run)
-	return r
 }
 
 // runActor runs fn until the test ends (or stop is called) and checks it
@@ -115,24 +69,6 @@ func script(t testing.TB, dir, name, body string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startManager builds a manager for plugins (relay may be nil), runs it

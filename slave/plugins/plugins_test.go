@@ -18,7 +18,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/master/relay"
+	"github.com/agentproj/agent/master/relay/relaytest"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -34,7 +36,7 @@ func TestScheduledPlugin(t *testing.T) {
 echo "# TYPE runs counter"
 echo "runs{disk=\"sda\"} $n"
 `, count))
-	m, _ := startManager(t, startRelay(t, up.URL), nil,
+	m, _ := startManager(t, relaytest.Start(t, up.URL), nil,
 		stackconfig.Plugin{Name: "sched", Command: []string{sched}, Interval: time.Second, NS: "infra"})
 	waitFor(t, "two scheduled runs upstream", func() bool {
 		vals, _ := up.values("plugin_sched_runs")
@@ -59,7 +61,7 @@ func TestOnDemandRunWithParam(t *testing.T) {
 	dir := t.TempDir()
 	pwned := filepath.Join(dir, "pwned")
 	od := script(t, dir, "od.sh", `printf '[{"name":"args","value":%d,"tags":{"param":"%s"}}]' $# "$PLUGIN_PARAM"`)
-	m, _ := startManager(t, startRelay(t, up.URL), nil, stackconfig.Plugin{Name: "od", Command: []string{od}})
+	m, _ := startManager(t, relaytest.Start(t, up.URL), nil, stackconfig.Plugin{Name: "od", Command: []string{od}})
 	h := apiServer(t, m)
 
 	param := fmt.Sprintf("$(touch %s); `touch %s` -x --all", pwned, pwned)
@@ -189,7 +191,7 @@ func TestFailingOutputs(t *testing.T) {
 	}
 	good := script(t, dir, "fine", "echo 'fine 1'\n")
 	ps = append(ps, stackconfig.Plugin{Name: "fine", Command: []string{good}})
-	m, _ := startManager(t, startRelay(t, up.URL), nil, ps...)
+	m, _ := startManager(t, relaytest.Start(t, up.URL), nil, ps...)
 	h := apiServer(t, m)
 	for _, c := range cases {
 		code, body := call(t, h, http.MethodPost, "/api/v1/plugins/"+c.name+"/run")
@@ -219,8 +221,8 @@ func TestDisableAndAutomaticReenable(t *testing.T) {
 	skipShort(t)
 	up := newUpstream(t)
 	dir := t.TempDir()
-	logs := &logBuffer{}
-	m, _ := startManager(t, startRelay(t, up.URL), logs,
+	logs := &logbuf.Buffer{}
+	m, _ := startManager(t, relaytest.Start(t, up.URL), logs,
 		stackconfig.Plugin{Name: "tick", Command: []string{script(t, dir, "tick", "echo 'tick 1'\n")}, Interval: time.Second, DisableMax: 3 * time.Second},
 		stackconfig.Plugin{Name: "od", Command: []string{script(t, dir, "od", "echo 'od 1'\n")}, DisableMax: time.Hour})
 	h := apiServer(t, m)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -51,7 +52,7 @@ echo "gid $(id -g)"
 touch %s/x 2>/dev/null && echo "wrote 1" || echo "wrote 0"
 echo "home{user=\"$USER\"} 1"
 `, rootOnly))
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	m, _ := startManager(t, nil, logs,
 		stackconfig.Plugin{Name: "who", Command: []string{who}, User: name},
 		stackconfig.Plugin{Name: "asroot", Command: []string{who}})

@@ -1,64 +1,31 @@
 package push
 
 import (
-	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/agentproj/agent/master/relay"
-	"github.com/agentproj/agent/master/relay/remotewrite"
-	"github.com/agentproj/agent/stackconfig"
+	"github.com/agentproj/agent/master/relay/relaytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// upstream is a remote-write receiver that keeps what it gets: the
-// manager's side of the relay, in-process.
-type upstream struct {
-	*httptest.Server
-	mu     sync.Mutex
-	series []remotewrite.TimeSeries
-}
+// upstream is the manager's side of the relay: what it received.
+type upstream struct{ *relaytest.Upstream }
 
-func newUpstream(t *testing.T) *upstream {
-	u := &upstream{}
-	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		dec, err := remotewrite.Decode(nil, body, 64<<20)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		wr, err := remotewrite.Unmarshal(dec)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		u.mu.Lock()
-		u.series = append(u.series, wr.Timeseries...)
-		u.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(u.Close)
-	return u
-}
+func newUpstream(t *testing.T) upstream { return upstream{relaytest.NewUpstream(t)} }
 
 // got renders every received series as name{labels}=value.
-func (u *upstream) got() map[string]float64 {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+func (u upstream) got() map[string]float64 {
 	out := map[string]float64{}
-	for _, ts := range u.series {
+	for _, ts := range u.Series() {
 		var b strings.Builder
 		b.WriteString(ts.Labels[0].Value + "{")
 		for i, l := range ts.Labels[1:] {
@@ -73,28 +40,6 @@ func (u *upstream) got() map[string]float64 {
 		}
 	}
 	return out
-}
-
-// startRelay runs a real relay forwarding to up, stopped at the end.
-func startRelay(t *testing.T, up string) *relay.Relay {
-	t.Helper()
-	cfg := stackconfig.DefaultRelay
-	cfg.Upstream = []stackconfig.RelayUpstream{{URL: up}}
-	cfg.FlushDeadline = 0
-	r, err := relay.New(cfg.WithAgentDefaults("c1", t.TempDir()), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	return r
 }
 
 func newTestHandler(app Appender) *Handler {
@@ -140,7 +85,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestPushBothFormatsReachTheUpstream(t *testing.T) {
 	up := newUpstream(t)
-	h := newTestHandler(startRelay(t, up.URL))
+	h := newTestHandler(relaytest.Start(t, up.URL))
 	pushOK(t, h, "/api/v1/push?ns=team-a", "text/plain; version=0.0.4", "# TYPE jobs_done counter\njobs_done{queue=\"mail\"} 42\n")
 	pushOK(t, h, "/api/v1/push?ns=team-b", "", `[{"name": "disk_free", "tags": {"mount": "/"}, "value": 1.5}]`)
 	pushOK(t, h, "/api/v1/push?ns=team-c", "application/json", `[{"name": "load", "value": 0.5, "timestamp": 1700000000000}]`)
@@ -161,7 +106,7 @@ func TestPushBothFormatsReachTheUpstream(t *testing.T) {
 // it reaches the queue (a good push after it arrives alone).
 func TestBadLineKeepsNothing(t *testing.T) {
 	up := newUpstream(t)
-	h := newTestHandler(startRelay(t, up.URL))
+	h := newTestHandler(relaytest.Start(t, up.URL))
 	pushOK(t, h, "/api/v1/push?ns=a", "", "first 1\n")
 	rec := do(h, http.MethodPost, "/api/v1/push?ns=a", "", "good 1\nalso_good{x=\"1\"} 2\nbad{x=\"1\" 3\n")
 	var e struct{ Error string }
@@ -183,7 +128,7 @@ func TestBadLineKeepsNothing(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	up := newUpstream(t)
-	h := newTestHandler(startRelay(t, up.URL))
+	h := newTestHandler(relaytest.Start(t, up.URL))
 	pushOK(t, h, "/api/v1/push?ns=a", "", "") // empty: nothing to store, 204
 	for _, c := range []struct {
 		name, method, target, ct, body string

@@ -13,10 +13,21 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 )
+
+// ClientLeaks are goroutines of the etcd client that outlive a test by
+// design (its gRPC resolver and zap sinks): the options for
+// goleak.VerifyTestMain in a package whose tests use a client.
+func ClientLeaks() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	}
+}
 
 // Server is an embedded etcd for one test.
 type Server struct {

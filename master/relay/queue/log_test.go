@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -277,31 +278,13 @@ func TestSecondOpenOfDirFails(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink tests can read while the log writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestShardWithoutRecordsDoesNotPinSegments: with few series some shards
 // get nothing. Their cursors must still move past other shards' records,
 // so that once everything is delivered the queue shrinks to nothing,
 // instead of filling up and dropping "oldest" segments that were all
 // delivered.
 func TestShardWithoutRecordsDoesNotPinSegments(t *testing.T) {
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	o := Options{
 		Dir: t.TempDir(), MaxBytes: 8192, SegmentBytes: 1024, Shards: 2, IdleSeal: 10 * time.Millisecond,
 		Cursors: []Cursor{{Name: "s0", Shard: 0}, {Name: "s1", Shard: 1}},

@@ -6,10 +6,8 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
-	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // The 2.0 oracle is an independent reader of io.prometheus.write.v2.Request:
@@ -22,112 +20,70 @@ import (
 // exemplars and metadata inside the table.
 
 var oracleV2Desc = sync.OnceValue(func() protoreflect.MessageDescriptor {
-	type T = descriptorpb.FieldDescriptorProto_Type
-	const (
-		rep = descriptorpb.FieldDescriptorProto_LABEL_REPEATED
-		opt = descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL
-	)
-	field := func(name string, num int32, typ T, label descriptorpb.FieldDescriptorProto_Label, msg string, oneof ...int32) *descriptorpb.FieldDescriptorProto {
-		f := &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(num), Type: typ.Enum(), Label: label.Enum(), JsonName: proto.String(name)}
-		if msg != "" {
-			f.TypeName = proto.String(".io.prometheus.write.v2." + msg)
-		}
-		if len(oneof) > 0 {
-			f.OneofIndex = proto.Int32(oneof[0])
-		}
-		return f
-	}
-	enum := func(name string, values ...string) *descriptorpb.EnumDescriptorProto {
-		e := &descriptorpb.EnumDescriptorProto{Name: proto.String(name)}
-		for i, v := range values {
-			e.Value = append(e.Value, &descriptorpb.EnumValueDescriptorProto{Name: proto.String(v), Number: proto.Int32(int32(i))})
-		}
-		return e
-	}
-	const (
-		tString  = descriptorpb.FieldDescriptorProto_TYPE_STRING
-		tDouble  = descriptorpb.FieldDescriptorProto_TYPE_DOUBLE
-		tInt64   = descriptorpb.FieldDescriptorProto_TYPE_INT64
-		tUint64  = descriptorpb.FieldDescriptorProto_TYPE_UINT64
-		tUint32  = descriptorpb.FieldDescriptorProto_TYPE_UINT32
-		tSint32  = descriptorpb.FieldDescriptorProto_TYPE_SINT32
-		tSint64  = descriptorpb.FieldDescriptorProto_TYPE_SINT64
-		tEnum    = descriptorpb.FieldDescriptorProto_TYPE_ENUM
-		tMessage = descriptorpb.FieldDescriptorProto_TYPE_MESSAGE
-	)
-	file := &descriptorpb.FileDescriptorProto{
-		Name: proto.String("oracle/v2/types.proto"), Package: proto.String("io.prometheus.write.v2"), Syntax: proto.String("proto3"),
-		MessageType: []*descriptorpb.DescriptorProto{
-			{Name: proto.String("Request"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("symbols", 4, tString, rep, ""),
-				field("timeseries", 5, tMessage, rep, "TimeSeries"),
-			}},
-			{Name: proto.String("TimeSeries"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("labels_refs", 1, tUint32, rep, ""),
-				field("samples", 2, tMessage, rep, "Sample"),
-				field("histograms", 3, tMessage, rep, "Histogram"),
-				field("exemplars", 4, tMessage, rep, "Exemplar"),
-				field("metadata", 5, tMessage, opt, "Metadata"),
-			}},
-			{Name: proto.String("Exemplar"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("labels_refs", 1, tUint32, rep, ""),
-				field("value", 2, tDouble, opt, ""),
-				field("timestamp", 3, tInt64, opt, ""),
-			}},
-			{Name: proto.String("Sample"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("value", 1, tDouble, opt, ""),
-				field("timestamp", 2, tInt64, opt, ""),
-				field("start_timestamp", 3, tInt64, opt, ""),
-			}},
-			{Name: proto.String("Metadata"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("type", 1, tEnum, opt, "Metadata.MetricType"),
-				field("help_ref", 3, tUint32, opt, ""),
-				field("unit_ref", 4, tUint32, opt, ""),
-			}, EnumType: []*descriptorpb.EnumDescriptorProto{
-				enum("MetricType", "METRIC_TYPE_UNSPECIFIED", "METRIC_TYPE_COUNTER", "METRIC_TYPE_GAUGE", "METRIC_TYPE_HISTOGRAM",
-					"METRIC_TYPE_GAUGEHISTOGRAM", "METRIC_TYPE_SUMMARY", "METRIC_TYPE_INFO", "METRIC_TYPE_STATESET"),
-			}},
-			{Name: proto.String("Histogram"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("count_int", 1, tUint64, opt, "", 0),
-				field("count_float", 2, tDouble, opt, "", 0),
-				field("sum", 3, tDouble, opt, ""),
-				field("schema", 4, tSint32, opt, ""),
-				field("zero_threshold", 5, tDouble, opt, ""),
-				field("zero_count_int", 6, tUint64, opt, "", 1),
-				field("zero_count_float", 7, tDouble, opt, "", 1),
-				field("negative_spans", 8, tMessage, rep, "BucketSpan"),
-				field("negative_deltas", 9, tSint64, rep, ""),
-				field("negative_counts", 10, tDouble, rep, ""),
-				field("positive_spans", 11, tMessage, rep, "BucketSpan"),
-				field("positive_deltas", 12, tSint64, rep, ""),
-				field("positive_counts", 13, tDouble, rep, ""),
-				field("reset_hint", 14, tEnum, opt, "Histogram.ResetHint"),
-				field("timestamp", 15, tInt64, opt, ""),
-				field("custom_values", 16, tDouble, rep, ""),
-				field("start_timestamp", 17, tInt64, opt, ""),
-			}, OneofDecl: []*descriptorpb.OneofDescriptorProto{{Name: proto.String("count")}, {Name: proto.String("zero_count")}},
-				EnumType: []*descriptorpb.EnumDescriptorProto{enum("ResetHint", "RESET_HINT_UNSPECIFIED", "RESET_HINT_YES", "RESET_HINT_NO", "RESET_HINT_GAUGE")}},
-			{Name: proto.String("BucketSpan"), Field: []*descriptorpb.FieldDescriptorProto{
-				field("offset", 1, tSint32, opt, ""),
-				field("length", 2, tUint32, opt, ""),
-			}},
-		},
-	}
-	fd, err := protodesc.NewFile(file, nil)
-	if err != nil {
-		panic(err)
-	}
-	return fd.Messages().ByName("Request")
+	schema := protoFile{name: "oracle/v2/types.proto", pkg: "io.prometheus.write.v2"}
+	field := schema.field
+	return schema.message("Request", []*descriptorpb.DescriptorProto{
+		{Name: proto.String("Request"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("symbols", 4, tString, rep, ""),
+			field("timeseries", 5, tMessage, rep, "TimeSeries"),
+		}},
+		{Name: proto.String("TimeSeries"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("labels_refs", 1, tUint32, rep, ""),
+			field("samples", 2, tMessage, rep, "Sample"),
+			field("histograms", 3, tMessage, rep, "Histogram"),
+			field("exemplars", 4, tMessage, rep, "Exemplar"),
+			field("metadata", 5, tMessage, opt, "Metadata"),
+		}},
+		{Name: proto.String("Exemplar"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("labels_refs", 1, tUint32, rep, ""),
+			field("value", 2, tDouble, opt, ""),
+			field("timestamp", 3, tInt64, opt, ""),
+		}},
+		{Name: proto.String("Sample"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("value", 1, tDouble, opt, ""),
+			field("timestamp", 2, tInt64, opt, ""),
+			field("start_timestamp", 3, tInt64, opt, ""),
+		}},
+		{Name: proto.String("Metadata"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("type", 1, tEnum, opt, "Metadata.MetricType"),
+			field("help_ref", 3, tUint32, opt, ""),
+			field("unit_ref", 4, tUint32, opt, ""),
+		}, EnumType: []*descriptorpb.EnumDescriptorProto{
+			enum("MetricType", "METRIC_TYPE_UNSPECIFIED", "METRIC_TYPE_COUNTER", "METRIC_TYPE_GAUGE", "METRIC_TYPE_HISTOGRAM",
+				"METRIC_TYPE_GAUGEHISTOGRAM", "METRIC_TYPE_SUMMARY", "METRIC_TYPE_INFO", "METRIC_TYPE_STATESET"),
+		}},
+		{Name: proto.String("Histogram"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("count_int", 1, tUint64, opt, "", 0),
+			field("count_float", 2, tDouble, opt, "", 0),
+			field("sum", 3, tDouble, opt, ""),
+			field("schema", 4, tSint32, opt, ""),
+			field("zero_threshold", 5, tDouble, opt, ""),
+			field("zero_count_int", 6, tUint64, opt, "", 1),
+			field("zero_count_float", 7, tDouble, opt, "", 1),
+			field("negative_spans", 8, tMessage, rep, "BucketSpan"),
+			field("negative_deltas", 9, tSint64, rep, ""),
+			field("negative_counts", 10, tDouble, rep, ""),
+			field("positive_spans", 11, tMessage, rep, "BucketSpan"),
+			field("positive_deltas", 12, tSint64, rep, ""),
+			field("positive_counts", 13, tDouble, rep, ""),
+			field("reset_hint", 14, tEnum, opt, "Histogram.ResetHint"),
+			field("timestamp", 15, tInt64, opt, ""),
+			field("custom_values", 16, tDouble, rep, ""),
+			field("start_timestamp", 17, tInt64, opt, ""),
+		}, OneofDecl: []*descriptorpb.OneofDescriptorProto{{Name: proto.String("count")}, {Name: proto.String("zero_count")}},
+			EnumType: []*descriptorpb.EnumDescriptorProto{enum("ResetHint", "RESET_HINT_UNSPECIFIED", "RESET_HINT_YES", "RESET_HINT_NO", "RESET_HINT_GAUGE")}},
+		{Name: proto.String("BucketSpan"), Field: []*descriptorpb.FieldDescriptorProto{
+			field("offset", 1, tSint32, opt, ""),
+			field("length", 2, tUint32, opt, ""),
+		}},
+	})
 })
 
 // oracleCheckV2 reports why Prometheus' 2.0 receiver would refuse the
 // decoded request b (or a series of it).
 func oracleCheckV2(b []byte) error {
-	m := dynamicpb.NewMessage(oracleV2Desc())
-	if err := proto.Unmarshal(b, m); err != nil {
-		return err
-	}
-	if err := strict(m); err != nil {
+	m, err := decodeStrict(oracleV2Desc(), b)
+	if err != nil {
 		return err
 	}
 	d := m.Descriptor().Fields()

@@ -44,27 +44,17 @@ func benchSeries() (*WriteRequest, *RequestV2) {
 // the label cache warm, as in steady state.
 func BenchmarkRewrite(b *testing.B) {
 	wr, _ := benchSeries()
-	src := wr.Append(nil)
-	rw, _ := NewRewriter(map[string]string{"cluster": "bench"}, 4, NamesUTF8)
-	out := make([]Shard, 4)
-	b.SetBytes(int64(len(src)))
-	b.ReportAllocs()
-	cpu0 := cpuTime()
-	for b.Loop() {
-		for i := range out {
-			out[i].Reset()
-		}
-		if _, err := rw.Rewrite(src, out); err != nil {
-			b.Fatal(err)
-		}
-	}
-	perSample(b, cpu0, 2000)
+	benchRewrite(b, wr.Append(nil), (*Rewriter).Rewrite)
 }
 
 // BenchmarkRewriteV2 is BenchmarkRewrite for the same data as 2.0.
 func BenchmarkRewriteV2(b *testing.B) {
 	_, wr2 := benchSeries()
-	src := wr2.Append(nil)
+	benchRewrite(b, wr2.Append(nil), (*Rewriter).RewriteV2)
+}
+
+// benchRewrite rewrites src into four shards per op with one Rewriter.
+func benchRewrite(b *testing.B, src []byte, rewrite func(*Rewriter, []byte, []Shard) (Counts, error)) {
 	rw, _ := NewRewriter(map[string]string{"cluster": "bench"}, 4, NamesUTF8)
 	out := make([]Shard, 4)
 	b.SetBytes(int64(len(src)))
@@ -74,7 +64,7 @@ func BenchmarkRewriteV2(b *testing.B) {
 		for i := range out {
 			out[i].Reset()
 		}
-		if _, err := rw.RewriteV2(src, out); err != nil {
+		if _, err := rewrite(rw, src, out); err != nil {
 			b.Fatal(err)
 		}
 	}
