@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,8 +59,9 @@ func startVectorStandInStack(t *testing.T, e *dockertest.Engine, cfg Config) (s 
 }
 
 // An agent restarts with a new manager.logs_url while the Vector it
-// started is still starting: the new agent adopts the container, rewrites
-// vector.toml and asks for a reload, which waits for Vector's /health
+// started is still starting (the stand-in is held in its start, where a
+// SIGHUP kills it): the new agent adopts the container, rewrites
+// vector.toml and does not signal it until Vector's /health answers
 // (stack.vector.api_listen). The stand-in is reloaded, not killed: the
 // same container, started once, no restart.
 func TestVectorStandInReloadedAsItStartsKeepsRunning(t *testing.T) {
@@ -75,6 +79,29 @@ func TestVectorStandInReloadedAsItStartsKeepsRunning(t *testing.T) {
 		}
 	})
 
+	// While the stand-in is held, the test answers its API's address:
+	// 503, counting the agent's readiness probes.
+	var probes atomic.Int64
+	ln, err := net.Listen("tcp", cfg.Stack.Vector.APIListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notReady := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			probes.Add(1)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})}
+	go func() { _ = notReady.Serve(ln) }()
+	t.Cleanup(func() { _ = notReady.Close() })
+	hold := filepath.Join(cfg.Dir, "vector", dockertest.StandInHold)
+	if err := os.MkdirAll(filepath.Dir(hold), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hold, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	first, stop := startVectorStandInStack(t, e, cfg)
 	var started workload.State
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
@@ -87,12 +114,22 @@ func TestVectorStandInReloadedAsItStartsKeepsRunning(t *testing.T) {
 	}, "the Vector stand-in does not run: %+v", first.States())
 	stop()
 
-	if logs := dockertest.Logs(t, e.Client, name); strings.Contains(logs, "stand-in ready") {
-		t.Fatalf("the stand-in finished starting (%ss) before the new agent came: this test needs a faster machine\n%s", dockertest.StandInStartup, logs)
-	}
+	probes.Store(0)
 	cfg.Manager.LogsURL = "http://127.0.0.1:9/next-manager"
 	next, _ := startVectorStandInStack(t, e, cfg)
+	// Two probes: the new agent has wanted to reload at least one pass
+	// ago, and waits.
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return probes.Load() >= 2 },
+		"the new agent never asked Vector's /health before reloading it (%d probes)", probes.Load())
+	if logs := dockertest.Logs(t, e.Client, name); strings.Count(logs, "stand-in for") != 1 || strings.Contains(logs, "stand-in ready") {
+		t.Fatalf("the stand-in should still be starting, its first start:\n%s", logs)
+	}
 
+	// Vector is up: it handles SIGHUP, then its API answers.
+	_ = notReady.Close()
+	if err := os.Remove(hold); err != nil {
+		t.Fatal(err)
+	}
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		logs := dockertest.Logs(t, e.Client, name)
 		_, after, reloaded := strings.Cut(logs, "stand-in reloaded")

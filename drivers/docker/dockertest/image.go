@@ -28,11 +28,12 @@ const BusyboxPath = "/bin/busybox"
 // StandInScript is the entrypoint of a stand-in image, a FAKE of the
 // component it stands in for. It prints its arguments and every file an
 // argument names (`/etc/x.toml` or `--config=/etc/x.toml`), so a test can
-// read from the container's log which config it was given. Then, as Vector
-// does, it takes a moment to start (StandInStartup), during which a SIGHUP
-// kills it (exit 129); it then traps SIGHUP (printing "stand-in reloaded"
-// and its config files again), and only after that, when a config file has
-// an [api] section with enabled = true and an address, answers GET /health
+// read from the container's log which config it was given. While a file
+// named StandInHold lies beside one of those files it is still starting,
+// as Vector is before it installs its signal handlers: a SIGHUP kills it
+// (exit 129). Then it traps SIGHUP (printing "stand-in reloaded" and its
+// config files again), and only after that, when a config file has an
+// [api] section with enabled = true and an address, answers GET /health
 // there (busybox httpd), as Vector's API does once it runs. It prints
 // "stand-in ready" and sleeps until stopped.
 const StandInScript = `#!/bin/sh
@@ -60,7 +61,12 @@ api_address() {
 	if [ -n "$enabled" ]; then echo "$address"; fi
 }
 configs "$@"
-sleep ` + StandInStartup + `
+for a in "$@"; do
+	f="${a#*=}"
+	case "$f" in
+	/*/*) while [ -e "${f%/*}/` + StandInHold + `" ]; do sleep 0.05; done ;;
+	esac
+done
 trap 'echo "stand-in reloaded"; configs "$@"' HUP
 api= www= httpd= sleeper=
 trap 'kill $httpd $sleeper 2>/dev/null; if [ -n "$www" ]; then busybox rm -rf "$www"; fi; exit 0' TERM INT
@@ -84,9 +90,9 @@ sleeper=$!
 while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 `
 
-// StandInStartup is how long, in seconds, a stand-in takes to start before
-// it handles SIGHUP: long enough for a test to signal it meanwhile.
-const StandInStartup = "1"
+// StandInHold is the file that, beside a stand-in's config file, keeps
+// the stand-in starting (a SIGHUP kills it) until a test removes it.
+const StandInHold = "standin-hold"
 
 // file is one entry of a root file system.
 type file struct {
