@@ -29,6 +29,11 @@ type VectorInput struct {
 	// Manager.LogsBearerTokenFile).
 	LogsURL         string
 	BearerTokenFile string
+	// APIListen, when set, turns on Vector's API there (a loopback
+	// host:port, VectorStack.APIListen): its GET /health answers once
+	// Vector runs its pipelines, which tells the agent that a SIGHUP no
+	// longer kills it.
+	APIListen string
 }
 
 // Component names in the rendered Vector configuration.
@@ -50,7 +55,9 @@ var dockerLabelKey = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,126}[a-zA
 // RenderVector renders vector.toml: a docker_logs source for the agent's
 // containers and a file source for Files, a remap transform that adds
 // node, cluster and (from the container label) guid, and an http sink that
-// posts JSON to LogsURL with a bearer token, buffered on disk.
+// posts JSON to LogsURL with a bearer token, buffered on disk; with
+// APIListen, Vector's API on that address (without its GraphQL
+// playground), for its GET /health.
 //
 // Vector replaces $NAME, ${NAME} and SECRET[a.b] anywhere in the file
 // before it reads it: every $ the input brings is doubled ($$ is Vector's
@@ -64,6 +71,9 @@ func RenderVector(in VectorInput) ([]byte, error) {
 		Sources:    map[string]vectorSource{},
 		Transforms: map[string]vectorTransformConfig{},
 		Sinks:      map[string]vectorSinkConfig{},
+	}
+	if in.APIListen != "" {
+		cfg.API = &vectorAPI{Enabled: true, Address: in.APIListen, Playground: false}
 	}
 	var inputs []string
 	if in.Docker {
@@ -129,6 +139,9 @@ func (in VectorInput) validate() error {
 	if in.BearerTokenFile != "" {
 		c.check("bearer_token_file", in.BearerTokenFile, checkLogsTokenFile(in.BearerTokenFile))
 	}
+	if in.APIListen != "" {
+		c.check("api_listen", in.APIListen, checkLoopbackAddr(in.APIListen))
+	}
 	return c.err("render vector")
 }
 
@@ -168,10 +181,17 @@ func vrlString(s string) (string, error) {
 // renders, with Vector's key names.
 type vectorConfig struct {
 	DataDir    string                           `toml:"data_dir"`
+	API        *vectorAPI                       `toml:"api,omitempty"`
 	Secret     map[string]vectorSecret          `toml:"secret,omitempty"`
 	Sources    map[string]vectorSource          `toml:"sources"`
 	Transforms map[string]vectorTransformConfig `toml:"transforms"`
 	Sinks      map[string]vectorSinkConfig      `toml:"sinks"`
+}
+
+type vectorAPI struct {
+	Enabled    bool   `toml:"enabled"`
+	Address    string `toml:"address"`
+	Playground bool   `toml:"playground"`
 }
 
 type vectorSecret struct {

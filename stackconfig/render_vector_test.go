@@ -22,6 +22,7 @@ func testVectorInput() VectorInput {
 		Files:           []string{"/var/log/syslog", "/var/log/app/*.log"},
 		LogsURL:         "https://manager.example/api/v1/logs",
 		BearerTokenFile: "/etc/agent/logs.token",
+		APIListen:       "127.0.0.1:8686",
 	}
 }
 
@@ -29,7 +30,7 @@ func TestRenderVectorGolden(t *testing.T) {
 	golden(t, "vector.toml.golden", mustRender(t, RenderVector, testVectorInput()))
 
 	in := testVectorInput()
-	in.Docker, in.ManagedLabel, in.GUIDLabel, in.BearerTokenFile = false, "", "", ""
+	in.Docker, in.ManagedLabel, in.GUIDLabel, in.BearerTokenFile, in.APIListen = false, "", "", "", ""
 	golden(t, "vector-files-only.toml.golden", mustRender(t, RenderVector, in))
 }
 
@@ -80,6 +81,7 @@ func TestRenderVectorParsesBack(t *testing.T) {
 	}
 	want := vectorConfig{
 		DataDir: in.DataDir,
+		API:     &vectorAPI{Enabled: true, Address: "127.0.0.1:8686"},
 		Secret:  map[string]vectorSecret{"agent_manager": {Type: "directory", Path: "/etc/agent", RemoveTrailingWhitespace: true}},
 		Sources: map[string]vectorSource{
 			"docker": {Type: "docker_logs", IncludeLabels: []string{"io.agentproj.managed=true"}},
@@ -105,9 +107,9 @@ func TestRenderVectorParsesBack(t *testing.T) {
 		t.Fatalf("VRL program reads %v, want %v\n%s", stmts, wantStmts, cfg.Transforms["enrich"].Source)
 	}
 
-	in.Docker = false
+	in.Docker, in.APIListen = false, ""
 	cfg, _ = parseVectorFake(t, mustRender(t, RenderVector, in))
-	if _, ok := cfg.Sources["docker"]; ok || strings.Contains(cfg.Transforms["enrich"].Source, ".label") ||
+	if _, ok := cfg.Sources["docker"]; ok || cfg.API != nil || strings.Contains(cfg.Transforms["enrich"].Source, ".label") ||
 		!reflect.DeepEqual(cfg.Transforms["enrich"].Inputs, []string{"files"}) {
 		t.Fatalf("docker off: %+v", cfg)
 	}
@@ -129,6 +131,7 @@ func TestRenderVectorHostile(t *testing.T) {
 			{"files[0]", func(in *VectorInput) string { in.Files = []string{"/var/log/" + v}; return "/var/log/" + v }, func(c vectorConfig) string { return c.Sources["files"].Include[0] }},
 			{"data_dir", func(in *VectorInput) string { in.DataDir = "/var/lib/" + v; return "/var/lib/" + v }, func(c vectorConfig) string { return c.DataDir }},
 			{"logs_url", func(in *VectorInput) string { in.LogsURL = "https://m.example/" + v; return "https://m.example/" + v }, func(c vectorConfig) string { return c.Sinks["manager"].URI }},
+			{"api_listen", func(in *VectorInput) string { in.APIListen = "127.0.0.1:" + v; return "127.0.0.1:" + v }, func(c vectorConfig) string { return c.API.Address }},
 			{"bearer_token_file", func(in *VectorInput) string { in.BearerTokenFile = "/etc/" + v; return "/etc" }, func(c vectorConfig) string { return c.Secret["agent_manager"].Path }},
 		} {
 			in := testVectorInput()
@@ -160,6 +163,7 @@ func TestRenderVectorRejects(t *testing.T) {
 		{func(in *VectorInput) { in.Docker, in.Files = false, nil }, `docker: no source: enable docker or give files`},
 		{func(in *VectorInput) { in.LogsURL = "" }, `logs_url: must be an http:// or https:// URL with a host, got ""`},
 		{func(in *VectorInput) { in.LogsURL = "https://m/SECRET[agent_manager.x]" }, `logs_url: must not contain SECRET[ (a Vector secret reference), got "https://m/SECRET[agent_manager.x]"`},
+		{func(in *VectorInput) { in.APIListen = "0.0.0.0:8686" }, `api_listen: must be a loopback address like 127.0.0.1:8686, got "0.0.0.0:8686"`},
 		{func(in *VectorInput) { in.BearerTokenFile = "/etc/logs-token" }, `bearer_token_file: file name must match ^[A-Za-z0-9_.]+$ (Vector reads it as a secret), got "/etc/logs-token"`},
 	} {
 		in := testVectorInput()

@@ -150,6 +150,11 @@ type VectorStack struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Image   string `mapstructure:"image"`
 	Binary  string `mapstructure:"binary"`
+	// APIListen is the address of Vector's API (a loopback host:port):
+	// the agent reloads a changed config only once its GET /health
+	// answers, since a SIGHUP before Vector handles it kills it. Empty:
+	// no API, and a reload is signalled without waiting.
+	APIListen string `mapstructure:"api_listen"`
 }
 
 // Manager says where the node and cluster stacks deliver logs and traces.
@@ -218,8 +223,9 @@ var DefaultStack = Stack{
 		QueueSize: 100000,
 	},
 	Vector: VectorStack{
-		Enabled: true,
-		Image:   "timberio/vector:0.43.0-debian",
+		Enabled:   true,
+		Image:     "timberio/vector:0.43.0-debian",
+		APIListen: "127.0.0.1:8686",
 	},
 	Helm: DefaultHelm,
 }
@@ -307,6 +313,10 @@ func (s *Stack) Validate() []error {
 
 	if s.TraceAgent.MemoryLimitMiB < 32 {
 		c.bad("stack.trace_agent.memory_limit_mib", "must be >= 32, got %d", s.TraceAgent.MemoryLimitMiB)
+	}
+
+	if a := s.Vector.APIListen; a != "" {
+		c.check("stack.vector.api_listen", a, checkLoopbackAddr(a))
 	}
 
 	switch s.Logs.Shipper {
@@ -440,6 +450,19 @@ func checkAddr(s string, needHost bool) error {
 		return errors.New("must be host:port with a port from 1 to 65535")
 	}
 	return checkHost(host, needHost)
+}
+
+// checkLoopbackAddr accepts host:port with a loopback IP address as
+// host: for a listener that must not be reachable from other hosts.
+func checkLoopbackAddr(s string) error {
+	if err := checkAddr(s, true); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(s)
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return errors.New("must be a loopback address like 127.0.0.1:8686")
+	}
+	return nil
 }
 
 func checkHost(host string, needHost bool) error {

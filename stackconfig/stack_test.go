@@ -49,6 +49,10 @@ func TestStackValidateNamesKeyAndValue(t *testing.T) {
 		{func(s *Stack) { s.Prometheus.ExternalLabels = map[string]string{"env": "\xff"} }, `stack.prometheus.external_labels.env: must be non-empty UTF-8, got "\xff"`},
 		{func(s *Stack) { s.Prometheus.Image = "prom/prometheus:v2\nx: 1" }, `stack.prometheus.image: must be a docker image reference like registry:5000/name/image:tag, got "prom/prometheus:v2\nx: 1"`},
 		{func(s *Stack) { s.Vector.Image = "Timber/Vector" }, `stack.vector.image: must be a docker image reference`},
+		{func(s *Stack) { s.Vector.APIListen = "0.0.0.0:8686" }, `stack.vector.api_listen: must be a loopback address like 127.0.0.1:8686, got "0.0.0.0:8686"`},
+		{func(s *Stack) { s.Vector.APIListen = "localhost:8686" }, `stack.vector.api_listen: must be a loopback address like 127.0.0.1:8686, got "localhost:8686"`},
+		{func(s *Stack) { s.Vector.APIListen = ":8686" }, `stack.vector.api_listen: must have a host, got ":8686"`},
+		{func(s *Stack) { s.Vector.APIListen = "127.0.0.1:0" }, `stack.vector.api_listen: must be host:port with a port from 1 to 65535, got "127.0.0.1:0"`},
 		{func(s *Stack) { s.Driver, s.Jaeger.Image = "docker", "" }, `stack.jaeger.image: must be set when the docker driver runs it, got ""`},
 		{func(s *Stack) { s.Prometheus.Binary = "prometheus" }, `stack.prometheus.binary: must be an absolute path, got "prometheus"`},
 		{func(s *Stack) { s.NodeExporter.Binary = "/usr/bin/../bin/x" }, `stack.node_exporter.binary: must be a clean path (no //, /./, /../ or trailing /), got "/usr/bin/../bin/x"`},
@@ -143,6 +147,8 @@ listen = "0.0.0.0:9100"
 otlp_grpc_listen = "10.0.0.1:4317"
 [stack.trace_agent]
 enabled = false
+[stack.vector]
+api_listen = "[::1]:8687"
 [stack.logs]
 shipper = "vector"
 files = ["/var/log/syslog"]
@@ -161,6 +167,7 @@ traces_otlp_endpoint = "https://m:4317"
 	if s.Driver != "process" || s.Prometheus.ScrapeInterval != 30*time.Second || s.Prometheus.Retention != 12*time.Hour ||
 		s.Prometheus.ExternalLabels["env"] != "prod" || s.Prometheus.Listen != DefaultStack.Prometheus.Listen ||
 		s.NodeExporter.Listen != "0.0.0.0:9100" || s.Jaeger.OTLPGRPCListen != "10.0.0.1:4317" || s.TraceAgent.Enabled ||
+		s.Vector.APIListen != "[::1]:8687" || s.Vector.Image != DefaultStack.Vector.Image ||
 		len(s.Logs.Files) != 1 || s.Logs.Shipper != ShipperVector || s.Logs.QueueSize != DefaultStack.Logs.QueueSize || got.Manager.LogsURL != "https://m/logs" || got.Manager.TracesOTLPProtocol != "grpc" {
 		t.Fatalf("decoded %+v", got)
 	}

@@ -33,7 +33,7 @@ type dockerCluster struct {
 }
 
 // dockerPorts are the listen addresses of a node's stack.
-type dockerPorts struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2 string }
+type dockerPorts struct{ prom, nodeExporter, jaegerGRPC, jaegerHTTP, traceGRPC, traceHTTP, h1, t1, h2, t2, vectorAPI string }
 
 // startDockerCluster starts the engine, imports the images, etcd, a manager
 // Prometheus and agents a and b with the docker driver; extraTOML is added
@@ -64,7 +64,7 @@ func startDockerClusterWith(t *testing.T, extraTOML, shipper, managerTOML string
 	c.manager = startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
 	for _, n := range []string{"a", "b"} {
 		p := dockerPorts{}
-		for _, f := range []*string{&p.prom, &p.nodeExporter, &p.jaegerGRPC, &p.jaegerHTTP, &p.traceGRPC, &p.traceHTTP, &p.h1, &p.t1, &p.h2, &p.t2} {
+		for _, f := range []*string{&p.prom, &p.nodeExporter, &p.jaegerGRPC, &p.jaegerHTTP, &p.traceGRPC, &p.traceHTTP, &p.h1, &p.t1, &p.h2, &p.t2, &p.vectorAPI} {
 			*f = etcdtest.FreeAddr(t)
 		}
 		c.prom[n] = "http://" + p.prom
@@ -87,6 +87,8 @@ otlp_grpc_listen = %q
 otlp_http_listen = %q
 health_listen = %q
 telemetry_listen = %q
+[stack.vector]
+api_listen = %q
 [stack.logs]
 shipper = %q
 [manager]
@@ -94,7 +96,7 @@ shipper = %q
 [relay]
 upstream = [%q]
 flush_deadline = "100ms"
-`, extraTOML, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, shipper, managerTOML, c.manager+"/api/v1/write")
+`, extraTOML, p.prom, p.nodeExporter, p.jaegerGRPC, p.jaegerHTTP, p.h1, p.t1, p.traceGRPC, p.traceHTTP, p.h2, p.t2, p.vectorAPI, shipper, managerTOML, c.manager+"/api/v1/write")
 		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -157,6 +159,13 @@ func TestStackWithDockerDriver(t *testing.T) {
 	logs := dockertest.Logs(t, cli, "agent-vector-"+other)
 	if !strings.Contains(logs, `type = 'docker_logs'`) || !strings.Contains(logs, `.node = "`+other+`"`) {
 		t.Errorf("Vector stand-in did not get a config with docker_logs and its node:\n%s", logs)
+	}
+	// Its config turns Vector's API on at the port the agent was given:
+	// the stand-in answers /health there, as Vector does once it runs.
+	for _, n := range []string{"a", "b"} {
+		etcdtest.Eventually(t, 30*time.Second, func() bool {
+			return processtest.HTTPGet("http://"+c.ports[n].vectorAPI+"/health") != ""
+		}, "the Vector stand-in of %s does not answer /health on stack.vector.api_listen", n)
 	}
 	// The real trace agents forward to the Jaeger collector the master
 	// published, and both are healthy.

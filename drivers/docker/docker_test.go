@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/docker/dockertest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 	"github.com/agentproj/agent/drivers/workload"
 )
 
@@ -371,12 +372,7 @@ func TestPrometheusFromLocalBinaryServesOnHostNetwork(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(conf, "prometheus.yml"), []byte("global:\n  scrape_interval: 15s\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeaddr.Reserve(t)
 	spec := workload.Spec{
 		Name:  "prometheus",
 		Image: "prom/prometheus:v2.42.0",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
 	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/drivers/workload"
@@ -80,19 +80,14 @@ func TestNewOutsideAClusterWithoutKubeconfigFails(t *testing.T) {
 }
 
 func TestNewWhenTheAPIDoesNotAnswerFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeaddr.Reserve(t) // nothing listens, nor will meanwhile
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	kc := "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://" + addr + "', insecure-skip-tls-verify: true}}]\n" +
 		"users: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"
 	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(context.Background(), Config{Kubeconfig: path, PingTimeout: 2 * time.Second})
+	_, err := New(context.Background(), Config{Kubeconfig: path, PingTimeout: 2 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "helm driver: the Kubernetes API at https://"+addr+" does not answer") {
 		t.Fatalf("New() = %v", err)
 	}

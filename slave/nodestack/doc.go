@@ -10,8 +10,9 @@
 // files. Its own metrics are published as target otelcol/node-collector.
 //
 // Configs are rendered under <data_dir>/stack; a changed config of a running
-// Vector or trace agent is reloaded with SIGHUP, not restarted; the trace
-// agent's once its health check answers (workload.Spec.Ready), since a
-// SIGHUP before otelcol has installed its handler kills it. The node
+// Vector or trace agent is reloaded with SIGHUP, not restarted, once its
+// readiness probe answers (workload.Spec.Ready: the trace agent's health
+// check, Vector's API GET /health on stack.vector.api_listen), since a
+// SIGHUP before the program has installed its handler kills it. The node
 // stack keeps running when the agent stops, so the next agent adopts it.
 package nodestack

@@ -100,9 +100,11 @@ func (s *Stack) TraceEndpoint() string {
 
 // Run keeps the node stack in step until ctx ends; the workloads stay.
 func (s *Stack) Run(ctx context.Context) error {
+	// The desired set first: a Supervisor pass with none would remove the
+	// previous agent's workloads as orphans instead of adopting them.
+	s.apply(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.sup.Run(ctx) }()
-	s.apply(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,6 +209,7 @@ func (s *Stack) vector() (*workload.Spec, bool, error) {
 		Node: s.cfg.Node, Cluster: s.cfg.Cluster, DataDir: filepath.Join(dir, "data"),
 		Docker: docker, ManagedLabel: workload.LabelManaged, GUIDLabel: workload.LabelGUID,
 		Files: files, LogsURL: m.LogsURL, BearerTokenFile: m.LogsBearerTokenFile,
+		APIListen: st.APIListen,
 	})
 	if err != nil {
 		return nil, false, err
@@ -224,6 +227,11 @@ func (s *Stack) vector() (*workload.Spec, bool, error) {
 		Spec(s.cfg.Driver, "agent-vector-"+s.cfg.Node, []string{"--config", path}, mounts...)
 	if err != nil {
 		return nil, false, err
+	}
+	if st.APIListen != "" {
+		// Vector's API answers /health once its topology runs, after it
+		// has installed its SIGHUP handler.
+		spec.Ready = "http://" + st.APIListen + "/health"
 	}
 	return &spec, changed, nil
 }

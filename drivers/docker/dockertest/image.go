@@ -25,22 +25,74 @@ import (
 // (Debian package busybox-static).
 const BusyboxPath = "/bin/busybox"
 
-// StandInScript is the entrypoint of a stand-in image. It prints its
-// arguments and every file an argument names (`/etc/x.toml` or
-// `--config=/etc/x.toml`), so a test can read from the container's log
-// which config it was given; then it sleeps until stopped.
+// StandInScript is the entrypoint of a stand-in image, a FAKE of the
+// component it stands in for. It prints its arguments and every file an
+// argument names (`/etc/x.toml` or `--config=/etc/x.toml`), so a test can
+// read from the container's log which config it was given. While a file
+// named StandInHold lies beside one of those files it is still starting,
+// as Vector is before it installs its signal handlers: a SIGHUP kills it
+// (exit 129). Then it traps SIGHUP (printing "stand-in reloaded" and its
+// config files again), and only after that, when a config file has an
+// [api] section with enabled = true and an address, answers GET /health
+// there (busybox httpd), as Vector's API does once it runs. It prints
+// "stand-in ready" and sleeps until stopped.
 const StandInScript = `#!/bin/sh
 echo "stand-in for ${STANDIN_FOR:-a component that cannot run here}; args: $*"
 echo "hostname: $(hostname)"
+configs() {
+	for a in "$@"; do
+		f="${a#*=}"
+		case "$f" in
+		/*) if [ -f "$f" ]; then echo "--- $f"; cat "$f"; echo "--- end of $f"; fi ;;
+		esac
+	done
+}
+# api_address prints the address of an enabled [api] section of file $1,
+# written as the agent renders it (address = '127.0.0.1:8686').
+api_address() {
+	section= enabled= address=
+	while IFS= read -r line; do
+		case "$line" in
+		"["*) section="$line" ;;
+		"enabled = true") [ "$section" = "[api]" ] && enabled=1 ;;
+		"address = '"*"'") if [ "$section" = "[api]" ]; then address="${line#"address = '"}"; address="${address%"'"}"; fi ;;
+		esac
+	done < "$1"
+	if [ -n "$enabled" ]; then echo "$address"; fi
+}
+configs "$@"
 for a in "$@"; do
 	f="${a#*=}"
 	case "$f" in
-	/*) if [ -f "$f" ]; then echo "--- $f"; cat "$f"; echo "--- end of $f"; fi ;;
+	/*/*) while [ -e "${f%/*}/` + StandInHold + `" ]; do sleep 0.05; done ;;
 	esac
 done
+trap 'echo "stand-in reloaded"; configs "$@"' HUP
+api= www= httpd= sleeper=
+trap 'kill $httpd $sleeper 2>/dev/null; if [ -n "$www" ]; then busybox rm -rf "$www"; fi; exit 0' TERM INT
+for a in "$@"; do
+	f="${a#*=}"
+	case "$f" in
+	/*) if [ -f "$f" ]; then api="${api:-$(api_address "$f")}"; fi ;;
+	esac
+done
+if [ -n "$api" ]; then
+	www="${TMPDIR:-/tmp}/stand-in-$$"
+	busybox mkdir -p "$www"
+	echo '{"ok":true}' > "$www/health"
+	busybox httpd -f -p "$api" -h "$www" &
+	httpd=$!
+	echo "stand-in answers GET http://$api/health"
+fi
 echo "stand-in ready"
-exec sleep 2147483647
+sleep 2147483647 &
+sleeper=$!
+while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 `
+
+// StandInHold is the file that, beside a stand-in's config file, keeps
+// the stand-in starting (a SIGHUP kills it) until a test removes it.
+const StandInHold = "standin-hold"
 
 // file is one entry of a root file system.
 type file struct {

@@ -41,6 +41,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
 	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
@@ -144,10 +145,13 @@ func start(etcdBin, apiBin string) (_ *API, err error) {
 		return nil, err
 	}
 	a := &API{dir: dir, tokens: map[string]string{}}
-	var stops []func()
+	var stops, releases []func()
 	a.stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
+		}
+		for _, release := range releases { // once nothing listens on them
+			release()
 		}
 		_ = os.RemoveAll(dir)
 	}
@@ -157,7 +161,17 @@ func start(etcdBin, apiBin string) (_ *API, err error) {
 		}
 	}()
 
-	clientURL, peerURL := "http://"+freeAddr(), "http://"+freeAddr()
+	// Ports reserved across test processes (freeaddr) until the API
+	// stops: the API outlives the test that started it.
+	addrs := make([]string, 3)
+	for i := range addrs {
+		addr, release, err := freeaddr.Acquire()
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		addrs[i], releases = addr, append(releases, release)
+	}
+	clientURL, peerURL := "http://"+addrs[0], "http://"+addrs[1]
 	stopEtcd, err := run(dir, "etcd", etcdBin, "--name", "kubetest", "--data-dir", filepath.Join(dir, "etcd"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -197,7 +211,7 @@ func start(etcdBin, apiBin string) (_ *API, err error) {
 		return nil, err
 	}
 
-	addr := freeAddr()
+	addr := addrs[2]
 	_, port, _ := net.SplitHostPort(addr)
 	a.URL = "https://" + addr
 	certDir := filepath.Join(dir, "certs")
@@ -273,15 +287,6 @@ func run(dir, name, bin string, args ...string) (func(), error) {
 		}
 		log.Close()
 	}, nil
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func tail(b []byte, n int) string {

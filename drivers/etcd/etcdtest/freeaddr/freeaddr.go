@@ -1,16 +1,19 @@
 // Package freeaddr reserves loopback ports for tests across every test
 // process on the machine. It imports nothing of the project, so that any
 // test helper can use it (etcdtest.FreeAddr is it; processtest, which
-// stackconfig's tests import, calls it directly).
+// stackconfig's tests import, calls it directly; kubetest's shared API
+// holds its ports with Acquire).
 package freeaddr
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -21,26 +24,41 @@ import (
 var portsDir = filepath.Join("/tmp", "agent-test-ports")
 
 // Reserve returns a loopback host:port reserved for the test until it
-// ends: no Reserve of any test process on this machine returns it
-// meanwhile, and it lies below the kernel's ephemeral port range, so that
-// no listener on port 0 (httptest servers, a Jaeger's spare gRPC port) and
-// no outgoing connection takes it between this call and the bind of the
-// program the test hands it to. A port picked by listening on port 0 and
-// closing the probe raced with all of these: two calls could return one
-// port, and a process started seconds later found it taken (Prometheus
-// exits 1 on "bind: address already in use").
-//
-// The reservation is an flock on <portsDir>/<port>, held by the test
-// process until the test's cleanup; the kernel drops it when the process
-// dies. The port was free when reserved (a probe listened on it).
+// ends: no Reserve or Acquire of any test process on this machine returns
+// it meanwhile, and it lies below the kernel's ephemeral port range, so
+// that no listener on port 0 (httptest servers, a Jaeger's spare gRPC
+// port) and no outgoing connection takes it between this call and the
+// bind of the program the test hands it to. A port picked by listening on
+// port 0 and closing the probe raced with all of these: two calls could
+// return one port, and a process started seconds later found it taken
+// (Prometheus exits 1 on "bind: address already in use").
 func Reserve(t testing.TB) string {
 	t.Helper()
+	addr, release, err := Acquire()
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	t.Cleanup(release)
+	return addr
+}
+
+// Acquire is Reserve without a test: for a server that outlives any one
+// test (one shared by the tests of a test process, started from TestMain
+// or on first use). The port stays reserved until release is called,
+// which the caller does once the program it handed the port to has
+// stopped, or until the process dies.
+//
+// The reservation is an flock on <portsDir>/<port>, held through an open
+// file until release closes it; the kernel drops it when the process
+// dies. The port was free when reserved (a probe listened on it).
+func Acquire() (addr string, release func(), err error) {
 	lo, hi := reservedRange()
 	if lo >= hi {
-		return anyFreeAddr(t)
+		addr, err := anyFreeAddr()
+		return addr, func() {}, err
 	}
 	if err := os.MkdirAll(portsDir, 0o777); err != nil {
-		t.Fatalf("find a free port: %v", err)
+		return "", nil, err
 	}
 	_ = os.Chmod(portsDir, 0o1777) // other users' tests reserve there too
 	for range 500 {
@@ -60,11 +78,10 @@ func Reserve(t testing.TB) string {
 			continue
 		}
 		ln.Close()
-		t.Cleanup(func() { f.Close() }) // closing drops the lock
-		return addr
+		var once sync.Once
+		return addr, func() { once.Do(func() { f.Close() }) }, nil // closing drops the lock
 	}
-	t.Fatalf("find a free port: no free port in %d..%d after 500 tries", lo, hi-1)
-	return ""
+	return "", nil, fmt.Errorf("no free port in %d..%d after 500 tries", lo, hi-1)
 }
 
 // reservedRange is where Reserve picks: from 20000 (above the project's
@@ -88,12 +105,11 @@ func reservedRange() (lo, hi int) {
 
 // anyFreeAddr is the fallback where no port range is free of the
 // kernel's: a port free a moment ago, without a reservation.
-func anyFreeAddr(t testing.TB) string {
-	t.Helper()
+func anyFreeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+		return "", err
 	}
 	defer ln.Close()
-	return ln.Addr().String()
+	return ln.Addr().String(), nil
 }

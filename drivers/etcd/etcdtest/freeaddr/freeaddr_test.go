@@ -62,3 +62,32 @@ func TestReserveHandsOutDistinctPortsOutsideTheEphemeralRange(t *testing.T) {
 		t.Fatal("the reservation outlived its test")
 	}
 }
+
+// Acquire holds its reservation, without a test, until release is called:
+// Reserve never hands the port out meanwhile, and a second release is
+// harmless.
+func TestAcquireHoldsThePortUntilReleased(t *testing.T) {
+	if lo, hi := reservedRange(); lo >= hi {
+		t.Skip("no room below this machine's ephemeral port range")
+	}
+	addr, release, err := Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	t.Run("reserve", func(t *testing.T) {
+		for range 200 {
+			if got := Reserve(t); got == addr {
+				t.Fatalf("Reserve handed out %s, which Acquire holds", addr)
+			}
+		}
+	})
+	if !lockedElsewhere(t, port) {
+		t.Fatal("Acquire's reservation is not held after a test ended")
+	}
+	release()
+	release()
+	if lockedElsewhere(t, port) {
+		t.Fatal("the reservation outlived its release")
+	}
+}
