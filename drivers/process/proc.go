@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -41,25 +42,42 @@ func readStat(pid int) (procStat, error) {
 	return procStat{state: f[0][0], startTicks: ticks}, nil
 }
 
-// argv0 returns the first word of /proc/<pid>/cmdline.
-func argv0(pid int) (string, error) {
+// runs reports whether /proc/<pid>/cmdline shows binary: as its first
+// word, or, when binary is a script, as one of the two words after its
+// interpreter (the kernel runs a "#!/bin/sh -e" script as
+// /bin/sh -e <script> ...).
+func runs(pid int, binary string) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	if err != nil {
-		return "", err
+		return false
 	}
-	first, _, _ := bytes.Cut(b, []byte{0})
-	return string(first), nil
+	words := bytes.SplitN(b, []byte{0}, 4)
+	if string(words[0]) == binary {
+		return true
+	}
+	if len(words) < 2 || !isScript(binary) {
+		return false
+	}
+	return string(words[1]) == binary || (len(words) > 2 && string(words[2]) == binary)
+}
+
+// isScript reports whether file starts with "#!".
+func isScript(file string) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var magic [2]byte
+	_, err = io.ReadFull(f, magic[:])
+	return err == nil && string(magic[:]) == "#!"
 }
 
 // alive reports whether pid is a live (not zombie) process that started at
 // startTicks (when not zero) and runs binary: the process a record names,
 // not another that got its pid later. It decides adoption.
 func alive(pid int, startTicks uint64, binary string) bool {
-	if !exists(pid, startTicks) {
-		return false
-	}
-	a0, err := argv0(pid)
-	return err == nil && a0 == binary
+	return exists(pid, startTicks) && runs(pid, binary)
 }
 
 // exists reports whether pid is a process that has not exited yet and, when

@@ -367,6 +367,51 @@ func TestNewDriverAdoptsAndSupervisorRemovesOrphans(t *testing.T) {
 	}
 }
 
+// A workload whose binary is a script runs as its interpreter
+// ("/bin/sh -e <script>"): the next agent adopts it all the same, and does
+// not start a second copy beside it.
+func TestNewDriverAdoptsAScript(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	script := filepath.Join(t.TempDir(), "wrapper.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh -e\nwhile :; do sleep 1; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := workload.Spec{Name: "wrapper", Binary: script}
+	d1 := newDriver(t, dir)
+	st1, err := d1.Ensure(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // the script's process group, should the next driver not adopt it
+		if pid, err := strconv.Atoi(st1.ID); err == nil {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	})
+	d2 := newDriver(t, dir)
+	cleanupRemove(t, d2, "wrapper")
+	st2, err := d2.Inspect(ctx, "wrapper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.Status != workload.StatusRunning || st2.ID != st1.ID {
+		t.Fatalf("the next driver sees %+v, want pid %s running (adopted)", st2, st1.ID)
+	}
+	st3, err := d2.Ensure(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st3.ID != st1.ID || st3.Restarts != 0 {
+		t.Fatalf("Ensure after adoption: %+v, want the adopted pid %s, not a second copy", st3, st1.ID)
+	}
+	if err := d2.Remove(ctx, "wrapper"); err != nil {
+		t.Fatal(err)
+	}
+	if pidAlive(st1.ID) {
+		t.Fatalf("pid %s still runs after Remove", st1.ID)
+	}
+}
+
 func TestAdoptionRefusesAPidThatIsNotOurs(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
