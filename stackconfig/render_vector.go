@@ -56,8 +56,9 @@ var dockerLabelKey = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,126}[a-zA
 // containers and a file source for Files, a remap transform that adds
 // node, cluster and (from the container label) guid, and an http sink that
 // posts JSON to LogsURL with a bearer token, buffered on disk; with
-// APIListen, Vector's API on that address (without its GraphQL
-// playground), for its GET /health.
+// APIListen, Vector's API on that address, for its GET /health (only
+// enabled and address are set: Vector 0.55 replaced the GraphQL API, and
+// its keys, by gRPC, and kept GET /health on the same port).
 //
 // Vector replaces $NAME, ${NAME} and SECRET[a.b] anywhere in the file
 // before it reads it: every $ the input brings is doubled ($$ is Vector's
@@ -73,7 +74,7 @@ func RenderVector(in VectorInput) ([]byte, error) {
 		Sinks:      map[string]vectorSinkConfig{},
 	}
 	if in.APIListen != "" {
-		cfg.API = &vectorAPI{Enabled: true, Address: in.APIListen, Playground: false}
+		cfg.API = &vectorAPI{Enabled: true, Address: in.APIListen}
 	}
 	var inputs []string
 	if in.Docker {
@@ -189,9 +190,8 @@ type vectorConfig struct {
 }
 
 type vectorAPI struct {
-	Enabled    bool   `toml:"enabled"`
-	Address    string `toml:"address"`
-	Playground bool   `toml:"playground"`
+	Enabled bool   `toml:"enabled"`
+	Address string `toml:"address"`
 }
 
 type vectorSecret struct {
