@@ -219,7 +219,10 @@ func (s *Supervisor) States() []State {
 // Run reconciles until ctx ends, then removes the workloads if StopOnExit
 // is set. It returns nil, or the errors of that removal. It may run again
 // after it returned (the cluster stack runs once per master term), but
-// never twice at once.
+// never twice at once. Its first pass removes every selected workload the
+// desired set lacks: Set the whole desired set before Run, or the
+// workloads an earlier agent left running are removed as orphans instead
+// of adopted.
 func (s *Supervisor) Run(ctx context.Context) error {
 	select { // the first pass sees the latest Set anyway
 	case <-s.nudge:
