@@ -272,25 +272,7 @@ func (c *appsClient) do(cmd *cobra.Command, method, path string, body []byte, v 
 		return 0, fmt.Errorf("ask agent: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return resp.StatusCode, fmt.Errorf("read answer of %s %s: %w", method, req.URL, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return resp.StatusCode, fmt.Errorf("%s %s: %s (HTTP %d)", method, req.URL, e.Error, resp.StatusCode)
-		}
-		return resp.StatusCode, fmt.Errorf("%s %s: HTTP %d", method, req.URL, resp.StatusCode)
-	}
-	if v != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.Unmarshal(b, v); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode answer of %s %s: %w", method, req.URL, err)
-		}
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, readAnswer(resp, method+" "+req.URL.String(), v)
 }
 
 // readSpecFile reads -f: a file, or stdin for "-".

@@ -79,21 +79,32 @@ func (s *source) getJSON(path string, v any) error {
 		return fmt.Errorf("ask agent: %w", err)
 	}
 	defer resp.Body.Close()
+	return readAnswer(resp, req.URL.String(), v)
+}
+
+// readAnswer reads an answer of the agent API to the request that what
+// names in errors (its URL, or method and URL). An answer other than 2xx
+// becomes an error carrying the API's message ({"error": "..."}) when it
+// sent one; a 2xx answer with a body is decoded into v unless v is nil.
+func readAnswer(resp *http.Response, what string, v any) error {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("read answer of %s: %w", req.URL, err)
+		return fmt.Errorf("read answer of %s: %w", what, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s: %s (HTTP %d)", req.URL, e.Error, resp.StatusCode)
+			return fmt.Errorf("%s: %s (HTTP %d)", what, e.Error, resp.StatusCode)
 		}
-		return fmt.Errorf("%s: HTTP %d", req.URL, resp.StatusCode)
+		return fmt.Errorf("%s: HTTP %d", what, resp.StatusCode)
+	}
+	if v == nil || resp.StatusCode == http.StatusNoContent {
+		return nil
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("decode answer of %s: %w", req.URL, err)
+		return fmt.Errorf("decode answer of %s: %w", what, err)
 	}
 	return nil
 }

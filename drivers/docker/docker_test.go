@@ -21,6 +21,7 @@ import (
 	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/docker/dockertest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/workload"
 )
 
@@ -29,17 +30,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // standIn is the Vector stand-in image (Vector cannot run here): busybox
 // printing its args and config files.
 const standIn = "agentproj/standin:test"
-
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func newDriver(t *testing.T, e *dockertest.Engine) *docker.Driver {
 	t.Helper()
@@ -135,7 +125,7 @@ func TestEnsureCreatesStandInContainerAsSpecified(t *testing.T) {
 		}
 	}
 	// The stand-in prints its hostname and the config it was given.
-	eventually(t, 10*time.Second, func() bool { return strings.Contains(dockertest.Logs(t, e.Client, "vector"), "stand-in ready") },
+	poll.Until(t, 10*time.Second, func() bool { return strings.Contains(dockertest.Logs(t, e.Client, "vector"), "stand-in ready") },
 		"stand-in never ready:\n%s", dockertest.Logs(t, e.Client, "vector"))
 	out := dockertest.Logs(t, e.Client, "vector")
 	for _, want := range []string{"hostname: n1-vector", "# vector config for the stand-in", "args: --config=/etc/vector/vector.toml"} {
@@ -220,7 +210,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 		return workload.State{}, false
 	}
 	var first workload.State
-	eventually(t, 20*time.Second, func() (ok bool) { first, ok = running(s1); return ok }, "vector stand-in never running: %+v", s1.States())
+	poll.Until(t, 20*time.Second, func() (ok bool) { first, ok = running(s1); return ok }, "vector stand-in never running: %+v", s1.States())
 
 	// Killed through the engine: Docker does not restart a container it
 	// was told to kill, whatever its policy.
@@ -228,7 +218,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second workload.State
-	eventually(t, 20*time.Second, func() bool {
+	poll.Until(t, 20*time.Second, func() bool {
 		var ok bool
 		second, ok = running(s1)
 		return ok && second.Since.After(first.Since)
@@ -290,7 +280,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 	go func() { done2 <- s2.Run(run2) }()
 	t.Cleanup(func() { stop2(); <-done2 })
 	var adopted workload.State
-	eventually(t, 20*time.Second, func() bool {
+	poll.Until(t, 20*time.Second, func() bool {
 		st, err := d2.Inspect(ctx, "old-jaeger")
 		var ok bool
 		adopted, ok = running(s2)
@@ -400,19 +390,19 @@ func TestPrometheusFromLocalBinaryServesOnHostNetwork(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}
-	eventually(t, 30*time.Second, ready, "containerised Prometheus not ready on %s (host network):\n%s", addr, dockertest.Logs(t, e.Client, "prometheus"))
+	poll.Until(t, 30*time.Second, ready, "containerised Prometheus not ready on %s (host network):\n%s", addr, dockertest.Logs(t, e.Client, "prometheus"))
 	t.Logf("prometheus ready %s after the import", time.Since(start).Round(time.Millisecond))
 	// Prometheus logs this line once at start and once per reload.
 	const loaded = "Completed loading of configuration file"
 	// The engine copies a container's output into its log on its own time:
 	// poll for the line Prometheus wrote before it became ready.
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		return strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded) == 1
 	}, "%q not logged once before SIGHUP:\n%s", loaded, dockertest.Logs(t, e.Client, "prometheus"))
 	if err := d.Signal(ctx, "prometheus", syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		return strings.Count(dockertest.Logs(t, e.Client, "prometheus"), loaded) == 2
 	}, "no config reload seen after SIGHUP")
 	if st, _ := d.Inspect(ctx, "prometheus"); st.Status != workload.StatusRunning {
@@ -464,7 +454,7 @@ func TestCrashLoopingContainerShowsItsError(t *testing.T) {
 			defer func() { cancel(); <-done }()
 
 			var st workload.State
-			eventually(t, 60*time.Second, func() bool {
+			poll.Until(t, 60*time.Second, func() bool {
 				s := sup.States()
 				if len(s) != 1 {
 					return false
@@ -477,7 +467,7 @@ func TestCrashLoopingContainerShowsItsError(t *testing.T) {
 			}
 
 			held.Close()
-			eventually(t, 60*time.Second, func() bool {
+			poll.Until(t, 60*time.Second, func() bool {
 				resp, err := http.Get("http://" + addr + "/metrics")
 				if err != nil {
 					return false
@@ -485,7 +475,7 @@ func TestCrashLoopingContainerShowsItsError(t *testing.T) {
 				resp.Body.Close()
 				return resp.StatusCode == http.StatusOK
 			}, "node_exporter does not serve once the port is free:\n%s", dockertest.Logs(t, e.Client, spec.Name))
-			eventually(t, 30*time.Second, func() bool {
+			poll.Until(t, 30*time.Second, func() bool {
 				s := sup.States()
 				return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
 			}, "node_exporter that stays up is not reported running: %+v", sup.States())
@@ -519,7 +509,7 @@ func TestContainerLogsCarryManagedAndGUIDLabels(t *testing.T) {
 		t.Fatalf("log %s (driver %s) is not matched by %s", info.LogPath, info.HostConfig.LogConfig.Type, glob)
 	}
 	var line string
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		b, _ := os.ReadFile(info.LogPath)
 		line = strings.TrimSpace(string(b))
 		return line != ""

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/process"
 	"github.com/agentproj/agent/drivers/workload"
 )
@@ -44,17 +45,6 @@ func needBinary(t *testing.T, path, pkg string) {
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	return freeaddr.Reserve(t)
-}
-
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func newDriver(t *testing.T, dir string) *process.Driver {
@@ -123,7 +113,7 @@ func TestEnsureRunsNodeExporter(t *testing.T) {
 	if st.Labels[workload.LabelManaged] != "true" || st.Labels[workload.LabelRole] != workload.RoleNodeExporter {
 		t.Fatalf("labels = %v", st.Labels)
 	}
-	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve /metrics on %s", addr)
+	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve /metrics on %s", addr)
 
 	pidFile, err := os.ReadFile(filepath.Join(dir, "node-exporter.pid"))
 	if err != nil || strings.TrimSpace(string(pidFile)) != st.ID {
@@ -154,7 +144,7 @@ func TestEnsureRunsNodeExporter(t *testing.T) {
 	if pidAlive(st.ID) {
 		t.Fatalf("old pid %s still runs after the replacement", st.ID)
 	}
-	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "replaced node_exporter does not serve /metrics")
+	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "replaced node_exporter does not serve /metrics")
 
 	if err := d.Remove(ctx, "node-exporter"); err != nil {
 		t.Fatal(err)
@@ -213,7 +203,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 	}()
 
 	var first workload.State
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		s := sup.States()
 		if len(s) == 1 && s[0].Status == workload.StatusRunning {
 			first = s[0]
@@ -221,7 +211,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 		}
 		return false
 	}, "supervisor never reports node-exporter running: %+v", sup.States())
-	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve")
+	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve")
 	if first.Labels[workload.LabelOwner] != "node-stack" {
 		t.Fatalf("owner label = %q", first.Labels[workload.LabelOwner])
 	}
@@ -230,7 +220,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second workload.State
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		s := sup.States()
 		if len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].ID != first.ID {
 			second = s[0]
@@ -244,7 +234,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 	if got := testutil.ToFloat64(mustCounter(t, reg, "agent_workload_restarts_total")); got != 1 {
 		t.Errorf("agent_workload_restarts_total = %v, want 1", got)
 	}
-	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "restarted node_exporter does not serve")
+	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "restarted node_exporter does not serve")
 
 	cancel()
 	if err := <-done; err != nil {
@@ -335,7 +325,7 @@ func TestNewDriverAdoptsAndSupervisorRemovesOrphans(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- sup.Run(runCtx) }()
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		s, _ := d2.Inspect(ctx, "old-sleeper")
 		return s.Status == workload.StatusMissing && len(sup.States()) == 1
 	}, "the supervisor did not remove the orphan old-sleeper, or reports no state")
@@ -354,7 +344,7 @@ func TestNewDriverAdoptsAndSupervisorRemovesOrphans(t *testing.T) {
 		t.Fatalf("another owner's workload was touched: %+v", other)
 	}
 	// d1 started it without waiting for it to listen: poll, as everywhere.
-	eventually(t, 10*time.Second, func() bool { return serves(addr) }, "adopted node_exporter does not serve on %s", addr)
+	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "adopted node_exporter does not serve on %s", addr)
 	// Without StopOnExit the node stack stays for the next agent.
 	if !pidAlive(st1.ID) {
 		t.Fatal("node-exporter stopped when Run ended without StopOnExit")
@@ -458,12 +448,12 @@ func TestExitCodeIsRecordedForTheNextAgent(t *testing.T) {
 	if _, err := d1.Ensure(ctx, workload.Spec{Name: "quitter", Binary: "/bin/sh", Args: []string{"-c", `echo "bye-$((40+2))"; exit 3`}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		s, _ := d1.Inspect(ctx, "quitter")
 		return s.Status == workload.StatusExited && s.ExitCode == 3
 	}, "exit code 3 not reported")
 	var st workload.State
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st, _ = newDriver(t, dir).Inspect(ctx, "quitter")
 		return st.Status == workload.StatusExited && st.ExitCode == 3
 	}, "a new driver does not see the recorded exit code: %+v", st)
@@ -484,7 +474,7 @@ func TestRemoveKillsAfterStopTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		b, _ := os.ReadFile(d.LogPath("stubborn"))
 		return strings.Contains(string(b), "ready-42")
 	}, "shell never became ready")
@@ -516,11 +506,11 @@ func TestSignalReachesTheProcess(t *testing.T) {
 			return strings.Contains(string(b), s)
 		}
 	}
-	eventually(t, 5*time.Second, logHas("ready-42"), "shell never became ready")
+	poll.Until(t, 5*time.Second, logHas("ready-42"), "shell never became ready")
 	if err := d.Signal(ctx, "reloader", syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, logHas("reloaded-42"), "SIGHUP not seen by the process")
+	poll.Until(t, 5*time.Second, logHas("reloaded-42"), "SIGHUP not seen by the process")
 	if err := d.Signal(ctx, "nobody", syscall.SIGHUP); err == nil {
 		t.Fatal("Signal to a missing workload: no error")
 	}
@@ -572,7 +562,7 @@ func TestCrashLoopingNodeExporterShowsItsError(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	var st workload.State
-	eventually(t, 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, func() bool {
 		s := sup.States()
 		if len(s) != 1 {
 			return false
@@ -593,8 +583,8 @@ func TestCrashLoopingNodeExporterShowsItsError(t *testing.T) {
 	}
 
 	held.Close()
-	eventually(t, 30*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve once the port is free")
-	eventually(t, 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve once the port is free")
+	poll.Until(t, 30*time.Second, func() bool {
 		s := sup.States()
 		return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
 	}, "node_exporter that stays up is not reported running: %+v", sup.States())
@@ -611,7 +601,7 @@ func TestSignalRefusesAWorkloadNotManaged(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
 	// Until it has exec'd, the child's cmdline is this test binary's.
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(sleeper.Process.Pid) + "/cmdline")
 		return strings.HasPrefix(string(b), "/bin/sleep\x00")
 	}, "sleep never started")

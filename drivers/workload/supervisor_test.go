@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -143,17 +144,6 @@ var (
 	_ OutputTailer = (*fakeDriver)(nil)
 )
 
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: "+msg, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // run runs s until the test ends and returns a stop function that returns
 // Run's error.
 func run(t *testing.T, s *Supervisor) func() error {
@@ -232,7 +222,7 @@ func TestCrashLoopIsSpacedByBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, s)
-	eventually(t, 10*time.Second, func() bool { return len(f.startTimes("vector")) >= 7 }, "fewer than 7 starts")
+	poll.Until(t, 10*time.Second, func() bool { return len(f.startTimes("vector")) >= 7 }, "fewer than 7 starts")
 	starts := f.startTimes("vector")
 	// starts[0] creates; starts[n] is the n-th restart, which waits
 	// backoff(n) after the one before.
@@ -244,7 +234,7 @@ func TestCrashLoopIsSpacedByBackoff(t *testing.T) {
 	// The cap, read from the wait the Supervisor announces rather than from
 	// gaps between starts, which a loaded machine only makes longer.
 	announced := regexp.MustCompile(`next start in (\S+) \(backoff after (\d+) consecutive`)
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		st := s.States()
 		if len(st) != 1 {
 			return false
@@ -262,7 +252,7 @@ func TestCrashLoopIsSpacedByBackoff(t *testing.T) {
 	if n := testutil.ToFloat64(s.metrics.restarts.WithLabelValues(RoleVector)); n < 6 {
 		t.Errorf("restarts{role=vector} = %v, want >= 6", n)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st := s.States()
 		return len(st) == 1 && st[0].Restarts >= 6
 	}, "States does not count the restarts: %+v", s.States())
@@ -281,7 +271,7 @@ func TestEnsureErrorsAreCountedByRoleAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, s)
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st := s.States()
 		return len(st) == 1 && st[0].Status == StatusRunning && st[0].LastError == ""
 	}, "never running after two errors: %+v", s.States())
@@ -310,7 +300,7 @@ func TestLastErrorShowsInStates(t *testing.T) {
 	}
 	run(t, s)
 	var st []State
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st = s.States()
 		return len(st) == 1 && st[0].LastError == "image absent" && st[0].Status == StatusMissing
 	}, "error not in States: %+v", &st)
@@ -319,7 +309,7 @@ func TestLastErrorShowsInStates(t *testing.T) {
 	if err := s.Set([]Spec{spec("g1", RoleApp)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st := s.States()
 		return len(st) == 1 && strings.HasPrefix(st[0].LastError, "image absent; next start in ")
 	}, "backoff not in States: %+v", &st)
@@ -346,7 +336,7 @@ func TestOrphansAreRemovedByOwnerOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := run(t, s)
-	eventually(t, 5*time.Second, func() bool { return !f.has("old") && f.has("vector") }, "orphan not removed or vector not started")
+	poll.Until(t, 5*time.Second, func() bool { return !f.has("old") && f.has("vector") }, "orphan not removed or vector not started")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +361,7 @@ func TestStopOnExitRemovesTheOwnersWorkloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := run(t, s)
-	eventually(t, 5*time.Second, func() bool { return f.has("prometheus") && f.has("jaeger") }, "not started")
+	poll.Until(t, 5*time.Second, func() bool { return f.has("prometheus") && f.has("jaeger") }, "not started")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +408,7 @@ func TestASpecChangeIsNotHeldByTheOldBackoff(t *testing.T) {
 	}
 	run(t, s)
 	var st []State
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st = s.States()
 		return len(st) == 1 && st[0].LastError == "image absent"
 	}, "error not in States: %+v", &st)
@@ -427,7 +417,7 @@ func TestASpecChangeIsNotHeldByTheOldBackoff(t *testing.T) {
 	if err := s.Set([]Spec{fixed}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		st = s.States()
 		return len(st) == 1 && st[0].Status == StatusRunning
 	}, "the fixed spec waits for the old backoff: %+v", &st)
@@ -451,7 +441,7 @@ func TestCrashLoopingStateSaysWhyAndHowOften(t *testing.T) {
 	}
 	run(t, s)
 	var st State
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		all := s.States()
 		if len(all) != 1 {
 			return false
@@ -468,7 +458,7 @@ func TestCrashLoopingStateSaysWhyAndHowOften(t *testing.T) {
 	if st.Running() {
 		t.Error("a crash-looping workload reports Running")
 	}
-	eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.metrics.crashLooping) == 1 }, "agent_workloads_crash_looping is not 1")
+	poll.Until(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.metrics.crashLooping) == 1 }, "agent_workloads_crash_looping is not 1")
 	// The output is read once per exit, not once per reconcile.
 	f.mu.Lock()
 	tails, starts := f.tails, len(f.starts["node-exporter"])
@@ -479,7 +469,7 @@ func TestCrashLoopingStateSaysWhyAndHowOften(t *testing.T) {
 
 	// Fixed: it stays up, and after BackoffMax of running it is forgiven.
 	f.set(func() { f.crash = false })
-	eventually(t, 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, func() bool {
 		all := s.States()
 		return len(all) == 1 && all[0].Status == StatusRunning && all[0].LastError == "" && all[0].LastOutput == nil
 	}, "a workload that stays up is still reported crash-looping: %+v", s.States())
@@ -507,7 +497,7 @@ func TestRuntimeRestartsMakeACrashLoop(t *testing.T) {
 		SpecHash: desired.Hash(), Labels: DriverLabels(desired.Labels, desired.Hash())})
 	run(t, s)
 	var st State
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		all := s.States()
 		if len(all) != 1 {
 			return false
@@ -523,7 +513,7 @@ func TestRuntimeRestartsMakeACrashLoop(t *testing.T) {
 	}
 	f.put(State{Name: "vector", Driver: "fake", ID: "c1", Status: StatusRestarting, ExitCode: 2, Restarts: 5,
 		SpecHash: desired.Hash(), Labels: DriverLabels(desired.Labels, desired.Hash())})
-	eventually(t, 5*time.Second, func() bool {
+	poll.Until(t, 5*time.Second, func() bool {
 		all := s.States()
 		return len(all) == 1 && all[0].Restarts == 5
 	}, "two more runtime restarts not counted: %+v", s.States())
@@ -722,7 +712,7 @@ func TestReloadRestartsAWorkloadThatNeverGetsReady(t *testing.T) {
 	if err := s.Reload("trace-agent", syscall.SIGHUP, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("trace-agent")) == 2 },
+	poll.Until(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("trace-agent")) == 2 },
 		"not restarted after ReadyTimeout")
 	if got := f.signals(); len(got) != 0 || s.pending("trace-agent") {
 		t.Fatalf("signals: %v (pending %v); want a restart instead", got, s.pending("trace-agent"))
@@ -760,7 +750,7 @@ func TestRestartLogsTheLastOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, s)
-	eventually(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "restarted stopped workload") },
+	poll.Until(t, 5*time.Second, func() bool { return strings.Contains(logs.String(), "restarted stopped workload") },
 		"no restart logged:\n%s", logs.String())
 	for _, want := range []string{"exit_code=1", `bind: address already in use`} {
 		if !strings.Contains(logs.String(), want) {
@@ -782,7 +772,7 @@ func TestReloadReachesACrashLoopingWorkloadThatRuns(t *testing.T) {
 	if err := s.Set([]Spec{spec("vector", RoleVector)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("vector")) >= 3 }, "not restarted twice")
+	poll.Until(t, 5*time.Second, func() bool { s.reconcile(ctx); return len(f.startTimes("vector")) >= 3 }, "not restarted twice")
 	f.set(func() { f.crash = false })
 	s.reconcile(ctx) // up again, and still crash-looping
 	if st := s.States(); len(st) != 1 || st[0].Status != StatusCrashLooping {

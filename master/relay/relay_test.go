@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -247,13 +248,7 @@ func runningWith(t *testing.T, cfg stackconfig.Relay, logger *slog.Logger, prepa
 // waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, cond, "waiting for %s", what)
 }
 
 func request(series ...string) []byte {

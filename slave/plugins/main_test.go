@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/master/relay/relaytest"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -95,13 +96,7 @@ func startManager(t *testing.T, app Appender, logs io.Writer, plugins ...stackco
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, cond, "waiting for %s", what)
 }
 
 func statusOf(m *Manager, name string) Status {

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/master/relay/relaytest"
 )
 
@@ -72,15 +73,10 @@ func pushOK(t *testing.T, h http.Handler, target, contentType, body string) {
 	}
 }
 
+// waitFor polls cond until it holds or 10 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, cond, "waiting for %s", what)
 }
 
 func TestPushBothFormatsReachTheUpstream(t *testing.T) {

@@ -6,7 +6,6 @@ package etcdtest
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 )
 
 // ClientLeaks are goroutines of the etcd client that outlive a test by
@@ -111,17 +111,12 @@ func NewClient(t testing.TB, endpoint string) *clientv3.Client {
 	return cli
 }
 
-// Eventually polls cond every 20ms until it is true or timeout passes, then
-// fails the test with msg.
+// Eventually polls cond until it is true or timeout passes, then fails the
+// test with msg (poll.Until, which tests that must not link etcd call
+// directly).
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, fmt.Sprintf(msg, args...))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, timeout, cond, msg, args...)
 }
 
 // Campaign wins a term for node under keys' election prefix, on a new

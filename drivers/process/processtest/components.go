@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 )
 
 // Proc is a component process a test started; it is killed (with its
@@ -69,18 +70,6 @@ func (p *Proc) Kill() {
 func freeAddr(t testing.TB) string {
 	t.Helper()
 	return freeaddr.Reserve(t)
-}
-
-// eventually polls cond every 50 ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf(format, args...)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // HTTPGet returns the body of a 200 answer, or "" for anything else.
@@ -160,7 +149,7 @@ exporters:
 		t.Fatal(err)
 	}
 	j.Proc = Start(t, "jaeger-manager", bin, "--config=file:"+path)
-	eventually(t, 30*time.Second, func() bool { return HTTPGet("http://"+health+"/status") != "" }, "manager-side Jaeger not healthy on %s", health)
+	poll.Until(t, 30*time.Second, func() bool { return HTTPGet("http://"+health+"/status") != "" }, "manager-side Jaeger not healthy on %s", health)
 	return j
 }
 
@@ -244,7 +233,7 @@ func StartVictoriaLogsAt(t testing.TB, addr string) *VictoriaLogs {
 	bin := Testbin(t, "victorialogs", "victoria-logs")
 	v := &VictoriaLogs{URL: "http://" + addr, OTLPLogs: "http://" + addr + "/insert/opentelemetry/v1/logs"}
 	v.Proc = Start(t, "victoria-logs", bin, "-httpListenAddr="+addr, "-storageDataPath="+filepath.Join(t.TempDir(), "data"))
-	eventually(t, 30*time.Second, func() bool { return HTTPGet(v.URL+"/health") != "" }, "VictoriaLogs not ready on %s", addr)
+	poll.Until(t, 30*time.Second, func() bool { return HTTPGet(v.URL+"/health") != "" }, "VictoriaLogs not ready on %s", addr)
 	return v
 }
 
