@@ -210,7 +210,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 		return workload.State{}, false
 	}
 	var first workload.State
-	poll.Until(t, 20*time.Second, func() (ok bool) { first, ok = running(s1); return ok }, "vector stand-in never running: %+v", s1.States())
+	poll.Until(t, 20*time.Second, func() (ok bool) { first, ok = running(s1); return ok }, "vector stand-in never running: %+v", poll.Latest(func() any { return s1.States() }))
 
 	// Killed through the engine: Docker does not restart a container it
 	// was told to kill, whatever its policy.
@@ -222,7 +222,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 		var ok bool
 		second, ok = running(s1)
 		return ok && second.Since.After(first.Since)
-	}, "killed container not restarted: %+v", s1.States())
+	}, "killed container not restarted: %+v", poll.Latest(func() any { return s1.States() }))
 	if second.ID != first.ID || second.Restarts != 1 {
 		t.Fatalf("restart: id %s -> %s, restarts %d; want the same container started again, 1 restart", first.ID, second.ID, second.Restarts)
 	}
@@ -285,7 +285,7 @@ func TestSupervisorRestartsAdoptsAndRemovesOrphansWithStandIns(t *testing.T) {
 		var ok bool
 		adopted, ok = running(s2)
 		return err == nil && st.Status == workload.StatusMissing && ok
-	}, "the orphan old-jaeger was not removed, or vector not seen running: %+v", s2.States())
+	}, "the orphan old-jaeger was not removed, or vector not seen running: %+v", poll.Latest(func() any { return s2.States() }))
 	if adopted.ID != first.ID || adopted.Restarts != 0 {
 		t.Fatalf("the new supervisor reports %+v; want container %s adopted as it runs", s2.States(), first.ID)
 	}
@@ -478,7 +478,7 @@ func TestCrashLoopingContainerShowsItsError(t *testing.T) {
 			poll.Until(t, 30*time.Second, func() bool {
 				s := sup.States()
 				return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
-			}, "node_exporter that stays up is not reported running: %+v", sup.States())
+			}, "node_exporter that stays up is not reported running: %+v", poll.Latest(func() any { return sup.States() }))
 		})
 	}
 }

@@ -210,7 +210,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 			return true
 		}
 		return false
-	}, "supervisor never reports node-exporter running: %+v", sup.States())
+	}, "supervisor never reports node-exporter running: %+v", poll.Latest(func() any { return sup.States() }))
 	poll.Until(t, 10*time.Second, func() bool { return serves(addr) }, "node_exporter does not serve")
 	if first.Labels[workload.LabelOwner] != "node-stack" {
 		t.Fatalf("owner label = %q", first.Labels[workload.LabelOwner])
@@ -227,7 +227,7 @@ func TestSupervisorRestartsKilledNodeExporter(t *testing.T) {
 			return true
 		}
 		return false
-	}, "killed node-exporter not restarted: %+v", sup.States())
+	}, "killed node-exporter not restarted: %+v", poll.Latest(func() any { return sup.States() }))
 	if second.Restarts != 1 {
 		t.Errorf("restarts = %d, want 1", second.Restarts)
 	}
@@ -587,7 +587,7 @@ func TestCrashLoopingNodeExporterShowsItsError(t *testing.T) {
 	poll.Until(t, 30*time.Second, func() bool {
 		s := sup.States()
 		return len(s) == 1 && s[0].Status == workload.StatusRunning && s[0].LastError == ""
-	}, "node_exporter that stays up is not reported running: %+v", sup.States())
+	}, "node_exporter that stays up is not reported running: %+v", poll.Latest(func() any { return sup.States() }))
 }
 
 // The driver signals only what it started: a record without the managed

@@ -248,14 +248,14 @@ func TestCrashLoopIsSpacedByBackoff(t *testing.T) {
 		}
 		n, _ := strconv.Atoi(m[2])
 		return n >= 6
-	}, "no backoff announced after 6 restarts: %+v", s.States())
+	}, "no backoff announced after 6 restarts: %+v", poll.Latest(func() any { return s.States() }))
 	if n := testutil.ToFloat64(s.metrics.restarts.WithLabelValues(RoleVector)); n < 6 {
 		t.Errorf("restarts{role=vector} = %v, want >= 6", n)
 	}
 	poll.Until(t, 5*time.Second, func() bool {
 		st := s.States()
 		return len(st) == 1 && st[0].Restarts >= 6
-	}, "States does not count the restarts: %+v", s.States())
+	}, "States does not count the restarts: %+v", poll.Latest(func() any { return s.States() }))
 }
 
 func TestEnsureErrorsAreCountedByRoleAndRetried(t *testing.T) {
@@ -274,7 +274,7 @@ func TestEnsureErrorsAreCountedByRoleAndRetried(t *testing.T) {
 	poll.Until(t, 5*time.Second, func() bool {
 		st := s.States()
 		return len(st) == 1 && st[0].Status == StatusRunning && st[0].LastError == ""
-	}, "never running after two errors: %+v", s.States())
+	}, "never running after two errors: %+v", poll.Latest(func() any { return s.States() }))
 	const want = `
 # HELP agent_workload_ensure_errors_total Failed attempts to make a workload match its spec, by role.
 # TYPE agent_workload_ensure_errors_total counter
@@ -472,7 +472,7 @@ func TestCrashLoopingStateSaysWhyAndHowOften(t *testing.T) {
 	poll.Until(t, 10*time.Second, func() bool {
 		all := s.States()
 		return len(all) == 1 && all[0].Status == StatusRunning && all[0].LastError == "" && all[0].LastOutput == nil
-	}, "a workload that stays up is still reported crash-looping: %+v", s.States())
+	}, "a workload that stays up is still reported crash-looping: %+v", poll.Latest(func() any { return s.States() }))
 	if got := s.States()[0].Restarts; got < 2 {
 		t.Errorf("restarts after recovery = %d; the count stays", got)
 	}
@@ -516,7 +516,7 @@ func TestRuntimeRestartsMakeACrashLoop(t *testing.T) {
 	poll.Until(t, 5*time.Second, func() bool {
 		all := s.States()
 		return len(all) == 1 && all[0].Restarts == 5
-	}, "two more runtime restarts not counted: %+v", s.States())
+	}, "two more runtime restarts not counted: %+v", poll.Latest(func() any { return s.States() }))
 }
 
 // signalFake is the in-memory fake driver that also takes signals.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/none"
 	"github.com/agentproj/agent/drivers/process"
 	"github.com/agentproj/agent/drivers/process/processtest"
@@ -61,7 +62,7 @@ func TestTermRunsAndStopsTheStack(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
-	etcdtest.Eventually(t, 5*time.Second, func() bool { return len(s.States()) == 2 }, "cluster stack not running: %+v", s.States())
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return len(s.States()) == 2 }, "cluster stack not running: %+v", poll.Latest(func() any { return s.States() }))
 	yml, err := os.ReadFile(filepath.Join(cfg.Dir, "prometheus", "prometheus.yml"))
 	if err != nil || !strings.Contains(string(yml), cfg.SDDir) || !strings.Contains(string(yml), cfg.RelayURL) {
 		t.Fatalf("prometheus.yml lacks the sd dir or the relay (%v):\n%s", err, yml)
@@ -155,7 +156,7 @@ func runTerm(t *testing.T, cfg Config, d workload.Driver, want int) {
 		default:
 		}
 		return len(s.States()) == want
-	}, "term did not start %d workloads: %+v", want, s.States())
+	}, "term did not start %d workloads: %+v", want, poll.Latest(func() any { return s.States() }))
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("end of term: %v", err)
@@ -263,5 +264,5 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		states := s.States()
 		return len(states) == 1 && states[0].Status == workload.StatusRunning && states[0].ID == st.ID
-	}, "the term did not adopt pid %s: %+v", st.ID, s.States())
+	}, "the term did not adopt pid %s: %+v", st.ID, poll.Latest(func() any { return s.States() }))
 }

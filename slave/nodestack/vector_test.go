@@ -18,6 +18,7 @@ import (
 	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/docker/dockertest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/none"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/stackconfig"
@@ -111,7 +112,7 @@ func TestVectorStandInReloadedAsItStartsKeepsRunning(t *testing.T) {
 			return true
 		}
 		return false
-	}, "the Vector stand-in does not run: %+v", first.States())
+	}, "the Vector stand-in does not run: %+v", poll.Latest(func() any { return first.States() }))
 	stop()
 
 	probes.Store(0)

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/slave/monitor/cgroup"
@@ -319,7 +320,7 @@ func TestPodsFromCgroupTrees(t *testing.T) {
 					n += len(ps.Containers)
 				}
 				return len(s.Pods) == 3 && n == 4
-			}, "3 pods and 4 named containers; last: %+v", p.Snapshot().Pods)
+			}, "3 pods and 4 named containers; last: %+v", poll.Latest(func() any { return p.Snapshot().Pods }))
 			golden(t, "pods.golden", c.render(t, p))
 			if got := testutil.ToFloat64(p.metrics.skipped.WithLabelValues("pod")); got != 1 {
 				t.Errorf("pods skipped (a cgroup no pod has): %v, want 1", got)
@@ -459,5 +460,5 @@ func TestStaticPodNamedByItsMirrorPod(t *testing.T) {
 			}
 		}
 		return false
-	}, "the static pod's cgroup is not served as its mirror pod; last: %+v", p.Snapshot().Pods)
+	}, "the static pod's cgroup is not served as its mirror pod; last: %+v", poll.Latest(func() any { return p.Snapshot().Pods }))
 }

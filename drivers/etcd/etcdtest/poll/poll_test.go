@@ -64,3 +64,12 @@ func TestUntilCallsTheConditionOnceEvenWithoutTime(t *testing.T) {
 		t.Fatalf("failed with %q though the first call held", msg)
 	}
 }
+
+// A Latest argument shows the state at the deadline, not at the start.
+func TestUntilEvaluatesLatestWhenItFails(t *testing.T) {
+	var calls atomic.Int32
+	msg := until(30*time.Millisecond, func() bool { calls.Add(1); return false }, "%d calls, then %d", calls.Load(), Latest(func() any { return calls.Load() }))
+	if want := fmt.Sprintf("after 30ms: 0 calls, then %d", calls.Load()); msg != want || calls.Load() < 2 {
+		t.Fatalf("message %q, want %q (%d calls)", msg, want, calls.Load())
+	}
+}
