@@ -220,9 +220,9 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
 
-	// Apps: the Supervisor starts only once the Reconciler has handed it
-	// the first desired set, so that it adopts the apps an earlier agent
-	// left running instead of removing them as orphans.
+	// Apps: the Reconciler hands the Supervisor the apps assigned here
+	// (the Supervisor reconciles from the first set on, so it adopts the
+	// apps an earlier agent left running).
 	appSup, err := workload.NewSupervisor(driver, workload.SupervisorOptions{
 		Owner:    "apps",
 		Selector: map[string]string{workload.LabelNode: cfg.Node, workload.LabelCluster: cfg.Cluster},
@@ -235,14 +235,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
 		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
 	}, appSup, targets, log.With("component", "apps"), reg)
-	p.actors = append(p.actors, func(ctx context.Context) error {
-		select {
-		case <-appRec.Synced():
-		case <-ctx.Done():
-			return nil
-		}
-		return appSup.Run(ctx)
-	})
+	p.actors = append(p.actors, appSup.Run)
 
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
 	return duties, sources, []slave.SessionWorker{appRec}, driver, nil

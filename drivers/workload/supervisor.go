@@ -67,8 +67,8 @@ var DefaultSupervisorOptions = SupervisorOptions{
 }
 
 // Supervisor keeps one caller's desired set of workloads running through a
-// Driver. Set stores the desired set and nudges Run; Run reconciles on every
-// nudge and every Interval:
+// Driver. Set stores the desired set and nudges Run; Run reconciles, from
+// the first Set on, on every nudge and every Interval:
 //  1. List the workloads that carry the selector (LabelManaged, LabelOwner,
 //     Selector) and remove those no longer desired: after an agent restart
 //     this adopts its own workloads and removes its orphans.
@@ -86,7 +86,9 @@ type Supervisor struct {
 	log      *slog.Logger
 	metrics  *supervisorMetrics
 
-	nudge chan struct{}
+	nudge   chan struct{}
+	handed  chan struct{} // closed by the first Set that is taken
+	handOff sync.Once
 
 	mu      sync.Mutex
 	desired map[string]Spec   // guarded by mu
@@ -157,6 +159,7 @@ func NewSupervisor(driver Driver, opts SupervisorOptions) (*Supervisor, error) {
 		log:      log.With("owner", opts.Owner, "driver", driver.Name()),
 		metrics:  m,
 		nudge:    make(chan struct{}, 1),
+		handed:   make(chan struct{}),
 		desired:  map[string]Spec{},
 		reloads:  map[string]reload{},
 		track:    map[string]*tracked{},
@@ -196,6 +199,7 @@ func (s *Supervisor) Set(specs []Spec) error {
 	s.mu.Lock()
 	s.desired = desired
 	s.mu.Unlock()
+	s.handOff.Do(func() { close(s.handed) })
 	select {
 	case s.nudge <- struct{}{}:
 	default:
@@ -219,11 +223,18 @@ func (s *Supervisor) States() []State {
 // Run reconciles until ctx ends, then removes the workloads if StopOnExit
 // is set. It returns nil, or the errors of that removal. It may run again
 // after it returned (the cluster stack runs once per master term), but
-// never twice at once. Its first pass removes every selected workload the
-// desired set lacks: Set the whole desired set before Run, or the
-// workloads an earlier agent left running are removed as orphans instead
-// of adopted.
+// never twice at once. It reconciles only once a desired set has been
+// Set: a pass without one would remove the workloads an earlier agent left
+// running as orphans instead of adopting them.
 func (s *Supervisor) Run(ctx context.Context) error {
+	select {
+	case <-s.handed:
+	case <-ctx.Done():
+		if s.opts.StopOnExit {
+			return s.removeAll()
+		}
+		return nil
+	}
 	select { // the first pass sees the latest Set anyway
 	case <-s.nudge:
 	default:

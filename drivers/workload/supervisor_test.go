@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -316,6 +317,56 @@ func TestLastErrorShowsInStates(t *testing.T) {
 	if f.has("g1") {
 		t.Fatal("started during the backoff")
 	}
+}
+
+// A Supervisor run before its desired set is known removes nothing: the
+// workload an earlier agent left running is adopted once the set comes,
+// not taken for an orphan meanwhile (synctest: Run has done all it would
+// before the Set).
+func TestRunWaitsForTheDesiredSet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake()
+		sp := spec("vector", RoleVector)
+		s, err := NewSupervisor(f, SupervisorOptions{Owner: "node-stack", Interval: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What the earlier agent's Supervisor (same owner) started.
+		earlier, err := NewSupervisor(newFake(), SupervisorOptions{Owner: "node-stack"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := earlier.Set([]Spec{sp}); err != nil {
+			t.Fatal(err)
+		}
+		labelled := earlier.snapshot()["vector"]
+		before, err := f.Ensure(context.Background(), labelled)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		synctest.Wait()
+		if n := testutil.ToFloat64(s.metrics.reconciles); n != 0 || !f.has("vector") {
+			t.Fatalf("before any Set: %v reconciles, vector still there: %v; want none, and it there", n, f.has("vector"))
+		}
+
+		if err := s.Set([]Spec{sp}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		st := s.States()
+		if len(st) != 1 || st[0].ID != before.ID || len(f.startTimes("vector")) != 1 {
+			t.Fatalf("after Set: %+v, %d starts; want %s adopted, started once", st, len(f.startTimes("vector")), before.ID)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestOrphansAreRemovedByOwnerOnly(t *testing.T) {

@@ -133,9 +133,8 @@ func NewReconciler(cli *clientv3.Client, cfg ReconcilerConfig, sup Supervisor, t
 }
 
 // Synced is closed once the first desired set read from etcd has been
-// handed to the Supervisor. Start the Supervisor's Run after it: a
-// Supervisor that runs with an empty set removes the apps an earlier agent
-// left running instead of adopting them.
+// worked out and handed to the Supervisor (which reconciles only from its
+// first set on).
 func (r *Reconciler) Synced() <-chan struct{} { return r.synced }
 
 // Run follows apps/ for one session until ctx ends; see Reconciler.

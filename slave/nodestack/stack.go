@@ -100,8 +100,6 @@ func (s *Stack) TraceEndpoint() string {
 
 // Run keeps the node stack in step until ctx ends; the workloads stay.
 func (s *Stack) Run(ctx context.Context) error {
-	// The desired set first: a Supervisor pass with none would remove the
-	// previous agent's workloads as orphans instead of adopting them.
 	s.apply(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.sup.Run(ctx) }()
