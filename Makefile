@@ -92,7 +92,7 @@ bench-failover: deps
 bench-targets: deps
 	$(GO) test -run '^$$' -bench WatchToFile -benchtime 500x -timeout 20m ./master/targetsync
 
-## bench-relay: relay throughput, CPU per sample and peak RSS, pinned to one core: 1.0 in, 2.0 in, 2.0 in -> 1.0 out, and vmagent (built once) on the same load
+## bench-relay: relay throughput, CPU per sample and peak RSS, pinned to one core: 1.0 in, 2.0 in, 2.0 in -> 1.0 out, and vmagent (built once) on the same load, interleaved over 3 rounds (ROUNDS), with medians and the goals' ratios
 .PHONY: bench-relay
 bench-relay: deps
 	bash testdata/testbins/build.sh vmagent

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/slave/monitor"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -53,11 +54,7 @@ func monitorAPI(t *testing.T, interval time.Duration, groups ...stackconfig.Moni
 	mux.Handle("GET "+monitor.Path, m.Handler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { srv.Close(); cancel(); <-done })
-	for deadline := time.Now().Add(10 * time.Second); m.Snapshot().Time.IsZero(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the monitor did not read /proc within 10s")
-		}
-	}
+	poll.Until(t, 10*time.Second, func() bool { return !m.Snapshot().Time.IsZero() }, "the monitor did not read /proc")
 	return srv.URL
 }
 

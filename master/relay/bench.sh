@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark the metric relay as its own process, on loopback only:
 #   relayload -sink (core 1)  <-  relay (core 0)  <-  relayload -url (core 1)
-# once per case, in one run:
+# once per case and round, the cases interleaved in each round:
 #   1.0 in           remote-write 1.0 in, 1.0 out (the upstream's protocol auto)
 #   2.0 in           2.0 in, 2.0 out (auto)
 #   2.0 in, 1.0 out  2.0 in, converted to 1.0 (upstream protocol 1.0)
@@ -9,7 +9,10 @@
 #                    (skipped unless VMAGENT=/path or its testbin is built:
 #                    bash testdata/testbins/build.sh vmagent)
 # and prints, per case, acknowledged samples/s, the relay's CPU seconds per
-# million samples, samples per CPU second and peak RSS. The CPU is the
+# million samples, samples per CPU second and peak RSS; after the last round,
+# each case's median samples per CPU second and the ratios of issue 15's two
+# goals (2.0 in / 1.0 in, at least 1.3; 1.0 in / vmagent, at least 1.25)
+# per round, where both cases ran in the same round on the same load. The CPU is the
 # relay's from the first request until the sink has received every sample
 # the relay acknowledged: ingest and forwarding. Everything started here is
 # stopped on exit.
@@ -17,7 +20,8 @@
 # Env: DURATION (15s), SERIES (1000), LABELS (9), SAMPLES (2000 per request),
 # CONCURRENCY (8 requests in flight), SHARDS (relay concurrency, 4),
 # RELAY_CORE (0), LOAD_CORE (1), QUEUE_DIR (a temporary dir; put it on the
-# disk you want to measure), CASES (which cases: "v1 v2 v2v1 vmagent").
+# disk you want to measure), CASES (which cases: "v1 v2 v2v1 vmagent"),
+# ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,6 +34,8 @@ SHARDS=${SHARDS:-4}
 RELAY_CORE=${RELAY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 CASES=${CASES:-v1 v2 v2v1 vmagent}
+ROUNDS=${ROUNDS:-3}
+declare -A per_cpu # per_cpu[case,round]: samples per CPU second
 
 work=$(mktemp -d)
 pids=()
@@ -87,12 +93,15 @@ measure() {
 	rate=$(sed -n 's/.*acked_samples_per_second=\([0-9]*\) .*/\1/p' "$work/load.out")
 	failed=$(sed -n 's/.*failed_requests=\([0-9]*\).*/\1/p' "$work/load.out")
 	hz=$(getconf CLK_TCK)
-	awk -v name="$name" -v t=$((after - before)) -v hz="$hz" -v n="$acked" -v rate="$rate" -v failed="$failed" -v hwm="$hwm" \
+	local line
+	line=$(awk -v name="$name" -v t=$((after - before)) -v hz="$hz" -v n="$acked" -v rate="$rate" -v failed="$failed" -v hwm="$hwm" \
 		-v busy=$((core_busy1 - core_busy0)) -v total=$((core_total1 - core_total0)) 'BEGIN {
 		cpu = t / hz
 		printf "%-16s acked_samples_per_second=%-8d failed=%-3d relay_cpu_seconds=%6.2f cpu_seconds_per_million_samples=%.3f samples_per_cpu_second=%-8.0f peak_rss_mib=%5.1f core_busy_percent=%.0f\n",
 			name, rate, failed, cpu, (n > 0 ? cpu / (n / 1e6) : 0), (cpu > 0 ? n / cpu : 0), hwm / 1024, (total > 0 ? 100 * busy / total : 0)
-	}'
+	}')
+	echo "$line"
+	per_cpu[$c,$round]=$(sed -n 's/.*samples_per_cpu_second=\([0-9]*\).*/\1/p' <<<"$line")
 	if [ "${failed:-0}" != 0 ]; then sed 's/^/    /' "$work/load.err" >&2; fi
 }
 
@@ -146,13 +155,47 @@ vmagent_case() {
 	rm -rf "$work/vmagent"
 }
 
-echo "relay benchmark: $SERIES series x $LABELS labels, $SAMPLES samples/request, $CONCURRENCY in flight, $DURATION per case, $SHARDS shards"
-for c in $CASES; do
-	case $c in
-	v1) relay_case "1.0 in" 1.0 auto ;;
-	v2) relay_case "2.0 in" 2.0 auto ;;
-	v2v1) relay_case "2.0 in, 1.0 out" 2.0 1.0 ;;
-	vmagent) vmagent_case ;;
-	*) echo "unknown case $c" >&2; exit 2 ;;
-	esac
+# median FORMAT VALUE...: the middle value (the mean of the two middle ones), printed with FORMAT.
+median() {
+	local fmt=$1
+	shift
+	printf '%s\n' "$@" | sort -n | awk -v f="$fmt" '{v[NR] = $1} END {if (NR) printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
+
+# ratio A B GOAL: A / B per round where both ran, their median, and whether it reaches GOAL.
+ratio() {
+	local a=$1 b=$2 goal=$3 r rs=() round
+	for ((round = 1; round <= ROUNDS; round++)); do
+		[ -n "${per_cpu[$a,$round]:-}" ] && [ -n "${per_cpu[$b,$round]:-}" ] && [ "${per_cpu[$b,$round]}" -gt 0 ] || continue
+		rs+=("$(awk -v x="${per_cpu[$a,$round]}" -v y="${per_cpu[$b,$round]}" 'BEGIN {printf "%.2f", x / y}')")
+	done
+	[ ${#rs[@]} -gt 0 ] || return 0
+	r=$(median %.2f "${rs[@]}")
+	printf '%-26s %s per round, median %s (goal at least %s: %s)\n' "$a / $b:" "${rs[*]}" "$r" "$goal" \
+		"$(awk -v r="$r" -v g="$goal" 'BEGIN {print (r >= g ? "met" : "not met")}')"
+}
+
+echo "relay benchmark: $SERIES series x $LABELS labels, $SAMPLES samples/request, $CONCURRENCY in flight, $DURATION per case, $SHARDS shards, $ROUNDS rounds"
+for ((round = 1; round <= ROUNDS; round++)); do
+	[ "$ROUNDS" = 1 ] || echo "round $round"
+	for c in $CASES; do
+		case $c in
+		v1) relay_case "1.0 in" 1.0 auto ;;
+		v2) relay_case "2.0 in" 2.0 auto ;;
+		v2v1) relay_case "2.0 in, 1.0 out" 2.0 1.0 ;;
+		vmagent) vmagent_case ;;
+		*) echo "unknown case $c" >&2; exit 2 ;;
+		esac
+	done
 done
+
+echo "median samples per CPU second over $ROUNDS rounds:"
+for c in $CASES; do
+	vals=()
+	for ((round = 1; round <= ROUNDS; round++)); do
+		[ -z "${per_cpu[$c,$round]:-}" ] || vals+=("${per_cpu[$c,$round]}")
+	done
+	[ ${#vals[@]} -eq 0 ] || printf '  %-8s %s (rounds: %s)\n' "$c" "$(median %.0f "${vals[@]}")" "${vals[*]}"
+done
+ratio v2 v1 1.3
+ratio v1 vmagent 1.25

@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -232,13 +233,7 @@ remote_write:
 	const aQuery, bQuery = `up{job="node"}[10m]`, `up{job="node",cluster="e2e"}[10m]`
 	eventually := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; relay stats %+v", what, rs.r.Stats())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		poll.Until(t, 60*time.Second, cond, "%s; relay stats %+v", what, poll.Latest(func() any { return rs.r.Stats() }))
 	}
 	eventually("A's series in B with the external label", func() bool { return len(rawSamples(t, bPort, bQuery, time.Now())) >= 5 })
 	firstInB := rawSamples(t, bPort, bQuery, time.Now())[0]

@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/process/processtest"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
@@ -195,13 +196,7 @@ func TestEndToEndPrometheus3(t *testing.T) {
 // scrapes, remote-write batches and retries.
 func waitLong(t *testing.T, what string, cond func() bool, rs *relayServer) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; relay stats %+v", what, rs.r.Stats())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	poll.Until(t, 90*time.Second, cond, "%s; relay stats %+v", what, poll.Latest(func() any { return rs.r.Stats() }))
 }
 
 // startTarget serves metrics with UTF-8 names, a native histogram and a

@@ -24,6 +24,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/master/filesd"
 	"github.com/agentproj/agent/slave"
 	"github.com/agentproj/agent/stackconfig"
@@ -149,13 +150,8 @@ func waitFile(t *testing.T, path string, cond func(string) bool, what string) st
 func waitFileWithin(t *testing.T, d time.Duration, path string, cond func(string) bool, what string) string {
 	t.Helper()
 	var got string
-	deadline := time.Now().Add(d)
-	for got = read(t, path); !cond(got); got = read(t, path) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s: %s; have:\n%s", d, path, what, got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, func() bool { got = read(t, path); return cond(got) },
+		"%s: %s; have:\n%s", path, what, poll.Latest(func() any { return got }))
 	return got
 }
 

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -149,17 +150,10 @@ func start(t testing.TB, name string, args ...string) *exec.Cmd {
 func stop(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(t, 10*time.Second, func() bool {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-		if err != nil || bytes.Contains(b, []byte(") Z ")) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d does not die", cmd.Process.Pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err != nil || bytes.Contains(b, []byte(") Z "))
+	}, "process %d does not die", cmd.Process.Pid)
 }
 
 // uniqueBinary copies sleep under a name no other process on the machine

@@ -42,6 +42,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/freeaddr"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
@@ -337,20 +338,13 @@ func (a *API) Client(t testing.TB) kubernetes.Interface {
 	return c
 }
 
-// Eventually polls cond every 50ms until it is true or timeout passes.
+// Eventually is poll.Until for a condition that asks the API server: each
+// call of cond gets a context that ends after 5s.
 func Eventually(t testing.TB, timeout time.Duration, cond func(ctx context.Context) bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	poll.Until(t, timeout, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		ok := cond(ctx)
-		cancel()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, fmt.Sprintf(msg, args...))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		defer cancel()
+		return cond(ctx)
+	}, msg, args...)
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -93,22 +94,16 @@ func (h *harness) readAll(i int, ack bool) []string {
 // settled waits until every acknowledged position is persisted.
 func (h *harness) settled() {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	poll.Until(h.t, 10*time.Second, func() bool {
 		h.l.mu.Lock()
-		done := true
+		defer h.l.mu.Unlock()
 		for _, c := range h.l.cursors {
-			done = done && c.durable == c.acked
+			if c.durable != c.acked {
+				return false
+			}
 		}
-		h.l.mu.Unlock()
-		if done {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatal("cursors not persisted")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return true
+	}, "cursors not persisted")
 }
 
 func opts(dir string) Options {
@@ -228,13 +223,8 @@ func TestSegmentsDeletedOnceAllCursorsAck(t *testing.T) {
 		t.Fatal("segments deleted while cursor b still needs them")
 	}
 	h.readAll(1, true)
-	deadline := time.Now().Add(10 * time.Second)
-	for h.l.Bytes() >= before/5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("log still %d bytes after both cursors acked (was %d)", h.l.Bytes(), before)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, func() bool { return h.l.Bytes() < before/5 },
+		"log still %d bytes after both cursors acked (was %d)", poll.Latest(func() any { return h.l.Bytes() }), before)
 }
 
 func TestGroupCommitConcurrentAppends(t *testing.T) {
@@ -306,13 +296,8 @@ func TestShardWithoutRecordsDoesNotPinSegments(t *testing.T) {
 			t.Errorf("cursor %d backlog %+v after everything was read, want none", i, st)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.l.Bytes() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue still holds %d bytes after everything was delivered", h.l.Bytes())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, func() bool { return h.l.Bytes() == 0 },
+		"queue still holds %d bytes after everything was delivered", poll.Latest(func() any { return h.l.Bytes() }))
 	if strings.Contains(logs.String(), "queue full") || h.dropped.Load() != 0 {
 		t.Fatalf("queue dropped delivered data (%d samples):\n%s", h.dropped.Load(), logs.String())
 	}
