@@ -36,6 +36,10 @@ type Relay struct {
 	// QueueMaxBytes bounds the queue on disk; when full, the oldest data is
 	// dropped (and counted).
 	QueueMaxBytes int64 `toml:"queue_max_bytes" mapstructure:"queue_max_bytes"`
+	// QueueMinFreeBytes is what the queue leaves free on its filesystem:
+	// when the disk fills up, by the queue or anything else, the oldest
+	// data is dropped (and counted) as at queue_max_bytes. 0: no such limit.
+	QueueMinFreeBytes int64 `toml:"queue_min_free_bytes" mapstructure:"queue_min_free_bytes"`
 	// MaxRequestBytes bounds one incoming request, compressed and decoded;
 	// larger ones get 413.
 	MaxRequestBytes int64 `toml:"max_request_bytes" mapstructure:"max_request_bytes"`
@@ -118,6 +122,7 @@ type RelayTLS struct {
 var DefaultRelay = Relay{
 	NameValidation:    NamesUTF8,
 	QueueMaxBytes:     1 << 30,
+	QueueMinFreeBytes: 128 << 20,
 	MaxRequestBytes:   32 << 20,
 	MaxSamplesPerSend: 2000,
 	FlushDeadline:     time.Second,
@@ -217,6 +222,9 @@ func (r Relay) Validate() error {
 		bad("queue_max_bytes: must be > 0, got %d", r.QueueMaxBytes)
 	case r.QueueMaxBytes < 2*r.MaxRequestBytes:
 		bad("queue_max_bytes: must be at least twice max_request_bytes (%d), got %d", r.MaxRequestBytes, r.QueueMaxBytes)
+	}
+	if r.QueueMinFreeBytes < 0 {
+		bad("queue_min_free_bytes: must be >= 0, got %d", r.QueueMinFreeBytes)
 	}
 	if r.MaxSamplesPerSend <= 0 {
 		bad("max_samples_per_send: must be > 0, got %d", r.MaxSamplesPerSend)

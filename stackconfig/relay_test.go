@@ -27,6 +27,7 @@ func TestRelayValidateNamesFieldAndValue(t *testing.T) {
 		want   string
 	}{
 		{func(r *Relay) { r.QueueMaxBytes = -1 }, "relay.queue_max_bytes: must be > 0, got -1"},
+		{func(r *Relay) { r.QueueMinFreeBytes = -1 }, "relay.queue_min_free_bytes: must be >= 0, got -1"},
 		{func(r *Relay) { r.Upstream = Upstreams("ftp://x") }, `relay.upstream[0]: must be an http or https URL, got "ftp://x"`},
 		{func(r *Relay) { r.Upstream = Upstreams("http://a/w", "http://a/w") }, `relay.upstream[1]: listed twice, got "http://a/w"`},
 		{func(r *Relay) { r.Upstream = []RelayUpstream{{URL: "http://a/w", Protocol: "3"}} }, `relay.upstream[0].protocol: must be auto, 1.0 or 2.0, got "3"`},
@@ -83,6 +84,7 @@ upstream = ["https://manager.example/api/v1/write", { url = "http://old.example/
 name_validation = "legacy"
 external_labels = { cluster = "c9", region = "eu" }
 queue_max_bytes = 536870912
+queue_min_free_bytes = 0
 max_backoff = "1m"
 concurrency = 2
 [basic_auth]
@@ -113,7 +115,7 @@ ca_file = "/etc/agent/ca.pem"
 		t.Fatalf("upstream %+v, name_validation %q", r.Upstream, r.NameValidation)
 	}
 	if r.ExternalLabels["region"] != "eu" ||
-		r.QueueMaxBytes != 512<<20 || r.MaxBackoff != time.Minute || r.Concurrency != 2 ||
+		r.QueueMaxBytes != 512<<20 || r.QueueMinFreeBytes != 0 || r.MaxBackoff != time.Minute || r.Concurrency != 2 ||
 		r.BasicAuth.PasswordFile != "/etc/agent/pw" || r.TLS.CAFile != "/etc/agent/ca.pem" ||
 		r.MaxSamplesPerSend != DefaultRelay.MaxSamplesPerSend {
 		t.Fatalf("decoded %+v", r)

@@ -76,12 +76,13 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 		}
 	}
 	r.log, err = queue.Open(queue.Options{
-		Dir:      cfg.QueueDir,
-		MaxBytes: cfg.QueueMaxBytes,
-		IdleSeal: time.Second,
-		Shards:   shards,
-		Cursors:  cursors,
-		Logger:   logger,
+		Dir:          cfg.QueueDir,
+		MaxBytes:     cfg.QueueMaxBytes,
+		MinFreeBytes: cfg.QueueMinFreeBytes,
+		IdleSeal:     time.Second,
+		Shards:       shards,
+		Cursors:      cursors,
+		Logger:       logger,
 		OnDrop: func(cursor, _, samples int) {
 			i := cursor / shards
 			r.dropped[i].Add(int64(samples))

@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/tmpfs"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 	"github.com/agentproj/agent/stackconfig"
 )
@@ -557,6 +558,46 @@ func TestRestartDeliversWhatWasAcknowledged(t *testing.T) {
 		t.Fatalf("healthy upstream got %d series after restart, want 30 (no resend of acknowledged data)", n)
 	}
 	waitFor(t, "queue drained", func() bool { return r.Stats().Upstreams[0].QueueEntries == 0 })
+}
+
+// A full disk, with nothing the queue may drop, gets 500 with the reason,
+// so the sender retries; nothing the relay acknowledged is lost, and it
+// takes requests again once there is space.
+func TestFullDiskAnswers500UntilSpaceIsBack(t *testing.T) {
+	disk := tmpfs.Mount(t, 4<<20)
+	up, bringUp := newDownManager(t)
+	cfg := testConfig(filepath.Join(disk, "queue"), up.URL)
+	cfg.QueueMinFreeBytes = 0 // else the queue would drop what it holds to leave room
+	r, _ := running(t, cfg)
+	for range 10 {
+		if rec := post(r, request("a", "b"), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	filler := filepath.Join(disk, "other")
+	tmpfs.Fill(t, filler, tmpfs.Free(t, disk))
+	// What is left of the segment's last page still takes a few requests.
+	acked := 0
+	rec := post(r, request("x"), nil)
+	for ; rec.Code == http.StatusNoContent && acked < 1000; rec = post(r, request("x"), nil) {
+		acked++
+	}
+	var answer struct{ Error string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &answer); rec.Code != http.StatusInternalServerError || err != nil || !strings.Contains(answer.Error, "no space left on device") {
+		t.Fatalf("on a full disk, after %d requests taken: %d %s, want 500 with the reason in JSON", acked, rec.Code, rec.Body)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if rec := post(r, request("c"), nil); rec.Code != http.StatusNoContent {
+		t.Fatalf("once there is space: %d %s, want 204", rec.Code, rec.Body)
+	}
+	bringUp()
+	poll.Until(t, 10*time.Second, func() bool { return r.Stats().Upstreams[0].QueueEntries == 0 && len(up.received()) >= 21+acked },
+		"everything acknowledged delivered (%d x): upstream has %v, relay %+v", acked, poll.Latest(func() any { return names(up.received()) }), poll.Latest(func() any { return r.Stats().Upstreams[0] }))
+	if got := names(up.received()); got["a"] != 10 || got["b"] != 10 || got["c"] != 1 || got["x"] != acked {
+		t.Fatalf("upstream got %v, want a and b 10 times, c once, x %d times (the refused request not)", got, acked)
+	}
 }
 
 func TestNewRejectsBadConfig(t *testing.T) {

@@ -29,6 +29,11 @@ type Cursor struct {
 type Options struct {
 	Dir      string
 	MaxBytes int64
+	// MinFreeBytes is what the log leaves free on the filesystem of Dir:
+	// before a commit would leave less, it drops its oldest segments as it
+	// does at MaxBytes, so a disk filled (by the log or by anything else)
+	// costs the oldest data rather than every new append. 0: no such limit.
+	MinFreeBytes int64
 	// SegmentBytes is the size at which a segment is sealed; 0 means
 	// MaxBytes/8, at most 64 MiB. Dropping for space drops one segment.
 	SegmentBytes int64
@@ -65,6 +70,9 @@ type Log struct {
 	total   int64
 	cursors []*cursorState
 	notify  chan struct{} // closed and replaced after every commit
+
+	freeBytes func() (int64, error) // free bytes on Dir's filesystem
+	freeErr   bool                  // the last freeBytes failed (logged once)
 }
 
 type segment struct {
@@ -99,6 +107,7 @@ func Open(opts Options) (*Log, error) {
 		opts.OnCorrupt = func(int) {}
 	}
 	l := &Log{opts: opts, appendCh: make(chan *appendReq), persistCh: make(chan struct{}, 1), stopped: make(chan struct{}), notify: make(chan struct{})}
+	l.freeBytes = func() (int64, error) { return freeBytes(opts.Dir) }
 	if err := l.open(); err != nil {
 		l.closeFiles()
 		return nil, err
@@ -172,10 +181,40 @@ func (l *Log) open() error {
 	if err := l.newSegment(next); err != nil {
 		return err
 	}
-	for l.total > l.opts.MaxBytes && len(l.segs) > 1 {
-		l.dropOldest()
-	}
+	l.makeRoom(0)
 	return nil
+}
+
+// makeRoom drops the oldest segments until n more bytes fit under MaxBytes
+// and leave MinFreeBytes free on the filesystem, keeping the active
+// segment. Called with mu held.
+func (l *Log) makeRoom(n int64) {
+	limit, why := l.opts.MaxBytes, "queue_max_bytes"
+	if l.opts.MinFreeBytes > 0 && len(l.segs) > 1 {
+		// Space a dropped segment held counts as freed at once, even while
+		// a reader still has it open.
+		free, err := l.freeBytes()
+		if err != nil && !l.freeErr {
+			l.opts.Logger.Warn("queue: cannot read the free space of its filesystem; only queue_max_bytes limits it", "dir", l.opts.Dir, "err", err)
+		}
+		l.freeErr = err != nil
+		if err == nil && l.total+free-l.opts.MinFreeBytes < limit {
+			limit, why = l.total+free-l.opts.MinFreeBytes, "queue_min_free_bytes"
+		}
+	}
+	for l.total+n > limit && len(l.segs) > 1 {
+		l.dropOldest(why)
+	}
+}
+
+// freeBytes returns the bytes an unprivileged writer may still use on the
+// filesystem that holds dir.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 func minPos(a, b Position) Position {
@@ -246,11 +285,12 @@ func (l *Log) count(s segment, from int64, shard int) (records, samples int) {
 }
 
 // dropOldest removes the oldest segment and moves every cursor still in it
-// to the next one. Called with mu held and at least two segments. The
+// to the next one; why names the limit that made it. Called with mu held
+// and at least two segments. The
 // segment may hold nothing undelivered (cursors acknowledged it but are not
 // persisted yet, the persister being behind): then nothing is lost, and
 // nothing is reported.
-func (l *Log) dropOldest() {
+func (l *Log) dropOldest(why string) {
 	s := l.segs[0]
 	lost := 0
 	for i, c := range l.cursors {
@@ -275,7 +315,7 @@ func (l *Log) dropOldest() {
 		l.opts.Logger.Error("remove segment", "segment", s.id, "err", err)
 	}
 	if lost > 0 {
-		l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size, "undelivered_records", lost)
+		l.opts.Logger.Warn("queue full: dropped oldest segment", "segment", s.id, "bytes", s.size, "undelivered_records", lost, "limit", why)
 	}
 	l.segs = l.segs[1:]
 	l.total -= s.size
@@ -373,9 +413,7 @@ func (l *Log) commit(batch []*appendReq) error {
 			return err
 		}
 	}
-	for l.total+n > l.opts.MaxBytes && len(l.segs) > 1 {
-		l.dropOldest()
-	}
+	l.makeRoom(n)
 	f, off := l.active, l.segs[len(l.segs)-1].size
 	l.mu.Unlock()
 
