@@ -140,6 +140,7 @@ func (m *Manager) Disable(name string) error {
 	p.disabledUntil = time.Now().Add(p.cfg.DisableMax)
 	until := p.disabledUntil
 	p.mu.Unlock()
+	m.saveDisabled()
 	m.log.Info("plugin disabled", "plugin", name, "until", until.Format(time.RFC3339))
 	return nil
 }
@@ -155,6 +156,7 @@ func (m *Manager) Enable(name string) error {
 	p.disabledUntil = time.Time{}
 	p.mu.Unlock()
 	if was {
+		m.saveDisabled()
 		m.log.Info("plugin enabled", "plugin", name)
 	}
 	return nil

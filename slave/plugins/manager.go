@@ -62,6 +62,8 @@ type Manager struct {
 	plugins map[string]*plugin
 	order   []string
 
+	stateMu sync.Mutex // one saveDisabled at a time
+
 	mu      sync.Mutex
 	ctx     context.Context // Run's, nil outside Run
 	runs    sync.WaitGroup  // runs and updates under way
@@ -127,6 +129,7 @@ func New(cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) 
 		m.plugins[pc.Name] = p
 		m.order = append(m.order, pc.Name)
 	}
+	m.loadDisabled(time.Now())
 	m.m = newMetrics(m)
 	if reg != nil {
 		if err := m.m.register(reg); err != nil {

@@ -342,3 +342,60 @@ func TestFirstRunWaitsForTheRelay(t *testing.T) {
 	}
 	waitFor(t, "sample upstream", func() bool { vals, _ := up.values("plugin_early_early"); return len(vals) == 1 })
 }
+
+// A plugin disabled over the API stays disabled across a restart of the
+// agent (a new Manager on the same directory), at most for the disable_max
+// configured now; enabled, it stays enabled. A damaged state file is
+// logged and leaves every plugin enabled.
+func TestDisabledStaysDisabledAcrossRestart(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "plugins")
+	bin := t.TempDir()
+	logs := &logbuf.Buffer{}
+	restart := func(disableMax time.Duration) *Manager {
+		t.Helper()
+		m, err := New(Config{Node: "n1", Cluster: "c1", Dir: dir, Plugins: []stackconfig.Plugin{
+			{Name: "a", Command: []string{script(t, bin, "a", "echo 'a 1'\n")}, DisableMax: disableMax},
+			{Name: "b", Command: []string{script(t, bin, "b", "echo 'b 1'\n")}},
+		}}, nil, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	m := restart(time.Hour)
+	if err := m.Disable("a"); err != nil {
+		t.Fatal(err)
+	}
+	until := *statusOf(m, "a").DisabledUntil
+
+	m = restart(time.Hour)
+	if st := statusOf(m, "a"); st.Enabled || !st.DisabledUntil.Equal(until) {
+		t.Fatalf("after a restart: %+v, want disabled until %s", st, until)
+	}
+	if !statusOf(m, "b").Enabled {
+		t.Fatal("b disabled after a restart, never was before")
+	}
+	m = restart(time.Minute)
+	if st := statusOf(m, "a"); st.Enabled || st.DisabledUntil.After(time.Now().Add(time.Minute)) {
+		t.Fatalf("after a restart with disable_max 1m: %+v, want disabled for a minute at most", st)
+	}
+	if err := m.Enable("a"); err != nil {
+		t.Fatal(err)
+	}
+	if m = restart(time.Hour); !statusOf(m, "a").Enabled {
+		t.Fatal("a disabled after a restart, was enabled before")
+	}
+
+	if err := m.Disable("b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(`{"disabled": {"b": "not a time"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m = restart(time.Hour); !statusOf(m, "a").Enabled || !statusOf(m, "b").Enabled {
+		t.Fatal("a plugin disabled by a damaged state file")
+	}
+	if !strings.Contains(logs.String(), "state file ignored") {
+		t.Fatalf("damaged state file not logged:\n%s", logs)
+	}
+}
