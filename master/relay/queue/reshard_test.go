@@ -8,7 +8,8 @@ import (
 	"testing"
 )
 
-// streamOpts has one stream, "u", of the given number of shards.
+// streamOpts has one stream, "u", of the given number of shards. (The
+// tests stop the log to restart it, which persists every cursor.)
 func streamOpts(dir string, shards int) Options {
 	o := Options{Dir: dir, MaxBytes: 1 << 20, Shards: shards}
 	for s := range shards {
@@ -40,7 +41,6 @@ func TestFewerShardsSkipNothing(t *testing.T) {
 		h.readAll(0, true)
 		h.readAll(1, true)
 	}
-	h.settled()
 	h.stop()
 
 	h = start(t, streamOpts(dir, 2))
@@ -62,13 +62,11 @@ func TestMoreShardsSkipNothing(t *testing.T) {
 	h.append(2, "a2") // shard 2 behind
 	h.append(0, "a0")
 	h.readAll(0, true)
-	h.settled()
 	h.stop()
 
 	h = start(t, streamOpts(dir, 2)) // a2 is shard 0's now; it stops before reading it
 	h.append(1, "b1")
 	h.readAll(1, true)
-	h.settled()
 	h.stop()
 
 	h = start(t, streamOpts(dir, 4)) // and shard 2's again
@@ -83,7 +81,6 @@ func TestUnchangedAndNewStreamsResume(t *testing.T) {
 	h.append(0, "a0")
 	h.append(1, "a1")
 	h.readAll(0, true)
-	h.settled()
 	h.stop()
 
 	o := streamOpts(dir, 2)
