@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/master/relay/remotewrite"
 )
 
@@ -95,3 +97,35 @@ func TestShardsSendOldestDataFirst(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// Lowering concurrency while the upstream is behind on one shard loses
+// nothing: after the restart the shard left delivers what the one that
+// went had not.
+func TestLowerConcurrencyDeliversEverything(t *testing.T) {
+	up := newFakeManager(t)
+	var slow atomic.Pointer[string] // refused (503) while set
+	up.respond = func(_ int, wr *remotewrite.WriteRequest) (int, http.Header) {
+		if s := slow.Load(); s != nil && names(wr.Timeseries)[*s] > 0 {
+			return http.StatusServiceUnavailable, nil
+		}
+		return http.StatusNoContent, nil
+	}
+	cfg := testConfig(t.TempDir(), up.URL)
+	cfg.Concurrency = 4
+	r, stop := running(t, cfg)
+	behind, ahead := seriesInShard(t, r, 3, 1)[0], seriesInShard(t, r, 0, 1)[0]
+	slow.Store(&behind)
+	for range 10 {
+		if rec := post(r, request(behind, ahead), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	waitFor(t, "the shard ahead delivered", func() bool { return names(up.received())[ahead] == 10 })
+	stop()
+
+	slow.Store(nil)
+	cfg.Concurrency = 1
+	running(t, cfg)
+	poll.Until(t, 10*time.Second, func() bool { return names(up.received())[behind] >= 10 },
+		"%s delivered 10 times after concurrency 4 -> 1; the upstream has %v", behind, poll.Latest(func() any { return names(up.received()) }))
+}

@@ -71,8 +71,9 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	var cursors []queue.Cursor
 	for _, u := range cfg.Upstream {
 		sum := sha256.Sum256([]byte(u.URL))
+		stream := fmt.Sprintf("%x", sum[:8])
 		for s := range shards {
-			cursors = append(cursors, queue.Cursor{Name: fmt.Sprintf("%x-%d", sum[:8], s), Shard: s})
+			cursors = append(cursors, queue.Cursor{Name: fmt.Sprintf("%s-%d", stream, s), Shard: s, Stream: stream})
 		}
 	}
 	r.log, err = queue.Open(queue.Options{

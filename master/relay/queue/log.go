@@ -23,6 +23,11 @@ var ErrClosed = errors.New("queue: closed")
 type Cursor struct {
 	Name  string // file name under <dir>/cursors; [a-zA-Z0-9._-]
 	Shard int
+	// Stream, when set, groups the cursors that together read every record
+	// for one consumer (an upstream), one shard each, named
+	// <Stream>-<Shard>. When their number changes, Open moves them back so
+	// that no record is skipped (see reshard).
+	Stream string
 }
 
 // Options configure a Log.
