@@ -53,7 +53,7 @@ func RenderRules(in RulesInput) ([]byte, error) {
 		{Record: "guid:fs_write_bytes:rate", Expr: sum(guid, rateEither("container_fs_writes_bytes_total", "namedprocess_namegroup_write_bytes_total", "pod_fs_writes_bytes_total"))},
 		{Record: "guid:network_receive_bytes:rate", Expr: sum(guid, rateEither("container_network_receive_bytes_total", "namedprocess_namegroup_network_receive_bytes_total", "pod_network_receive_bytes_total"))},
 		{Record: "guid:network_transmit_bytes:rate", Expr: sum(guid, rateEither("container_network_transmit_bytes_total", "namedprocess_namegroup_network_transmit_bytes_total", "pod_network_transmit_bytes_total"))},
-		{Record: "guid:up:min", Expr: "min by (" + guid + ") (" + m("container_up", hasGUID) + " or " + m("namedprocess_namegroup_up", hasGUID) + ")"},
+		{Record: "guid:up:min", Expr: "min by (" + guid + ") (" + m("container_up", hasGUID) + " or " + m("namedprocess_namegroup_up", hasGUID) + " or " + m("pod_up", hasGUID) + ")"},
 	}
 	nodeRules := []promRule{
 		{Record: "node:container_cpu_cores:rate", Expr: sum(node, rate("container_cpu_usage_seconds_total", ""))},

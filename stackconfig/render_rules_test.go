@@ -140,6 +140,15 @@ tests:
         values: '30000000x8'
       - series: 'pod_memory_usage_bytes{job="agent-monitor",cluster="c",node="n2",namespace="default",pod="debug",uid="u5",qos="BestEffort"}'
         values: '10000000x8'
+      # web-b of shop-2 crashed; shop-3 has one pod, running.
+      - series: 'pod_up{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '1x8'
+      - series: 'pod_up{job="agent-monitor",cluster="c",node="n2",namespace="shop-2",pod="web-b",uid="u2",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
+        values: '0x8'
+      - series: 'pod_up{job="agent-monitor",cluster="c",node="n2",namespace="shop-3",pod="api-0",uid="u6",qos="BestEffort",owner_kind="StatefulSet",owner_name="api",guid="shop-3"}'
+        values: '1x8'
+      - series: 'pod_up{job="agent-monitor",cluster="c",node="n1",namespace="kube-system",pod="kube-proxy-x",uid="u4",qos="BestEffort",owner_kind="DaemonSet",owner_name="kube-proxy"}'
+        values: '0x8'
       # web-a writes 100 B/s; web-a and web-b receive 200 and 100 B/s.
       - series: 'pod_fs_writes_bytes_total{job="agent-monitor",cluster="c",node="n1",namespace="shop-2",pod="web-a",uid="u1",qos="Burstable",owner_kind="Deployment",owner_name="web",guid="shop-2"}'
         values: '0+1500x8'
@@ -162,7 +171,10 @@ tests:
         exp_samples: [{labels: 'guid:network_receive_bytes:rate{cluster="c",guid="shop-1"}', value: 200}]
       - expr: guid:up:min
         eval_time: 2m
-        exp_samples: [{labels: 'guid:up:min{cluster="c",guid="shop-1"}', value: 0}]
+        exp_samples:
+          - {labels: 'guid:up:min{cluster="c",guid="shop-1"}', value: 0}
+          - {labels: 'guid:up:min{cluster="c",guid="shop-2"}', value: 0}
+          - {labels: 'guid:up:min{cluster="c",guid="shop-3"}', value: 1}
       - expr: node:container_cpu_cores:rate
         eval_time: 2m
         exp_samples: [{labels: 'node:container_cpu_cores:rate{cluster="c",node="n1"}', value: 1.5}]

@@ -196,7 +196,8 @@ func TestKubernetesPodMetricsFromRealCgroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod.Status.Phase = corev1.PodRunning
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "shop", Image: "busybox", ContainerID: "containerd://" + cid, Ready: true}}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "shop", Image: "busybox", ContainerID: "containerd://" + cid, Ready: true,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 	if _, err := k.CoreV1().Pods(guid).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -280,8 +281,9 @@ containers = false
 		mem, ok2 := value("pod_memory_usage_bytes", want)
 		procs, ok3 := value("pod_container_processes", containerLabels)
 		ccpu, ok4 := value("pod_container_cpu_usage_seconds_total", containerLabels)
-		return ok1 && ok2 && ok3 && ok4 && cpu > 0 && mem > 0 && procs >= 1 && ccpu > 0
-	}, "GET /metrics/monitor does not serve the pod with CPU, memory and its container; families: %d", len(last))
+		up, ok5 := value("pod_up", want)
+		return ok1 && ok2 && ok3 && ok4 && ok5 && cpu > 0 && mem > 0 && procs >= 1 && ccpu > 0 && up == 1
+	}, "GET /metrics/monitor does not serve the pod up, with CPU, memory and its container; families: %d", len(last))
 	// The process shares the host's network namespace: no pod network
 	// series, as for a hostNetwork pod.
 	if _, ok := value("pod_network_receive_bytes_total", want); ok {

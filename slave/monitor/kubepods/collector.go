@@ -25,6 +25,7 @@ var (
 	pNetRx    = desc("pod_network_receive_bytes_total", "Bytes received in the pod's network namespace, all interfaces (absent for hostNetwork pods).", podLabels)
 	pNetTx    = desc("pod_network_transmit_bytes_total", "Bytes sent in the pod's network namespace, all interfaces (absent for hostNetwork pods).", podLabels)
 	pProcs    = desc("pod_processes", "Processes in the pod's containers, the sandbox included.", podLabels)
+	pUp       = desc("pod_up", "1 when the pod runs (phase Running, every container running, as the kubelet reports), 0 for a pod of this node that should run but does not (pending, a container waiting or crashed).", podLabels)
 
 	cCPU      = desc("pod_container_cpu_usage_seconds_total", "CPU time of the container (cgroup).", containerLabels)
 	cCPUUser  = desc("pod_container_cpu_user_seconds_total", "User CPU time of the container (cgroup).", containerLabels)
@@ -55,10 +56,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for i := range s.Pods {
 		collectPod(ch, &s.Pods[i])
 	}
+	for i := range s.States {
+		p := &s.States[i]
+		up := 0.0
+		if p.Running {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(pUp, prometheus.GaugeValue, up, podValues(p)...)
+	}
+}
+
+func podValues(p *Pod) []string {
+	return []string{p.Namespace, p.Name, p.UID, p.QoS, p.OwnerKind, p.OwnerName, p.GUID}
 }
 
 func collectPod(ch chan<- prometheus.Metric, p *PodSample) {
-	lv := []string{p.Namespace, p.Name, p.UID, p.QoS, p.OwnerKind, p.OwnerName, p.GUID}
+	lv := podValues(&p.Pod)
 	usage(ch, &p.Usage, lv, podDescs)
 	ch <- prometheus.MustNewConstMetric(pProcs, prometheus.GaugeValue, float64(p.Procs), lv...)
 	if p.HasNet {

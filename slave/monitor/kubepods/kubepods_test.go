@@ -156,6 +156,7 @@ func makeCluster(t *testing.T, ctx context.Context, kube kubernetes.Interface) *
 		for _, name := range sortedKeys(p.ids) {
 			pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{
 				Name: name, Image: "busybox", ContainerID: "containerd://" + p.ids[name], Ready: true,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}},
 			})
 		}
 		pod.Status.Phase = corev1.PodRunning
@@ -461,4 +462,62 @@ func TestStaticPodNamedByItsMirrorPod(t *testing.T) {
 		}
 		return false
 	}, "the static pod's cgroup is not served as its mirror pod; last: %+v", poll.Latest(func() any { return p.Snapshot().Pods }))
+}
+
+// pod_up is 1 for a pod of the node that runs, 0 for one that should and
+// does not (pending, without a cgroup yet; a container waiting after a
+// crash), and absent for a finished one, so that guid:up:min counts the
+// pods of a guid's namespace.
+func TestPodUp(t *testing.T) {
+	api := kubetest.Shared(t)
+	kube := api.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := makeCluster(t, ctx, kube)
+	pod := func(name string, phase corev1.PodPhase, state corev1.ContainerState) {
+		t.Helper()
+		p, err := kube.CoreV1().Pods(c.ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       corev1.PodSpec{NodeName: c.node, Containers: []corev1.Container{{Name: "app", Image: "busybox"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.uids[name] = string(p.UID)
+		if phase == corev1.PodPending {
+			return // as created: no status
+		}
+		p.Status.Phase = phase
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "app", Image: "busybox", State: state}}
+		if _, err := kube.CoreV1().Pods(c.ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod("pending", corev1.PodPending, corev1.ContainerState{})
+	pod("crashing", corev1.PodRunning, corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}})
+	pod("done", corev1.PodSucceeded, corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}})
+	p, _ := c.start(t, kube, hierarchy("v2-systemd", c.tree(t, "v2-systemd")))
+	ups := func() map[string]bool {
+		out := map[string]bool{}
+		for _, s := range p.Refresh().States {
+			out[s.Name] = s.Running
+		}
+		return out
+	}
+	want := map[string]bool{"web-5d8f7c-x2x9q": true, "db-0": true, "agent-7kq2w": true, "pending": false, "crashing": false}
+	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool { return maps.Equal(ups(), want) },
+		"pods meant to run and whether they do: want %v; last: %v", want, poll.Latest(func() any { return ups() }))
+	got := c.render(t, p)
+	for _, line := range []string{
+		`pod_up{guid="NS",namespace="NS",owner_kind="",owner_name="",pod="crashing",qos="BestEffort",uid="UID-crashing"} 0`,
+		`pod_up{guid="NS",namespace="NS",owner_kind="",owner_name="",pod="pending",qos="BestEffort",uid="UID-pending"} 0`,
+		`pod_up{guid="NS",namespace="NS",owner_kind="Deployment",owner_name="web",pod="web-5d8f7c-x2x9q",qos="Burstable",uid="UID-web"} 1`,
+	} {
+		if !strings.Contains(got, line+"\n") {
+			t.Errorf("no line %s in:\n%s", line, got)
+		}
+	}
+	if strings.Contains(got, `pod="done"`) {
+		t.Errorf("a finished pod is served:\n%s", got)
+	}
 }

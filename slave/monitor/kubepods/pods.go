@@ -45,6 +45,9 @@ type Snapshot struct {
 	Time     time.Time
 	Duration time.Duration
 	Pods     []PodSample
+	// States are the node's pods that are meant to run (pod_up: Running),
+	// those without a cgroup yet included, in the same order.
+	States []Pod
 }
 
 // PodSample is one pod: its identity from the watch, its figures from its
@@ -230,12 +233,12 @@ func (p *Pods) Refresh() *Snapshot {
 		}
 		snap.Pods = append(snap.Pods, s)
 	}
-	slices.SortFunc(snap.Pods, func(a, b PodSample) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
+	slices.SortFunc(snap.Pods, func(a, b PodSample) int { return byName(&a.Pod, &b.Pod) })
+	snap.States = p.watch.Pods()
+	for i := range snap.States {
+		snap.States[i].Containers = nil
+	}
+	slices.SortFunc(snap.States, func(a, b Pod) int { return byName(&a, &b) })
 	limited := p.limitSeries(snap)
 	snap.Duration = time.Since(start)
 	p.snap.Store(snap)
@@ -245,6 +248,14 @@ func (p *Pods) Refresh() *Snapshot {
 	p.metrics.skipped.WithLabelValues("container").Set(float64(skippedContainers))
 	p.metrics.refreshSeconds.Set(snap.Duration.Seconds())
 	return snap
+}
+
+// byName orders pods by namespace, then name.
+func byName(a, b *Pod) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // Series a pod and each of its containers yield at most, for MaxSeries.

@@ -32,6 +32,10 @@ type Pod struct {
 	// Containers maps a container id (without the runtime:// prefix) to
 	// the container's name, from the pod's status.
 	Containers map[string]string
+	// Running: the pod's phase is Running and every container of its spec
+	// runs, as the kubelet reported last. Finished: its phase is Succeeded
+	// or Failed (it is not meant to run again).
+	Running, Finished bool
 }
 
 // Watch keeps the pods of one node from a watch of the API.
@@ -85,6 +89,22 @@ func (w *Watch) Lookup(uid string) (Pod, bool) {
 	out := *p
 	out.GUID = w.guids[p.Namespace]
 	return out, true
+}
+
+// Pods returns the pods of the node that are meant to run (not finished),
+// each with its namespace's guid, in no order.
+func (w *Watch) Pods() []Pod {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	out := make([]Pod, 0, len(w.pods))
+	for _, p := range w.pods {
+		if !p.Finished {
+			q := *p
+			q.GUID = w.guids[p.Namespace]
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 // Len is the number of pods the watch holds.
@@ -155,6 +175,11 @@ func (w *Watch) setPod(ctx context.Context, o any) {
 				pod.OwnerKind, pod.OwnerName = o.kind, o.name
 			}
 		}
+	}
+	pod.Finished = p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	pod.Running = p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) >= len(p.Spec.Containers)
+	for _, cs := range p.Status.ContainerStatuses {
+		pod.Running = pod.Running && cs.State.Running != nil
 	}
 	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses, p.Status.EphemeralContainerStatuses} {
 		for _, cs := range list {
