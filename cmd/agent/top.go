@@ -195,14 +195,24 @@ func topFromFamilies(fams map[string]*dto.MetricFamily) *topSample {
 		for _, lp := range m.Label {
 			l[lp.GetName()] = lp.GetValue()
 		}
-		name := l["group"]
-		if kind == "container" {
+		var name string
+		switch kind {
+		case "group":
+			name = l["group"]
+		case "container":
 			name = l["name"]
+		case "pod":
+			name = l["namespace"] + "/" + l["pod"]
 		}
 		key := kind + "/" + name
 		r := rows[key]
 		if r == nil {
 			r = &topRow{kind: kind, name: name, guid: l["guid"]}
+			if kind == "pod" {
+				// Known only while it has a cgroup; threads, virtual
+				// memory and open files never are (no per-process view).
+				r.procs, r.threads, r.mem, r.virt, r.fds = nan, nan, nan, nan, nan
+			}
 			rows[key] = r
 		}
 		return key, r
@@ -265,6 +275,15 @@ func topFromFamilies(fams map[string]*dto.MetricFamily) *topSample {
 	each("container_fs_writes_bytes_total", "container", addCounter(2))
 	each("container_network_receive_bytes_total", "container", addCounter(3))
 	each("container_network_transmit_bytes_total", "container", addCounter(4))
+	// Pods (Kubernetes mode).
+	each("pod_up", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.up = v == 1 })
+	each("pod_processes", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.procs = v })
+	each("pod_memory_working_set_bytes", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.mem = v })
+	each("pod_cpu_usage_seconds_total", "pod", addCounter(0))
+	each("pod_fs_reads_bytes_total", "pod", addCounter(1))
+	each("pod_fs_writes_bytes_total", "pod", addCounter(2))
+	each("pod_network_receive_bytes_total", "pod", addCounter(3))
+	each("pod_network_transmit_bytes_total", "pod", addCounter(4))
 	for _, r := range rows {
 		r.cpu, r.read, r.write, r.rx, r.tx = nan, nan, nan, nan, nan
 		s.rows = append(s.rows, *r)
@@ -307,13 +326,14 @@ func (s *topSample) copyRates(from *topSample) {
 
 func sortTop(rows []topRow, by string) {
 	key := func(r topRow) float64 {
+		v := r.cpu
 		if by == "mem" {
-			return r.mem
+			v = r.mem
 		}
-		if math.IsNaN(r.cpu) { // unknown yet: last
+		if math.IsNaN(v) { // unknown (yet): last
 			return -1
 		}
-		return r.cpu
+		return v
 	}
 	slices.SortStableFunc(rows, func(a, b topRow) int {
 		ka, kb := key(a), key(b)
@@ -337,13 +357,13 @@ func printTop(out io.Writer, o *topOptions, s *topSample) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "KIND\tNAME\tGUID\tUP\tPROCS\tTHREADS\tCPU%\tMEM\tVIRT\tFDS\tREAD/s\tWRITE/s\tRX/s\tTX/s\t")
 	for _, r := range s.rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.0f\t%.0f\t%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t\n",
-			r.kind, r.name, dash(r.guid), upDown(r.up), r.procs, r.threads, percent(r.cpu),
-			bytesText(r.mem), bytesText(r.virt), r.fds, bytesText(r.read), bytesText(r.write), bytesText(r.rx), bytesText(r.tx))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			r.kind, r.name, dash(r.guid), upDown(r.up), count(r.procs), count(r.threads), percent(r.cpu),
+			bytesText(r.mem), bytesText(r.virt), count(r.fds), bytesText(r.read), bytesText(r.write), bytesText(r.rx), bytesText(r.tx))
 	}
 	_ = w.Flush()
 	if len(s.rows) == 0 {
-		fmt.Fprintln(out, "(no process groups or containers: see [monitor] in docs/monitor.md)")
+		fmt.Fprintln(out, "(no process groups, containers or pods: see [monitor] in docs/monitor.md)")
 	}
 }
 
@@ -373,6 +393,14 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// count writes a count; "-" when unknown.
+func count(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
 func percent(v float64) string {

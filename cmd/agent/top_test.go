@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/slave/monitor"
@@ -160,5 +163,50 @@ func TestTopSortByMemory(t *testing.T) {
 	sortTop(rows, "cpu")
 	if rows[0].name != "a" || rows[1].name != "c" || rows[2].name != "b" {
 		t.Fatalf("by cpu (unknown last): %v", rows)
+	}
+}
+
+// Pods (Kubernetes mode) are rows of their own, named namespace/pod: up
+// from pod_up, figures from their cgroup, "-" for what a pod has none of
+// (threads, virtual memory, open files; everything for a pod not started).
+func TestTopShowsPods(t *testing.T) {
+	const exposition = `# TYPE agent_monitor_refresh_timestamp_seconds gauge
+agent_monitor_refresh_timestamp_seconds 1000
+# TYPE pod_up gauge
+pod_up{guid="shop-1",namespace="shop-1",owner_kind="Deployment",owner_name="web",pod="web-x",qos="Burstable",uid="u1"} 1
+pod_up{guid="shop-1",namespace="shop-1",owner_kind="",owner_name="",pod="pending",qos="BestEffort",uid="u2"} 0
+# TYPE pod_processes gauge
+pod_processes{guid="shop-1",namespace="shop-1",owner_kind="Deployment",owner_name="web",pod="web-x",qos="Burstable",uid="u1"} 3
+# TYPE pod_memory_working_set_bytes gauge
+pod_memory_working_set_bytes{guid="shop-1",namespace="shop-1",owner_kind="Deployment",owner_name="web",pod="web-x",qos="Burstable",uid="u1"} 2097152
+# TYPE pod_cpu_usage_seconds_total counter
+pod_cpu_usage_seconds_total{guid="shop-1",namespace="shop-1",owner_kind="Deployment",owner_name="web",pod="web-x",qos="Burstable",uid="u1"} %g
+`
+	sample := func(cpu float64, at int) *topSample {
+		t.Helper()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(strings.NewReader(
+			strings.Replace(fmt.Sprintf(exposition, cpu), "seconds 1000", fmt.Sprintf("seconds %d", at), 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return topFromFamilies(fams)
+	}
+	cur := sample(12.5, 1010)
+	cur.rates(sample(10, 1000)) // 2.5 s of CPU in 10 s
+	var b strings.Builder
+	printTop(&b, &topOptions{api: "http://127.0.0.1:9", sort: "cpu"}, cur)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a title, a header and two pods:\n%s", b.String())
+	}
+	want := [][]string{
+		{"pod", "shop-1/web-x", "shop-1", "up", "3", "-", "25.0", "2.0MiB", "-", "-"},
+		{"pod", "shop-1/pending", "shop-1", "down", "-", "-", "-", "-", "-", "-"},
+	}
+	for i, w := range want {
+		if got := strings.Fields(lines[2+i]); !slices.Equal(got[:len(w)], w) {
+			t.Errorf("row %d: %q, want it to begin with %q", i, lines[2+i], w)
+		}
 	}
 }
