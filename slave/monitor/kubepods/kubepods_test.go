@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -232,14 +233,18 @@ func hierarchy(name, dir string) *cgroup.Hierarchy {
 }
 
 // start runs a pod monitor of c's node over the cgroups h until the test
-// ends, and waits for its first list.
-func (c *cluster) start(t *testing.T, kube kubernetes.Interface, h *cgroup.Hierarchy) (*Pods, *prometheus.Registry) {
+// ends, and waits for its first list; prepare, if given, adjusts it
+// before it runs.
+func (c *cluster) start(t *testing.T, kube kubernetes.Interface, h *cgroup.Hierarchy, prepare ...func(*Pods)) (*Pods, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	p, err := New(Config{Node: c.node, Interval: time.Hour, ProcRoot: filepath.Join("testdata", "proc"), Cgroups: h},
 		kube, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range prepare {
+		f(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -520,4 +525,89 @@ func TestPodUp(t *testing.T) {
 	if strings.Contains(got, `pod="done"`) {
 		t.Errorf("a finished pod is served:\n%s", got)
 	}
+}
+
+// holdReplicaSets holds every GET of a ReplicaSet, once on, until
+// release is closed: an API server that answers it slowly.
+type holdReplicaSets struct {
+	next    http.RoundTripper
+	on      atomic.Bool
+	release chan struct{}
+	held    atomic.Int64
+}
+
+func (h *holdReplicaSets) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.on.Load() && strings.Contains(r.URL.Path, "/replicasets/") && r.Method == http.MethodGet {
+		h.held.Add(1)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+	}
+	return h.next.RoundTrip(r)
+}
+
+// A slow answer about a ReplicaSet does not hold the pod events: a pod
+// that comes meanwhile is seen at once, and the ReplicaSet's pod is
+// served under its ReplicaSet until its Deployment is known, then under
+// the Deployment.
+func TestSlowReplicaSetDoesNotHoldPods(t *testing.T) {
+	api := kubetest.Shared(t)
+	admin := api.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := makeCluster(t, ctx, admin)
+	hold := &holdReplicaSets{release: make(chan struct{})}
+	rc := api.RESTConfig(kubetest.Admin)
+	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { hold.next = rt; return hold }
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := sync.OnceFunc(func() { close(hold.release) })
+	t.Cleanup(released)
+	p, _ := c.start(t, kube, hierarchy("v2-systemd", c.tree(t, "v2-systemd")), func(p *Pods) {
+		p.watch.getTimeout = time.Hour // a held read ends when released, however slow the machine
+	})
+	if web, ok := p.watch.Lookup(c.uids["web"]); !ok || web.OwnerKind != "Deployment" || web.OwnerName != "web" {
+		t.Fatalf("web's pod once listed: %+v, %v; want it under its Deployment", web, ok)
+	}
+	hold.on.Store(true)
+	rs, err := admin.AppsV1().ReplicaSets(c.ns).Create(ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "api-6c9d", OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "api", UID: "u-api", Controller: ptr(true)}}},
+		Spec: appsv1.ReplicaSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}, Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "api"}},
+			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: "busybox"}}},
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPod := func(name string, owners []metav1.OwnerReference) string {
+		t.Helper()
+		pod, err := admin.CoreV1().Pods(c.ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, OwnerReferences: owners},
+			Spec:       corev1.PodSpec{NodeName: c.node, Containers: []corev1.Container{{Name: "x", Image: "busybox"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pod.UID)
+	}
+	apiPod := newPod("api-6c9d-q1", []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs.Name, UID: rs.UID, Controller: ptr(true)}})
+	bare := newPod("bare", nil)
+	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool {
+		_, okAPI := p.watch.Lookup(apiPod)
+		_, okBare := p.watch.Lookup(bare)
+		return okAPI && okBare
+	}, "the new pods are seen while a ReplicaSet's answer is held (%d held)", poll.Latest(func() any { return hold.held.Load() }))
+	if got, _ := p.watch.Lookup(apiPod); got.OwnerKind != "ReplicaSet" || got.OwnerName != rs.Name {
+		t.Fatalf("a pod whose ReplicaSet is not read yet: owner %s/%s, want ReplicaSet/%s", got.OwnerKind, got.OwnerName, rs.Name)
+	}
+	released()
+	kubetest.Eventually(t, 30*time.Second, func(context.Context) bool {
+		got, _ := p.watch.Lookup(apiPod)
+		return got.OwnerKind == "Deployment" && got.OwnerName == "api"
+	}, "the pod named after its Deployment once the ReplicaSet is read")
 }

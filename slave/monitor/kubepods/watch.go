@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +54,14 @@ type Watch struct {
 	guids  map[string]string // namespace -> guid
 	owners map[string]owner  // "ns/replicaset" -> its Deployment
 	synced chan struct{}
+
+	// ReplicaSets whose Deployment is still to be read ("ns/replicaset"),
+	// by the resolver, so that a slow API never holds the pod events.
+	unresolved map[string]bool // guarded by mu
+	resolveCh  chan struct{}   // nudges the resolver
+	resolveMu  sync.Mutex      // one resolve pass at a time
+	// getTimeout bounds one read of a ReplicaSet, and the first pass.
+	getTimeout time.Duration
 }
 
 type owner struct{ kind, name string }
@@ -65,7 +75,8 @@ func NewWatch(kube kubernetes.Interface, node string, log *slog.Logger, m *metri
 	return &Watch{
 		kube: kube, node: node, log: log, metrics: m,
 		pods: map[string]*Pod{}, mirror: map[string]string{}, guids: map[string]string{}, owners: map[string]owner{},
-		synced: make(chan struct{}),
+		synced: make(chan struct{}), unresolved: map[string]bool{}, resolveCh: make(chan struct{}, 1),
+		getTimeout: 10 * time.Second,
 	}
 }
 
@@ -124,8 +135,8 @@ func (w *Watch) Run(ctx context.Context) error {
 		})).Core().V1().Pods().Informer()
 	nsInf := informers.NewSharedInformerFactory(w.kube, w.resync).Core().V1().Namespaces().Informer()
 	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { w.setPod(ctx, o) },
-		UpdateFunc: func(_, o any) { w.setPod(ctx, o) },
+		AddFunc:    w.setPod,
+		UpdateFunc: func(_, o any) { w.setPod(o) },
 		DeleteFunc: w.deletePod,
 	}); err != nil {
 		return fmt.Errorf("watch pods: %w", err)
@@ -138,6 +149,18 @@ func (w *Watch) Run(ctx context.Context) error {
 		return fmt.Errorf("watch namespaces: %w", err)
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.resolveCh:
+				w.resolve(ctx)
+			}
+		}
+	}()
 	for _, inf := range []cache.SharedIndexInformer{podInf, nsInf} {
 		_ = inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 			w.metrics.errors.WithLabelValues("watch").Inc()
@@ -148,6 +171,11 @@ func (w *Watch) Run(ctx context.Context) error {
 	}
 	w.log.Info("pod monitor: watching the pods of this node", "node", w.node)
 	if cache.WaitForCacheSync(ctx.Done(), podInf.HasSynced, nsInf.HasSynced) {
+		// The listed pods' owners, before they are served: getTimeout at
+		// most, the rest is served under their ReplicaSets.
+		rctx, cancel := context.WithTimeout(ctx, w.getTimeout)
+		w.resolve(rctx)
+		cancel()
 		close(w.synced)
 		w.log.Info("pod monitor: pods listed", "pods", w.Len())
 	}
@@ -155,7 +183,7 @@ func (w *Watch) Run(ctx context.Context) error {
 	return nil
 }
 
-func (w *Watch) setPod(ctx context.Context, o any) {
+func (w *Watch) setPod(o any) {
 	p, ok := o.(*corev1.Pod)
 	if !ok || p.UID == "" {
 		w.metrics.errors.WithLabelValues("pod").Inc()
@@ -170,11 +198,6 @@ func (w *Watch) setPod(ctx context.Context, o any) {
 	}
 	if c := metav1.GetControllerOf(p); c != nil {
 		pod.OwnerKind, pod.OwnerName = c.Kind, c.Name
-		if c.Kind == "ReplicaSet" {
-			if o, ok := w.deploymentOf(ctx, p.Namespace, c.Name); ok {
-				pod.OwnerKind, pod.OwnerName = o.kind, o.name
-			}
-		}
 	}
 	pod.Finished = p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 	pod.Running = p.Status.Phase == corev1.PodRunning && len(p.Status.ContainerStatuses) >= len(p.Spec.Containers)
@@ -190,9 +213,49 @@ func (w *Watch) setPod(ctx context.Context, o any) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if pod.OwnerKind == "ReplicaSet" {
+		// Served under its ReplicaSet until the resolver has read the
+		// ReplicaSet's Deployment.
+		key := p.Namespace + "/" + pod.OwnerName
+		if o, ok := w.owners[key]; ok {
+			pod.OwnerKind, pod.OwnerName = o.kind, o.name
+		} else if !w.unresolved[key] {
+			w.unresolved[key] = true
+			select {
+			case w.resolveCh <- struct{}{}:
+			default:
+			}
+		}
+	}
 	w.pods[pod.UID] = pod
 	if h := p.Annotations[mirrorAnnotation]; h != "" {
 		w.mirror[h] = pod.UID
+	}
+}
+
+// resolve reads the Deployment of every unresolved ReplicaSet and names
+// their pods after it. A ReplicaSet that cannot be read is counted and
+// keeps naming its pods; the next update of one of them asks again.
+func (w *Watch) resolve(ctx context.Context) {
+	w.resolveMu.Lock()
+	defer w.resolveMu.Unlock()
+	w.mu.Lock()
+	keys := slices.Collect(maps.Keys(w.unresolved))
+	clear(w.unresolved)
+	w.mu.Unlock()
+	for _, key := range keys {
+		ns, rs, _ := strings.Cut(key, "/")
+		o, ok := w.deploymentOf(ctx, ns, rs)
+		if !ok || o == (owner{"ReplicaSet", rs}) {
+			continue
+		}
+		w.mu.Lock()
+		for _, pod := range w.pods {
+			if pod.Namespace == ns && pod.OwnerKind == "ReplicaSet" && pod.OwnerName == rs {
+				pod.OwnerKind, pod.OwnerName = o.kind, o.name
+			}
+		}
+		w.mu.Unlock()
 	}
 }
 
@@ -207,7 +270,7 @@ func (w *Watch) deploymentOf(ctx context.Context, ns, rs string) (owner, bool) {
 	if ok {
 		return o, true
 	}
-	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	gctx, cancel := context.WithTimeout(ctx, w.getTimeout)
 	defer cancel()
 	r, err := w.kube.AppsV1().ReplicaSets(ns).Get(gctx, rs, metav1.GetOptions{})
 	if err != nil {
