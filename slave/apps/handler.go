@@ -145,14 +145,42 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	key := h.cfg.Keys.App(spec.GUID)
 
-	// One consistent read of the members, the apps and this app.
+	// Read the members and the apps, place, and create the record only if
+	// neither changed since the read (else read and place again), so that
+	// concurrent creations of other guids never pick the same node out of
+	// turn: the placement is exact, whatever arrives at once.
+	rec, out := h.tryCreate(ctx, w, spec, key)
+	for ; out == stale; rec, out = h.tryCreate(ctx, w, spec, key) {
+		h.m.placementRetries.Inc()
+	}
+	if out == answered {
+		return
+	}
+	h.m.created.Inc()
+	h.log.Info("app created", "guid", spec.GUID, "image", spec.Image, "assigned", rec.Node, "pinned", rec.Pinned)
+	w.Header().Set("Location", "/api/v1/apps/"+spec.GUID)
+	slave.WriteJSON(w, http.StatusCreated, AppView{GUID: spec.GUID, Record: rec})
+}
+
+// outcome is how a round of create ended.
+type outcome int
+
+const (
+	answered outcome = iota // the request is answered (the app exists, a bad node, etcd failed)
+	written                 // the record is written
+	stale                   // the members or the apps changed since the read: again
+)
+
+// tryCreate is one round of create: the consistent read, the placement
+// and the conditional write.
+func (h *Handler) tryCreate(ctx context.Context, w http.ResponseWriter, spec AppSpec, key string) (Record, outcome) {
 	resp, err := h.kv.Txn(ctx).Then(
 		clientv3.OpGet(h.cfg.Keys.Members(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(h.cfg.Keys.Apps(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		h.etcdFail(w, fmt.Errorf("read members and apps: %w", err))
-		return
+		return Record{}, answered
 	}
 	live := MemberNodes(h.cfg.Keys, resp.Responses[0].GetResponseRange().Kvs)
 	counts := map[string]int{}
@@ -160,7 +188,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		rec, err := ParseRecord(h.cfg.Keys, kv.Key, kv.Value)
 		if string(kv.Key) == key {
 			h.exists(w, spec, rec, err)
-			return
+			return Record{}, answered
 		}
 		if err != nil {
 			h.bad.report(string(kv.Key), kv.ModRevision, err)
@@ -173,42 +201,48 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 	if rec.Pinned {
 		if !contains(live, spec.Node) {
 			h.fail(w, http.StatusBadRequest, fmt.Sprintf("node: must name a live member, got %q (live: %s)", spec.Node, strings.Join(live, ", ")))
-			return
+			return Record{}, answered
 		}
 	} else if rec.Node = LeastLoaded(live, counts); rec.Node == "" {
 		h.fail(w, http.StatusServiceUnavailable, "no live member to place the app on")
-		return
+		return Record{}, answered
 	}
 	val, err := json.Marshal(rec)
 	if err != nil {
 		h.fail(w, http.StatusInternalServerError, err.Error())
-		return
+		return Record{}, answered
 	}
 	if len(val) > MaxRecordBytes {
 		// Only reachable with api.max_body_bytes raised: nodes would skip it.
 		h.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body: the app record would be %d bytes, larger than the %d bytes an app record may have", len(val), MaxRecordBytes))
-		return
+		return Record{}, answered
 	}
-	// Only the first of concurrent creations of one guid succeeds.
+	// Only the first of concurrent creations of one guid succeeds, and
+	// only while the read is current (a deleted key does not count: one
+	// app fewer never makes the placement worse than it was).
+	read := resp.Header.Revision
 	tx, err := h.kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		If(
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(h.cfg.Keys.Apps()), "<", read+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(h.cfg.Keys.Members()), "<", read+1).WithPrefix(),
+		).
 		Then(clientv3.OpPut(key, string(val))).
 		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {
 		h.etcdFail(w, fmt.Errorf("create %s: %w", key, err))
-		return
+		return Record{}, answered
 	}
-	if !tx.Succeeded {
-		kv := tx.Responses[0].GetResponseRange().Kvs[0]
-		existing, err := ParseRecord(h.cfg.Keys, kv.Key, kv.Value)
+	if tx.Succeeded {
+		return rec, written
+	}
+	if kvs := tx.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		existing, err := ParseRecord(h.cfg.Keys, kvs[0].Key, kvs[0].Value)
 		h.exists(w, spec, existing, err)
-		return
+		return Record{}, answered
 	}
-	h.m.created.Inc()
-	h.log.Info("app created", "guid", spec.GUID, "image", spec.Image, "assigned", rec.Node, "pinned", rec.Pinned)
-	w.Header().Set("Location", "/api/v1/apps/"+spec.GUID)
-	slave.WriteJSON(w, http.StatusCreated, AppView{GUID: spec.GUID, Record: rec})
+	return Record{}, stale
 }
 
 // exists answers a POST for a guid that has a record already: 200 with it

@@ -3,6 +3,7 @@ package apps
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -245,6 +246,39 @@ func TestPlacementFewestApps(t *testing.T) {
 	a := f.post(readExample(t, "pinned.json")) // node n2, the busiest now
 	if a.code != http.StatusCreated || a.view(t).Node != "n2" || !a.view(t).Pinned {
 		t.Fatalf("pinned POST = %d %s", a.code, a.body)
+	}
+}
+
+// Concurrent creations of different guids are placed as if they came one
+// after another: every node gets its share exactly.
+func TestConcurrentCreatesPlacedExactly(t *testing.T) {
+	f := newFixture(t, []string{"n1", "n2", "n3", "n4"})
+	const n = 16
+	nodes := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { // no t.Fatal off the test's goroutine: f.post is not for here
+			resp, err := http.Post(f.srv.URL+"/api/v1/apps", "application/json", strings.NewReader(fmt.Sprintf(`{"guid":"app-%d","image":"busybox:1"}`, i)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var v AppView
+			if err := json.NewDecoder(resp.Body).Decode(&v); resp.StatusCode != http.StatusCreated || err != nil {
+				t.Errorf("POST app-%d = %d, %v", i, resp.StatusCode, err)
+				return
+			}
+			nodes[i] = v.Node
+		})
+	}
+	wg.Wait()
+	per := map[string]int{}
+	for _, node := range nodes {
+		per[node]++
+	}
+	if want := map[string]int{"n1": 4, "n2": 4, "n3": 4, "n4": 4}; !maps.Equal(per, want) {
+		t.Fatalf("apps per node %v, want %v", per, want)
 	}
 }
 

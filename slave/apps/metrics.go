@@ -6,10 +6,11 @@ const invalidHelp = "Records under apps/ skipped because they do not parse or va
 
 // apiMetrics are the Handler's.
 type apiMetrics struct {
-	created  prometheus.Counter
-	deleted  prometheus.Counter
-	rejected *prometheus.CounterVec
-	invalid  prometheus.Counter
+	created          prometheus.Counter
+	deleted          prometheus.Counter
+	rejected         *prometheus.CounterVec
+	invalid          prometheus.Counter
+	placementRetries prometheus.Counter
 }
 
 func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
@@ -27,9 +28,12 @@ func newAPIMetrics(reg prometheus.Registerer) *apiMetrics {
 			Name: "agent_apps_records_invalid_total", Help: invalidHelp,
 			ConstLabels: prometheus.Labels{"component": "api"},
 		}),
+		placementRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agent_apps_placement_retries_total", Help: "Creations placed again because another app or member came between their read and their write.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.created, m.deleted, m.rejected, m.invalid)
+		reg.MustRegister(m.created, m.deleted, m.rejected, m.invalid, m.placementRetries)
 	}
 	return m
 }
