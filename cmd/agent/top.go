@@ -246,7 +246,8 @@ func topFromFamilies(fams map[string]*dto.MetricFamily) *topSample {
 			s.counters[key] = c
 		}
 	}
-	// Groups (process-exporter names) and containers (cAdvisor names).
+	// Groups (process-exporter names), containers (cAdvisor names) and
+	// pods (Kubernetes mode, the pod monitor's names).
 	each("namedprocess_namegroup_up", "group", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.up = v == 1 })
 	each("namedprocess_namegroup_num_procs", "group", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.procs = v })
 	each("namedprocess_namegroup_num_threads", "group", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.threads = v })
@@ -259,31 +260,28 @@ func topFromFamilies(fams map[string]*dto.MetricFamily) *topSample {
 			r.virt = v
 		}
 	})
-	each("namedprocess_namegroup_cpu_seconds_total", "group", addCounter(0))
-	each("namedprocess_namegroup_read_bytes_total", "group", addCounter(1))
-	each("namedprocess_namegroup_write_bytes_total", "group", addCounter(2))
-	each("namedprocess_namegroup_network_receive_bytes_total", "group", addCounter(3))
-	each("namedprocess_namegroup_network_transmit_bytes_total", "group", addCounter(4))
 	each("container_up", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.up = v == 1 })
 	each("container_processes", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.procs = v })
 	each("container_threads", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.threads = v })
 	each("container_file_descriptors", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.fds = v })
 	each("container_memory_working_set_bytes", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.mem = v })
 	each("container_memory_virtual_bytes", "container", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.virt = v })
-	each("container_cpu_usage_seconds_total", "container", addCounter(0))
-	each("container_fs_reads_bytes_total", "container", addCounter(1))
-	each("container_fs_writes_bytes_total", "container", addCounter(2))
-	each("container_network_receive_bytes_total", "container", addCounter(3))
-	each("container_network_transmit_bytes_total", "container", addCounter(4))
-	// Pods (Kubernetes mode).
 	each("pod_up", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.up = v == 1 })
 	each("pod_processes", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.procs = v })
 	each("pod_memory_working_set_bytes", "pod", func(_ string, r *topRow, _ *dto.Metric, v float64) { r.mem = v })
-	each("pod_cpu_usage_seconds_total", "pod", addCounter(0))
-	each("pod_fs_reads_bytes_total", "pod", addCounter(1))
-	each("pod_fs_writes_bytes_total", "pod", addCounter(2))
-	each("pod_network_receive_bytes_total", "pod", addCounter(3))
-	each("pod_network_transmit_bytes_total", "pod", addCounter(4))
+	// The counters of each kind's rates: CPU, read, write, receive, transmit.
+	for kind, families := range map[string][5]string{
+		"group": {"namedprocess_namegroup_cpu_seconds_total", "namedprocess_namegroup_read_bytes_total", "namedprocess_namegroup_write_bytes_total",
+			"namedprocess_namegroup_network_receive_bytes_total", "namedprocess_namegroup_network_transmit_bytes_total"},
+		"container": {"container_cpu_usage_seconds_total", "container_fs_reads_bytes_total", "container_fs_writes_bytes_total",
+			"container_network_receive_bytes_total", "container_network_transmit_bytes_total"},
+		"pod": {"pod_cpu_usage_seconds_total", "pod_fs_reads_bytes_total", "pod_fs_writes_bytes_total",
+			"pod_network_receive_bytes_total", "pod_network_transmit_bytes_total"},
+	} {
+		for i, family := range families {
+			each(family, kind, addCounter(i))
+		}
+	}
 	for _, r := range rows {
 		r.cpu, r.read, r.write, r.rx, r.tx = nan, nan, nan, nan, nan
 		s.rows = append(s.rows, *r)

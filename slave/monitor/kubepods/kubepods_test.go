@@ -351,6 +351,18 @@ func TestPodsFromCgroupTrees(t *testing.T) {
 	}
 }
 
+// clientThrough is the admin's client whose requests go through wrap.
+func clientThrough(t *testing.T, api *kubetest.API, wrap func(http.RoundTripper) http.RoundTripper) kubernetes.Interface {
+	t.Helper()
+	rc := api.RESTConfig(kubetest.Admin)
+	rc.WrapTransport = wrap
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kube
+}
+
 // listCounter counts the requests that list pods (not those that watch).
 type listCounter struct {
 	next  http.RoundTripper
@@ -374,12 +386,7 @@ func TestWatchFollowsPodsWithoutRelist(t *testing.T) {
 	c := makeCluster(t, ctx, admin)
 
 	counter := &listCounter{}
-	rc := api.RESTConfig(kubetest.Admin)
-	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter }
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube := clientThrough(t, api, func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
 	p, _ := c.start(t, kube, hierarchy("v2-systemd", c.tree(t, "v2-systemd")))
 	// One list at start (none when client-go streams the first list
 	// through the watch), then nothing but the watch.
@@ -559,12 +566,7 @@ func TestSlowReplicaSetDoesNotHoldPods(t *testing.T) {
 	defer cancel()
 	c := makeCluster(t, ctx, admin)
 	hold := &holdReplicaSets{release: make(chan struct{})}
-	rc := api.RESTConfig(kubetest.Admin)
-	rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { hold.next = rt; return hold }
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube := clientThrough(t, api, func(rt http.RoundTripper) http.RoundTripper { hold.next = rt; return hold })
 	released := sync.OnceFunc(func() { close(hold.release) })
 	t.Cleanup(released)
 	p, _ := c.start(t, kube, hierarchy("v2-systemd", c.tree(t, "v2-systemd")), func(p *Pods) {
