@@ -3,11 +3,12 @@ package plugins
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/agentproj/agent/drivers/workload"
 )
 
 // stateFile, in Config.Dir, holds which plugins are disabled until when,
@@ -64,36 +65,9 @@ func (m *Manager) saveDisabled() {
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err == nil {
-		err = writeFileSynced(m.cfg.Dir, stateFile, b)
+		_, err = workload.WriteFile(filepath.Join(m.cfg.Dir, stateFile), b)
 	}
 	if err != nil {
 		m.log.Error("plugins: cannot save which plugins are disabled; a restart enables them", "err", err)
 	}
-}
-
-// writeFileSynced replaces dir/name with b: a temporary file in dir,
-// fsync'd, renamed over it, so a crash leaves the old file or the new one.
-func writeFileSynced(dir, name string, b []byte) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+name+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", filepath.Join(dir, name), err)
-	}
-	return nil
 }

@@ -351,6 +351,17 @@ func TestPodsFromCgroupTrees(t *testing.T) {
 	}
 }
 
+// sharedCluster is makeCluster on the shared kube-apiserver, with a
+// context for the test's requests that ends after two minutes or with the
+// test.
+func sharedCluster(t *testing.T) (*kubetest.API, context.Context, *cluster) {
+	t.Helper()
+	api := kubetest.Shared(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return api, ctx, makeCluster(t, ctx, api.Client(t))
+}
+
 // clientThrough is the admin's client whose requests go through wrap.
 func clientThrough(t *testing.T, api *kubetest.API, wrap func(http.RoundTripper) http.RoundTripper) kubernetes.Interface {
 	t.Helper()
@@ -379,11 +390,8 @@ func (l *listCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 // The watch follows pods as they come and go on the node, without a list
 // per change or per reading; another node's pods never enter it.
 func TestWatchFollowsPodsWithoutRelist(t *testing.T) {
-	api := kubetest.Shared(t)
-	admin := api.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := makeCluster(t, ctx, admin)
+	api, ctx, c := sharedCluster(t)
+	admin := c.kube
 
 	counter := &listCounter{}
 	kube := clientThrough(t, api, func(rt http.RoundTripper) http.RoundTripper { counter.next = rt; return counter })
@@ -441,11 +449,8 @@ func TestWatchFollowsPodsWithoutRelist(t *testing.T) {
 // the pod monitor finds its mirror pod through the annotation that holds
 // the hash.
 func TestStaticPodNamedByItsMirrorPod(t *testing.T) {
-	api := kubetest.Shared(t)
-	kube := api.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := makeCluster(t, ctx, kube)
+	_, ctx, c := sharedCluster(t)
+	kube := c.kube
 	const hash = "6d5e1c0b3a2f4e8d9c7b6a5f4e3d2c1b"
 	// A mirror pod may not name a service account (admission refuses it),
 	// and this one names none.
@@ -481,11 +486,8 @@ func TestStaticPodNamedByItsMirrorPod(t *testing.T) {
 // crash), and absent for a finished one, so that guid:up:min counts the
 // pods of a guid's namespace.
 func TestPodUp(t *testing.T) {
-	api := kubetest.Shared(t)
-	kube := api.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := makeCluster(t, ctx, kube)
+	_, ctx, c := sharedCluster(t)
+	kube := c.kube
 	pod := func(name string, phase corev1.PodPhase, state corev1.ContainerState) {
 		t.Helper()
 		p, err := kube.CoreV1().Pods(c.ns).Create(ctx, &corev1.Pod{
@@ -560,11 +562,8 @@ func (h *holdReplicaSets) RoundTrip(r *http.Request) (*http.Response, error) {
 // served under its ReplicaSet until its Deployment is known, then under
 // the Deployment.
 func TestSlowReplicaSetDoesNotHoldPods(t *testing.T) {
-	api := kubetest.Shared(t)
-	admin := api.Client(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := makeCluster(t, ctx, admin)
+	api, ctx, c := sharedCluster(t)
+	admin := c.kube
 	hold := &holdReplicaSets{release: make(chan struct{})}
 	kube := clientThrough(t, api, func(rt http.RoundTripper) http.RoundTripper { hold.next = rt; return hold })
 	released := sync.OnceFunc(func() { close(hold.release) })

@@ -97,9 +97,14 @@ func (w *Watch) Lookup(uid string) (Pod, bool) {
 	if p == nil {
 		return Pod{}, false
 	}
+	return w.withGUID(p), true
+}
+
+// withGUID is a copy of p with its namespace's guid. w.mu is held.
+func (w *Watch) withGUID(p *Pod) Pod {
 	out := *p
 	out.GUID = w.guids[p.Namespace]
-	return out, true
+	return out
 }
 
 // Pods returns the pods of the node that are meant to run (not finished),
@@ -110,9 +115,7 @@ func (w *Watch) Pods() []Pod {
 	out := make([]Pod, 0, len(w.pods))
 	for _, p := range w.pods {
 		if !p.Finished {
-			q := *p
-			q.GUID = w.guids[p.Namespace]
-			out = append(out, q)
+			out = append(out, w.withGUID(p))
 		}
 	}
 	return out
