@@ -52,6 +52,9 @@ func (l *Log) openCursors(end Position) error {
 		}
 		c := &cursorState{Cursor: cur, f: f}
 		l.cursors = append(l.cursors, c)
+		if cur.Stream != "" {
+			l.streams[cur.Stream] = append(l.streams[cur.Stream], c)
+		}
 		pos, seq, ok, empty, err := readCursor(f)
 		switch {
 		case err != nil:
@@ -76,7 +79,10 @@ func (l *Log) openCursors(end Position) error {
 			stale = append(stale, e.Name())
 		}
 	}
-	if err := l.reshard(dir, stale, dirty); err != nil {
+	if err := l.loadBarriers(); err != nil {
+		return err
+	}
+	if err := l.reshard(dir, stale, dirty, end); err != nil {
 		return err
 	}
 	for _, c := range l.cursors {
@@ -111,9 +117,10 @@ func (l *Log) openCursors(end Position) error {
 // shard's records are then read by other cursors than before, and a new
 // cursor's records may lie behind every position, so every cursor of the
 // stream goes back to the oldest position any of them had: what was
-// delivered since is sent again (at least once), nothing is skipped.
-// Cursors it moves are added to dirty.
-func (l *Log) reshard(dir string, stale []string, dirty map[*cursorState]bool) error {
+// delivered since is sent again (at least once), nothing is skipped. A
+// barrier at end, where this run's records begin, keeps each series'
+// records in order (see barrier.go). Cursors it moves are added to dirty.
+func (l *Log) reshard(dir string, stale []string, dirty map[*cursorState]bool, end Position) error {
 	type stream struct {
 		cursors        []*cursorState
 		changed, found bool
@@ -170,8 +177,13 @@ func (l *Log) reshard(dir string, stale []string, dirty map[*cursorState]bool) e
 				dirty[c] = true
 			}
 		}
-		l.opts.Logger.Warn("queue: the number of shards changed; every shard starts again from the oldest position, what was delivered since is sent again",
+		l.opts.Logger.Warn("queue: the number of shards changed; every shard starts again from the oldest position, what was delivered since is sent again, and new data waits until all of it is",
 			"stream", name, "shards", len(st.cursors), "segment", st.oldest.Segment, "offset", st.oldest.Offset)
+		if st.oldest.Less(end) {
+			if err := l.addBarrier(name, end); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -11,9 +11,12 @@
 // is persisted (two CRC-checked slots, fdatasync) only after its upstream
 // acknowledged, so delivery is at least once; it also moves past other
 // shards' records, so a shard with nothing to send pins no segment, and a
-// fully delivered active segment is sealed early so it can be deleted. When the log would exceed its
-// byte limit the oldest segment is dropped and the samples that cursors had
-// not yet delivered are reported.
+// fully delivered active segment is sealed early so it can be deleted.
+// When the log would exceed its byte limit the oldest segment is dropped
+// and the samples that cursors had not yet delivered are reported. When
+// the number of shards of a stream (the cursors of one upstream) changes,
+// its cursors go back to the oldest position any had and a persisted
+// barrier keeps each series' records in order (barrier.go).
 //
 // It owns the files under its directory. It must never block an append on a
 // slow reader, and never decode payloads.

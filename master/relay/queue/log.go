@@ -76,6 +76,10 @@ type Log struct {
 	cursors []*cursorState
 	notify  chan struct{} // closed and replaced after every commit
 
+	streams   map[string][]*cursorState // the cursors of each Cursor.Stream
+	barriers  map[string][]Position     // per stream, ascending (see barrier.go)
+	barrierCh chan struct{}             // closed and replaced when a cursor of a stream with barriers moves
+
 	freeBytes func() (int64, error) // free bytes on Dir's filesystem
 	freeErr   bool                  // the last freeBytes failed (logged once)
 }
@@ -111,7 +115,8 @@ func Open(opts Options) (*Log, error) {
 	if opts.OnCorrupt == nil {
 		opts.OnCorrupt = func(int) {}
 	}
-	l := &Log{opts: opts, appendCh: make(chan *appendReq), persistCh: make(chan struct{}, 1), stopped: make(chan struct{}), notify: make(chan struct{})}
+	l := &Log{opts: opts, appendCh: make(chan *appendReq), persistCh: make(chan struct{}, 1), stopped: make(chan struct{}), notify: make(chan struct{}),
+		streams: map[string][]*cursorState{}, barriers: map[string][]Position{}, barrierCh: make(chan struct{})}
 	l.freeBytes = func() (int64, error) { return freeBytes(opts.Dir) }
 	if err := l.open(); err != nil {
 		l.closeFiles()
@@ -306,6 +311,7 @@ func (l *Log) dropOldest(why string) {
 		c.records = max(0, c.records-int64(r))
 		c.samples = max(0, c.samples-int64(n))
 		c.acked = Position{Segment: s.id + 1}
+		l.moved(c)
 		if err := c.persist(c.acked); err != nil {
 			l.opts.Logger.Error("persist cursor", "cursor", c.Name, "err", err)
 		} else {

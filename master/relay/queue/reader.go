@@ -76,6 +76,12 @@ func (r *Reader) TryNext(buf []byte) (Record, Position, <-chan struct{}, error) 
 			i = len(l.segs) - 1
 			r.pos = Position{Segment: l.segs[i].id, Offset: l.segs[i].size}
 		}
+		if l.blocked(r.c, r.pos) {
+			wait := l.barrierCh
+			l.mu.Unlock()
+			r.skipOthers()
+			return Record{}, Position{}, wait, nil
+		}
 		limit, sealed, wait := l.segs[i].size, i < len(l.segs)-1, l.notify
 		l.mu.Unlock()
 
@@ -198,6 +204,7 @@ func (r *Reader) Ack(pos Position, records, samples int) {
 	}
 	if c.acked.Less(to) {
 		c.acked = to
+		l.moved(c)
 	}
 	l.mu.Unlock()
 	l.nudgePersist()
@@ -218,6 +225,7 @@ func (r *Reader) skipOthers() {
 	if !c.acked.Less(r.own) && c.acked.Less(r.pos) {
 		c.acked = r.pos
 		moved = c.acked.Segment != c.durable.Segment
+		l.moved(c)
 	}
 	l.mu.Unlock()
 	if moved {
@@ -258,6 +266,7 @@ func (l *Log) persistCursors() {
 		}
 		l.mu.Unlock()
 	}
+	l.passBarriers()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	low := l.segs[len(l.segs)-1].id
