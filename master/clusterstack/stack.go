@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,9 +53,13 @@ const targetSource = "cluster-stack"
 // Stack is the duty.
 type Stack struct {
 	running atomic.Bool
-	cfg     Config
+	cfg     Config // Run's own
 	sup     *workload.Supervisor
 	log     *slog.Logger
+
+	mu    sync.Mutex
+	stack *stackconfig.Stack // a reloaded [stack] Run has not taken yet
+	nudge chan struct{}
 }
 
 // New returns the duty, running workloads through d.
@@ -69,7 +74,21 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{cfg: cfg, sup: sup, log: log}, nil
+	return &Stack{cfg: cfg, sup: sup, log: log, nudge: make(chan struct{}, 1)}, nil
+}
+
+// SetStack takes a reloaded [stack] (stackconfig.ReloadStack): a running
+// term renders its configs again at once (Prometheus re-reads a changed
+// file on SIGHUP; a changed command or image restarts the workload), a
+// later term starts with it.
+func (s *Stack) SetStack(st stackconfig.Stack) {
+	s.mu.Lock()
+	s.stack = &st
+	s.mu.Unlock()
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
 }
 
 func selector(node, cluster string) map[string]string {
@@ -102,6 +121,36 @@ func URLs(cfg Config) map[string]string {
 
 // Run keeps the stack running until the term ends, then stops it.
 func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
+	if err := s.apply(); err != nil {
+		return err
+	}
+	if t := s.cfg.Targets; t != nil {
+		defer t.Set(targetSource, nil)
+	}
+	s.running.Store(true)
+	defer s.running.Store(false)
+	done := make(chan error, 1)
+	go func() { done <- s.sup.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-s.nudge:
+			if err := s.apply(); err != nil {
+				s.log.Error("reloaded cluster stack rejected, keeping the running one", "err", err)
+			}
+		}
+	}
+}
+
+// apply takes a reloaded [stack], renders the configs, hands the specs to
+// the supervisor and publishes the stack's targets.
+func (s *Stack) apply() error {
+	s.mu.Lock()
+	if s.stack != nil {
+		s.cfg.Stack, s.stack = *s.stack, nil
+	}
+	s.mu.Unlock()
 	specs, promChanged, err := s.specs()
 	if err != nil {
 		return err
@@ -111,15 +160,12 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 		return fmt.Errorf("cluster stack: %w", err)
 	}
 	if promChanged {
-		s.reloadPrometheus(changedAt) // an adopted Prometheus must read the new file
+		s.reloadPrometheus(changedAt) // a running or adopted Prometheus must read the new file
 	}
 	if t := s.cfg.Targets; t != nil {
 		t.Set(targetSource, s.targets(specs))
-		defer t.Set(targetSource, nil)
 	}
-	s.running.Store(true)
-	defer s.running.Store(false)
-	return s.sup.Run(ctx)
+	return nil
 }
 
 // targets are the scrape targets of the term's workloads: the Jaeger
