@@ -127,7 +127,9 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	}
 	goRest(api.Run)
 	goRest(func(ctx context.Context) error { notifyReady(ctx, node); return nil })
-	goRest(func(ctx context.Context) error { return reloadOnHUP(ctx, cfg, reload, parts.reload, level, log) })
+	goRest(func(ctx context.Context) error {
+		return reloadOnHUP(ctx, cfg, reload, parts.reload, parts.reloadStack, level, log)
+	})
 	for _, actor := range parts.actors {
 		goRest(actor)
 	}
@@ -177,14 +179,16 @@ func notifyReady(ctx context.Context, node *slave.Node) {
 	sdNotify("READY=1")
 }
 
-// reloadable are the keys a running agent applies on SIGHUP; every other
-// changed key is reported as needing a restart.
-var reloadable = map[string]bool{"log_level": true, "exporters": true}
-
-func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*stackconfig.Config, error), apply func(*stackconfig.Config), level *slog.LevelVar, log *slog.Logger) error {
+// reloadOnHUP applies the config file on SIGHUP: log_level and
+// [[exporters]] always, [stack] through apply as stackconfig.ReloadStack
+// says when stack is set (not in Kubernetes mode, where the stack is Helm
+// releases made at start); every other changed key is reported as needing
+// a restart.
+func reloadOnHUP(ctx context.Context, start *stackconfig.Config, reload func() (*stackconfig.Config, error), apply func(*stackconfig.Config), stack bool, level *slog.LevelVar, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	cur := *start // what runs; start is shared with the other parts
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,19 +202,19 @@ func reloadOnHUP(ctx context.Context, cur *stackconfig.Config, reload func() (*s
 			sdNotify("READY=1")
 			continue
 		}
-		var restart []string
-		for _, key := range stackconfig.Changed(cur, next) {
-			if !reloadable[key] {
-				restart = append(restart, key)
-			}
+		applied := cur
+		applied.LogLevel, applied.Exporters = next.LogLevel, next.Exporters
+		if stack {
+			applied.Stack = stackconfig.ReloadStack(cur.Stack, next.Stack)
 		}
-		log.Info("reloaded", "log_level", next.LogLevel, "exporters", len(next.Exporters)) // before a stricter level hides it
+		log.Info("reloaded", "log_level", next.LogLevel, "exporters", len(next.Exporters), // before a stricter level hides it
+			"applied", strings.Join(stackconfig.Changed(&cur, &applied), ","))
 		setLevel(level, next.LogLevel)
-		apply(next)
-		cur.LogLevel, cur.Exporters = next.LogLevel, next.Exporters
-		if len(restart) > 0 {
+		apply(&applied)
+		if restart := stackconfig.Changed(&applied, next); len(restart) > 0 {
 			log.Warn("reload: these changes take effect only after a restart", "keys", strings.Join(restart, ","))
 		}
+		cur = applied
 		sdNotify("READY=1")
 	}
 }

@@ -14,12 +14,14 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/process"
+	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
 // stackAgent is an agent of a stack test with the ports of its stack.
 type stackAgent struct {
 	*agentProc
 	dataDir, prom, nodeExporter string
+	config, toml                string // its config file, and what it wrote there
 }
 
 // startStackAgent runs an agent whose node stack and cluster stack use
@@ -29,6 +31,7 @@ func startStackAgent(t *testing.T, endpoint, node, manager, dataDir string, extr
 	t.Helper()
 	a := &stackAgent{dataDir: dataDir, prom: etcdtest.FreeAddr(t), nodeExporter: etcdtest.FreeAddr(t)}
 	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	a.config = cfg
 	// The API token guards the relay too: Prometheus must send it.
 	token := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(token, []byte("s3cret-token\n"), 0o600); err != nil {
@@ -48,6 +51,7 @@ listen = %q
 upstream = [%q]
 flush_deadline = "100ms"
 `, token, a.prom, a.nodeExporter, manager+"/api/v1/write")
+	a.toml = toml
 	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -173,6 +177,51 @@ func TestStackWithProcessDriver(t *testing.T) {
 	etcdtest.Eventually(t, 20*time.Second, back.ready, "agent %s not ready after kill -9", other.node)
 	etcdtest.Eventually(t, 20*time.Second, func() bool { return query(otherProm, "up") < 0 },
 		"the Prometheus left by the killed master %s still runs beside the new master's", other.node)
+}
+
+// SIGHUP applies a changed [stack] to the running stack: Prometheus
+// re-reads its changed config (same process), node_exporter moves to
+// another port (restarted, its target follows); a key the agent cannot
+// change while it runs (where the master's Prometheus listens, published
+// in etcd) is named as needing a restart and left as it is.
+func TestStackReloadOnSIGHUP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	endpoint := startEtcd(t)
+	manager := startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
+	a := startStackAgent(t, endpoint, "n1", manager, t.TempDir())
+	etcdtest.Eventually(t, 20*time.Second, a.ready, "agent not ready")
+	promURL := "http://" + a.prom
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(promURL, `up{job="node",instance="`+a.nodeExporter+`"} == 1`) == 1
+	}, "Prometheus does not scrape node_exporter on %s", a.nodeExporter)
+	promPid := pidOf(t, a.dataDir, "agent-prometheus-n1")
+
+	moved := etcdtest.FreeAddr(t)
+	toml := strings.NewReplacer(`scrape_interval = "1s"`, `scrape_interval = "2s"`, a.nodeExporter, moved, a.prom, etcdtest.FreeAddr(t)).Replace(a.toml)
+	if err := os.WriteFile(a.config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.signal(syscall.SIGHUP)
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		log := readFile(t, a.log)
+		return strings.Contains(log, "applied=stack.prometheus.scrape_interval,stack.node_exporter.listen") &&
+			strings.Contains(log, "keys=stack.prometheus.listen")
+	}, "the reload did not apply scrape_interval and node_exporter.listen, and name prometheus.listen as needing a restart")
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet(promURL+"/api/v1/status/config"), "scrape_interval: 2s")
+	}, "Prometheus does not run the new scrape_interval")
+	if got := pidOf(t, a.dataDir, "agent-prometheus-n1"); got != promPid {
+		t.Fatalf("Prometheus pid %s -> %s: a changed config file should be reloaded, not restarted", promPid, got)
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(promURL, `up{job="node",instance="`+moved+`"} == 1`) == 1
+	}, "Prometheus does not scrape node_exporter on its new address %s", moved)
+	if processtest.HTTPGet("http://"+a.nodeExporter+"/metrics") != "" {
+		t.Fatalf("node_exporter still answers on its old address %s", a.nodeExporter)
+	}
 }
 
 // startStackAgentWithPorts restarts an agent with the data dir and ports of

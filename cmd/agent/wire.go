@@ -39,8 +39,9 @@ type parts struct {
 	actors []func(context.Context) error // run beside the node and the API
 	// relay stops last: the master's Prometheus writes into it until the
 	// node's master duties have stopped it.
-	relay  func(context.Context) error
-	reload func(*stackconfig.Config) // applies what SIGHUP may change
+	relay       func(context.Context) error
+	reload      func(*stackconfig.Config) // applies what SIGHUP may change
+	reloadStack bool                      // reload applies [stack] (stackconfig.ReloadStack)
 }
 
 // wire builds every component from cfg. Nothing runs yet.
@@ -217,6 +218,13 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	if err != nil {
 		return nil, none, nil, nil, err
 	}
+	exporters := p.reload
+	p.reload = func(next *stackconfig.Config) {
+		exporters(next)
+		nodeStack.SetStack(next.Stack)
+		cluster.SetStack(next.Stack)
+	}
+	p.reloadStack = true
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/process"
 	"github.com/agentproj/agent/drivers/process/processtest"
+	"github.com/agentproj/agent/drivers/workload"
 )
 
 // recordedTargets is what the stack published, by source.
@@ -42,6 +44,7 @@ func (r *recordedTargets) get(source, key string) etcd.TargetGroup {
 // real Jaeger v2 collector (process driver), forwarding to manager.
 type jaegerTerm struct {
 	cfg     Config
+	s       *Stack
 	targets *recordedTargets
 	end     func()
 }
@@ -68,6 +71,7 @@ func startJaegerTerm(t *testing.T, manager string, queue int) *jaegerTerm {
 	if err != nil {
 		t.Fatal(err)
 	}
+	term.s = s
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
@@ -125,6 +129,39 @@ func TestJaegerCollectorForwardsToTheManager(t *testing.T) {
 	if g := term.targets.get(targetSource, "jaeger/collector"); len(g.Targets) != 0 {
 		t.Fatalf("the collector's target outlived the term: %+v", g)
 	}
+}
+
+// A reloaded [stack] reaches the running collector: the same process
+// loads its changed config (SIGHUP through the driver, once healthy), here
+// its own metrics moving to another address, and the published target
+// follows; spans still reach the manager.
+func TestJaegerCollectorFollowsAReloadedStack(t *testing.T) {
+	manager := processtest.StartJaeger(t)
+	term := startJaegerTerm(t, manager.OTLPGRPC, 1000)
+	pid := func() string {
+		for _, st := range term.s.States() {
+			if st.Name == "agent-jaeger-n1" && st.Status == workload.StatusRunning {
+				return st.ID
+			}
+		}
+		return ""
+	}
+	before := pid()
+	next := term.cfg.Stack
+	next.Jaeger.TelemetryListen = etcdtest.FreeAddr(t)
+	term.s.SetStack(next)
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		g := term.targets.get(targetSource, "jaeger/collector")
+		return strings.Contains(processtest.HTTPGet("http://"+next.Jaeger.TelemetryListen+"/metrics"), "otelcol_") &&
+			len(g.Targets) == 1 && g.Targets[0] == next.Jaeger.TelemetryListen
+	}, "the collector's metrics and target did not move to %s", next.Jaeger.TelemetryListen)
+	if after := pid(); before == "" || after != before {
+		t.Fatalf("collector pid %q -> %q: a changed config file should be reloaded by the same process", before, after)
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return processtest.HTTPGet("http://"+term.cfg.Stack.Jaeger.HealthListen+"/status") != "" }, "the collector is not healthy after the reload")
+	span := processtest.NewSpan("checkout")
+	term.post(t, span)
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return manager.Trace(span.TraceID) != nil }, "a span sent after the reload did not reach the manager")
 }
 
 // The manager is down: the collector keeps up to its queue's limit in

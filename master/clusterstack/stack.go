@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -52,9 +53,13 @@ const targetSource = "cluster-stack"
 // Stack is the duty.
 type Stack struct {
 	running atomic.Bool
-	cfg     Config
+	cfg     Config // Run's own
 	sup     *workload.Supervisor
 	log     *slog.Logger
+
+	mu    sync.Mutex
+	stack *stackconfig.Stack // a reloaded [stack] Run has not taken yet
+	nudge chan struct{}
 }
 
 // New returns the duty, running workloads through d.
@@ -69,7 +74,21 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{cfg: cfg, sup: sup, log: log}, nil
+	return &Stack{cfg: cfg, sup: sup, log: log, nudge: make(chan struct{}, 1)}, nil
+}
+
+// SetStack takes a reloaded [stack] (stackconfig.ReloadStack): a running
+// term renders its configs again at once (Prometheus re-reads a changed
+// file on SIGHUP; a changed command or image restarts the workload), a
+// later term starts with it.
+func (s *Stack) SetStack(st stackconfig.Stack) {
+	s.mu.Lock()
+	s.stack = &st
+	s.mu.Unlock()
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
 }
 
 func selector(node, cluster string) map[string]string {
@@ -102,7 +121,37 @@ func URLs(cfg Config) map[string]string {
 
 // Run keeps the stack running until the term ends, then stops it.
 func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
-	specs, promChanged, err := s.specs()
+	if err := s.apply(); err != nil {
+		return err
+	}
+	if t := s.cfg.Targets; t != nil {
+		defer t.Set(targetSource, nil)
+	}
+	s.running.Store(true)
+	defer s.running.Store(false)
+	done := make(chan error, 1)
+	go func() { done <- s.sup.Run(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-s.nudge:
+			if err := s.apply(); err != nil {
+				s.log.Error("reloaded cluster stack rejected, keeping the running one", "err", err)
+			}
+		}
+	}
+}
+
+// apply takes a reloaded [stack], renders the configs, hands the specs to
+// the supervisor and publishes the stack's targets.
+func (s *Stack) apply() error {
+	s.mu.Lock()
+	if s.stack != nil {
+		s.cfg.Stack, s.stack = *s.stack, nil
+	}
+	s.mu.Unlock()
+	specs, reload, err := s.specs()
 	if err != nil {
 		return err
 	}
@@ -110,16 +159,14 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 	if err := s.sup.Set(specs); err != nil {
 		return fmt.Errorf("cluster stack: %w", err)
 	}
-	if promChanged {
-		s.reloadPrometheus(changedAt) // an adopted Prometheus must read the new file
+	// A running or adopted workload whose file changed must read it.
+	for _, name := range reload {
+		s.reload(name, changedAt)
 	}
 	if t := s.cfg.Targets; t != nil {
 		t.Set(targetSource, s.targets(specs))
-		defer t.Set(targetSource, nil)
 	}
-	s.running.Store(true)
-	defer s.running.Store(false)
-	return s.sup.Run(ctx)
+	return nil
 }
 
 // targets are the scrape targets of the term's workloads: the Jaeger
@@ -137,11 +184,11 @@ func (s *Stack) targets(specs []workload.Spec) map[string]etcd.TargetGroup {
 	return nil
 }
 
-// specs renders the configs and returns the workloads of a term; changed
-// says whether prometheus.yml was rewritten.
-func (s *Stack) specs() ([]workload.Spec, bool, error) {
+// specs renders the configs and returns the workloads of a term, and those
+// whose config file was rewritten.
+func (s *Stack) specs() ([]workload.Spec, []string, error) {
 	var specs []workload.Spec
-	var promChanged bool
+	var reload []string
 	st := s.cfg.Stack
 	if st.Prometheus.Enabled {
 		dir := filepath.Join(s.cfg.Dir, "prometheus")
@@ -155,12 +202,12 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 		// The node monitors' roll-ups (per guid, per node), beside the config.
 		rules, err := stackconfig.RenderRules(stackconfig.RulesInput{ScrapeInterval: st.Prometheus.ScrapeInterval})
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		rulesPath := filepath.Join(dir, stackconfig.RulesFile)
 		rulesChanged, err := workload.WriteFile(rulesPath, rules)
 		if err != nil {
-			return nil, false, fmt.Errorf("write prometheus rules: %w", err)
+			return nil, nil, fmt.Errorf("write prometheus rules: %w", err)
 		}
 		yml, err := stackconfig.RenderPrometheus(stackconfig.PrometheusInput{
 			ScrapeInterval: st.Prometheus.ScrapeInterval, ScrapeTimeout: st.Prometheus.ScrapeTimeout,
@@ -171,13 +218,13 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 			RuleFiles: []string{rulesPath},
 		})
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		cfgPath := filepath.Join(dir, "prometheus.yml")
-		if promChanged, err = workload.WriteFile(cfgPath, yml); err != nil {
-			return nil, false, fmt.Errorf("write prometheus config: %w", err)
+		ymlChanged, err := workload.WriteFile(cfgPath, yml)
+		if err != nil {
+			return nil, nil, fmt.Errorf("write prometheus config: %w", err)
 		}
-		promChanged = promChanged || rulesChanged
 		mounts := []workload.Mount{workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true)}
 		if s.cfg.RelayTokenFile != "" {
 			mounts = append(mounts, workload.SamePath(s.cfg.RelayTokenFile, true))
@@ -191,28 +238,34 @@ func (s *Stack) specs() ([]workload.Spec, bool, error) {
 				"--web.enable-lifecycle",
 			}, mounts...)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, err
 		}
 		spec.Ready = "http://" + stackconfig.WithHost(st.Prometheus.Listen, "127.0.0.1") + "/-/ready"
 		specs = append(specs, spec)
+		if ymlChanged || rulesChanged {
+			reload = append(reload, spec.Name)
+		}
 	}
 	if st.Jaeger.Enabled {
-		spec, err := s.jaeger()
+		spec, changed, err := s.jaeger()
 		if err != nil {
 			s.log.Warn("jaeger collector not started", "err", err)
 		} else if spec != nil {
 			specs = append(specs, *spec)
+			if changed {
+				reload = append(reload, spec.Name)
+			}
 		}
 	}
-	return specs, promChanged, nil
+	return specs, reload, nil
 }
 
 // jaeger returns the collector's spec, or nil when there is nowhere to send
-// traces.
-func (s *Stack) jaeger() (*workload.Spec, error) {
+// traces, and whether its config file was rewritten.
+func (s *Stack) jaeger() (*workload.Spec, bool, error) {
 	st, m := s.cfg.Stack.Jaeger, s.cfg.Manager
 	if m.TracesOTLPEndpoint == "" {
-		return nil, fmt.Errorf("manager.traces_otlp_endpoint: not set, so traces have nowhere to go")
+		return nil, false, fmt.Errorf("manager.traces_otlp_endpoint: not set, so traces have nowhere to go")
 	}
 	yml, err := stackconfig.RenderJaeger(stackconfig.JaegerInput{
 		GRPCListen: st.OTLPGRPCListen, HTTPListen: st.OTLPHTTPListen,
@@ -221,12 +274,13 @@ func (s *Stack) jaeger() (*workload.Spec, error) {
 		BearerTokenFile: m.TracesBearerTokenFile, QueueSize: st.QueueSize,
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	dir := filepath.Join(s.cfg.Dir, "jaeger")
 	path := filepath.Join(dir, "config.yml")
-	if _, err := workload.WriteFile(path, yml); err != nil {
-		return nil, fmt.Errorf("write jaeger config: %w", err)
+	changed, err := workload.WriteFile(path, yml)
+	if err != nil {
+		return nil, false, fmt.Errorf("write jaeger config: %w", err)
 	}
 	mounts := []workload.Mount{workload.SamePath(dir, true)}
 	if m.TracesBearerTokenFile != "" {
@@ -235,21 +289,25 @@ func (s *Stack) jaeger() (*workload.Spec, error) {
 	spec, err := workload.Component{Key: "stack.jaeger", Role: workload.RoleJaeger, Image: st.Image, Binary: st.Binary}.
 		Spec(s.cfg.Driver, "agent-jaeger-"+s.cfg.Node, []string{"--config=" + path}, mounts...)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return &spec, nil
+	if st.HealthListen != "" {
+		// Jaeger (an OpenTelemetry Collector) takes SIGHUP only once its
+		// pipelines have started, when its health check turns ready.
+		spec.Ready = "http://" + stackconfig.WithHost(st.HealthListen, "127.0.0.1") + "/status"
+	}
+	return &spec, changed, nil
 }
 
-// reloadPrometheus has the Supervisor send SIGHUP to this stack's own
-// Prometheus, if it runs already (adopted), once it answers /-/ready, so
-// that it re-reads its config. Never over HTTP: the
-// Prometheus answering on the configured port may be one the agent does
-// not run (the none driver, or the operator's own), and the agent touches
-// only workloads it started or adopted, by their labels.
-func (s *Stack) reloadPrometheus(changedAt time.Time) {
-	name := prometheusName(s.cfg.Node)
+// reload has the Supervisor send SIGHUP to this stack's own workload name
+// (Prometheus, Jaeger), if it runs already, once it is ready (Spec.Ready),
+// so that it re-reads its config. Never over HTTP: the Prometheus
+// answering on the configured port may be one the agent does not run (the
+// none driver, or the operator's own), and the agent touches only
+// workloads it started or adopted, by their labels.
+func (s *Stack) reload(name string, changedAt time.Time) {
 	if err := s.sup.Reload(name, syscall.SIGHUP, changedAt); err != nil {
-		s.log.Warn("reload prometheus", "workload", name, "err", err)
+		s.log.Warn("reload", "workload", name, "err", err)
 	}
 }
 

@@ -266,3 +266,61 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 		return len(states) == 1 && states[0].Status == workload.StatusRunning && states[0].ID == st.ID
 	}, "the term did not adopt pid %s: %+v", st.ID, poll.Latest(func() any { return s.States() }))
 }
+
+// A reloaded [stack] reaches the running term: a changed prometheus.yml is
+// loaded by the same Prometheus (SIGHUP through the driver), a changed
+// flag restarts it.
+func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
+	etcdtest.RequireBinary(t, "prometheus", "prometheus")
+	d, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Driver = process.DriverName
+	cfg.Stack.Jaeger.Enabled = false
+	cfg.Stack.Prometheus.Listen = etcdtest.FreeAddr(t)
+	cfg.RelayURL = ""
+	s, err := New(cfg, d, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
+	defer func() { cancel(); <-done }()
+	name, url := prometheusName(cfg.Node), "http://"+cfg.Stack.Prometheus.Listen
+	running := func() string { // the pid of a Prometheus that answers
+		for _, st := range s.States() {
+			if st.Name == name && st.Status == workload.StatusRunning && processtest.HTTPGet(url+"/-/ready") != "" {
+				return st.ID
+			}
+		}
+		return ""
+	}
+	loads := func() int {
+		b, _ := os.ReadFile(d.LogPath(name))
+		return strings.Count(string(b), "Completed loading of configuration file")
+	}
+	etcdtest.Eventually(t, 20*time.Second, func() bool { return running() != "" && loads() == 1 }, "Prometheus not running: %+v", poll.Latest(func() any { return s.States() }))
+	pid := running()
+
+	next := cfg.Stack
+	next.Prometheus.ScrapeInterval = 20 * time.Second
+	s.SetStack(next)
+	etcdtest.Eventually(t, 20*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s")
+	}, "the new scrape_interval is not loaded (config loads: %d)", poll.Latest(func() any { return loads() }))
+	if got := running(); got != pid || loads() != 2 {
+		t.Fatalf("Prometheus pid %s -> %s, config loads %d: want the same process, reloaded once", pid, got, loads())
+	}
+
+	next.Prometheus.Retention = 3 * time.Hour // a flag: a new process
+	s.SetStack(next)
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/flags"), `"storage.tsdb.retention.time":"3h"`) && running() != ""
+	}, "Prometheus not restarted with the new retention: %+v", poll.Latest(func() any { return s.States() }))
+	if got := running(); got == pid {
+		t.Fatalf("Prometheus pid %s kept across a changed flag", pid)
+	}
+}

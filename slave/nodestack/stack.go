@@ -55,8 +55,11 @@ type Stack struct {
 	// into its queue instead of being stopped, and sends them to the
 	// next collector once it is re-pointed.
 	collector string
+	stack     *stackconfig.Stack // a reloaded [stack] apply has not taken yet
 	nudge     chan struct{}
 	warned    map[string]string // component -> last problem logged
+
+	traceEndpoint string // as at start: the applications were given it
 }
 
 // New returns the node stack.
@@ -71,7 +74,8 @@ func New(cfg Config, d workload.Driver, targets TargetSetter, log *slog.Logger, 
 		return nil, err
 	}
 	return &Stack{cfg: cfg, sup: sup, targets: targets, log: log,
-		nudge: make(chan struct{}, 1), warned: map[string]string{}}, nil
+		nudge: make(chan struct{}, 1), warned: map[string]string{},
+		traceEndpoint: "http://" + stackconfig.WithHost(cfg.Stack.TraceAgent.OTLPHTTPListen, "127.0.0.1")}, nil
 }
 
 // SetCollectors takes the collector URLs from etcd and nudges Run; the
@@ -83,6 +87,20 @@ func (s *Stack) SetCollectors(urls map[string]string) {
 		s.collector = u
 	}
 	s.mu.Unlock()
+	s.poke()
+}
+
+// SetStack takes a reloaded [stack] (stackconfig.ReloadStack) and nudges
+// Run: the configs are rendered again, a workload whose config file
+// changed is reloaded, one whose command or image changed is restarted.
+func (s *Stack) SetStack(st stackconfig.Stack) {
+	s.mu.Lock()
+	s.stack = &st
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *Stack) poke() {
 	select {
 	case s.nudge <- struct{}{}:
 	default:
@@ -94,9 +112,7 @@ func (s *Stack) States() []workload.State { return s.sup.States() }
 
 // TraceEndpoint is the trace agent's OTLP/HTTP endpoint on this node, for
 // applications.
-func (s *Stack) TraceEndpoint() string {
-	return "http://" + stackconfig.WithHost(s.cfg.Stack.TraceAgent.OTLPHTTPListen, "127.0.0.1")
-}
+func (s *Stack) TraceEndpoint() string { return s.traceEndpoint }
 
 // Run keeps the node stack in step until ctx ends; the workloads stay.
 func (s *Stack) Run(ctx context.Context) error {
@@ -116,6 +132,11 @@ func (s *Stack) Run(ctx context.Context) error {
 // apply renders every config, hands the specs to the supervisor and
 // reloads running workloads whose config changed.
 func (s *Stack) apply(ctx context.Context) {
+	s.mu.Lock()
+	if s.stack != nil { // s.cfg is Run's own
+		s.cfg.Stack, s.stack = *s.stack, nil
+	}
+	s.mu.Unlock()
 	var specs []workload.Spec
 	var reload []string
 	targets := map[string]etcd.TargetGroup{}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/none"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/collectors"
@@ -154,6 +155,37 @@ func TestOtelcolShipperRunsTheTraceAgentForLogs(t *testing.T) {
 		b, _ := os.ReadFile(cfgFile)
 		return strings.Contains(string(b), "otlp_grpc") && strings.Contains(string(b), "file_log/files")
 	}, "the trace agent did not gain a traces pipeline")
+}
+
+// A reloaded [stack] is rendered again: node_exporter moves (its target
+// follows), the log shipper's files change, Vector is turned off.
+func TestReloadedStackIsRenderedAgain(t *testing.T) {
+	dir := t.TempDir()
+	targets := &fakeTargets{}
+	cfg := Config{
+		Node: "n1", Cluster: "c1", Driver: "none", Stack: stackconfig.DefaultStack, Dir: dir, Host: "10.0.0.1",
+		Manager: stackconfig.Manager{LogsURL: "http://127.0.0.1:9/insert/opentelemetry/v1/logs", TracesOTLPProtocol: "grpc"},
+	}
+	cfg.Stack.Logs.Files = []string{"/var/log/app/*.log"}
+	s := runStack(t, cfg, none.New(), targets)
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return s.names() == "agent-node-exporter-n1,agent-trace-agent-n1" }, "workloads: %s", s.names())
+
+	next := cfg.Stack
+	next.NodeExporter.Listen = "0.0.0.0:19100"
+	next.Logs.Files = []string{"/var/log/other/*.log"}
+	s.SetStack(next)
+	cfgFile := filepath.Join(dir, "trace-agent", "config.yml")
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(cfgFile)
+		g := targets.get("node/node-exporter")
+		return strings.Contains(string(b), "/var/log/other/*.log") && !strings.Contains(string(b), "/var/log/app/") &&
+			len(g.Targets) == 1 && g.Targets[0] == "10.0.0.1:19100"
+	}, "reload not rendered: node_exporter target %+v", poll.Latest(func() any { return targets.get("node/node-exporter") }))
+
+	next.NodeExporter.Enabled = false
+	s.SetStack(next)
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return s.names() == "agent-trace-agent-n1" && len(targets.get("node/node-exporter").Targets) == 0 },
+		"node_exporter still there after it was turned off: %s", s.names())
 }
 
 // The docker driver's spec of the trace agent mounts what it reads: its own
