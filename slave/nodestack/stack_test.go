@@ -184,7 +184,9 @@ func TestReloadedStackIsRenderedAgain(t *testing.T) {
 
 	next.NodeExporter.Enabled = false
 	s.SetStack(next)
-	etcdtest.Eventually(t, 5*time.Second, func() bool { return s.names() == "agent-trace-agent-n1" && len(targets.get("node/node-exporter").Targets) == 0 },
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		return s.names() == "agent-trace-agent-n1" && len(targets.get("node/node-exporter").Targets) == 0
+	},
 		"node_exporter still there after it was turned off: %s", s.names())
 }
 
