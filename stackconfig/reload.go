@@ -1,23 +1,40 @@
 package stackconfig
 
-// ReloadStack is the [stack] a running agent applies on SIGHUP when the
-// file now says next: next, but with the keys that others took at start
-// kept as in cur. Those are the driver and Kubernetes mode (the drivers
-// and Helm releases are made at start), whether the master runs
-// Prometheus and the Jaeger collector and where they listen (the master
-// publishes their URLs for its term), and the trace agent's OTLP/HTTP
-// address (given to the applications at start). Everything else (images,
-// binaries, versions, intervals, retention, queues, log files, Vector,
-// node_exporter and its address) is re-rendered: a changed config file
+// Reload is the config a running agent applies on SIGHUP when the file
+// now says next: cur with log_level and [[exporters]] from next and, when
+// stacks is set (the host's stacks; not in Kubernetes mode, where the
+// stack is Helm releases made at start), [stack] and [manager] from next
+// except the keys other parts took at start:
+//
+//   - stack.driver and stack.helm (the drivers and releases are made at start);
+//   - whether the master runs Prometheus and the Jaeger collector, and
+//     where they listen (the master publishes their URLs for its term), and
+//     whether manager.traces_otlp_endpoint is set (the Jaeger URLs are
+//     published only then); a new endpoint for one that was set applies;
+//   - the trace agent's OTLP/HTTP address (given to the applications at start).
+//
+// Everything else (images, binaries, versions, intervals, retention,
+// queues, log files, Vector, node_exporter and its address, the manager's
+// URLs, protocol and token files) is rendered again: a changed config file
 // is reloaded with SIGHUP, a changed command or image restarts the
-// workload. Compare the result with next (Changed) to name the keys that
-// need a restart.
-func ReloadStack(cur, next Stack) Stack {
-	out := next
-	out.Driver, out.Helm = cur.Driver, cur.Helm
-	out.Prometheus.Enabled, out.Prometheus.Listen = cur.Prometheus.Enabled, cur.Prometheus.Listen
-	out.Jaeger.Enabled = cur.Jaeger.Enabled
-	out.Jaeger.OTLPGRPCListen, out.Jaeger.OTLPHTTPListen = cur.Jaeger.OTLPGRPCListen, cur.Jaeger.OTLPHTTPListen
-	out.TraceAgent.OTLPHTTPListen = cur.TraceAgent.OTLPHTTPListen
+// workload. Changed(&applied, next) names the keys that need a restart.
+func Reload(cur, next *Config, stacks bool) Config {
+	out := *cur
+	out.LogLevel, out.Exporters = next.LogLevel, next.Exporters
+	if !stacks {
+		return out
+	}
+	st := next.Stack
+	st.Driver, st.Helm = cur.Stack.Driver, cur.Stack.Helm
+	st.Prometheus.Enabled, st.Prometheus.Listen = cur.Stack.Prometheus.Enabled, cur.Stack.Prometheus.Listen
+	st.Jaeger.Enabled = cur.Stack.Jaeger.Enabled
+	st.Jaeger.OTLPGRPCListen, st.Jaeger.OTLPHTTPListen = cur.Stack.Jaeger.OTLPGRPCListen, cur.Stack.Jaeger.OTLPHTTPListen
+	st.TraceAgent.OTLPHTTPListen = cur.Stack.TraceAgent.OTLPHTTPListen
+	out.Stack = st
+	m := next.Manager
+	if (m.TracesOTLPEndpoint == "") != (cur.Manager.TracesOTLPEndpoint == "") {
+		m.TracesOTLPEndpoint = cur.Manager.TracesOTLPEndpoint
+	}
+	out.Manager = m
 	return out
 }

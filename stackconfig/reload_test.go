@@ -8,8 +8,11 @@ import (
 
 // A reload applies what is rendered and keeps what others took at start;
 // the keys kept are the ones Changed names against the file.
-func TestReloadStackKeepsWhatOthersTookAtStart(t *testing.T) {
+func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	cur, next := DefaultConfig, DefaultConfig
+	cur.Manager.TracesOTLPEndpoint = "http://127.0.0.1:4317"
+	next.LogLevel = "debug"
+	next.LogFormat = "json"
 	next.Stack.Prometheus.ScrapeInterval = 7 * time.Second
 	next.Stack.Prometheus.Listen = "127.0.0.1:19090"
 	next.Stack.NodeExporter.Listen = "127.0.0.1:19100"
@@ -17,15 +20,30 @@ func TestReloadStackKeepsWhatOthersTookAtStart(t *testing.T) {
 	next.Stack.TraceAgent.QueueSize = 77
 	next.Stack.TraceAgent.OTLPHTTPListen = "127.0.0.1:24318"
 	next.Stack.Driver = "process"
+	next.Manager.LogsURL = "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"
+	next.Manager.TracesOTLPEndpoint = "http://127.0.0.1:14317"
 
-	applied := cur
-	applied.Stack = ReloadStack(cur.Stack, next.Stack)
-	if applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" || applied.Stack.TraceAgent.QueueSize != 77 {
-		t.Errorf("rendered keys not applied: %+v", applied.Stack)
+	applied := Reload(&cur, &next, true)
+	if applied.LogLevel != "debug" || applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" ||
+		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager {
+		t.Errorf("rendered keys not applied: %+v", applied)
 	}
-	got := Changed(&applied, &next)
-	want := []string{"stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen"}
-	if !slices.Equal(got, want) {
+	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen"}
+	if got := Changed(&applied, &next); !slices.Equal(got, want) {
 		t.Errorf("keys left for a restart %v, want %v", got, want)
+	}
+
+	// The Jaeger URLs are published only with a traces endpoint: one that
+	// comes or goes waits for a restart.
+	next.Manager.TracesOTLPEndpoint = ""
+	applied = Reload(&cur, &next, true)
+	if got := Changed(&applied, &next); !slices.Contains(got, "manager.traces_otlp_endpoint") {
+		t.Errorf("a traces endpoint that went was applied: restart keys %v", got)
+	}
+
+	// Kubernetes mode: the stack is Helm releases made at start.
+	applied = Reload(&cur, &next, false)
+	if got := Changed(&applied, &next); !slices.Contains(got, "stack.prometheus.scrape_interval") || !slices.Contains(got, "manager.logs_url") || applied.LogLevel != "debug" {
+		t.Errorf("Kubernetes mode applied [stack] or [manager], or not log_level: restart keys %v", got)
 	}
 }

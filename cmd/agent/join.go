@@ -179,12 +179,10 @@ func notifyReady(ctx context.Context, node *slave.Node) {
 	sdNotify("READY=1")
 }
 
-// reloadOnHUP applies the config file on SIGHUP: log_level and
-// [[exporters]] always, [stack] through apply as stackconfig.ReloadStack
-// says when stack is set (not in Kubernetes mode, where the stack is Helm
-// releases made at start); every other changed key is reported as needing
-// a restart.
-func reloadOnHUP(ctx context.Context, start *stackconfig.Config, reload func() (*stackconfig.Config, error), apply func(*stackconfig.Config), stack bool, level *slog.LevelVar, log *slog.Logger) error {
+// reloadOnHUP applies the config file on SIGHUP as stackconfig.Reload
+// says (with stacks: [stack] and [manager] too); every other changed key
+// is reported as needing a restart.
+func reloadOnHUP(ctx context.Context, start *stackconfig.Config, reload func() (*stackconfig.Config, error), apply func(*stackconfig.Config), stacks bool, level *slog.LevelVar, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -202,11 +200,7 @@ func reloadOnHUP(ctx context.Context, start *stackconfig.Config, reload func() (
 			sdNotify("READY=1")
 			continue
 		}
-		applied := cur
-		applied.LogLevel, applied.Exporters = next.LogLevel, next.Exporters
-		if stack {
-			applied.Stack = stackconfig.ReloadStack(cur.Stack, next.Stack)
-		}
+		applied := stackconfig.Reload(&cur, next, stacks)
 		log.Info("reloaded", "log_level", next.LogLevel, "exporters", len(next.Exporters), // before a stricter level hides it
 			"applied", strings.Join(stackconfig.Changed(&cur, &applied), ","))
 		setLevel(level, next.LogLevel)

@@ -41,7 +41,7 @@ type parts struct {
 	// node's master duties have stopped it.
 	relay       func(context.Context) error
 	reload      func(*stackconfig.Config) // applies what SIGHUP may change
-	reloadStack bool                      // reload applies [stack] (stackconfig.ReloadStack)
+	reloadStack bool                      // reload applies [stack] and [manager] (stackconfig.Reload)
 }
 
 // wire builds every component from cfg. Nothing runs yet.
@@ -221,8 +221,8 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	exporters := p.reload
 	p.reload = func(next *stackconfig.Config) {
 		exporters(next)
-		nodeStack.SetStack(next.Stack)
-		cluster.SetStack(next.Stack)
+		nodeStack.SetConfig(next.Stack, next.Manager)
+		cluster.SetConfig(next.Stack, next.Manager)
 	}
 	p.reloadStack = true
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))

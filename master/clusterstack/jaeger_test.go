@@ -131,11 +131,11 @@ func TestJaegerCollectorForwardsToTheManager(t *testing.T) {
 	}
 }
 
-// A reloaded [stack] reaches the running collector: the same process
-// loads its changed config (SIGHUP through the driver, once healthy), here
-// its own metrics moving to another address, and the published target
-// follows; spans still reach the manager.
-func TestJaegerCollectorFollowsAReloadedStack(t *testing.T) {
+// A reload reaches the running collector: the same process loads its
+// changed config (SIGHUP through the driver, once healthy), here sending to
+// another manager and serving its own metrics on another address; the
+// published target follows.
+func TestJaegerCollectorFollowsAReload(t *testing.T) {
 	manager := processtest.StartJaeger(t)
 	term := startJaegerTerm(t, manager.OTLPGRPC, 1000)
 	pid := func() string {
@@ -147,9 +147,11 @@ func TestJaegerCollectorFollowsAReloadedStack(t *testing.T) {
 		return ""
 	}
 	before := pid()
-	next := term.cfg.Stack
+	moved := processtest.StartJaeger(t)
+	next, m := term.cfg.Stack, term.cfg.Manager
 	next.Jaeger.TelemetryListen = etcdtest.FreeAddr(t)
-	term.s.SetStack(next)
+	m.TracesOTLPEndpoint = "http://" + moved.OTLPGRPC
+	term.s.SetConfig(next, m)
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		g := term.targets.get(targetSource, "jaeger/collector")
 		return strings.Contains(processtest.HTTPGet("http://"+next.Jaeger.TelemetryListen+"/metrics"), "otelcol_") &&
@@ -161,7 +163,10 @@ func TestJaegerCollectorFollowsAReloadedStack(t *testing.T) {
 	etcdtest.Eventually(t, 30*time.Second, func() bool { return processtest.HTTPGet("http://"+term.cfg.Stack.Jaeger.HealthListen+"/status") != "" }, "the collector is not healthy after the reload")
 	span := processtest.NewSpan("checkout")
 	term.post(t, span)
-	etcdtest.Eventually(t, 30*time.Second, func() bool { return manager.Trace(span.TraceID) != nil }, "a span sent after the reload did not reach the manager")
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return moved.Trace(span.TraceID) != nil }, "a span sent after the reload did not reach the new manager")
+	if manager.Trace(span.TraceID) != nil {
+		t.Fatal("a span sent after the reload reached the old manager")
+	}
 }
 
 // The manager is down: the collector keeps up to its queue's limit in

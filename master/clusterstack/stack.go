@@ -58,7 +58,7 @@ type Stack struct {
 	log     *slog.Logger
 
 	mu    sync.Mutex
-	stack *stackconfig.Stack // a reloaded [stack] Run has not taken yet
+	next  *reloaded // a reloaded config Run has not taken yet
 	nudge chan struct{}
 }
 
@@ -77,13 +77,13 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 	return &Stack{cfg: cfg, sup: sup, log: log, nudge: make(chan struct{}, 1)}, nil
 }
 
-// SetStack takes a reloaded [stack] (stackconfig.ReloadStack): a running
+// SetConfig takes a reloaded [stack] and [manager] (stackconfig.Reload): a running
 // term renders its configs again at once (Prometheus re-reads a changed
 // file on SIGHUP; a changed command or image restarts the workload), a
 // later term starts with it.
-func (s *Stack) SetStack(st stackconfig.Stack) {
+func (s *Stack) SetConfig(st stackconfig.Stack, m stackconfig.Manager) {
 	s.mu.Lock()
-	s.stack = &st
+	s.next = &reloaded{st, m}
 	s.mu.Unlock()
 	select {
 	case s.nudge <- struct{}{}:
@@ -143,12 +143,12 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 	}
 }
 
-// apply takes a reloaded [stack], renders the configs, hands the specs to
+// apply takes a reloaded config, renders the configs, hands the specs to
 // the supervisor and publishes the stack's targets.
 func (s *Stack) apply() error {
 	s.mu.Lock()
-	if s.stack != nil {
-		s.cfg.Stack, s.stack = *s.stack, nil
+	if s.next != nil {
+		s.cfg.Stack, s.cfg.Manager, s.next = s.next.stack, s.next.manager, nil
 	}
 	s.mu.Unlock()
 	specs, reload, err := s.specs()
@@ -332,3 +332,9 @@ func RemoveLeftovers(ctx context.Context, d workload.Driver, node, cluster strin
 }
 
 var _ master.Duty = (*Stack)(nil)
+
+// reloaded is what SetConfig takes.
+type reloaded struct {
+	stack   stackconfig.Stack
+	manager stackconfig.Manager
+}

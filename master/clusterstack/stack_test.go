@@ -307,7 +307,7 @@ func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
 
 	next := cfg.Stack
 	next.Prometheus.ScrapeInterval = 20 * time.Second
-	s.SetStack(next)
+	s.SetConfig(next, cfg.Manager)
 	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s")
 	}, "the new scrape_interval is not loaded (config loads: %d)", poll.Latest(func() any { return loads() }))
@@ -316,7 +316,7 @@ func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
 	}
 
 	next.Prometheus.Retention = 3 * time.Hour // a flag: a new process
-	s.SetStack(next)
+	s.SetConfig(next, cfg.Manager)
 	etcdtest.Eventually(t, 30*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/flags"), `"storage.tsdb.retention.time":"3h"`) && running() != ""
 	}, "Prometheus not restarted with the new retention: %+v", poll.Latest(func() any { return s.States() }))

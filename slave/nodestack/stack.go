@@ -55,7 +55,7 @@ type Stack struct {
 	// into its queue instead of being stopped, and sends them to the
 	// next collector once it is re-pointed.
 	collector string
-	stack     *stackconfig.Stack // a reloaded [stack] apply has not taken yet
+	next      *reloaded // a reloaded config apply has not taken yet
 	nudge     chan struct{}
 	warned    map[string]string // component -> last problem logged
 
@@ -90,12 +90,12 @@ func (s *Stack) SetCollectors(urls map[string]string) {
 	s.poke()
 }
 
-// SetStack takes a reloaded [stack] (stackconfig.ReloadStack) and nudges
+// SetConfig takes a reloaded [stack] and [manager] (stackconfig.Reload) and nudges
 // Run: the configs are rendered again, a workload whose config file
 // changed is reloaded, one whose command or image changed is restarted.
-func (s *Stack) SetStack(st stackconfig.Stack) {
+func (s *Stack) SetConfig(st stackconfig.Stack, m stackconfig.Manager) {
 	s.mu.Lock()
-	s.stack = &st
+	s.next = &reloaded{st, m}
 	s.mu.Unlock()
 	s.poke()
 }
@@ -133,8 +133,8 @@ func (s *Stack) Run(ctx context.Context) error {
 // reloads running workloads whose config changed.
 func (s *Stack) apply(ctx context.Context) {
 	s.mu.Lock()
-	if s.stack != nil { // s.cfg is Run's own
-		s.cfg.Stack, s.stack = *s.stack, nil
+	if s.next != nil { // s.cfg is Run's own
+		s.cfg.Stack, s.cfg.Manager, s.next = s.next.stack, s.next.manager, nil
 	}
 	s.mu.Unlock()
 	var specs []workload.Spec
@@ -350,3 +350,9 @@ func globRoot(pattern string) string {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// reloaded is what SetConfig takes.
+type reloaded struct {
+	stack   stackconfig.Stack
+	manager stackconfig.Manager
+}

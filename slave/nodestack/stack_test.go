@@ -157,8 +157,9 @@ func TestOtelcolShipperRunsTheTraceAgentForLogs(t *testing.T) {
 	}, "the trace agent did not gain a traces pipeline")
 }
 
-// A reloaded [stack] is rendered again: node_exporter moves (its target
-// follows), the log shipper's files change, Vector is turned off.
+// A reloaded [stack] and [manager] are rendered again: node_exporter moves
+// (its target follows), the log shipper reads other files and sends them
+// to another URL, node_exporter is turned off.
 func TestReloadedStackIsRenderedAgain(t *testing.T) {
 	dir := t.TempDir()
 	targets := &fakeTargets{}
@@ -173,17 +174,20 @@ func TestReloadedStackIsRenderedAgain(t *testing.T) {
 	next := cfg.Stack
 	next.NodeExporter.Listen = "0.0.0.0:19100"
 	next.Logs.Files = []string{"/var/log/other/*.log"}
-	s.SetStack(next)
+	m := cfg.Manager
+	m.LogsURL = "http://127.0.0.1:19428/insert/opentelemetry/v1/logs"
+	s.SetConfig(next, m)
 	cfgFile := filepath.Join(dir, "trace-agent", "config.yml")
 	etcdtest.Eventually(t, 5*time.Second, func() bool {
 		b, _ := os.ReadFile(cfgFile)
 		g := targets.get("node/node-exporter")
 		return strings.Contains(string(b), "/var/log/other/*.log") && !strings.Contains(string(b), "/var/log/app/") &&
+			strings.Contains(string(b), "127.0.0.1:19428") &&
 			len(g.Targets) == 1 && g.Targets[0] == "10.0.0.1:19100"
 	}, "reload not rendered: node_exporter target %+v", poll.Latest(func() any { return targets.get("node/node-exporter") }))
 
 	next.NodeExporter.Enabled = false
-	s.SetStack(next)
+	s.SetConfig(next, m)
 	etcdtest.Eventually(t, 5*time.Second, func() bool {
 		return s.names() == "agent-trace-agent-n1" && len(targets.get("node/node-exporter").Targets) == 0
 	},
