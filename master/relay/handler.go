@@ -104,9 +104,14 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_, _ = w.Write(append(body, '\n'))
-		if code >= 500 {
+		switch {
+		case req.Context().Err() != nil:
+			// The sender went away (it stopped, or timed out and will
+			// resend): nothing of the relay's own failed.
+			r.logger.Debug("remote-write request cancelled by its sender", "code", code, "protocol", protoLabel(v), "err", he.msg)
+		case code >= 500:
 			r.logger.Warn("remote-write request failed", "code", code, "protocol", protoLabel(v), "err", he.msg)
-		} else {
+		default:
 			r.logger.Debug("remote-write request refused", "code", code, "protocol", protoLabel(v), "err", he.msg)
 		}
 	} else {

@@ -701,3 +701,31 @@ func TestQueueWithOneSeriesEmptiesOnceDelivered(t *testing.T) {
 		last = s.Samples[0].Timestamp
 	}
 }
+
+// A request its sender gave up on (Prometheus timed out and will resend,
+// or stopped) gets 503 and is no warning: nothing of the relay failed.
+func TestCancelledRequestIsNoWarning(t *testing.T) {
+	var logs logbuf.Buffer
+	r, _ := runningWith(t, testConfig(t.TempDir(), newFakeManager(t).URL), slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	for range cap(r.sem) { // every decoding slot taken: a request waits
+		r.sem <- struct{}{}
+	}
+	defer func() {
+		for range cap(r.sem) {
+			<-r.sem
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(request("x"))).WithContext(ctx)
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503: %s", rec.Code, rec.Body)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Fatalf("a request its sender cancelled was logged as a warning:\n%s", logs.String())
+	}
+}
