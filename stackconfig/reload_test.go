@@ -1,6 +1,7 @@
 package stackconfig
 
 import (
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -22,10 +23,13 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	next.Stack.Driver = "process"
 	next.Manager.LogsURL = "http://127.0.0.1:9428/insert/opentelemetry/v1/logs"
 	next.Manager.TracesOTLPEndpoint = "http://127.0.0.1:14317"
+	cur.Relay.Upstream = Upstreams("http://127.0.0.1:9009/api/v1/write")
+	next.Relay.Upstream = Upstreams("http://127.0.0.1:9010/api/v1/write")
+	next.Relay.Concurrency = 7
 
 	applied := Reload(&cur, &next, true)
 	if applied.LogLevel != "debug" || applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" ||
-		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager {
+		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager || !reflect.DeepEqual(applied.Relay, next.Relay) {
 		t.Errorf("rendered keys not applied: %+v", applied)
 	}
 	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen"}
@@ -39,6 +43,13 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	applied = Reload(&cur, &next, true)
 	if got := Changed(&applied, &next); !slices.Contains(got, "manager.traces_otlp_endpoint") {
 		t.Errorf("a traces endpoint that went was applied: restart keys %v", got)
+	}
+
+	// A relay that comes or goes waits for a restart.
+	next.Relay.Upstream = nil
+	applied = Reload(&cur, &next, true)
+	if got := Changed(&applied, &next); !slices.Contains(got, "relay.upstream") {
+		t.Errorf("a relay that went was applied: restart keys %v", got)
 	}
 
 	// Kubernetes mode: the stack is Helm releases made at start.

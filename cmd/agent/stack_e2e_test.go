@@ -179,7 +179,8 @@ func TestStackWithProcessDriver(t *testing.T) {
 		"the Prometheus left by the killed master %s still runs beside the new master's", other.node)
 }
 
-// SIGHUP applies a changed [stack] to the running stack: Prometheus
+// SIGHUP applies a changed [stack] and [relay] to the running stack and
+// relay: Prometheus
 // re-reads its changed config (same process), node_exporter moves to
 // another port (restarted, its target follows); a key the agent cannot
 // change while it runs (where the master's Prometheus listens, published
@@ -200,16 +201,17 @@ func TestStackReloadOnSIGHUP(t *testing.T) {
 	promPid := pidOf(t, a.dataDir, "agent-prometheus-n1")
 
 	moved := etcdtest.FreeAddr(t)
-	toml := strings.NewReplacer(`scrape_interval = "1s"`, `scrape_interval = "2s"`, a.nodeExporter, moved, a.prom, etcdtest.FreeAddr(t)).Replace(a.toml)
+	toml := strings.NewReplacer(`scrape_interval = "1s"`, `scrape_interval = "2s"`, a.nodeExporter, moved, a.prom, etcdtest.FreeAddr(t),
+		`flush_deadline = "100ms"`, `flush_deadline = "200ms"`).Replace(a.toml)
 	if err := os.WriteFile(a.config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	a.signal(syscall.SIGHUP)
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		log := readFile(t, a.log)
-		return strings.Contains(log, "applied=stack.prometheus.scrape_interval,stack.node_exporter.listen") &&
-			strings.Contains(log, "keys=stack.prometheus.listen")
-	}, "the reload did not apply scrape_interval and node_exporter.listen, and name prometheus.listen as needing a restart")
+		return strings.Contains(log, "applied=stack.prometheus.scrape_interval,stack.node_exporter.listen,relay.flush_deadline\n") &&
+			strings.Contains(log, "keys=stack.prometheus.listen") && strings.Contains(log, "msg=\"relay reloaded\"")
+	}, "the reload did not apply relay.flush_deadline, scrape_interval and node_exporter.listen (the relay built again), and name prometheus.listen as needing a restart")
 	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet(promURL+"/api/v1/status/config"), "scrape_interval: 2s")
 	}, "Prometheus does not run the new scrape_interval")
@@ -222,6 +224,11 @@ func TestStackReloadOnSIGHUP(t *testing.T) {
 	if processtest.HTTPGet("http://"+a.nodeExporter+"/metrics") != "" {
 		t.Fatalf("node_exporter still answers on its old address %s", a.nodeExporter)
 	}
+	// The relay built from the reloaded [relay] forwards what Prometheus
+	// scraped since.
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return query(manager, `up{job="node",instance="`+moved+`"}`) == 1
+	}, "what was scraped after the reload did not reach the manager through the reloaded relay")
 }
 
 // startStackAgentWithPorts restarts an agent with the data dir and ports of

@@ -75,14 +75,19 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 
 	var relayURL string
-	var rel *relay.Relay
+	var rel *relay.Service
 	if cfg.Relay.Enabled() {
-		rel, err = relay.New(cfg.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir), log.With("component", "relay"), reg)
+		rel, err = relay.NewService(cfg.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir), log.With("component", "relay"), reg)
 		if err != nil {
 			return nil, err
 		}
 		relayURL = "http://" + cfg.AdvertiseAddr() + "/api/v1/write"
 		p.relay = rel.Run
+		prev := p.reload
+		p.reload = func(next *stackconfig.Config) {
+			prev(next)
+			rel.Reload(next.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir))
+		}
 	}
 
 	var duties master.Duties
@@ -218,9 +223,9 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	if err != nil {
 		return nil, none, nil, nil, err
 	}
-	exporters := p.reload
+	prev := p.reload
 	p.reload = func(next *stackconfig.Config) {
-		exporters(next)
+		prev(next)
 		nodeStack.SetConfig(next.Stack, next.Manager)
 		cluster.SetConfig(next.Stack, next.Manager)
 	}

@@ -34,6 +34,8 @@ type Relay struct {
 	dropped []atomic.Int64 // samples dropped, by upstream
 	sem     chan struct{}  // bounds requests being decoded at once
 	running atomic.Bool
+	reg     prometheus.Registerer // where collectors are registered (nil: nowhere)
+	metricz []prometheus.Collector
 	work    sync.Pool // *workBufs
 	hold    sync.Pool // *holdBufs
 }
@@ -81,9 +83,12 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 		MaxBytes:     cfg.QueueMaxBytes,
 		MinFreeBytes: cfg.QueueMinFreeBytes,
 		IdleSeal:     time.Second,
-		Shards:       shards,
-		Cursors:      cursors,
-		Logger:       logger,
+		// A reload opens the queue right after the previous relay closed
+		// it, maybe while a workload being started still shares the lock.
+		LockWait: 5 * time.Second,
+		Shards:   shards,
+		Cursors:  cursors,
+		Logger:   logger,
 		OnDrop: func(cursor, _, samples int) {
 			i := cursor / shards
 			r.dropped[i].Add(int64(samples))
@@ -98,6 +103,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	for i, u := range cfg.Upstream {
 		f, err := newForwarder(u, cfg, r.log, cursorRange(i*shards, shards), &r.dropped[i], r.m, logger)
 		if err != nil {
+			r.log.Close()
 			return nil, fmt.Errorf("relay.upstream[%d]: %w", i, err)
 		}
 		r.fwds = append(r.fwds, f)
@@ -112,13 +118,29 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 		)
 	}
 	if reg != nil {
-		for _, c := range collectors {
+		for i, c := range collectors {
 			if err := reg.Register(c); err != nil {
+				for _, done := range collectors[:i] {
+					reg.Unregister(done)
+				}
+				r.log.Close()
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
 		}
 	}
+	r.reg, r.metricz = reg, collectors
 	return r, nil
+}
+
+// unregister removes the relay's metrics from its registerer, so that a
+// relay built from a reloaded config can register its own.
+func (r *Relay) unregister() {
+	if r.reg == nil {
+		return
+	}
+	for _, c := range r.metricz {
+		r.reg.Unregister(c)
+	}
 }
 
 func cursorRange(from, n int) []int {

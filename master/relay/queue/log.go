@@ -47,6 +47,10 @@ type Options struct {
 	// that it can be deleted: once everything is delivered the queue
 	// shrinks to about nothing, not to up to a segment. 0 means 5 s.
 	IdleSeal time.Duration
+	// LockWait is how long Open waits for the directory's lock while
+	// another holder has it (a Log closing, or a process being started
+	// that shares the file until it execs); 0: it does not wait.
+	LockWait time.Duration
 	// Shards is how many shards records are spread over; a record of shard
 	// s belongs to the cursors of shard s % Shards.
 	Shards  int
@@ -135,8 +139,15 @@ func (l *Log) open() error {
 		return fmt.Errorf("open lock: %w", err)
 	}
 	l.lock = lock
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return fmt.Errorf("lock queue dir %s (another relay uses it?): %w", dir, err)
+	for deadline, wait := time.Now().Add(l.opts.LockWait), time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			return fmt.Errorf("lock queue dir %s (another relay uses it?): %w", dir, err)
+		}
+		time.Sleep(wait)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -485,6 +496,10 @@ func (l *Log) sealIfDelivered() {
 		l.nudgePersist()
 	}
 }
+
+// Close releases the files and the lock of a Log that was opened but is
+// not to be Run (Run closes them itself when it returns).
+func (l *Log) Close() { l.closeFiles() }
 
 func (l *Log) closeFiles() {
 	l.mu.Lock()

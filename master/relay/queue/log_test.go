@@ -339,3 +339,31 @@ func TestFlagsKeptAcrossRestart(t *testing.T) {
 		t.Fatalf("flags %v, want [0 2]", got)
 	}
 }
+
+// A second Log on the same directory is refused once LockWait has passed;
+// one that waits while the holder closes gets the directory.
+func TestLockWaitsForTheHolder(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Open(opts(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts(dir)
+	o.LockWait = 20 * time.Millisecond
+	if _, err := Open(o); err == nil || !strings.Contains(err.Error(), "another relay uses it?") {
+		t.Fatalf("second Open on a held directory: %v, want refused", err)
+	}
+	o.LockWait = time.Minute
+	opened := make(chan error, 1)
+	go func() {
+		l, err := Open(o)
+		if err == nil {
+			l.Close()
+		}
+		opened <- err
+	}()
+	first.Close()
+	if err := <-opened; err != nil {
+		t.Fatalf("Open waiting for the holder to close: %v", err)
+	}
+}
