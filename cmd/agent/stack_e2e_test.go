@@ -180,11 +180,11 @@ func TestStackWithProcessDriver(t *testing.T) {
 }
 
 // SIGHUP applies a changed [stack] and [relay] to the running stack and
-// relay: Prometheus
-// re-reads its changed config (same process), node_exporter moves to
-// another port (restarted, its target follows); a key the agent cannot
-// change while it runs (where the master's Prometheus listens, published
-// in etcd) is named as needing a restart and left as it is.
+// relay: Prometheus re-reads its changed config (same process),
+// node_exporter moves to another port (restarted, its target follows), the
+// relay is rebuilt and forwards what is scraped after; a key the agent
+// cannot change while it runs (where the master's Prometheus listens,
+// published in etcd) is named as needing a restart and left as it is.
 func TestStackReloadOnSIGHUP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")

@@ -207,16 +207,7 @@ func TestMasterNeverReloadsAPrometheusItDoesNotRun(t *testing.T) {
 // same spec) when a term starts with a changed prometheus.yml, is reloaded
 // by SIGHUP through the driver: same pid, new config loaded.
 func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
-	etcdtest.RequireBinary(t, "prometheus", "prometheus")
-	d, err := process.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t)
-	cfg.Driver = process.DriverName
-	cfg.Stack.Jaeger.Enabled = false
-	cfg.Stack.Prometheus.Listen = etcdtest.FreeAddr(t)
-	cfg.RelayURL = ""
+	cfg, d := promOnly(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	// What a crashed master left: the stack's own Prometheus, with its labels.
@@ -252,10 +243,7 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
-	defer func() { cancel(); <-done }()
+	startTerm(t, s)
 	etcdtest.Eventually(t, 20*time.Second, func() bool { return loads() == 2 }, "adopted Prometheus not reloaded (config loads: %d)", loads())
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s")
@@ -271,24 +259,12 @@ func TestAdoptedPrometheusIsReloadedThroughTheDriver(t *testing.T) {
 // loaded by the same Prometheus (SIGHUP through the driver), a changed
 // flag restarts it.
 func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
-	etcdtest.RequireBinary(t, "prometheus", "prometheus")
-	d, err := process.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t)
-	cfg.Driver = process.DriverName
-	cfg.Stack.Jaeger.Enabled = false
-	cfg.Stack.Prometheus.Listen = etcdtest.FreeAddr(t)
-	cfg.RelayURL = ""
+	cfg, d := promOnly(t)
 	s, err := New(cfg, d, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
-	defer func() { cancel(); <-done }()
+	startTerm(t, s)
 	name, url := prometheusName(cfg.Node), "http://"+cfg.Stack.Prometheus.Listen
 	running := func() string { // the pid of a Prometheus that answers
 		for _, st := range s.States() {
@@ -323,4 +299,29 @@ func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
 	if got := running(); got == pid {
 		t.Fatalf("Prometheus pid %s kept across a changed flag", pid)
 	}
+}
+
+// promOnly is a cluster stack of the Debian Prometheus alone, run by the
+// process driver on a free port, without a relay.
+func promOnly(t *testing.T) (Config, *process.Driver) {
+	t.Helper()
+	etcdtest.RequireBinary(t, "prometheus", "prometheus")
+	d, err := process.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.Driver = process.DriverName
+	cfg.Stack.Jaeger.Enabled = false
+	cfg.Stack.Prometheus.Listen = etcdtest.FreeAddr(t)
+	cfg.RelayURL = ""
+	return cfg, d
+}
+
+// startTerm runs a term of s until the test ends.
+func startTerm(t *testing.T, s *Stack) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, etcd.Leader{}) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
