@@ -78,7 +78,7 @@ func TestReloadReplacesThePlugins(t *testing.T) {
 	bad := next
 	bad.Plugins = []stackconfig.Plugin{{Name: "c", Command: []string{"/bin/true"}, User: "no-such-user-here"}}
 	s.Reload(bad)
-	waitFor(t, "the rejected list logged", func() bool { return strings.Contains(logs.String(), "reloaded plugins rejected") })
+	waitFor(t, "the rejected list logged", func() bool { return strings.Contains(logs.String(), "reloaded config rejected") })
 	b, _ := up.values("plugin_b_ticks")
 	waitFor(t, "b running again", func() bool { v, _ := up.values("plugin_b_ticks"); return listed() == "b" && len(v) >= len(b)+2 })
 }
