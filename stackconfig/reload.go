@@ -1,12 +1,13 @@
 package stackconfig
 
 // Reload is the config a running agent applies on SIGHUP when the file
-// now says next: cur with log_level and [[exporters]] from next, [relay]
-// from next unless the relay comes or goes (whether it runs decides the
-// Prometheus config and the URLs published at start), and, when
-// stacks is set (the host's stacks; not in Kubernetes mode, where the
-// stack is Helm releases made at start), [stack] and [manager] from next
-// except the keys other parts took at start:
+// now says next: cur with log_level, [[exporters]], [[plugins]] and
+// plugins_dir from next, [relay] from next unless the relay comes or goes
+// (whether it runs decides the Prometheus config and the URLs published
+// at start), and, when stacks is set (the host's stacks; not in
+// Kubernetes mode, where the stack is Helm releases made at start),
+// [stack] and [manager] from next except the keys other parts took at
+// start:
 //
 //   - stack.driver and stack.helm (the drivers and releases are made at start);
 //   - whether the master runs Prometheus and the Jaeger collector, and
@@ -23,6 +24,7 @@ package stackconfig
 func Reload(cur, next *Config, stacks bool) Config {
 	out := *cur
 	out.LogLevel, out.Exporters = next.LogLevel, next.Exporters
+	out.Plugins, out.PluginsDir = next.Plugins, next.PluginsDir
 	if cur.Relay.Enabled() == next.Relay.Enabled() {
 		out.Relay = next.Relay
 	}

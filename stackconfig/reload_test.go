@@ -26,10 +26,11 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	cur.Relay.Upstream = Upstreams("http://127.0.0.1:9009/api/v1/write")
 	next.Relay.Upstream = Upstreams("http://127.0.0.1:9010/api/v1/write")
 	next.Relay.Concurrency = 7
+	next.Plugins = []Plugin{{Name: "p1", Command: []string{"/bin/true"}}}
 
 	applied := Reload(&cur, &next, true)
 	if applied.LogLevel != "debug" || applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" ||
-		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager || !reflect.DeepEqual(applied.Relay, next.Relay) {
+		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager || !reflect.DeepEqual(applied.Relay, next.Relay) || len(applied.Plugins) != 1 {
 		t.Errorf("rendered keys not applied: %+v", applied)
 	}
 	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen"}

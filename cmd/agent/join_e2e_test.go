@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
+	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
 func httpCode(url string) int {
@@ -45,8 +47,8 @@ func TestJoinWaitsForEtcd(t *testing.T) {
 	etcdtest.Eventually(t, 30*time.Second, a.ready, "agent did not join once etcd was up")
 }
 
-// SIGHUP applies log_level and names the keys that need a restart; a bad
-// file is rejected and the agent keeps running.
+// SIGHUP applies log_level, exporters and plugins and names the keys that
+// need a restart; a bad file is rejected and the agent keeps running.
 func TestReloadOnSIGHUP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -62,7 +64,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	a := startAgent(t, endpoint, "n1", "2s", "--config", cfg)
 	etcdtest.Eventually(t, 10*time.Second, a.ready, "not ready")
 
-	write("log_level = \"warn\"\nlog_format = \"json\"\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n")
+	write("log_level = \"warn\"\nlog_format = \"json\"\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n" +
+		"[[plugins]]\nname = \"hello\"\ncommand = [\"/bin/echo\", \"hello 1\"]\n")
 	a.signal(syscall.SIGHUP)
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		log := readFile(t, a.log)
@@ -72,6 +75,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		out, _ := exec.Command(agentBinary(t), "targets", "--api", "http://"+a.api, "-o", "json").Output()
 		return strings.Contains(string(out), `"127.0.0.1:9100"`)
 	}, "reloaded exporter not published")
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet("http://"+a.api+"/api/v1/plugins"), `"name": "hello"`)
+	}, "the plugin added by the reload is not served: %s", poll.Latest(func() any { return processtest.HTTPGet("http://" + a.api + "/api/v1/plugins") }))
 
 	write("log_level = \"loud\"\n")
 	a.signal(syscall.SIGHUP)

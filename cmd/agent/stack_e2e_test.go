@@ -210,7 +210,7 @@ func TestStackReloadOnSIGHUP(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		log := readFile(t, a.log)
 		return strings.Contains(log, "applied=stack.prometheus.scrape_interval,stack.node_exporter.listen,relay.flush_deadline\n") &&
-			strings.Contains(log, "keys=stack.prometheus.listen") && strings.Contains(log, "msg=\"relay reloaded\"")
+			strings.Contains(log, "keys=stack.prometheus.listen") && strings.Contains(log, "msg=reloaded node=n1 component=relay")
 	}, "the reload did not apply relay.flush_deadline, scrape_interval and node_exporter.listen (the relay built again), and name prometheus.listen as needing a restart")
 	etcdtest.Eventually(t, 20*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet(promURL+"/api/v1/status/config"), "scrape_interval: 2s")

@@ -162,13 +162,19 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	p.api.Handle("/api/v1/push", guard(push.NewHandler(push.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, MaxBodyBytes: cfg.Push.MaxBodyBytes,
 	}, pushApp, log.With("component", "push"), reg)))
-	plugs, err := plugins.New(plugins.Config{
-		Node: cfg.Node, Cluster: cfg.Cluster, Dir: cfg.PluginsPath(), Plugins: cfg.Plugins,
-	}, pluginApp, log.With("component", "plugins"), reg)
+	pluginsOf := func(c *stackconfig.Config) plugins.Config {
+		return plugins.Config{Node: cfg.Node, Cluster: cfg.Cluster, Dir: c.PluginsPath(), Plugins: c.Plugins}
+	}
+	plugs, err := plugins.NewService(pluginsOf(cfg), pluginApp, log.With("component", "plugins"), reg)
 	if err != nil {
 		return nil, exitCode{2, err}
 	}
 	p.actors = append(p.actors, plugs.Run)
+	prev := p.reload
+	p.reload = func(next *stackconfig.Config) {
+		prev(next)
+		plugs.Reload(pluginsOf(next))
+	}
 	for pattern, h := range plugs.Routes() {
 		p.api.Handle(pattern, guard(h))
 	}

@@ -35,7 +35,7 @@ func runningService(t *testing.T, cfg stackconfig.Relay, logger *slog.Logger, re
 			t.Error(err)
 		}
 	})
-	waitFor(t, "relay running", func() bool { return s.cur.Load().running.Load() })
+	waitFor(t, "relay running", func() bool { return s.Current().running.Load() })
 	return s
 }
 
@@ -44,7 +44,7 @@ func reloadTo(t *testing.T, s *Service, cfg stackconfig.Relay) {
 	t.Helper()
 	s.Reload(cfg)
 	waitFor(t, "the reloaded relay running", func() bool {
-		r := s.cur.Load()
+		r := s.Current()
 		return r.running.Load() && r.cfg.Concurrency == cfg.Concurrency && len(r.cfg.Upstream) == len(cfg.Upstream)
 	})
 }
@@ -118,9 +118,9 @@ func TestReloadThatCannotOpenKeepsThePrevious(t *testing.T) {
 	}
 	s.Reload(bad)
 	waitFor(t, "the rejection logged and the previous relay running again", func() bool {
-		return strings.Contains(logs.String(), "reloaded relay config rejected") && s.cur.Load().running.Load()
+		return strings.Contains(logs.String(), "reloaded config rejected") && s.Current().running.Load()
 	})
-	if got := s.cur.Load().cfg.QueueDir; got != cfg.QueueDir {
+	if got := s.Current().cfg.QueueDir; got != cfg.QueueDir {
 		t.Fatalf("queue_dir %s, want the previous %s", got, cfg.QueueDir)
 	}
 	if rec := post(s, request("x"), nil); rec.Code != http.StatusNoContent {

@@ -29,13 +29,26 @@ func newMetrics(m *Manager) *metrics {
 	}
 }
 
+func (mt *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{mt.runs, mt.skipped, mt.duration, mt.enabled}
+}
+
 func (mt *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{mt.runs, mt.skipped, mt.duration, mt.enabled} {
+	for i, c := range mt.collectors() {
 		if err := reg.Register(c); err != nil {
+			for _, done := range mt.collectors()[:i] {
+				reg.Unregister(done)
+			}
 			return err
 		}
 	}
 	return nil
+}
+
+func (mt *metrics) unregister(reg prometheus.Registerer) {
+	for _, c := range mt.collectors() {
+		reg.Unregister(c)
+	}
 }
 
 // enabledCollector reports agent_plugin_enabled per plugin at scrape time.
