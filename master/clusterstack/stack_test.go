@@ -284,8 +284,9 @@ func TestReloadedStackReachesTheRunningTerm(t *testing.T) {
 	next := cfg.Stack
 	next.Prometheus.ScrapeInterval = 20 * time.Second
 	s.SetConfig(next, cfg.Manager)
+	// Prometheus serves the new config a moment before it logs the load.
 	etcdtest.Eventually(t, 20*time.Second, func() bool {
-		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s")
+		return strings.Contains(processtest.HTTPGet(url+"/api/v1/status/config"), "scrape_interval: 20s") && loads() >= 2
 	}, "the new scrape_interval is not loaded (config loads: %d)", poll.Latest(func() any { return loads() }))
 	if got := running(); got != pid || loads() != 2 {
 		t.Fatalf("Prometheus pid %s -> %s, config loads %d: want the same process, reloaded once", pid, got, loads())
