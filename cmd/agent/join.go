@@ -128,7 +128,8 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	goRest(api.Run)
 	goRest(func(ctx context.Context) error { notifyReady(ctx, node); return nil })
 	goRest(func(ctx context.Context) error {
-		return reloadOnHUP(ctx, cfg, reload, parts.reload, parts.reloadStack, level, log)
+		// In Kubernetes mode the stack is Helm releases made at start.
+		return reloadOnHUP(ctx, cfg, reload, parts.reload, !kubernetesMode(cfg), level, log)
 	})
 	for _, actor := range parts.actors {
 		goRest(actor)

@@ -39,9 +39,8 @@ type parts struct {
 	actors []func(context.Context) error // run beside the node and the API
 	// relay stops last: the master's Prometheus writes into it until the
 	// node's master duties have stopped it.
-	relay       func(context.Context) error
-	reload      func(*stackconfig.Config) // applies what SIGHUP may change
-	reloadStack bool                      // reload applies [stack] and [manager] (stackconfig.Reload)
+	relay  func(context.Context) error
+	reload func(*stackconfig.Config) // applies what SIGHUP may change (stackconfig.Reload)
 }
 
 // wire builds every component from cfg. Nothing runs yet.
@@ -235,7 +234,6 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		nodeStack.SetConfig(next.Stack, next.Manager)
 		cluster.SetConfig(next.Stack, next.Manager)
 	}
-	p.reloadStack = true
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
 

@@ -25,19 +25,19 @@ var ErrNoUpstream = errors.New("relay: no upstream configured")
 
 // Relay receives remote-write, queues it on disk and forwards it.
 type Relay struct {
-	cfg     stackconfig.Relay
-	logger  *slog.Logger
-	m       *metrics
-	log     *queue.Log
-	rw      *remotewrite.Rewriter
-	fwds    []*forwarder
-	dropped []atomic.Int64 // samples dropped, by upstream
-	sem     chan struct{}  // bounds requests being decoded at once
-	running atomic.Bool
-	reg     prometheus.Registerer // where collectors are registered (nil: nowhere)
-	metricz []prometheus.Collector
-	work    sync.Pool // *workBufs
-	hold    sync.Pool // *holdBufs
+	cfg        stackconfig.Relay
+	logger     *slog.Logger
+	m          *metrics
+	log        *queue.Log
+	rw         *remotewrite.Rewriter
+	fwds       []*forwarder
+	dropped    []atomic.Int64 // samples dropped, by upstream
+	sem        chan struct{}  // bounds requests being decoded at once
+	running    atomic.Bool
+	reg        prometheus.Registerer // where registered is (nil: nowhere)
+	registered []prometheus.Collector
+	work       sync.Pool // *workBufs
+	hold       sync.Pool // *holdBufs
 }
 
 // New validates cfg (QueueDir must be set: see
@@ -128,7 +128,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 			}
 		}
 	}
-	r.reg, r.metricz = reg, collectors
+	r.reg, r.registered = reg, collectors
 	return r, nil
 }
 
@@ -138,7 +138,7 @@ func (r *Relay) unregister() {
 	if r.reg == nil {
 		return
 	}
-	for _, c := range r.metricz {
+	for _, c := range r.registered {
 		r.reg.Unregister(c)
 	}
 }

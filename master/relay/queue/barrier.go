@@ -33,6 +33,9 @@ const barrierDir = "barriers"
 // a barrier of its stream that some cursor of the stream has not yet
 // acknowledged up to. Called with mu held.
 func (l *Log) blocked(c *cursorState, pos Position) bool {
+	if len(l.barriers) == 0 { // nearly always: no map lookup per record read
+		return false
+	}
 	for _, b := range l.barriers[c.Stream] {
 		if pos.Less(b) {
 			return false // barriers ascend
@@ -49,7 +52,7 @@ func (l *Log) blocked(c *cursorState, pos Position) bool {
 // moved wakes the readers waiting at a barrier of c's stream after c's
 // acknowledged position moved. Called with mu held.
 func (l *Log) moved(c *cursorState) {
-	if len(l.barriers[c.Stream]) > 0 {
+	if len(l.barriers) > 0 && len(l.barriers[c.Stream]) > 0 {
 		close(l.barrierCh)
 		l.barrierCh = make(chan struct{})
 	}
