@@ -76,6 +76,11 @@ type Etcd struct {
 	// EmbeddedPeerListen is the peer URL of the embedded etcd; derived from
 	// EmbeddedListen (port + 1) when empty.
 	EmbeddedPeerListen string `mapstructure:"embedded_peer_listen"`
+	// Members is how many etcd members a cluster this agent founds (on
+	// its embedded etcd) grows to: agents that join it add themselves as
+	// members until it has that many (1, 3 or 5; 1: it stays one member).
+	// Read from the founding agent only.
+	Members int `mapstructure:"members"`
 	// DialTimeout bounds each connection attempt.
 	DialTimeout time.Duration `mapstructure:"dial_timeout"`
 	// Username and PasswordFile authenticate against etcd.
@@ -99,6 +104,7 @@ var DefaultConfig = Config{
 	Etcd: Etcd{
 		Prefix:         "/agent",
 		EmbeddedListen: "http://127.0.0.1:2379",
+		Members:        1,
 		DialTimeout:    5 * time.Second,
 	},
 	Stack:   DefaultStack,
@@ -237,6 +243,9 @@ func (e *Etcd) validate() []error {
 		if err := checkURL(e.EmbeddedPeerListen); err != nil {
 			bad("etcd.embedded_peer_listen: %v, got %q", err, e.EmbeddedPeerListen)
 		}
+	}
+	if e.Members != 1 && e.Members != 3 && e.Members != 5 {
+		bad("etcd.members: must be 1, 3 or 5, got %d", e.Members)
 	}
 	if e.DialTimeout <= 0 {
 		bad("etcd.dial_timeout: must be > 0, got %s", e.DialTimeout)

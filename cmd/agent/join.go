@@ -73,25 +73,37 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	}
 	defer unlock()
 
+	// The agent runs an etcd member when it founds the cluster (no
+	// endpoints) or became a member of the one it joined (its data is
+	// here); else it may become one (etcd.Grower, below).
 	endpoints := cfg.Etcd.Endpoints
+	member := etcd.EmbedConfig{
+		Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
+		ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
+	}
 	var embedded *etcd.Embedded
-	if cfg.Embedded() {
-		embedded, err = etcd.StartEmbedded(ctx, etcd.EmbedConfig{
-			Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
-			ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
-		})
+	if cfg.Embedded() || etcd.HasMemberData(member.Dir) {
+		embedded, err = etcd.StartEmbedded(ctx, member)
 		if err != nil {
 			return err
 		}
 		defer embedded.Close()
-		endpoints = embedded.Endpoints()
-		log.Info("embedded etcd started", "endpoints", strings.Join(endpoints, ","), "data_dir", filepath.Join(cfg.DataDir, "etcd"))
+		endpoints = append(embedded.Endpoints(), endpoints...)
+		log.Info("embedded etcd started", "endpoints", strings.Join(endpoints, ","), "data_dir", member.Dir)
 	}
 	cli, err := etcd.NewClient(clientConfig(cfg, endpoints))
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
+	if cfg.Embedded() {
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := etcd.SetGrowth(gctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -143,6 +155,11 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return nil
 			}
 		})
+		if !cfg.Embedded() || cfg.Etcd.Members > 1 { // a member of a growing cluster
+			goRest(func(ctx context.Context) error { return etcd.SyncEndpoints(ctx, cli, 30*time.Second, log) })
+		}
+	} else {
+		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log}.Run)
 	}
 	if parts.relay != nil {
 		g.Go(func() error { return parts.relay(relayCtx) })

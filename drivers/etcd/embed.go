@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -14,19 +16,25 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// EmbedConfig describes the single-member etcd an agent runs when it is given
-// no endpoints.
+// EmbedConfig describes the etcd member an agent runs: the first member of
+// a new cluster when it is given no endpoints, or a member it added to the
+// cluster it joined (see Grower).
 type EmbedConfig struct {
 	Name      string // member name (the node name)
 	Dir       string // data directory
 	ClientURL string // e.g. http://127.0.0.1:2379
 	PeerURL   string // empty: the client URL's port + 1
+	// InitialCluster lists every member as name=peerURL,... when this one
+	// was added to a running cluster; empty: a new one-member cluster.
+	// Either is ignored once Dir holds member data.
+	InitialCluster string
 }
 
 // Embedded is a running embedded etcd server.
 type Embedded struct {
 	etcd  *embed.Etcd
 	level zap.AtomicLevel
+	close sync.Once
 }
 
 // StartEmbedded starts the server and waits until it serves clients or ctx
@@ -37,12 +45,9 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd client URL %q: %w", cfg.ClientURL, err)
 	}
-	purlStr := cfg.PeerURL
-	if purlStr == "" {
-		purlStr, err = nextPortURL(curl)
-		if err != nil {
-			return nil, err
-		}
+	purlStr, err := cfg.peerURL()
+	if err != nil {
+		return nil, err
 	}
 	purl, err := url.Parse(purlStr)
 	if err != nil {
@@ -54,12 +59,16 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*curl}, []url.URL{*curl}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*purl}, []url.URL{*purl}
 	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster, ec.ClusterState = cfg.InitialCluster, embed.ClusterStateFlagExisting
+	}
 	// etcd logs through zap. Errors go to stderr until Close, which would
 	// otherwise report every listener it shuts down as an error.
 	level := zap.NewAtomicLevelAt(zapcore.ErrorLevel)
 	zc := zap.NewProductionConfig()
 	zc.Level = level
 	zc.Sampling = nil
+	zc.DisableStacktrace = true
 	lg, err := zc.Build()
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd logger: %w", err)
@@ -87,6 +96,26 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	}
 }
 
+// HasMemberData reports whether dir holds the data of an etcd member, which
+// then starts from it (StartEmbedded) whatever the endpoints configured.
+func HasMemberData(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member", "wal"))
+	return err == nil
+}
+
+// peerURL is the peer URL the member advertises (cfg.PeerURL, or the
+// client URL's port + 1).
+func (cfg EmbedConfig) peerURL() (string, error) {
+	if cfg.PeerURL != "" {
+		return cfg.PeerURL, nil
+	}
+	curl, err := url.Parse(cfg.ClientURL)
+	if err != nil {
+		return "", fmt.Errorf("embedded etcd client URL %q: %w", cfg.ClientURL, err)
+	}
+	return nextPortURL(curl)
+}
+
 // Endpoints are the client URLs of the server.
 func (e *Embedded) Endpoints() []string {
 	var out []string
@@ -99,10 +128,12 @@ func (e *Embedded) Endpoints() []string {
 // Err reports a fatal server error.
 func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 
-// Close stops the server and waits for it.
+// Close stops the server and waits for it; once stopped, it does nothing.
 func (e *Embedded) Close() {
-	e.level.SetLevel(zapcore.FatalLevel)
-	e.etcd.Close()
+	e.close.Do(func() {
+		e.level.SetLevel(zapcore.FatalLevel)
+		e.etcd.Close()
+	})
 }
 
 func nextPortURL(u *url.URL) (string, error) {

@@ -1,0 +1,371 @@
+package etcd
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// An etcd cluster started by an agent (the embedded etcd) grows: the
+// founding agent records how many members it should have (GrowthKey), and
+// each agent that joins it adds itself as a member until it has that many
+// (Grower). Clusters the agents did not start have no such key and are
+// never changed.
+
+// Growth is the value at GrowthKey.
+type Growth struct {
+	// Members is the number of etcd members the cluster grows to (1, 3
+	// or 5).
+	Members int `json:"members"`
+}
+
+// GrowthKey is where the founding agent records the cluster's Growth:
+// <prefix>/_etcd/growth, beside the agent clusters (whose names cannot
+// start with "_").
+func GrowthKey(prefix string) string { return path.Join(prefix, "_etcd", "growth") }
+
+func growthLock(prefix string) string { return path.Join(prefix, "_etcd", "grow-lock") }
+
+// SetGrowth records that the cluster grows to members members. The
+// founding agent writes it at every start, so its configuration decides.
+func SetGrowth(ctx context.Context, cli *clientv3.Client, prefix string, members int) error {
+	v, err := json.Marshal(Growth{Members: members})
+	if err != nil {
+		return err
+	}
+	if _, err := cli.Put(ctx, GrowthKey(prefix), string(v)); err != nil {
+		return fmt.Errorf("record etcd growth at %s: %w", GrowthKey(prefix), err)
+	}
+	return nil
+}
+
+// ReadGrowth returns the cluster's Growth; ok is false for a cluster the
+// agents did not start (no key). A malformed value is an error.
+func ReadGrowth(ctx context.Context, cli *clientv3.Client, prefix string) (g Growth, ok bool, err error) {
+	resp, err := cli.Get(ctx, GrowthKey(prefix))
+	if err != nil {
+		return g, false, fmt.Errorf("read %s: %w", GrowthKey(prefix), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return g, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil || g.Members < 1 {
+		return g, false, fmt.Errorf("%s: want {\"members\": <1, 3 or 5>}, got %q", GrowthKey(prefix), resp.Kvs[0].Value)
+	}
+	return g, true, nil
+}
+
+// Grower adds the agent as a member of the cluster its Client is connected
+// to, when that cluster grows (see GrowthKey) and has fewer members than it
+// should: one agent at a time (an etcd lock), first as a learner, which is
+// promoted to a voting member once it has caught up with the leader.
+type Grower struct {
+	Client *clientv3.Client
+	Prefix string
+	Member EmbedConfig // this agent's member: name, data directory, URLs
+	Logger *slog.Logger
+	// PromoteTimeout is how long the learner may take to catch up (0: a
+	// minute). After it, the member is removed again and the agent stays a
+	// client.
+	PromoteTimeout time.Duration
+	// SyncInterval is how often the client's endpoints follow the members
+	// (0: 30s; see SyncEndpoints).
+	SyncInterval time.Duration
+}
+
+// Run joins as Join does, asking again (1 s, doubling to 30 s) while etcd
+// cannot be asked, so an agent that starts before etcd is reachable still
+// joins. In a cluster the agents started it then keeps the client's
+// endpoints at the members' (SyncEndpoints), and runs the member it became
+// until ctx ends; a failure of that member is returned.
+func (g Grower) Run(ctx context.Context) error {
+	var srv *Embedded
+	var grows bool
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		var err error
+		srv, grows, err = g.join(ctx)
+		if err == nil {
+			break
+		}
+		g.Logger.Warn("cannot ask etcd whether this agent becomes a member; asking again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	if !grows {
+		return nil
+	}
+	var failed <-chan error
+	if srv != nil {
+		defer srv.Close()
+		g.Client.SetEndpoints(append(srv.Endpoints(), g.Client.Endpoints()...)...)
+		failed = srv.Err()
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	synced := make(chan error, 1)
+	go func() { synced <- SyncEndpoints(sctx, g.Client, cmp.Or(g.SyncInterval, 30*time.Second), g.Logger) }()
+	select {
+	case err := <-failed:
+		return fmt.Errorf("etcd member: %w", err)
+	case err := <-synced:
+		return err
+	}
+}
+
+// Join makes the agent a member if the cluster wants one more, and
+// returns the running member, or nil when the agent stays a client (the
+// cluster does not grow, has its members, or this agent's peer URL cannot
+// be reached from them). An error means the cluster could not be asked;
+// a member that could not be started or promoted is removed again, logged,
+// and the agent stays a client.
+func (g Grower) Join(ctx context.Context) (*Embedded, error) {
+	srv, _, err := g.join(ctx)
+	return srv, err
+}
+
+// join is Join, and also says whether the cluster is one the agents
+// started (it has a GrowthKey).
+func (g Grower) join(ctx context.Context) (*Embedded, bool, error) {
+	growth, ok, err := ReadGrowth(ctx, g.Client, g.Prefix)
+	if err != nil || !ok || growth.Members <= 1 {
+		return nil, ok, err
+	}
+	srv, err := g.grow(ctx, growth)
+	return srv, true, err
+}
+
+func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
+	peer, err := g.Member.peerURL()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := concurrency.NewSession(g.Client, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("etcd growth lock: %w", err)
+	}
+	defer sess.Close()
+	lock := concurrency.NewMutex(sess, growthLock(g.Prefix))
+	if err := lock.Lock(ctx); err != nil {
+		return nil, fmt.Errorf("etcd growth lock: %w", err)
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = lock.Unlock(uctx)
+	}()
+
+	list, err := g.Client.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd members: %w", err)
+	}
+	members, err := g.forgetEarlierSelf(ctx, list.Members, peer)
+	if err != nil {
+		return nil, err
+	}
+	if len(members) >= growth.Members {
+		g.Logger.Info("etcd has its members: this agent is a client", "members", len(members), "grows_to", growth.Members)
+		return nil, nil
+	}
+	if remote := remotePeer(members); isLoopback(peer) && remote != "" {
+		g.Logger.Warn("not becoming an etcd member: this agent's peer URL is a loopback address the other members cannot reach; set etcd.embedded_listen (or embedded_peer_listen) to an address they can",
+			"peer_url", peer, "member_peer_url", remote)
+		return nil, nil
+	}
+
+	// etcd refuses a new member for a few seconds after another joined
+	// (every voting member must have been connected for 5 s), and the ID
+	// of one removed within the same second.
+	var added *clientv3.MemberAddResponse
+	err = retry(ctx, 30*time.Second, func(ctx context.Context) (err error) {
+		added, err = g.Client.MemberAddAsLearner(ctx, []string{peer})
+		return err
+	}, rpctypes.ErrUnhealthy, rpctypes.ErrMemberNotFound, rpctypes.ErrTooManyLearners)
+	if err != nil {
+		return nil, fmt.Errorf("add etcd member %s: %w", peer, err)
+	}
+	id := added.Member.ID
+	cfg := g.Member
+	cfg.InitialCluster = initialCluster(added.Members, id, g.Member.Name)
+	srv, err := g.start(ctx, cfg, id)
+	if err != nil {
+		g.Logger.Warn("could not become an etcd member; this agent stays a client", "peer_url", peer, "err", err)
+		g.remove(ctx, id)
+		return nil, ctx.Err()
+	}
+	g.Logger.Info("became an etcd member", "peer_url", peer, "client_url", g.Member.ClientURL, "members", len(members)+1)
+	return srv, nil
+}
+
+// start starts the member and promotes it; on failure it is stopped and
+// its new data removed.
+func (g Grower) start(ctx context.Context, cfg EmbedConfig, id uint64) (*Embedded, error) {
+	srv, err := StartEmbedded(ctx, cfg)
+	if err != nil {
+		_ = os.RemoveAll(cfg.Dir)
+		return nil, err
+	}
+	// The member fails the promotion until it has caught up with the
+	// leader; a member that fails meanwhile ends it at once.
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case err := <-srv.Err():
+			cancel(fmt.Errorf("member failed while catching up: %w", err))
+		case <-pctx.Done():
+		}
+	}()
+	err = retry(pctx, cmp.Or(g.PromoteTimeout, time.Minute), func(ctx context.Context) error {
+		_, err := g.Client.MemberPromote(ctx, id)
+		return err
+	}, rpctypes.ErrMemberLearnerNotReady, rpctypes.ErrUnhealthy)
+	if err != nil {
+		srv.Close()
+		_ = os.RemoveAll(cfg.Dir)
+		if cause := context.Cause(pctx); cause != nil && ctx.Err() == nil {
+			err = cause
+		}
+		return nil, fmt.Errorf("promote the learner: %w", err)
+	}
+	return srv, nil
+}
+
+// retry calls fn every 200 ms while it fails with one of the transient
+// errors, for at most timeout.
+func retry(ctx context.Context, timeout time.Duration, fn func(context.Context) error, transient ...error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := fn(ctx)
+		if err == nil || !slices.ContainsFunc(transient, func(t error) bool { return errors.Is(err, t) }) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("still after %s: %w", timeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (g Grower) remove(ctx context.Context, id uint64) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := g.Client.MemberRemove(rctx, id); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+		g.Logger.Warn("could not remove the etcd member again; the next start of this agent removes it", "id", fmt.Sprintf("%x", id), "err", err)
+	}
+}
+
+// forgetEarlierSelf removes a member with this agent's peer URL that has
+// no data here any more (an attempt that did not finish, or a data
+// directory that was deleted), and returns the others. A member of this
+// agent's name with another peer URL is an error: two agents with one
+// name.
+func (g Grower) forgetEarlierSelf(ctx context.Context, members []*etcdserverpb.Member, peer string) ([]*etcdserverpb.Member, error) {
+	var others []*etcdserverpb.Member
+	for _, m := range members {
+		switch {
+		case slices.Contains(m.PeerURLs, peer):
+			g.Logger.Info("removing this agent's earlier etcd member, whose data is gone", "id", fmt.Sprintf("%x", m.ID), "peer_url", peer)
+			if _, err := g.Client.MemberRemove(ctx, m.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+				return nil, fmt.Errorf("remove earlier etcd member %x (%s): %w", m.ID, peer, err)
+			}
+		case m.Name == g.Member.Name:
+			return nil, fmt.Errorf("etcd already has a member named %q (peer %s): node names must be unique", m.Name, strings.Join(m.PeerURLs, ","))
+		default:
+			others = append(others, m)
+		}
+	}
+	return others, nil
+}
+
+// initialCluster is name=peerURL for every member, the added one (which has
+// no name yet) under name.
+func initialCluster(members []*etcdserverpb.Member, added uint64, name string) string {
+	var parts []string
+	for _, m := range members {
+		n := m.Name
+		if m.ID == added {
+			n = name
+		}
+		if n == "" {
+			continue // another learner that never started
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, n+"="+u)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// remotePeer returns a member's peer URL that is not a loopback address
+// ("" when all are, as on one host).
+func remotePeer(members []*etcdserverpb.Member) string {
+	for _, m := range members {
+		for _, u := range m.PeerURLs {
+			if !isLoopback(u) {
+				return u
+			}
+		}
+	}
+	return ""
+}
+
+func isLoopback(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// SyncEndpoints keeps the client's endpoints at the client URLs of the
+// cluster's voting members, every interval until ctx ends, so that an agent
+// of a grown cluster keeps reaching etcd when the member it was given is
+// down.
+func SyncEndpoints(ctx context.Context, cli *clientv3.Client, every time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := slices.Clone(cli.Endpoints())
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, every)
+		err := cli.Sync(sctx)
+		cancel()
+		if err != nil {
+			log.Debug("etcd endpoints not synced", "err", err)
+			continue
+		}
+		if now := cli.Endpoints(); !slices.Equal(now, last) {
+			log.Info("etcd endpoints", "endpoints", strings.Join(now, ","))
+			last = slices.Clone(now)
+		}
+	}
+}

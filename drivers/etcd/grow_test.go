@@ -1,0 +1,296 @@
+package etcd_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/agentproj/agent/drivers/etcd"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+)
+
+const growPrefix = "/agent"
+
+// memberConfig is an agent's member on free loopback ports.
+func memberConfig(t *testing.T, name string) etcd.EmbedConfig {
+	return etcd.EmbedConfig{
+		Name: name, Dir: t.TempDir() + "/etcd",
+		ClientURL: "http://" + etcdtest.FreeAddr(t), PeerURL: "http://" + etcdtest.FreeAddr(t),
+	}
+}
+
+func startMember(t *testing.T, cfg etcd.EmbedConfig) *etcd.Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := etcd.StartEmbedded(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start member %s: %v", cfg.Name, err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// found starts the first member of a cluster that grows to members, as
+// an agent with no endpoints does.
+func found(t *testing.T, members int) (etcd.EmbedConfig, *etcd.Embedded, *clientv3.Client) {
+	t.Helper()
+	cfg := memberConfig(t, "founder")
+	srv := startMember(t, cfg)
+	cli := etcdtest.NewClient(t, cfg.ClientURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := etcd.SetGrowth(ctx, cli, growPrefix, members); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, srv, cli
+}
+
+// joiner is an agent that joined with endpoint, its member config and its
+// log.
+type joiner struct {
+	etcd.Grower
+	log *logbuf.Buffer
+}
+
+func newJoiner(t *testing.T, name, endpoint string) joiner {
+	log := &logbuf.Buffer{}
+	return joiner{etcd.Grower{
+		Client: etcdtest.NewClient(t, endpoint), Prefix: growPrefix, Member: memberConfig(t, name),
+		Logger: slog.New(slog.NewTextHandler(log, nil)), PromoteTimeout: 30 * time.Second,
+	}, log}
+}
+
+func (j joiner) join(t *testing.T) *etcd.Embedded {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	srv, err := j.Join(ctx)
+	if err != nil {
+		t.Fatalf("%s: join: %v", j.Member.Name, err)
+	}
+	if srv != nil {
+		t.Cleanup(srv.Close)
+	}
+	return srv
+}
+
+type memberView struct {
+	names    []string // started voting members
+	learners int
+	total    int
+}
+
+func members(t *testing.T, cli *clientv3.Client) memberView {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatalf("member list: %v", err)
+	}
+	var v memberView
+	for _, m := range resp.Members {
+		v.total++
+		if m.IsLearner {
+			v.learners++
+		} else if m.Name != "" {
+			v.names = append(v.names, m.Name)
+		}
+	}
+	slices.Sort(v.names)
+	return v
+}
+
+// canWrite reports whether a put through endpoints is committed now.
+func canWrite(endpoints ...string) func() bool {
+	return func() bool {
+		cli, err := etcd.NewClient(etcd.ClientConfig{Endpoints: endpoints, DialTimeout: time.Second})
+		if err != nil {
+			return false
+		}
+		defer cli.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = cli.Put(ctx, "/agent/probe", "x")
+		return err == nil
+	}
+}
+
+func TestClusterGrowsToItsMembersAndOutlivesTheFounder(t *testing.T) {
+	founder, founderSrv, cli := found(t, 3)
+	a, b, c := newJoiner(t, "a", founder.ClientURL), newJoiner(t, "b", founder.ClientURL), newJoiner(t, "c", founder.ClientURL)
+	srvA, srvB := a.join(t), b.join(t)
+	if srvA == nil || srvB == nil {
+		t.Fatalf("a and b should have become members; logs:\n%s\n%s", a.log, b.log)
+	}
+	if srv := c.join(t); srv != nil {
+		t.Fatalf("c became a fourth member of a cluster that grows to 3")
+	}
+	if !strings.Contains(c.log.String(), "etcd has its members") {
+		t.Errorf("c's log does not say why it stays a client:\n%s", c.log)
+	}
+	if v := members(t, cli); !slices.Equal(v.names, []string{"a", "b", "founder"}) || v.total != 3 {
+		t.Fatalf("members = %+v, want a, b and founder voting, nothing else", v)
+	}
+	if !etcd.HasMemberData(a.Member.Dir) || etcd.HasMemberData(c.Member.Dir) {
+		t.Errorf("member data: a %v, c %v; want only a's", etcd.HasMemberData(a.Member.Dir), etcd.HasMemberData(c.Member.Dir))
+	}
+
+	// Quorum is two of three: the cluster takes writes without its founder.
+	founderSrv.Close()
+	etcdtest.Eventually(t, 30*time.Second, canWrite(a.Member.ClientURL, b.Member.ClientURL),
+		"a put through a and b after the founder stopped")
+
+	// A member that restarts does so from its data (as `agent join` does
+	// when it finds it), with no endpoint but its own: it is still one of
+	// the three, and with b it has quorum.
+	srvA.Close()
+	startMember(t, a.Member)
+	etcdtest.Eventually(t, 30*time.Second, canWrite(a.Member.ClientURL),
+		"a put through a alone after it restarted from its data")
+	if v := members(t, etcdtest.NewClient(t, a.Member.ClientURL)); !slices.Equal(v.names, []string{"a", "b", "founder"}) {
+		t.Fatalf("members after a's restart = %+v", v)
+	}
+}
+
+func TestConcurrentJoinersStopAtTheMembers(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	var wg sync.WaitGroup
+	got := make([]*etcd.Embedded, 4)
+	js := make([]joiner, len(got))
+	for i := range js {
+		js[i] = newJoiner(t, string(rune('a'+i)), founder.ClientURL)
+	}
+	errs := make([]error, len(js))
+	for i := range js {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			got[i], errs[i] = js[i].Join(ctx)
+		})
+	}
+	wg.Wait()
+	became := 0
+	for i, srv := range got {
+		if errs[i] != nil {
+			t.Errorf("joiner %d: %v", i, errs[i])
+		}
+		if srv != nil {
+			became++
+			t.Cleanup(srv.Close)
+		}
+	}
+	if v := members(t, cli); became != 2 || len(v.names) != 3 || v.total != 3 {
+		t.Fatalf("%d of 4 concurrent joiners became members, members %+v; want 2 and 3 voting", became, v)
+	}
+}
+
+func TestClustersTheAgentsDidNotStartDoNotGrow(t *testing.T) {
+	t.Run("no growth key", func(t *testing.T) {
+		srv := etcdtest.Start(t)
+		j := newJoiner(t, "a", srv.Endpoint())
+		if j.join(t) != nil {
+			t.Fatal("became a member of an etcd the agents did not start")
+		}
+		if v := members(t, srv.Client()); v.total != 1 {
+			t.Fatalf("members = %+v, want the one", v)
+		}
+	})
+	t.Run("founded with members = 1", func(t *testing.T) {
+		founder, _, cli := found(t, 1)
+		if newJoiner(t, "a", founder.ClientURL).join(t) != nil {
+			t.Fatal("became a member of a cluster that stays one member")
+		}
+		if v := members(t, cli); v.total != 1 {
+			t.Fatalf("members = %+v, want the founder", v)
+		}
+	})
+	t.Run("malformed growth key", func(t *testing.T) {
+		founder, _, cli := found(t, 3)
+		if _, err := cli.Put(context.Background(), etcd.GrowthKey(growPrefix), "three"); err != nil {
+			t.Fatal(err)
+		}
+		j := newJoiner(t, "a", founder.ClientURL)
+		_, err := j.Join(context.Background())
+		if err == nil || !strings.Contains(err.Error(), etcd.GrowthKey(growPrefix)) || !strings.Contains(err.Error(), `"three"`) {
+			t.Fatalf("Join = %v, want an error naming the key and its value", err)
+		}
+		if v := members(t, cli); v.total != 1 {
+			t.Fatalf("members = %+v, want the founder", v)
+		}
+	})
+}
+
+func TestMemberThatCannotStartIsRemovedAgain(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	j := newJoiner(t, "a", founder.ClientURL)
+	// Something else holds the client port the member should listen on.
+	ln, err := net.Listen("tcp", strings.TrimPrefix(j.Member.ClientURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.join(t) != nil {
+		t.Fatal("became a member although its client port is taken")
+	}
+	if v := members(t, cli); v.total != 1 || v.learners != 0 {
+		t.Fatalf("members = %+v, want the founder alone (the learner removed again)", v)
+	}
+	if etcd.HasMemberData(j.Member.Dir) {
+		t.Error("the failed member's data is left behind: the next start would run it")
+	}
+	if !strings.Contains(j.log.String(), "stays a client") {
+		t.Errorf("log does not say the agent stays a client:\n%s", j.log)
+	}
+	ln.Close()
+	if j.join(t) == nil {
+		t.Fatalf("did not become a member once the port was free; log:\n%s", j.log)
+	}
+}
+
+func TestLeftoverLearnerOfThisAgentIsReplaced(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	j := newJoiner(t, "a", founder.ClientURL)
+	// An earlier attempt added the learner and died before starting it.
+	if _, err := cli.MemberAddAsLearner(context.Background(), []string{j.Member.PeerURL}); err != nil {
+		t.Fatal(err)
+	}
+	if j.join(t) == nil {
+		t.Fatalf("did not become a member; log:\n%s", j.log)
+	}
+	if v := members(t, cli); !slices.Equal(v.names, []string{"a", "founder"}) || v.total != 2 {
+		t.Fatalf("members = %+v, want a and founder, no learner left", v)
+	}
+}
+
+func TestRunKeepsTheClientAtTheMembers(t *testing.T) {
+	founder, _, _ := found(t, 3)
+	j := newJoiner(t, "a", founder.ClientURL)
+	j.SyncInterval = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	b := newJoiner(t, "b", founder.ClientURL)
+	b.join(t)
+	want := []string{b.Member.ClientURL, founder.ClientURL, j.Member.ClientURL}
+	slices.Sort(want)
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		eps := slices.Clone(j.Client.Endpoints())
+		slices.Sort(eps)
+		return slices.Equal(eps, want)
+	}, "the client's endpoints to become the three members' %v (have %v)", want, j.Client.Endpoints())
+}
