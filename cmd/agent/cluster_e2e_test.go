@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -98,13 +99,22 @@ func waitMaster(t *testing.T, endpoint string) string {
 
 func agentStatus(t *testing.T, endpoint string) etcd.ClusterView {
 	t.Helper()
-	out, err := exec.Command(agentBinary(t), "status", "--etcd", endpoint, "--cluster", "e2e", "-o", "json").Output()
+	v, err := tryAgentStatus(t, endpoint)
 	if err != nil {
-		t.Fatalf("agent status: %v", err)
-	}
-	var v etcd.ClusterView
-	if err := json.Unmarshal(out, &v); err != nil {
-		t.Fatalf("agent status -o json: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return v
+}
+
+// tryAgentStatus is agentStatus for an etcd that may not answer yet.
+func tryAgentStatus(t *testing.T, endpoint string) (etcd.ClusterView, error) {
+	var v etcd.ClusterView
+	out, err := exec.Command(agentBinary(t), "status", "--etcd", endpoint, "--cluster", "e2e", "-o", "json").Output()
+	if err != nil {
+		return v, fmt.Errorf("agent status: %w", err)
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return v, fmt.Errorf("agent status -o json: %w\n%s", err, out)
+	}
+	return v, nil
 }
