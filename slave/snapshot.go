@@ -88,6 +88,7 @@ type Snapshot struct {
 	vgen    uint64 // bumped by every change of what the status shows
 	tcur    *targetState
 	vcur    *viewState
+	etcd    *etcd.EtcdView // the status' etcd part (FollowEtcd)
 }
 
 // targetEntry is one targets/ key, parsed once per mod revision and kept in
@@ -683,10 +684,11 @@ func (s *Snapshot) viewState() (*viewState, error) {
 	for _, kv := range s.other {
 		kvs = append(kvs, kv)
 	}
-	meta, ntargets := s.metaLocked(), len(s.targets)
+	meta, ntargets, etcdView := s.metaLocked(), len(s.targets), s.etcd
 	s.vcur = &viewState{gen: s.vgen, meta: meta, status: s.newRendered("status", func(w io.Writer) {
 		view := s.cfg.Keys.View(s.cfg.Cluster, meta.rev, kvs)
 		view.Targets = ntargets
+		view.Etcd = etcdView
 		if meta.stale {
 			view.Stale, view.StaleSince = true, &meta.staleSince
 		}

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 )
 
@@ -61,9 +64,29 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 			t.Errorf("%s's log does not say it became an etcd member:\n%s", node, log)
 		}
 	}
-	if s := agentStatus(t, founderEtcd); s.Master == nil || s.Master.Node != "g1" || len(s.Members) != 3 {
-		t.Fatalf("before the founder is killed: status %+v, want 3 agents with g1 the master", s)
+	if s := agentStatus(t, founderEtcd); s.Master == nil || s.Master.Node != "g1" || len(s.Members) != 3 ||
+		s.Etcd == nil || s.Etcd.GrowsTo != 3 || len(s.Etcd.Members) != 3 {
+		t.Fatalf("before the founder is killed: status %+v (etcd %+v), want 3 agents with g1 the master on 3 etcd members that grow to 3", s, s.Etcd)
 	}
+	// An agent's API shows the etcd too (read every 15 s).
+	etcdtest.Eventually(t, 40*time.Second, func() bool {
+		var v etcd.ClusterView
+		resp, err := http.Get("http://" + joiners["g3"].api + "/api/v1/status")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&v) != nil || v.Etcd == nil {
+			return false
+		}
+		voting := 0
+		for _, m := range v.Etcd.Members {
+			if m.State() == "voting" {
+				voting++
+			}
+		}
+		return voting == 3
+	}, "g3's /api/v1/status to show three voting etcd members")
 
 	g1.kill()
 	etcdtest.Eventually(t, 60*time.Second, func() bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -38,6 +39,11 @@ func newStatusCmd() *cobra.Command {
 				err := src.withEtcd(func(ctx context.Context, cli *clientv3.Client, keys etcd.Keys, cfg *stackconfig.Config) error {
 					var err error
 					view, err = etcd.Registry{KV: cli, Keys: keys, Cluster: cfg.Cluster}.View(ctx)
+					if err != nil {
+						return err
+					}
+					ev, err := etcd.ReadEtcdView(ctx, cli, cfg.Etcd.Prefix)
+					view.Etcd = &ev
 					return err
 				})
 				if err != nil {
@@ -123,6 +129,9 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 			}
 		}
 	}
+	if v.Etcd != nil {
+		printEtcd(w, *v.Etcd)
+	}
 	if len(v.Apps) > 0 {
 		fmt.Fprintf(w, "\nApps: %d\n", len(v.Apps))
 		fmt.Fprintln(w, "  GUID\tNODE\tIMAGE\tSTATE")
@@ -172,4 +181,15 @@ func printKubernetes(w io.Writer, ks state.Report) {
 // singleLine keeps a message on its row: Helm's errors can span lines.
 func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+func printEtcd(w io.Writer, v etcd.EtcdView) {
+	fmt.Fprintf(w, "\netcd: %d members", len(v.Members))
+	if v.GrowsTo > 0 {
+		fmt.Fprintf(w, ", grows to %d as agents join", v.GrowsTo)
+	}
+	fmt.Fprintln(w, "\n  NAME\tID\tSTATE\tCLIENT URLS\tPEER URLS")
+	for _, m := range v.Members {
+		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", cmp.Or(m.Name, "-"), m.ID, m.State(), strings.Join(m.ClientURLs, ","), strings.Join(m.PeerURLs, ","))
+	}
 }

@@ -94,3 +94,29 @@ func TestStatusPrintsKubernetesReleases(t *testing.T) {
 		}
 	}
 }
+
+// The etcd part lists each member with its state, and how many members
+// the etcd grows to.
+func TestStatusPrintsTheEtcd(t *testing.T) {
+	v := etcd.ClusterView{Cluster: "c1", Members: []etcd.MemberView{}, Etcd: &etcd.EtcdView{GrowsTo: 3, Members: []etcd.EtcdMember{
+		{ID: "a1", Name: "g1", ClientURLs: []string{"http://10.0.0.1:2379"}, PeerURLs: []string{"http://10.0.0.1:2380"}},
+		{ID: "b2", Name: "g2", Learner: true, ClientURLs: []string{"http://10.0.0.2:2379"}, PeerURLs: []string{"http://10.0.0.2:2380"}},
+		{ID: "c3", PeerURLs: []string{"http://10.0.0.3:2380"}},
+	}}}
+	var out bytes.Buffer
+	cmd := &cobra.Command{}
+	cmd.SetOut(&out)
+	printStatus(cmd, v)
+	flat := strings.Join(strings.Fields(strings.ReplaceAll(out.String(), "\n", " | ")), " ")
+	for _, want := range []string{
+		"| etcd: 3 members, grows to 3 as agents join |",
+		"| NAME ID STATE CLIENT URLS PEER URLS |",
+		"| g1 a1 voting http://10.0.0.1:2379 http://10.0.0.1:2380 |",
+		"| g2 b2 learner http://10.0.0.2:2379 http://10.0.0.2:2380 |",
+		"| - c3 not started http://10.0.0.3:2380 |",
+	} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -119,7 +119,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	// of the master's file_sd (etcd.RemovalHold, from the TTL).
 	snap := slave.NewSnapshot(cli, slave.SnapshotConfig{Keys: keys, Cluster: cfg.Cluster, TTL: cfg.TTL},
 		log.With("component", "api-snapshot"), reg)
-	p.actors = append(p.actors, snap.Run)
+	p.actors = append(p.actors, snap.Run, func(ctx context.Context) error {
+		return snap.FollowEtcd(ctx, func(ctx context.Context) (etcd.EtcdView, error) {
+			return etcd.ReadEtcdView(ctx, cli, cfg.Etcd.Prefix)
+		}, 15*time.Second)
+	})
 	p.api.HandleSnapshot(snap)
 	apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,

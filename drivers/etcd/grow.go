@@ -43,7 +43,7 @@ func growthLock(prefix string) string { return path.Join(prefix, "_etcd", "grow-
 
 // SetGrowth records that the cluster grows to members members. The
 // founding agent writes it at every start, so its configuration decides.
-func SetGrowth(ctx context.Context, cli *clientv3.Client, prefix string, members int) error {
+func SetGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int) error {
 	v, err := json.Marshal(Growth{Members: members})
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func SetGrowth(ctx context.Context, cli *clientv3.Client, prefix string, members
 
 // ReadGrowth returns the cluster's Growth; ok is false for a cluster the
 // agents did not start (no key). A malformed value is an error.
-func ReadGrowth(ctx context.Context, cli *clientv3.Client, prefix string) (g Growth, ok bool, err error) {
+func ReadGrowth(ctx context.Context, cli clientv3.KV, prefix string) (g Growth, ok bool, err error) {
 	resp, err := cli.Get(ctx, GrowthKey(prefix))
 	if err != nil {
 		return g, false, fmt.Errorf("read %s: %w", GrowthKey(prefix), err)
@@ -68,6 +68,60 @@ func ReadGrowth(ctx context.Context, cli *clientv3.Client, prefix string) (g Gro
 		return g, false, fmt.Errorf("%s: want {\"members\": <1, 3 or 5>}, got %q", GrowthKey(prefix), resp.Kvs[0].Value)
 	}
 	return g, true, nil
+}
+
+// EtcdView is the etcd the agents run on: its members and, for one they
+// started, how many members it grows to.
+type EtcdView struct {
+	GrowsTo int          `json:"grows_to,omitempty"` // 0: an etcd the agents did not start
+	Members []EtcdMember `json:"members"`
+}
+
+// EtcdMember is one member of the etcd.
+type EtcdMember struct {
+	ID         string   `json:"id"`   // hex
+	Name       string   `json:"name"` // "": added, never started
+	ClientURLs []string `json:"client_urls"`
+	PeerURLs   []string `json:"peer_urls"`
+	Learner    bool     `json:"learner,omitempty"`
+}
+
+// State is "voting", "learner" or "not started".
+func (m EtcdMember) State() string {
+	switch {
+	case m.Name == "":
+		return "not started"
+	case m.Learner:
+		return "learner"
+	}
+	return "voting"
+}
+
+// etcdReader is what ReadEtcdView needs; *clientv3.Client is one.
+type etcdReader interface {
+	clientv3.Cluster
+	clientv3.KV
+}
+
+// ReadEtcdView reads the etcd's members and growth. A malformed growth
+// value is left out (GrowsTo 0), not an error: the members still show.
+func ReadEtcdView(ctx context.Context, cli etcdReader, prefix string) (EtcdView, error) {
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return EtcdView{}, fmt.Errorf("etcd members: %w", err)
+	}
+	v := EtcdView{Members: []EtcdMember{}}
+	for _, m := range resp.Members {
+		v.Members = append(v.Members, EtcdMember{
+			ID: fmt.Sprintf("%x", m.ID), Name: m.Name, Learner: m.IsLearner,
+			ClientURLs: slices.Clone(m.ClientURLs), PeerURLs: slices.Clone(m.PeerURLs),
+		})
+	}
+	slices.SortFunc(v.Members, func(a, b EtcdMember) int { return strings.Compare(a.Name, b.Name) })
+	if g, ok, err := ReadGrowth(ctx, cli, prefix); err == nil && ok {
+		v.GrowsTo = g.Members
+	}
+	return v, nil
 }
 
 // Grower adds the agent as a member of the cluster its Client is connected

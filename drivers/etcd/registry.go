@@ -82,6 +82,8 @@ type ClusterView struct {
 	// when it lost etcd.
 	Stale      bool       `json:"stale,omitempty"`
 	StaleSince *time.Time `json:"stale_since,omitempty"`
+	// Etcd is the etcd the cluster runs on (nil: not read).
+	Etcd *EtcdView `json:"etcd,omitempty"`
 }
 
 // Registry reads what agents publish.
