@@ -155,9 +155,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return nil
 			}
 		})
-		if !cfg.Embedded() || cfg.Etcd.Members > 1 { // a member of a growing cluster
-			goRest(func(ctx context.Context) error { return etcd.SyncEndpoints(ctx, cli, 30*time.Second, log) })
-		}
+		goRest(func(ctx context.Context) error { return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, 30*time.Second, log) })
 	} else {
 		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log}.Run)
 	}

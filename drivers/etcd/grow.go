@@ -142,75 +142,133 @@ type Grower struct {
 	SyncInterval time.Duration
 }
 
-// Run joins as Join does, asking again (1 s, doubling to 30 s) while etcd
-// cannot be asked, so an agent that starts before etcd is reachable still
-// joins. In a cluster the agents started it then keeps the client's
-// endpoints at the members' (SyncEndpoints), and runs the member it became
-// until ctx ends; a failure of that member is returned.
+// Run makes the agent a member as Join does, and asks again every
+// SyncInterval while it is not one, so that an agent that started while
+// etcd could not be asked, or a client agent when a member was removed
+// (etcdctl member remove) or the founder asked for more, becomes one. While
+// the etcd grows it keeps the client's endpoints at the members'
+// (SyncEndpoints). It runs the member it became until ctx ends; a failure
+// of that member is returned. On an etcd the agents did not start it
+// returns at once.
 func (g Grower) Run(ctx context.Context) error {
+	every := cmp.Or(g.SyncInterval, 30*time.Second)
 	var srv *Embedded
-	var grows bool
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		var err error
-		srv, grows, err = g.join(ctx)
-		if err == nil {
-			break
+	var failed <-chan error
+	defer func() {
+		if srv != nil {
+			srv.Close()
 		}
-		g.Logger.Warn("cannot ask etcd whether this agent becomes a member; asking again", "in", wait, "err", err)
+	}()
+	var endpoints []string
+	var told string        // the reason to stay a client logged last
+	retryIn := time.Second // after etcd could not be asked
+	againIn := every       // after an attempt to become a member failed
+	for {
+		next := every
+		growth, ok, err := ReadGrowth(ctx, g.Client, g.Prefix)
+		if err == nil && !ok {
+			return nil
+		}
+		if err == nil && srv == nil && growth.Members > 1 {
+			srv, err = g.grow(ctx, growth)
+			if srv != nil {
+				failed = srv.Err()
+				g.Client.SetEndpoints(append(srv.Endpoints(), g.Client.Endpoints()...)...)
+			}
+		}
+		var c *client
+		switch {
+		case errors.As(err, &c):
+			if c.failed {
+				c.log(g.Logger)
+				next, againIn = againIn, min(2*againIn, 10*time.Minute)
+			} else if c.msg != told {
+				c.log(g.Logger)
+			}
+			told, err = c.msg, nil
+		case err != nil:
+			g.Logger.Warn("cannot ask etcd whether this agent becomes a member; asking again", "in", retryIn, "err", err)
+			next, retryIn = retryIn, min(2*retryIn, every)
+		default:
+			retryIn = time.Second
+		}
+		if err == nil && growth.Members > 1 {
+			endpoints = g.sync(ctx, endpoints)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(wait):
+		case err := <-failed:
+			return fmt.Errorf("etcd member: %w", err)
+		case <-time.After(next):
 		}
-	}
-	if !grows {
-		return nil
-	}
-	var failed <-chan error
-	if srv != nil {
-		defer srv.Close()
-		g.Client.SetEndpoints(append(srv.Endpoints(), g.Client.Endpoints()...)...)
-		failed = srv.Err()
-	}
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	synced := make(chan error, 1)
-	go func() { synced <- SyncEndpoints(sctx, g.Client, cmp.Or(g.SyncInterval, 30*time.Second), g.Logger) }()
-	select {
-	case err := <-failed:
-		return fmt.Errorf("etcd member: %w", err)
-	case err := <-synced:
-		return err
 	}
 }
 
-// Join makes the agent a member if the cluster wants one more, and
-// returns the running member, or nil when the agent stays a client (the
-// cluster does not grow, has its members, or this agent's peer URL cannot
-// be reached from them). An error means the cluster could not be asked;
-// a member that could not be started or promoted is removed again, logged,
-// and the agent stays a client.
+// Join makes the agent a member if the etcd grows (GrowthKey) and has
+// fewer members than it should, and returns the running member, or nil
+// when the agent stays a client (the etcd does not grow, has its members,
+// or this agent's peer URL cannot be reached from them). An error means
+// etcd could not be asked; a member that could not be started or promoted
+// is removed again, logged, and the agent stays a client.
 func (g Grower) Join(ctx context.Context) (*Embedded, error) {
-	srv, _, err := g.join(ctx)
+	growth, ok, err := ReadGrowth(ctx, g.Client, g.Prefix)
+	if err != nil || !ok || growth.Members <= 1 {
+		return nil, err
+	}
+	srv, err := g.grow(ctx, growth)
+	if c := (*client)(nil); errors.As(err, &c) {
+		c.log(g.Logger)
+		return nil, nil
+	}
 	return srv, err
 }
 
-// join is Join, and also says whether the cluster is one the agents
-// started (it has a GrowthKey).
-func (g Grower) join(ctx context.Context) (*Embedded, bool, error) {
-	growth, ok, err := ReadGrowth(ctx, g.Client, g.Prefix)
-	if err != nil || !ok || growth.Members <= 1 {
-		return nil, ok, err
-	}
-	srv, err := g.grow(ctx, growth)
-	return srv, true, err
+// client is why an agent stays a client of the etcd: not an error of
+// asking etcd, but what the agent logs (Warn when an attempt failed).
+type client struct {
+	msg    string
+	attrs  []any
+	failed bool
 }
 
+func (c *client) Error() string { return c.msg }
+
+func (c *client) log(l *slog.Logger) {
+	if c.failed {
+		l.Warn(c.msg, c.attrs...)
+	} else {
+		l.Info(c.msg, c.attrs...)
+	}
+}
+
+// grow adds this agent's member under the growth lock, or says why not
+// (*client).
 func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 	peer, err := g.Member.peerURL()
 	if err != nil {
 		return nil, err
 	}
+	if isUnspecified(g.Member.ClientURL) || isUnspecified(peer) {
+		return nil, &client{msg: "not becoming an etcd member: members advertise their URLs to each other, and this agent's are on an unspecified address (0.0.0.0 or ::); set etcd.embedded_listen (and embedded_peer_listen) to an address the other hosts reach",
+			attrs: []any{"client_url", g.Member.ClientURL, "peer_url", peer}}
+	}
+	full := func(members []*etcdserverpb.Member) error {
+		if len(members) < growth.Members {
+			return nil
+		}
+		return &client{msg: "etcd has its members: this agent is a client", attrs: []any{"members", len(members), "grows_to", growth.Members}}
+	}
+	// A look without the lock first: most agents of a grown etcd stay
+	// clients, and ask again every SyncInterval.
+	list, err := g.Client.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd members: %w", err)
+	}
+	if err := full(list.Members); err != nil && !slices.ContainsFunc(list.Members, func(m *etcdserverpb.Member) bool { return slices.Contains(m.PeerURLs, peer) }) {
+		return nil, err
+	}
+
 	sess, err := concurrency.NewSession(g.Client, concurrency.WithTTL(10), concurrency.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("etcd growth lock: %w", err)
@@ -226,7 +284,7 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 		_ = lock.Unlock(uctx)
 	}()
 
-	list, err := g.Client.MemberList(ctx)
+	list, err = g.Client.MemberList(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("etcd members: %w", err)
 	}
@@ -234,14 +292,12 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(members) >= growth.Members {
-		g.Logger.Info("etcd has its members: this agent is a client", "members", len(members), "grows_to", growth.Members)
-		return nil, nil
+	if err := full(members); err != nil {
+		return nil, err
 	}
 	if remote := remotePeer(members); isLoopback(peer) && remote != "" {
-		g.Logger.Warn("not becoming an etcd member: this agent's peer URL is a loopback address the other members cannot reach; set etcd.embedded_listen (or embedded_peer_listen) to an address they can",
-			"peer_url", peer, "member_peer_url", remote)
-		return nil, nil
+		return nil, &client{msg: "not becoming an etcd member: this agent's peer URL is a loopback address the other members cannot reach; set etcd.embedded_listen (or embedded_peer_listen) to an address they can",
+			attrs: []any{"peer_url", peer, "member_peer_url", remote}}
 	}
 
 	// etcd refuses a new member for a few seconds after another joined
@@ -260,9 +316,11 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 	cfg.InitialCluster = initialCluster(added.Members, id, g.Member.Name)
 	srv, err := g.start(ctx, cfg, id)
 	if err != nil {
-		g.Logger.Warn("could not become an etcd member; this agent stays a client", "peer_url", peer, "err", err)
 		g.remove(ctx, id)
-		return nil, ctx.Err()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &client{msg: "could not become an etcd member; this agent stays a client", attrs: []any{"peer_url", peer, "err", err}, failed: true}
 	}
 	g.Logger.Info("became an etcd member", "peer_url", peer, "client_url", g.Member.ClientURL, "members", len(members)+1)
 	return srv, nil
@@ -383,6 +441,15 @@ func remotePeer(members []*etcdserverpb.Member) string {
 	return ""
 }
 
+func isUnspecified(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsUnspecified()
+}
+
 func isLoopback(rawURL string) bool {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -397,29 +464,55 @@ func isLoopback(rawURL string) bool {
 }
 
 // SyncEndpoints keeps the client's endpoints at the client URLs of the
-// cluster's voting members, every interval until ctx ends, so that an agent
-// of a grown cluster keeps reaching etcd when the member it was given is
-// down.
-func SyncEndpoints(ctx context.Context, cli *clientv3.Client, every time.Duration, log *slog.Logger) error {
+// etcd's voting members, every interval until ctx ends, while the etcd
+// grows (GrowthKey above 1), so that an agent keeps reaching etcd when the
+// member it was given is down. For agents that run a member from the
+// start; Grower.Run does the same for the others.
+func SyncEndpoints(ctx context.Context, cli *clientv3.Client, prefix string, every time.Duration, log *slog.Logger) error {
+	g := Grower{Client: cli, Logger: log}
+	var endpoints []string
 	t := time.NewTicker(every)
 	defer t.Stop()
-	last := slices.Clone(cli.Endpoints())
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		sctx, cancel := context.WithTimeout(ctx, every)
-		err := cli.Sync(sctx)
-		cancel()
-		if err != nil {
-			log.Debug("etcd endpoints not synced", "err", err)
-			continue
-		}
-		if now := cli.Endpoints(); !slices.Equal(now, last) {
-			log.Info("etcd endpoints", "endpoints", strings.Join(now, ","))
-			last = slices.Clone(now)
+		if growth, ok, err := ReadGrowth(ctx, cli, prefix); err == nil && ok && growth.Members > 1 {
+			endpoints = g.sync(ctx, endpoints)
 		}
 	}
+}
+
+// sync sets the client's endpoints to the voting members' client URLs
+// (as clientv3's Client.Sync, but leaving out URLs on unspecified
+// addresses such as 0.0.0.0, which mean another host's listener, not an
+// address to dial) and logs when they change from last.
+func (g Grower) sync(ctx context.Context, last []string) []string {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := g.Client.MemberList(sctx)
+	if err != nil {
+		g.Logger.Debug("etcd endpoints not synced", "err", err)
+		return last
+	}
+	var eps []string
+	for _, m := range resp.Members {
+		if m.Name == "" || m.IsLearner {
+			continue
+		}
+		for _, u := range m.ClientURLs {
+			if !isUnspecified(u) {
+				eps = append(eps, u)
+			}
+		}
+	}
+	slices.Sort(eps)
+	if len(eps) == 0 || slices.Equal(eps, last) {
+		return last
+	}
+	g.Client.SetEndpoints(eps...)
+	g.Logger.Info("etcd endpoints follow the members", "endpoints", strings.Join(eps, ","))
+	return eps
 }

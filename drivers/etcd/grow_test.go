@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/agentproj/agent/drivers/etcd"
@@ -293,4 +294,54 @@ func TestRunKeepsTheClientAtTheMembers(t *testing.T) {
 		slices.Sort(eps)
 		return slices.Equal(eps, want)
 	}, "the client's endpoints to become the three members' %v (have %v)", want, j.Client.Endpoints())
+}
+
+// A client agent running Run takes the place of a member that was removed
+// (etcdctl member remove, after its host was lost), and says it stays a
+// client once, not at every look.
+func TestRunReplacesARemovedMember(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	a, b := newJoiner(t, "a", founder.ClientURL), newJoiner(t, "b", founder.ClientURL)
+	a.join(t)
+	srvB := b.join(t)
+	c := newJoiner(t, "c", founder.ClientURL)
+	c.SyncInterval = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Count(c.log.String(), "etcd has its members") == 1 },
+		"c to say once that it stays a client")
+
+	var idB uint64
+	for _, m := range mustMembers(t, cli) {
+		if m.Name == "b" {
+			idB = m.ID
+		}
+	}
+	srvB.Close()
+	if _, err := cli.MemberRemove(context.Background(), idB); err != nil {
+		t.Fatal(err)
+	}
+	etcdtest.Eventually(t, 90*time.Second, func() bool {
+		v := members(t, cli)
+		return slices.Equal(v.names, []string{"a", "c", "founder"}) && v.total == 3
+	}, "c to take b's place")
+	if n := strings.Count(c.log.String(), "etcd has its members"); n != 1 {
+		t.Errorf("c said %d times that it stays a client; want once:\n%s", n, c.log)
+	}
+}
+
+func mustMembers(t *testing.T, cli *clientv3.Client) []*etcdserverpb.Member {
+	t.Helper()
+	resp, err := cli.MemberList(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Members
 }
