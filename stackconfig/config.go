@@ -247,6 +247,11 @@ func (e *Etcd) validate() []error {
 	if e.Members != 1 && e.Members != 3 && e.Members != 5 {
 		bad("etcd.members: must be 1, 3 or 5, got %d", e.Members)
 	}
+	for _, l := range []struct{ key, url string }{{"embedded_listen", e.EmbeddedListen}, {"embedded_peer_listen", e.EmbeddedPeerListen}} {
+		if u, err := url.Parse(l.url); e.Members > 1 && err == nil && isUnspecifiedHost(u.Hostname()) {
+			bad("etcd.%s: with etcd.members = %d the members advertise it to each other: give an address the other hosts reach, not an unspecified one, got %q", l.key, e.Members, l.url)
+		}
+	}
 	if e.DialTimeout <= 0 {
 		bad("etcd.dial_timeout: must be > 0, got %s", e.DialTimeout)
 	}
@@ -284,4 +289,9 @@ func checkURL(s string) error {
 		return errors.New("must be an http:// or https:// URL with a host")
 	}
 	return nil
+}
+
+func isUnspecifiedHost(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsUnspecified()
 }
