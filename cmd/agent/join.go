@@ -96,14 +96,6 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	}
 	defer cli.Close()
-	if cfg.Embedded() {
-		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := etcd.SetGrowth(gctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members)
-		cancel()
-		if err != nil {
-			return err
-		}
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -155,6 +147,11 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return nil
 			}
 		})
+		if cfg.Embedded() { // the founder: its config says how far the etcd grows
+			goRest(func(ctx context.Context) error {
+				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members, log)
+			})
+		}
 		goRest(func(ctx context.Context) error { return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, 30*time.Second, log) })
 	} else {
 		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log}.Run)

@@ -54,6 +54,27 @@ func SetGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int)
 	return nil
 }
 
+// RecordGrowth is SetGrowth asked again (1 s, doubling to 30 s) until etcd
+// takes it or ctx ends: the founding agent starts while its etcd may not
+// have a quorum yet (two of three members down), which is no reason to
+// stop it.
+func RecordGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int, log *slog.Logger) error {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := SetGrowth(sctx, cli, prefix, members)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("etcd growth not recorded yet; asking again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
 // ReadGrowth returns the cluster's Growth; ok is false for a cluster the
 // agents did not start (no key). A malformed value is an error.
 func ReadGrowth(ctx context.Context, cli clientv3.KV, prefix string) (g Growth, ok bool, err error) {
