@@ -152,7 +152,9 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members, log)
 			})
 		}
-		goRest(func(ctx context.Context) error { return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, 30*time.Second, log) })
+		goRest(func(ctx context.Context) error {
+			return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, 30*time.Second, log)
+		})
 	} else {
 		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log}.Run)
 	}
