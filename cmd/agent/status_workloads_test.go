@@ -76,12 +76,7 @@ func TestStatusPrintsKubernetesReleases(t *testing.T) {
 		Member: etcd.Member{Node: "n1", Started: since}, Master: true,
 		Status: &etcd.NodeStatus{Node: "n1", Updated: since, Kubernetes: b},
 	}}}
-	var out bytes.Buffer
-	cmd := &cobra.Command{}
-	cmd.SetOut(&out)
-	printStatus(cmd, v)
-	// The columns are the tabwriter's; compare with spaces collapsed.
-	flat := strings.Join(strings.Fields(strings.ReplaceAll(out.String(), "\n", " | ")), " ")
+	out, flat := printedStatus(v)
 	for _, want := range []string{
 		"| RELEASE NAMESPACE CHART VERSION REVISION STATUS LAST ERROR |",
 		"| agent-metrics obs kube-prometheus-stack 88.5.3 2 deployed |",
@@ -90,7 +85,7 @@ func TestStatusPrintsKubernetesReleases(t *testing.T) {
 		"| shop-1 Active 2026-01-02T03:04:05Z |",
 	} {
 		if !strings.Contains(flat, want) {
-			t.Errorf("status lacks %q:\n%s", want, out.String())
+			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
 }
@@ -103,11 +98,7 @@ func TestStatusPrintsTheEtcd(t *testing.T) {
 		{ID: "b2", Name: "g2", Learner: true, ClientURLs: []string{"http://10.0.0.2:2379"}, PeerURLs: []string{"http://10.0.0.2:2380"}},
 		{ID: "c3", PeerURLs: []string{"http://10.0.0.3:2380"}},
 	}}}
-	var out bytes.Buffer
-	cmd := &cobra.Command{}
-	cmd.SetOut(&out)
-	printStatus(cmd, v)
-	flat := strings.Join(strings.Fields(strings.ReplaceAll(out.String(), "\n", " | ")), " ")
+	out, flat := printedStatus(v)
 	for _, want := range []string{
 		"| etcd: 3 members, grows to 3 as agents join |",
 		"| NAME ID STATE CLIENT URLS PEER URLS |",
@@ -116,7 +107,17 @@ func TestStatusPrintsTheEtcd(t *testing.T) {
 		"| - c3 not started http://10.0.0.3:2380 |",
 	} {
 		if !strings.Contains(flat, want) {
-			t.Errorf("status lacks %q:\n%s", want, out.String())
+			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// printedStatus is what printStatus prints, and the same with lines
+// joined by " | " and spaces collapsed (the columns are the tabwriter's).
+func printedStatus(v etcd.ClusterView) (out, flat string) {
+	var b bytes.Buffer
+	cmd := &cobra.Command{}
+	cmd.SetOut(&b)
+	printStatus(cmd, v)
+	return b.String(), strings.Join(strings.Fields(strings.ReplaceAll(b.String(), "\n", " | ")), " ")
 }

@@ -84,6 +84,20 @@ func (j joiner) join(t *testing.T) *etcd.Embedded {
 	return srv
 }
 
+// run runs the joiner's Run (every 100 ms) until the test ends.
+func (j *joiner) run(t *testing.T) {
+	j.SyncInterval = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: Run: %v", j.Member.Name, err)
+		}
+	})
+}
+
 type memberView struct {
 	names    []string // started voting members
 	learners int
@@ -275,16 +289,7 @@ func TestLeftoverLearnerOfThisAgentIsReplaced(t *testing.T) {
 func TestRunKeepsTheClientAtTheMembers(t *testing.T) {
 	founder, _, _ := found(t, 3)
 	j := newJoiner(t, "a", founder.ClientURL)
-	j.SyncInterval = 100 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	j.run(t)
 	b := newJoiner(t, "b", founder.ClientURL)
 	b.join(t)
 	want := []string{b.Member.ClientURL, founder.ClientURL, j.Member.ClientURL}
@@ -305,16 +310,7 @@ func TestRunReplacesARemovedMember(t *testing.T) {
 	a.join(t)
 	srvB := b.join(t)
 	c := newJoiner(t, "c", founder.ClientURL)
-	c.SyncInterval = 100 * time.Millisecond
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	c.run(t)
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Count(c.log.String(), "etcd has its members") == 1 },
 		"c to say once that it stays a client")
 
