@@ -90,6 +90,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		defer embedded.Close()
 		endpoints = append(embedded.Endpoints(), endpoints...)
 		log.Info("embedded etcd started", "endpoints", strings.Join(endpoints, ","), "data_dir", member.Dir)
+		etcd.WarnIfExposed(log, member)
 	}
 	cli, err := etcd.NewClient(clientConfig(cfg, endpoints))
 	if err != nil {

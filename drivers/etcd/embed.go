@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -114,6 +115,17 @@ func (cfg EmbedConfig) peerURL() (string, error) {
 		return "", fmt.Errorf("embedded etcd client URL %q: %w", cfg.ClientURL, err)
 	}
 	return nextPortURL(curl)
+}
+
+// WarnIfExposed says that the member's URLs reach beyond loopback
+// without TLS or authentication: anyone who reaches them can read and
+// write the cluster's keys.
+func WarnIfExposed(log *slog.Logger, cfg EmbedConfig) {
+	peer, _ := cfg.peerURL()
+	if !isLoopback(cfg.ClientURL) || !isLoopback(peer) {
+		log.Warn("the embedded etcd listens beyond loopback without TLS or authentication: keep its ports on a private network",
+			"client_url", cfg.ClientURL, "peer_url", peer)
+	}
 }
 
 // Endpoints are the client URLs of the server.

@@ -344,6 +344,7 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 		return nil, &client{msg: "could not become an etcd member; this agent stays a client", attrs: []any{"peer_url", peer, "err", err}, failed: true}
 	}
 	g.Logger.Info("became an etcd member", "peer_url", peer, "client_url", g.Member.ClientURL, "members", len(members)+1)
+	WarnIfExposed(g.Logger, g.Member)
 	return srv, nil
 }
 
