@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/agentproj/agent/drivers/etcd"
@@ -97,6 +98,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	}
 	defer cli.Close()
+	recorded := !cfg.Embedded() || recordGrowth(ctx, cli, cfg)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -148,7 +150,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return nil
 			}
 		})
-		if cfg.Embedded() { // the founder: its config says how far the etcd grows
+		if !recorded {
 			goRest(func(ctx context.Context) error {
 				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members, log)
 			})
@@ -170,6 +172,16 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	}
 	log.Info("agent stopped")
 	return nil
+}
+
+// recordGrowth has the founding agent record how far its etcd grows
+// before it starts its duties, so that agents starting beside it find it
+// at once; false when etcd did not take it within 5 s (a restarted member
+// without quorum yet), and RecordGrowth is to go on asking.
+func recordGrowth(ctx context.Context, cli *clientv3.Client, cfg *stackconfig.Config) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return etcd.SetGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members) == nil
 }
 
 func clientConfig(cfg *stackconfig.Config, endpoints []string) etcd.ClientConfig {

@@ -169,8 +169,8 @@ type Grower struct {
 // (etcdctl member remove) or the founder asked for more, becomes one. While
 // the etcd grows it keeps the client's endpoints at the members'
 // (SyncEndpoints). It runs the member it became until ctx ends; a failure
-// of that member is returned. On an etcd the agents did not start it
-// returns at once.
+// of that member is returned. An etcd the agents did not start is only
+// looked at (one read every SyncInterval).
 func (g Grower) Run(ctx context.Context) error {
 	every := cmp.Or(g.SyncInterval, 30*time.Second)
 	var srv *Embedded
@@ -186,10 +186,10 @@ func (g Grower) Run(ctx context.Context) error {
 	againIn := every       // after an attempt to become a member failed
 	for {
 		next := every
-		growth, ok, err := ReadGrowth(ctx, g.Client, g.Prefix)
-		if err == nil && !ok {
-			return nil
-		}
+		// No growth key: an etcd the agents did not start, or one whose
+		// founder has not recorded it yet (both started at once): look
+		// again later.
+		growth, _, err := ReadGrowth(ctx, g.Client, g.Prefix)
 		if err == nil && srv == nil && growth.Members > 1 {
 			srv, err = g.grow(ctx, growth)
 			if srv != nil {

@@ -341,3 +341,23 @@ func mustMembers(t *testing.T, cli *clientv3.Client) []*etcdserverpb.Member {
 	}
 	return resp.Members
 }
+
+// An agent that started beside the founder, before it recorded the
+// growth, becomes a member once it has.
+func TestRunJoinsOnceTheGrowthIsRecorded(t *testing.T) {
+	founder := memberConfig(t, "founder")
+	startMember(t, founder)
+	cli := etcdtest.NewClient(t, founder.ClientURL)
+	j := newJoiner(t, "a", founder.ClientURL)
+	j.run(t)
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		resp, err := j.Client.Get(context.Background(), etcd.GrowthKey(growPrefix))
+		return err == nil && resp.Header.Revision > 0
+	}, "the joiner's client to reach etcd")
+	if err := etcd.SetGrowth(context.Background(), cli, growPrefix, 3); err != nil {
+		t.Fatal(err)
+	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		return slices.Equal(members(t, cli).names, []string{"a", "founder"})
+	}, "a to become a member once the growth is recorded")
+}
