@@ -33,8 +33,8 @@ func etcdMembers(t *testing.T, endpoint string) ([]string, int) {
 	return names, len(resp.Members)
 }
 
-// Three agents on a founder's embedded etcd with etcd.members = 3 make it a
-// three-member etcd: the cluster outlives its founder (killed with -9: a
+// Three agents started at once on a founder's embedded etcd with
+// etcd.members = 3 make it a three-member etcd: the cluster outlives its founder (killed with -9: a
 // new master is elected on the other two), and the founder comes back from
 // its data as one of the three.
 func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
@@ -42,8 +42,10 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 		t.Skip("end-to-end test")
 	}
 	founderArgs := append(embeddedAgentArgs(t, "g1", t.TempDir()), "--etcd-members", "3")
+	// All three start at once, as a host's agents do after a power cut:
+	// the joiners may ask before the founder's etcd answers or has
+	// recorded its growth.
 	g1 := &agentProc{proc: startProc(t, "agent-g1", agentBinary(t), founderArgs...), node: "g1", api: flagValue(founderArgs, "--listen")}
-	etcdtest.Eventually(t, 30*time.Second, g1.ready, "founder not ready")
 	founderEtcd := flagValue(founderArgs, "--embedded-etcd-listen")
 
 	joiners := map[string]*agentProc{}
@@ -58,6 +60,7 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 		names, total := etcdMembers(t, founderEtcd)
 		return slices.Equal(names, want) && total == 3
 	}, "etcd members to be g1, g2 and g3")
+	etcdtest.Eventually(t, 10*time.Second, g1.ready, "founder not ready")
 	for node, a := range joiners {
 		etcdtest.Eventually(t, 10*time.Second, a.ready, "%s not ready", node)
 		if log := readFile(t, a.log); !strings.Contains(log, "became an etcd member") {
