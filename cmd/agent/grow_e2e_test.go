@@ -34,9 +34,9 @@ func etcdMembers(t *testing.T, endpoint string) ([]string, int) {
 }
 
 // Three agents started at once on a founder's embedded etcd with
-// etcd.members = 3 make it a three-member etcd: the cluster outlives its founder (killed with -9: a
-// new master is elected on the other two), and the founder comes back from
-// its data as one of the three.
+// etcd.members = 3 make it a three-member etcd: the cluster outlives its
+// founder (killed with -9: the other two keep a master), and the founder
+// comes back from its data as one of the three.
 func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
