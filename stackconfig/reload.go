@@ -4,7 +4,9 @@ package stackconfig
 // now says next: cur with log_level, [[exporters]], [[plugins]] and
 // plugins_dir from next, [relay] from next unless the relay comes or goes
 // (whether it runs decides the Prometheus config and the URLs published
-// at start), and, when stacks is set (the host's stacks; not in
+// at start), [monitor]'s process groups, interval and limits from next
+// when the monitor runs and keeps running (what it reads, containers,
+// pods and the mount points, is made at start), and, when stacks is set (the host's stacks; not in
 // Kubernetes mode, where the stack is Helm releases made at start),
 // [stack] and [manager] from next except the keys other parts took at
 // start:
@@ -27,6 +29,10 @@ func Reload(cur, next *Config, stacks bool) Config {
 	out.Plugins, out.PluginsDir = next.Plugins, next.PluginsDir
 	if cur.Relay.Enabled() == next.Relay.Enabled() {
 		out.Relay = next.Relay
+	}
+	if cur.Monitor.Enabled && next.Monitor.Enabled {
+		out.Monitor.Processes, out.Monitor.Interval = next.Monitor.Processes, next.Monitor.Interval
+		out.Monitor.MaxProcesses, out.Monitor.MaxSeries = next.Monitor.MaxProcesses, next.Monitor.MaxSeries
 	}
 	if !stacks {
 		return out

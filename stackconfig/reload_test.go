@@ -27,13 +27,19 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	next.Relay.Upstream = Upstreams("http://127.0.0.1:9010/api/v1/write")
 	next.Relay.Concurrency = 7
 	next.Plugins = []Plugin{{Name: "p1", Command: []string{"/bin/true"}}}
+	next.Monitor.Processes = []MonitorProcess{{Name: "sshd", Comm: "sshd"}}
+	next.Monitor.Interval, next.Monitor.MaxProcesses, next.Monitor.MaxSeries = 3*time.Second, 77, 777
+	next.Monitor.Containers = !cur.Monitor.Containers
 
 	applied := Reload(&cur, &next, true)
 	if applied.LogLevel != "debug" || applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" ||
 		applied.Stack.TraceAgent.QueueSize != 77 || applied.Manager != next.Manager || !reflect.DeepEqual(applied.Relay, next.Relay) || len(applied.Plugins) != 1 {
 		t.Errorf("rendered keys not applied: %+v", applied)
 	}
-	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen"}
+	if m := applied.Monitor; !reflect.DeepEqual(m.Processes, next.Monitor.Processes) || m.Interval != 3*time.Second || m.MaxProcesses != 77 || m.MaxSeries != 777 {
+		t.Errorf("monitor groups, interval or limits not applied: %+v", m)
+	}
+	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen", "monitor.containers"}
 	if got := Changed(&applied, &next); !slices.Equal(got, want) {
 		t.Errorf("keys left for a restart %v, want %v", got, want)
 	}
@@ -52,6 +58,14 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	if got := Changed(&applied, &next); !slices.Contains(got, "relay.upstream") {
 		t.Errorf("a relay that went was applied: restart keys %v", got)
 	}
+
+	// A monitor that comes or goes waits for a restart.
+	next.Monitor.Enabled = !cur.Monitor.Enabled
+	applied = Reload(&cur, &next, true)
+	if got := Changed(&applied, &next); !slices.Contains(got, "monitor.enabled") || !slices.Contains(got, "monitor.processes") {
+		t.Errorf("a monitor that came or went was applied: restart keys %v", got)
+	}
+	next.Monitor.Enabled = cur.Monitor.Enabled
 
 	// Kubernetes mode: the stack is Helm releases made at start.
 	applied = Reload(&cur, &next, false)

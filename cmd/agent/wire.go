@@ -141,6 +141,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 			return nil, err
 		}
 		p.actors = append(p.actors, mon.Run)
+		prev := p.reload
+		p.reload = func(next *stackconfig.Config) {
+			prev(next)
+			mon.SetConfig(next.Monitor)
+		}
 		p.api.Handle("GET "+monitor.Path, mon.Handler())
 		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +51,10 @@ type Monitor struct {
 	reg     *prometheus.Registry
 	snap    atomic.Pointer[Snapshot]
 
+	mu    sync.Mutex
+	next  *stackconfig.Monitor // SetConfig's, for the refresh loop
+	nudge chan struct{}
+
 	// Owned by the refresh loop.
 	fs          *proc.FS
 	cg          *cgroup.Hierarchy
@@ -85,11 +91,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Monitor, err
 		cfg: cfg, log: log, fs: fs, groups: groups,
 		procs: map[int]*procInfo{}, pageSize: uint64(os.Getpagesize()), logged: map[string]bool{},
 		containers: containerState{acc: map[string]*containerAcc{}, paths: map[string]string{}},
+		nudge:      make(chan struct{}, 1),
 	}
-	for _, g := range groups {
-		m.needCmdline = m.needCmdline || g.kind == byCmdline
-		m.needCgroups = m.needCgroups || g.kind == byUnit
-	}
+	m.setGroups(groups)
 	if m.bootTime, err = fs.BootTime(); err != nil {
 		return nil, fmt.Errorf("monitor: boot time: %w", err)
 	}
@@ -139,7 +143,79 @@ func (m *Monitor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.nudge:
+			if m.reload() {
+				t.Reset(m.cfg.Interval)
+			}
 		}
+	}
+}
+
+// SetConfig has Run apply a reloaded [monitor] (SIGHUP) before its next
+// reading, which it takes at once: the process groups, the interval and
+// the two limits. A group that stays (same name and selector) keeps its
+// counters; a new one starts from what its processes used so far, as at
+// the start. The other keys (enabled, containers, pods and the mount
+// points) are the ones the monitor was made with; stackconfig.Reload keeps
+// them.
+func (m *Monitor) SetConfig(cfg stackconfig.Monitor) {
+	m.mu.Lock()
+	m.next = &cfg
+	m.mu.Unlock()
+	select {
+	case m.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// reload applies SetConfig's config, if it changes anything.
+func (m *Monitor) reload() bool {
+	m.mu.Lock()
+	next := m.next
+	m.next = nil
+	m.mu.Unlock()
+	if next == nil || reflect.DeepEqual(*next, m.cfg.Monitor) {
+		return false
+	}
+	groups, err := newGroups(next.Processes)
+	if err != nil { // stackconfig validated it: not expected
+		m.log.Error("monitor: reloaded config rejected, keeping the running one", "err", err)
+		return false
+	}
+	// A group that stays keeps what it counted and its pidfile's state;
+	// a process keeps its place in it.
+	moved := make([]int, len(m.groups)) // old index -> new, -1: gone
+	for i, old := range m.groups {
+		moved[i] = -1
+		for j, g := range groups {
+			if g.name == old.name && reflect.DeepEqual(g.cfg, old.cfg) {
+				g.acc, g.file, g.pid, g.service, g.ip = old.acc, old.file, old.pid, old.service, old.ip
+				moved[i] = j
+				break
+			}
+		}
+	}
+	m.setGroups(groups)
+	for _, p := range m.procs {
+		if p.groupIdx >= 0 {
+			p.groupIdx = moved[p.groupIdx]
+		}
+		m.classify(p)
+	}
+	m.cfg.Monitor = *next
+	clear(m.logged) // the limits' warnings may be due again
+	m.log.Info("monitor: config reloaded", "interval", m.cfg.Interval, "groups", len(m.groups),
+		"max_processes", m.cfg.MaxProcesses, "max_series", m.cfg.MaxSeries)
+	return true
+}
+
+// setGroups makes groups the measured ones.
+func (m *Monitor) setGroups(groups []*group) {
+	m.groups = groups
+	m.needCmdline, m.needCgroups = false, false
+	for _, g := range groups {
+		m.needCmdline = m.needCmdline || g.kind == byCmdline
+		m.needCgroups = m.needCgroups || g.kind == byUnit
 	}
 }
 

@@ -28,6 +28,7 @@ const (
 
 // group is one [[monitor.processes]] entry as the refresh loop uses it.
 type group struct {
+	cfg      stackconfig.MonitorProcess // what it was made from
 	name     string
 	guid     string
 	kind     selectorKind
@@ -50,7 +51,7 @@ type group struct {
 func newGroups(cfg []stackconfig.MonitorProcess) ([]*group, error) {
 	groups := make([]*group, 0, len(cfg))
 	for i, p := range cfg {
-		g := &group{name: p.Name, guid: p.GUID, children: p.WithChildren()}
+		g := &group{cfg: p, name: p.Name, guid: p.GUID, children: p.WithChildren()}
 		switch {
 		case p.PID != 0:
 			g.kind, g.pid = byPID, p.PID
