@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,7 +66,8 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, a.ready, "not ready")
 
 	write("log_level = \"warn\"\nlog_format = \"json\"\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n" +
-		"[[plugins]]\nname = \"hello\"\ncommand = [\"/bin/echo\", \"hello 1\"]\n")
+		"[[plugins]]\nname = \"hello\"\ncommand = [\"/bin/echo\", \"hello 1\"]\n" +
+		fmt.Sprintf("[[monitor.processes]]\nname = \"self\"\npid = %d\n", a.cmd.Process.Pid))
 	a.signal(syscall.SIGHUP)
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		log := readFile(t, a.log)
@@ -78,6 +80,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet("http://"+a.api+"/api/v1/plugins"), `"name": "hello"`)
 	}, "the plugin added by the reload is not served: %s", poll.Latest(func() any { return processtest.HTTPGet("http://" + a.api + "/api/v1/plugins") }))
+	etcdtest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(processtest.HTTPGet("http://"+a.api+"/metrics/monitor"), `namedprocess_namegroup_up{group="self",guid="",ip="",service=""} 1`)
+	}, "the process group added by the reload is not measured")
 
 	write("log_level = \"loud\"\n")
 	a.signal(syscall.SIGHUP)
