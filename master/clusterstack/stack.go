@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/master/collectors"
+	"github.com/agentproj/agent/slave/reload"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -56,10 +56,7 @@ type Stack struct {
 	cfg     Config // Run's own
 	sup     *workload.Supervisor
 	log     *slog.Logger
-
-	mu    sync.Mutex
-	next  *reloaded // a reloaded config Run has not taken yet
-	nudge chan struct{}
+	next    *reload.Pending[reloaded] // a reloaded config Run has not taken yet
 }
 
 // New returns the duty, running workloads through d.
@@ -74,7 +71,7 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{cfg: cfg, sup: sup, log: log, nudge: make(chan struct{}, 1)}, nil
+	return &Stack{cfg: cfg, sup: sup, log: log, next: reload.NewPending[reloaded]()}, nil
 }
 
 // SetConfig takes a reloaded [stack] and [manager] (stackconfig.Reload): a running
@@ -82,13 +79,7 @@ func New(cfg Config, d workload.Driver, log *slog.Logger, reg prometheus.Registe
 // file on SIGHUP; a changed command or image restarts the workload), a
 // later term starts with it.
 func (s *Stack) SetConfig(st stackconfig.Stack, m stackconfig.Manager) {
-	s.mu.Lock()
-	s.next = &reloaded{st, m}
-	s.mu.Unlock()
-	select {
-	case s.nudge <- struct{}{}:
-	default:
-	}
+	s.next.Set(reloaded{st, m})
 }
 
 func selector(node, cluster string) map[string]string {
@@ -135,7 +126,7 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 		select {
 		case err := <-done:
 			return err
-		case <-s.nudge:
+		case <-s.next.Ready():
 			if err := s.apply(); err != nil {
 				s.log.Error("reloaded cluster stack rejected, keeping the running one", "err", err)
 			}
@@ -146,11 +137,9 @@ func (s *Stack) Run(ctx context.Context, _ etcd.Leader) error {
 // apply takes a reloaded config, renders the configs, hands the specs to
 // the supervisor and publishes the stack's targets.
 func (s *Stack) apply() error {
-	s.mu.Lock()
-	if s.next != nil {
-		s.cfg.Stack, s.cfg.Manager, s.next = s.next.stack, s.next.manager, nil
+	if r, ok := s.next.Take(); ok {
+		s.cfg.Stack, s.cfg.Manager = r.stack, r.manager
 	}
-	s.mu.Unlock()
 	specs, reload, err := s.specs()
 	if err != nil {
 		return err

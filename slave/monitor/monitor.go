@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/slave/monitor/cgroup"
 	"github.com/agentproj/agent/slave/monitor/proc"
+	"github.com/agentproj/agent/slave/reload"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -50,10 +50,7 @@ type Monitor struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 	snap    atomic.Pointer[Snapshot]
-
-	mu    sync.Mutex
-	next  *stackconfig.Monitor // SetConfig's, for the refresh loop
-	nudge chan struct{}
+	next    *reload.Pending[stackconfig.Monitor] // SetConfig's, for the refresh loop
 
 	// Owned by the refresh loop.
 	fs          *proc.FS
@@ -91,7 +88,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Monitor, err
 		cfg: cfg, log: log, fs: fs, groups: groups,
 		procs: map[int]*procInfo{}, pageSize: uint64(os.Getpagesize()), logged: map[string]bool{},
 		containers: containerState{acc: map[string]*containerAcc{}, paths: map[string]string{}},
-		nudge:      make(chan struct{}, 1),
+		next:       reload.NewPending[stackconfig.Monitor](),
 	}
 	m.setGroups(groups)
 	if m.bootTime, err = fs.BootTime(); err != nil {
@@ -143,7 +140,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-m.nudge:
+		case <-m.next.Ready():
 			if m.reload() {
 				t.Reset(m.cfg.Interval)
 			}
@@ -158,23 +155,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 // the start. The other keys (enabled, containers, pods and the mount
 // points) are the ones the monitor was made with; stackconfig.Reload keeps
 // them.
-func (m *Monitor) SetConfig(cfg stackconfig.Monitor) {
-	m.mu.Lock()
-	m.next = &cfg
-	m.mu.Unlock()
-	select {
-	case m.nudge <- struct{}{}:
-	default:
-	}
-}
+func (m *Monitor) SetConfig(cfg stackconfig.Monitor) { m.next.Set(cfg) }
 
 // reload applies SetConfig's config, if it changes anything.
 func (m *Monitor) reload() bool {
-	m.mu.Lock()
-	next := m.next
-	m.next = nil
-	m.mu.Unlock()
-	if next == nil || reflect.DeepEqual(*next, m.cfg.Monitor) {
+	next, ok := m.next.Take()
+	if !ok || reflect.DeepEqual(next, m.cfg.Monitor) {
 		return false
 	}
 	groups, err := newGroups(next.Processes)
@@ -202,7 +188,7 @@ func (m *Monitor) reload() bool {
 		}
 		m.classify(p)
 	}
-	m.cfg.Monitor = *next
+	m.cfg.Monitor = next
 	clear(m.logged) // the limits' warnings may be due again
 	m.log.Info("monitor: config reloaded", "interval", m.cfg.Interval, "groups", len(m.groups),
 		"max_processes", m.cfg.MaxProcesses, "max_series", m.cfg.MaxSeries)

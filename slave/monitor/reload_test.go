@@ -33,7 +33,9 @@ func TestReloadChangesGroupsAndKeepsCounters(t *testing.T) {
 		t.Helper()
 		poll.Until(t, 20*time.Second, func() bool { s = scrape(t, m); return cond() }, "%s; last scrape %v", what, s)
 	}
-	busyCPU := func() float64 { return s[series("namedprocess_namegroup_cpu_seconds_total", "group", "busy", "mode", "user")] }
+	busyCPU := func() float64 {
+		return s[series("namedprocess_namegroup_cpu_seconds_total", "group", "busy", "mode", "user")]
+	}
 
 	until("the busy group to use 0.3 s of CPU", func() bool { return busyCPU() >= 0.3 })
 	// The burner leaves the group; a quiet process of the same command

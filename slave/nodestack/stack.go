@@ -15,6 +15,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/collectors"
+	"github.com/agentproj/agent/slave/reload"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -55,9 +56,9 @@ type Stack struct {
 	// into its queue instead of being stopped, and sends them to the
 	// next collector once it is re-pointed.
 	collector string
-	next      *reloaded // a reloaded config apply has not taken yet
-	nudge     chan struct{}
-	warned    map[string]string // component -> last problem logged
+	next      *reload.Pending[reloaded] // a reloaded config apply has not taken yet
+	nudge     chan struct{}             // new collector URLs
+	warned    map[string]string         // component -> last problem logged
 
 	traceEndpoint string // as at start: the applications were given it
 }
@@ -74,7 +75,7 @@ func New(cfg Config, d workload.Driver, targets TargetSetter, log *slog.Logger, 
 		return nil, err
 	}
 	return &Stack{cfg: cfg, sup: sup, targets: targets, log: log,
-		nudge: make(chan struct{}, 1), warned: map[string]string{},
+		next: reload.NewPending[reloaded](), nudge: make(chan struct{}, 1), warned: map[string]string{},
 		traceEndpoint: "http://" + stackconfig.WithHost(cfg.Stack.TraceAgent.OTLPHTTPListen, "127.0.0.1")}, nil
 }
 
@@ -87,24 +88,17 @@ func (s *Stack) SetCollectors(urls map[string]string) {
 		s.collector = u
 	}
 	s.mu.Unlock()
-	s.poke()
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
 }
 
 // SetConfig takes a reloaded [stack] and [manager] (stackconfig.Reload) and nudges
 // Run: the configs are rendered again, a workload whose config file
 // changed is reloaded, one whose command or image changed is restarted.
 func (s *Stack) SetConfig(st stackconfig.Stack, m stackconfig.Manager) {
-	s.mu.Lock()
-	s.next = &reloaded{st, m}
-	s.mu.Unlock()
-	s.poke()
-}
-
-func (s *Stack) poke() {
-	select {
-	case s.nudge <- struct{}{}:
-	default:
-	}
+	s.next.Set(reloaded{st, m})
 }
 
 // States reports the node stack's workloads.
@@ -125,6 +119,8 @@ func (s *Stack) Run(ctx context.Context) error {
 			return <-done
 		case <-s.nudge:
 			s.apply(ctx)
+		case <-s.next.Ready():
+			s.apply(ctx)
 		}
 	}
 }
@@ -132,11 +128,9 @@ func (s *Stack) Run(ctx context.Context) error {
 // apply renders every config, hands the specs to the supervisor and
 // reloads running workloads whose config changed.
 func (s *Stack) apply(ctx context.Context) {
-	s.mu.Lock()
-	if s.next != nil { // s.cfg is Run's own
-		s.cfg.Stack, s.cfg.Manager, s.next = s.next.stack, s.next.manager, nil
+	if r, ok := s.next.Take(); ok { // s.cfg is Run's own
+		s.cfg.Stack, s.cfg.Manager = r.stack, r.manager
 	}
-	s.mu.Unlock()
 	var specs []workload.Spec
 	var reload []string
 	targets := map[string]etcd.TargetGroup{}

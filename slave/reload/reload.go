@@ -1,8 +1,9 @@
-// Package reload replaces a running actor with one built from a reloaded
-// config (the agent's SIGHUP), for actors that own something only one of
-// them may hold at a time (the relay's queue directory, the plugins'
-// schedules and metrics): the running one is stopped first, as at a
-// shutdown, then the next is built.
+// Package reload hands a reloaded config (the agent's SIGHUP) to running
+// actors: Pending to one that applies it in its own loop (the stacks, the
+// monitor), and Swap to replace an actor with one built from it, for
+// actors that own something only one of them may hold at a time (the
+// relay's queue directory, the plugins' schedules and metrics): the
+// running one is stopped first, as at a shutdown, then the next is built.
 package reload
 
 import (
@@ -10,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
-	"sync"
 	"sync/atomic"
 )
 
@@ -26,10 +26,7 @@ type Swap[C any, A Actor] struct {
 	release func(A) // after the actor stopped, before the next is built
 	log     *slog.Logger
 	cur     atomic.Pointer[running[C, A]]
-
-	mu    sync.Mutex
-	next  *C
-	nudge chan struct{}
+	next    *Pending[C]
 }
 
 type running[C any, A Actor] struct {
@@ -45,7 +42,7 @@ func New[C any, A Actor](cfg C, build func(C) (A, error), release func(A), log *
 	if err != nil {
 		return nil, err
 	}
-	s := &Swap[C, A]{build: build, release: release, log: log, nudge: make(chan struct{}, 1)}
+	s := &Swap[C, A]{build: build, release: release, log: log, next: NewPending[C]()}
 	s.cur.Store(&running[C, A]{cfg, a})
 	return s, nil
 }
@@ -56,15 +53,7 @@ func (s *Swap[C, A]) Current() A { return s.cur.Load().actor }
 
 // Reload has Run replace the actor with one built from cfg, unless cfg
 // is what runs.
-func (s *Swap[C, A]) Reload(cfg C) {
-	s.mu.Lock()
-	s.next = &cfg
-	s.mu.Unlock()
-	select {
-	case s.nudge <- struct{}{}:
-	default:
-	}
-}
+func (s *Swap[C, A]) Reload(cfg C) { s.next.Set(cfg) }
 
 // Run runs the current actor until ctx ends, replacing it after Reload. A
 // config build refuses is logged and the previous one built again; Run
@@ -107,14 +96,10 @@ func (s *Swap[C, A]) wait(done <-chan error, running C) (*C, error) {
 		select {
 		case err := <-done:
 			return nil, err
-		case <-s.nudge:
+		case <-s.next.Ready():
 		}
-		s.mu.Lock()
-		next := s.next
-		s.next = nil
-		s.mu.Unlock()
-		if next != nil && !reflect.DeepEqual(*next, running) {
-			return next, nil
+		if next, ok := s.next.Take(); ok && !reflect.DeepEqual(next, running) {
+			return &next, nil
 		}
 	}
 }

@@ -71,3 +71,25 @@ func TestSwap(t *testing.T) {
 		t.Fatalf("Run at the end: %v, actor stopped %v", err, s.Current().stopped.Load())
 	}
 }
+
+// Two Sets before the loop looks: one wake-up, the latest config, once.
+func TestPending(t *testing.T) {
+	p := NewPending[int]()
+	if _, ok := p.Take(); ok {
+		t.Fatal("an empty Pending gave a config")
+	}
+	p.Set(1)
+	p.Set(2)
+	<-p.Ready()
+	select {
+	case <-p.Ready():
+		t.Fatal("two wake-ups for two Sets in a row")
+	default:
+	}
+	if v, ok := p.Take(); !ok || v != 2 {
+		t.Fatalf("Take = %d, %v; want 2, true", v, ok)
+	}
+	if _, ok := p.Take(); ok {
+		t.Fatal("a config taken twice")
+	}
+}
