@@ -45,6 +45,7 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 	// All three start at once, as a host's agents do after a power cut:
 	// the joiners may ask before the founder's etcd answers or has
 	// recorded its growth.
+	started := time.Now()
 	g1 := &agentProc{proc: startProc(t, "agent-g1", agentBinary(t), founderArgs...), node: "g1", api: flagValue(founderArgs, "--listen")}
 	founderEtcd := flagValue(founderArgs, "--embedded-etcd-listen")
 
@@ -60,6 +61,7 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 		names, total := etcdMembers(t, founderEtcd)
 		return slices.Equal(names, want) && total == 3
 	}, "etcd members to be g1, g2 and g3")
+	t.Logf("three voting etcd members %s after the agents started", time.Since(started).Round(10*time.Millisecond))
 	etcdtest.Eventually(t, 10*time.Second, g1.ready, "founder not ready")
 	for node, a := range joiners {
 		etcdtest.Eventually(t, 10*time.Second, a.ready, "%s not ready", node)
@@ -92,10 +94,12 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 	}, "g3's /api/v1/status to show three voting etcd members")
 
 	g1.kill()
+	killed := time.Now()
 	etcdtest.Eventually(t, 60*time.Second, func() bool {
 		s, err := tryAgentStatus(t, etcdURL["g2"])
 		return err == nil && s.Master != nil && s.Master.Node != "g1" && len(s.Members) == 2
 	}, "a master of g2 and g3 once the founder is gone")
+	t.Logf("a master of the other two, and the founder's agent record gone, %s after its kill -9 (TTL 5s)", time.Since(killed).Round(10*time.Millisecond))
 
 	g1 = &agentProc{proc: startProc(t, "agent-g1-restarted", agentBinary(t), founderArgs...), node: "g1", api: g1.api}
 	etcdtest.Eventually(t, 60*time.Second, func() bool {
