@@ -75,6 +75,9 @@ func RecordGrowth(ctx context.Context, cli clientv3.KV, prefix string, members i
 	}
 }
 
+// ErrBadGrowth is a growth value that does not parse.
+var ErrBadGrowth = errors.New("malformed etcd growth")
+
 // ReadGrowth returns the cluster's Growth; ok is false for a cluster the
 // agents did not start (no key). A malformed value is an error.
 func ReadGrowth(ctx context.Context, cli clientv3.KV, prefix string) (g Growth, ok bool, err error) {
@@ -86,7 +89,7 @@ func ReadGrowth(ctx context.Context, cli clientv3.KV, prefix string) (g Growth, 
 		return g, false, nil
 	}
 	if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil || g.Members < 1 {
-		return g, false, fmt.Errorf("%s: want {\"members\": <1, 3 or 5>}, got %q", GrowthKey(prefix), resp.Kvs[0].Value)
+		return Growth{}, false, fmt.Errorf("%w: %s: want {\"members\": <1, 3 or 5>}, got %q", ErrBadGrowth, GrowthKey(prefix), resp.Kvs[0].Value)
 	}
 	return g, true, nil
 }
@@ -190,6 +193,9 @@ func (g Grower) Run(ctx context.Context) error {
 		// founder has not recorded it yet (both started at once): look
 		// again later.
 		growth, _, err := ReadGrowth(ctx, g.Client, g.Prefix)
+		if errors.Is(err, ErrBadGrowth) { // logged once, as a reason to stay a client
+			err = &client{msg: "not becoming an etcd member: " + err.Error()}
+		}
 		if err == nil && srv == nil && growth.Members > 1 {
 			srv, err = g.grow(ctx, growth)
 			if srv != nil {

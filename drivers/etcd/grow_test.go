@@ -242,6 +242,18 @@ func TestClustersTheAgentsDidNotStartDoNotGrow(t *testing.T) {
 		if v := members(t, cli); v.total != 1 {
 			t.Fatalf("members = %+v, want the founder", v)
 		}
+		// Run says so once, and goes on looking.
+		j.run(t)
+		etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(j.log.String(), "malformed etcd growth") },
+			"Run to log the malformed value")
+		if err := etcd.SetGrowth(context.Background(), cli, growPrefix, 3); err != nil {
+			t.Fatal(err)
+		}
+		etcdtest.Eventually(t, 60*time.Second, func() bool { return slices.Contains(members(t, cli).names, "a") },
+			"a to become a member once the value is mended")
+		if n := strings.Count(j.log.String(), "malformed etcd growth"); n != 1 {
+			t.Errorf("the malformed value was logged %d times, want once:\n%s", n, j.log)
+		}
 	})
 }
 
