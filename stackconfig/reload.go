@@ -4,10 +4,11 @@ package stackconfig
 // now says next: cur with log_level, [[exporters]], [[plugins]] and
 // plugins_dir from next, [relay] from next unless the relay comes or goes
 // (whether it runs decides the Prometheus config and the URLs published
-// at start), [monitor]'s process groups, interval and limits from next
-// when the monitor runs and keeps running (what it reads, containers,
-// pods and the mount points, is made at start), and, when stacks is set (the host's stacks; not in
-// Kubernetes mode, where the stack is Helm releases made at start),
+// at start), [monitor]'s process groups,
+// interval and limits from next when the monitor runs and keeps running
+// (what it reads, containers, pods and the mount points, is made at
+// start), and, when stacks is set (the host's stacks; not in Kubernetes
+// mode, where the stack is Helm releases made at start),
 // [stack] and [manager] from next except the keys other parts took at
 // start:
 //

@@ -32,7 +32,7 @@ func appsAPI(t *testing.T, token string) string {
 	}
 	h := apps.NewHandler(cli, apps.HandlerConfig{Keys: keys, AllowedImages: []string{"registry.example/*/*"}}, slog.New(slog.DiscardHandler), nil)
 	mux := http.NewServeMux()
-	h.Register(mux, token)
+	h.Register(mux, apps.NewToken(token))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv.URL

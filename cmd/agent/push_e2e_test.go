@@ -194,4 +194,17 @@ timeout = "1h"
 	if n := query(manager, `{__name__=~"e2e_kept_not|e2e_bad"}`); n != 0 {
 		t.Fatalf("a sample of a refused push reached the manager (%d series)", n)
 	}
+
+	// The token is rotated in its file: the first request with the new one
+	// is taken (the master's Prometheus reads the file at every request),
+	// the old one refused from then on.
+	if err := os.WriteFile(tokenFile, []byte("push-token-2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := pushTo(t, a.api, "team-a", "", "push-token-2", "e2e_rotated 1\n"); code != http.StatusNoContent {
+		t.Fatalf("the rotated token: %d %s, want 204", code, body)
+	}
+	if code, body := pushTo(t, a.api, "team-a", "", token, "e2e_rotated 1\n"); code != http.StatusUnauthorized {
+		t.Fatalf("the old token after the rotation: %d %s, want 401", code, body)
+	}
 }

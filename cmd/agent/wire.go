@@ -51,10 +51,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	// One token guards the manager API and the relay when configured; it is
 	// required when the API listens beyond loopback (stackconfig.API).
-	token := ""
+	// A token rotated in api.token_file applies at once (apps.NewTokenFile).
+	var token *apps.Token
 	if cfg.API.TokenFile != "" {
 		var err error
-		if token, err = stackconfig.ReadToken(cfg.API.TokenFile); err != nil {
+		if token, err = apps.NewTokenFile(cfg.API.TokenFile); err != nil {
 			return nil, exitCode{2, fmt.Errorf("api.token_file: %w", err)}
 		}
 	}
@@ -71,6 +72,9 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, cfg.Exporters))
 	p.reload = func(next *stackconfig.Config) {
 		targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, next.Exporters))
+		if token != nil {
+			reloadToken(token, next.API.TokenFile, log)
+		}
 	}
 
 	var relayURL string
@@ -150,7 +154,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
 	}
 	guard := func(h http.Handler) http.Handler {
-		if token != "" {
+		if token != nil {
 			return apps.RequireToken(token, h)
 		}
 		return h
@@ -306,4 +310,17 @@ func hostOf(addr string) string {
 		return addr
 	}
 	return host
+}
+
+// reloadToken reads api.token_file again (SIGHUP; a request with another
+// token does too); a file that cannot be read keeps the token. Another
+// path needs a restart: the master's Prometheus was given this one.
+func reloadToken(token *apps.Token, file string, log *slog.Logger) {
+	changed, err := token.SetFile(file)
+	switch {
+	case err != nil:
+		log.Error("api.token_file: cannot read it again, keeping the token", "err", err)
+	case changed:
+		log.Info("api token replaced from api.token_file", "file", file)
+	}
 }

@@ -75,14 +75,14 @@ func (h *Handler) Routes() map[string]http.Handler {
 	}
 }
 
-// Register adds the routes to mux, each behind RequireToken(token) unless
-// token is empty (a loopback-only agent without api.token_file); refused
+// Register adds the routes to mux, each behind RequireToken(tok) unless
+// tok is nil (a loopback-only agent without api.token_file); refused
 // requests count in agent_apps_requests_rejected_total{code="401"}.
-func (h *Handler) Register(mux Mux, token string) {
+func (h *Handler) Register(mux Mux, tok *Token) {
 	refused := h.m.rejected.WithLabelValues(strconv.Itoa(http.StatusUnauthorized))
 	for pattern, handler := range h.Routes() {
-		if token != "" {
-			handler = requireToken(token, handler, refused.Inc)
+		if tok != nil {
+			handler = requireToken(tok, handler, refused.Inc)
 		}
 		mux.Handle(pattern, handler)
 	}

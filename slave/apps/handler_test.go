@@ -6,6 +6,8 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -162,7 +164,7 @@ func TestNoTokenConfiguredIsOpen(t *testing.T) {
 
 func TestRequireTokenEmptyRefusesAll(t *testing.T) {
 	called := false
-	h := RequireToken("", http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }))
+	h := RequireToken(NewToken(""), http.HandlerFunc(func(http.ResponseWriter, *http.Request) { called = true }))
 	for _, auth := range []string{"", "Bearer ", "Bearer x"} {
 		req, _ := http.NewRequest("GET", "/", nil)
 		req.Header.Set("Authorization", auth)
@@ -341,5 +343,61 @@ func TestRecordSizeLimit(t *testing.T) {
 	}
 	if n := f.count(testKeys.Apps()); n != 0 {
 		t.Fatalf("%d records written", n)
+	}
+}
+
+// A replaced token is the only one taken from then on; an emptied one
+// takes none.
+func TestTokenCanBeReplaced(t *testing.T) {
+	tok := NewToken("old")
+	h := RequireToken(tok, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	code := func(token string) int {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	if code("old") != http.StatusNoContent || code("new") != http.StatusUnauthorized {
+		t.Fatalf("before: old %d, new %d", code("old"), code("new"))
+	}
+	tok.Set("new")
+	if code("old") != http.StatusUnauthorized || code("new") != http.StatusNoContent {
+		t.Fatalf("after Set: old %d, new %d", code("old"), code("new"))
+	}
+	tok.Set("")
+	if code("") != http.StatusUnauthorized || code("new") != http.StatusUnauthorized {
+		t.Fatalf("after Set(\"\"): empty %d, new %d", code(""), code("new"))
+	}
+}
+
+// A token rotated in its file is taken by the first request that carries
+// it, with no reload; the old one is refused from then on. A file that
+// cannot be read keeps the token.
+func TestTokenFileFollowsRotation(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("first\n")
+	tok, err := NewTokenFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.Matches("first") || tok.Matches("second") {
+		t.Fatal("first token not the one taken")
+	}
+	write("second\n")
+	if !tok.Matches("second") || tok.Matches("first") {
+		t.Fatal("the rotated token is not taken at once, or the old one still is")
+	}
+	write("")
+	if tok.Matches("third") || !tok.Matches("second") {
+		t.Fatal("an emptied file changed the token")
+	}
+	if _, err := NewTokenFile(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Fatal("a missing token file was taken")
 	}
 }

@@ -60,7 +60,7 @@ func newFixture(t *testing.T, members []string, opts ...fixtureOpt) *fixture {
 	f := &fixture{t: t, cli: cli, reg: prometheus.NewRegistry()}
 	f.h = NewHandler(cli, cfg, quiet(), f.reg)
 	mux := http.NewServeMux()
-	f.h.Register(mux, token)
+	f.h.Register(mux, NewToken(token))
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(f.srv.Close)
 	for _, m := range members {
