@@ -80,7 +80,7 @@ func TestPushAndPluginsSurviveKillNine(t *testing.T) {
 		tokenFile: token + "\n",
 		tick:      "#!/bin/sh\necho \"# TYPE ticks gauge\"\necho \"ticks{src=\\\"cron\\\"} 7\"\n",
 		od:        "#!/bin/sh\nprintf '[{\"name\":\"param\",\"tags\":{\"p\":\"%s\"},\"value\":1}]' \"$PLUGIN_PARAM\"\n",
-		hang:      "#!/bin/sh\necho $$ > " + hangPID + "\nexec sleep 3600\n",
+		hang:      "#!/bin/sh\nread pid rest < /proc/self/stat; echo $pid > " + hangPID + "\nexec sleep 3600\n", // $$ is 1 in the run's PID namespace
 	} {
 		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
 			t.Fatal(err)

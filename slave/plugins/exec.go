@@ -26,6 +26,10 @@ type command struct {
 	dir  string
 	env  []string
 	cred *syscall.Credential // nil: as the agent
+	// pidNS runs it as the first process of a PID namespace of its own:
+	// when it exits, the kernel kills every process it left, those that
+	// left its process group (setsid, daemons) too. Needs CAP_SYS_ADMIN.
+	pidNS bool
 }
 
 // outcome is how a process ended.
@@ -39,8 +43,8 @@ type outcome struct {
 // run runs c until it exits, timeout passes, its stdout passes maxOut
 // bytes or ctx ends; in the last three cases it kills the process group.
 // Whatever is left of the group when the process exits is killed too, so
-// a run never leaves processes behind (except ones that left the group
-// with setsid).
+// a run never leaves processes behind (with c.pidNS, not even ones that
+// left the group with setsid).
 func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outcome {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -53,6 +57,9 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 	// Pdeathsig: a plugin does not outlive an agent killed with -9 (its
 	// own children may; a clean stop kills the whole group).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred, Pdeathsig: syscall.SIGKILL}
+	if c.pidNS {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
+	}
 	stdout := &capped{max: maxOut, full: func() { cancel(errTooMuch) }}
 	stderr := &tail{max: stderrTail}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -65,6 +72,9 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 	if err != nil {
 		if u := errors.Unwrap(err); u != nil {
 			err = u
+		}
+		if c.pidNS && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
+			return outcome{exitCode: -1, err: fmt.Errorf("%w: %w", errNoPIDNS, err)}
 		}
 		return outcome{exitCode: -1, err: fmt.Errorf("start %s: %w", c.path, err)}
 	}
@@ -90,6 +100,7 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 var (
 	errTimeout = errors.New("timeout")
 	errTooMuch = errors.New("too much output")
+	errNoPIDNS = errors.New("no PID namespace")
 )
 
 func stderrSuffix(s string) string {

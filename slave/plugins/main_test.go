@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -63,6 +64,12 @@ func runActor(t *testing.T, fn func(context.Context) error) (stop func()) {
 }
 
 // script writes an executable shell script into dir and returns its path.
+// writePID is the shell that writes its own pid as the agent sees it into
+// file: a run has a PID namespace of its own, where $$ and $! are not.
+func writePID(file string) string {
+	return fmt.Sprintf("read pid rest < /proc/self/stat; echo $pid > %s", file)
+}
+
 func script(t testing.TB, dir, name, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, name)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,10 @@ type Manager struct {
 	order   []string
 
 	stateMu sync.Mutex // one saveDisabled at a time
+
+	// pidNS: runs get a PID namespace of their own (see command.pidNS);
+	// as root, until the kernel refuses one.
+	pidNS atomic.Bool
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's, nil outside Run
@@ -130,6 +135,7 @@ func New(cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) 
 		m.order = append(m.order, pc.Name)
 	}
 	m.loadDisabled(time.Now())
+	m.pidNS.Store(os.Geteuid() == 0)
 	m.m = newMetrics(m)
 	if reg != nil {
 		if err := m.m.register(reg); err != nil {
@@ -333,7 +339,15 @@ func (m *Manager) run(ctx context.Context, p *plugin, o runOptions) *RunResult {
 	if p.repoDir != "" {
 		dir = p.repoDir
 	}
-	out := run(ctx, command{path: p.path, args: p.args, dir: dir, env: env, cred: p.cred}, o.timeout, MaxOutputBytes)
+	c := command{path: p.path, args: p.args, dir: dir, env: env, cred: p.cred, pidNS: m.pidNS.Load()}
+	out := run(ctx, c, o.timeout, MaxOutputBytes)
+	if errors.Is(out.err, errNoPIDNS) && m.pidNS.CompareAndSwap(true, false) {
+		m.log.Warn("plugins run without a PID namespace of their own: a process a plugin starts outside its process group (setsid, a daemon) outlives the run", "err", out.err)
+	}
+	if errors.Is(out.err, errNoPIDNS) {
+		c.pidNS = false
+		out = run(ctx, c, o.timeout, MaxOutputBytes)
+	}
 	res.ExitCode = out.exitCode
 	if out.err != nil {
 		res.Error = out.err.Error()

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,7 +121,7 @@ func TestHangingPluginKilledWithChildren(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
-	hang := script(t, dir, "hang.sh", fmt.Sprintf("sleep 300 &\necho $! > %s\nsleep 300\n", pidFile))
+	hang := script(t, dir, "hang.sh", fmt.Sprintf("sh -c '%s; exec sleep 300' &\nsleep 300\n", writePID(pidFile)))
 	good := script(t, dir, "good.sh", "echo ok 1\n")
 	m, _ := startManager(t, nil, nil,
 		stackconfig.Plugin{Name: "hang", Command: []string{hang}, Timeout: 2 * time.Second},
@@ -265,7 +266,7 @@ func TestStopKillsRunningPlugin(t *testing.T) {
 	skipShort(t)
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
-	hang := script(t, dir, "hang.sh", fmt.Sprintf("echo $$ > %s\nsleep 300\n", pidFile))
+	hang := script(t, dir, "hang.sh", writePID(pidFile)+"\nsleep 300\n")
 	m, stop := startManager(t, nil, nil, stackconfig.Plugin{Name: "hang", Command: []string{hang}, Timeout: time.Hour})
 	done := make(chan *RunResult, 1)
 	go func() { res, _ := m.RunNow(context.Background(), "hang", 0, nil); done <- res }()
@@ -398,4 +399,33 @@ func TestDisabledStaysDisabledAcrossRestart(t *testing.T) {
 	if !strings.Contains(logs.String(), "state file ignored") {
 		t.Fatalf("damaged state file not logged:\n%s", logs)
 	}
+}
+
+// A process a plugin started outside its process group (setsid, as a
+// daemon does) does not outlive the run: the run's PID namespace ends
+// with the plugin.
+func TestRunLeavesNoDaemonBehind(t *testing.T) {
+	skipShort(t)
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI runs as root: this test must run there")
+		}
+		t.Skip("a PID namespace per run needs root; run the tests as root to cover it")
+	}
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "daemon.pid")
+	daemon := script(t, dir, "daemon.sh", fmt.Sprintf("setsid sh -c '%s; exec sleep 300' &\n"+
+		"while [ ! -s %s ]; do sleep 0.01; done\necho started 1\n", writePID(pidFile), pidFile))
+	m, _ := startManager(t, nil, nil, stackconfig.Plugin{Name: "daemon", Command: []string{daemon}})
+	res, err := m.RunNow(context.Background(), "daemon", 0, nil)
+	if err != nil || res.Error != "" || res.Samples != 1 {
+		t.Fatalf("run: %+v %v", res, err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid <= 1 {
+		t.Fatalf("the daemon wrote pid %q", b)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	waitFor(t, "the plugin's daemon gone", func() bool { return !alive(pid) })
 }
