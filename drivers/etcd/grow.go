@@ -213,6 +213,8 @@ func (g Grower) Run(ctx context.Context) error {
 				c.log(g.Logger)
 			}
 			told, err = c.msg, nil
+		case err != nil && srv != nil: // a member: etcd may be electing a leader
+			g.Logger.Debug("etcd growth not read", "err", err)
 		case err != nil:
 			g.Logger.Warn("cannot ask etcd whether this agent becomes a member; asking again", "in", retryIn, "err", err)
 			next, retryIn = retryIn, min(2*retryIn, every)
@@ -429,7 +431,8 @@ func (g Grower) forgetEarlierSelf(ctx context.Context, members []*etcdserverpb.M
 				return nil, fmt.Errorf("remove earlier etcd member %x (%s): %w", m.ID, peer, err)
 			}
 		case m.Name == g.Member.Name:
-			return nil, fmt.Errorf("etcd already has a member named %q (peer %s): node names must be unique", m.Name, strings.Join(m.PeerURLs, ","))
+			return nil, &client{msg: "not becoming an etcd member: etcd already has a member of this agent's name with another peer URL (node names must be unique)",
+				attrs: []any{"name", m.Name, "member_peer_url", strings.Join(m.PeerURLs, ","), "peer_url", peer}, failed: true}
 		default:
 			others = append(others, m)
 		}

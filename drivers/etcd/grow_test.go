@@ -373,3 +373,19 @@ func TestRunJoinsOnceTheGrowthIsRecorded(t *testing.T) {
 		return slices.Equal(members(t, cli).names, []string{"a", "founder"})
 	}, "a to become a member once the growth is recorded")
 }
+
+// An agent with the name of a member on another peer URL is not added (two
+// agents with one node name), and says why.
+func TestJoinerWithATakenNameStaysAClient(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	j := newJoiner(t, "founder", founder.ClientURL)
+	if j.join(t) != nil {
+		t.Fatal("an agent with the founder's name became a member")
+	}
+	if v := members(t, cli); v.total != 1 {
+		t.Fatalf("members = %+v, want the founder alone", v)
+	}
+	if !strings.Contains(j.log.String(), "already has a member of this agent's name") {
+		t.Errorf("log does not say why:\n%s", j.log)
+	}
+}
