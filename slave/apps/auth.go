@@ -118,7 +118,7 @@ func RequireToken(tok *Token, next http.Handler) http.Handler {
 func requireToken(tok *Token, next http.Handler, refused func()) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := bearer(r.Header.Get("Authorization"))
-		if !tok.Matches(got) || !ok {
+		if !ok || !tok.Matches(got) { // no bearer: no reason to read the token file again
 			w.Header().Set("WWW-Authenticate", `Bearer realm="agent"`)
 			msg := "a valid bearer token is required (Authorization: Bearer <token>)"
 			if !ok {
