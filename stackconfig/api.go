@@ -73,9 +73,11 @@ func ReadToken(file string) (string, error) {
 // or unspecified host (":9464", "0.0.0.0:9464") listens everywhere.
 func LoopbackListen(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
+	return err == nil && LoopbackHost(host)
+}
+
+// LoopbackHost reports whether host is localhost or a loopback address.
+func LoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

@@ -248,7 +248,7 @@ func (e *Etcd) validate() []error {
 		bad("etcd.members: must be 1, 3 or 5, got %d", e.Members)
 	}
 	for _, l := range []struct{ key, url string }{{"embedded_listen", e.EmbeddedListen}, {"embedded_peer_listen", e.EmbeddedPeerListen}} {
-		if u, err := url.Parse(l.url); e.Members > 1 && err == nil && isUnspecifiedHost(u.Hostname()) {
+		if u, err := url.Parse(l.url); e.Members > 1 && err == nil && UnspecifiedHost(u.Hostname()) {
 			bad("etcd.%s: with etcd.members = %d the members advertise it to each other: give an address the other hosts reach, not an unspecified one, got %q", l.key, e.Members, l.url)
 		}
 	}
@@ -291,7 +291,9 @@ func checkURL(s string) error {
 	return nil
 }
 
-func isUnspecifiedHost(h string) bool {
-	ip := net.ParseIP(h)
+// UnspecifiedHost reports whether host is 0.0.0.0 or :: (every address,
+// not one to dial or advertise).
+func UnspecifiedHost(host string) bool {
+	ip := net.ParseIP(host)
 	return ip != nil && ip.IsUnspecified()
 }

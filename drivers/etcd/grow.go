@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path"
@@ -19,6 +18,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // An etcd cluster started by an agent (the embedded etcd) grows: the
@@ -472,26 +473,15 @@ func remotePeer(members []*etcdserverpb.Member) string {
 	return ""
 }
 
+// isUnspecified: a URL on 0.0.0.0 or :: (or one that does not parse).
 func isUnspecified(rawURL string) bool {
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		return true
-	}
-	ip := net.ParseIP(u.Hostname())
-	return ip != nil && ip.IsUnspecified()
+	return err != nil || stackconfig.UnspecifiedHost(u.Hostname())
 }
 
 func isLoopback(rawURL string) bool {
 	u, err := url.Parse(rawURL)
-	if err != nil {
-		return false
-	}
-	h := u.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && stackconfig.LoopbackHost(u.Hostname())
 }
 
 // SyncEndpoints keeps the client's endpoints at the client URLs of the
