@@ -2,6 +2,7 @@ package slave
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,6 +52,9 @@ type NodeConfig struct {
 	// member record and revokes that lease at once instead of waiting for
 	// it to expire. Empty: kept nowhere (a crash-restart waits).
 	LeaseFile string
+	// EtcdTLS is the etcd client's TLS config (nil: none): it lets a
+	// refused TLS session be named when etcd does not answer.
+	EtcdTLS *tls.Config
 }
 
 // Node keeps the agent in the cluster; see the package documentation for
@@ -112,7 +116,7 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 			n.m.etcdErrors.WithLabelValues("grant").Inc()
 			d := bo.next()
-			n.log.Warn("cannot start etcd session, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
+			n.log.Warn("cannot start etcd session, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), n.cfg.EtcdTLS, probeTimeout, err), "retry_in", d)
 			sleep(ctx, d)
 			continue
 		}
@@ -134,7 +138,7 @@ func (n *Node) Run(ctx context.Context) error {
 			if ctx.Err() == nil {
 				n.m.etcdErrors.WithLabelValues("register").Inc()
 				d := bo.next()
-				n.log.Warn("cannot register member, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), probeTimeout, err), "retry_in", d)
+				n.log.Warn("cannot register member, retrying", "err", etcd.Explain(ctx, n.cli.Endpoints(), n.cfg.EtcdTLS, probeTimeout, err), "retry_in", d)
 				sleep(ctx, d)
 			}
 			continue

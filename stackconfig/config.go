@@ -76,6 +76,17 @@ type Etcd struct {
 	// EmbeddedPeerListen is the peer URL of the embedded etcd; derived from
 	// EmbeddedListen (port + 1) when empty.
 	EmbeddedPeerListen string `mapstructure:"embedded_peer_listen"`
+	// EmbeddedCertFile and EmbeddedKeyFile are the certificate of this
+	// agent's etcd member: set, its client and peer URLs are https://, and
+	// every client and member must show a certificate signed by CAFile (the
+	// member's own certificate, so it needs both the server and the client
+	// use). The agent's own client uses it too unless CertFile is set.
+	EmbeddedCertFile string `mapstructure:"embedded_cert_file"`
+	EmbeddedKeyFile  string `mapstructure:"embedded_key_file"`
+	// EmbeddedInsecure lets the embedded etcd listen beyond loopback
+	// without TLS: whoever reaches its ports can read and write every key,
+	// and so run applications on every node. For private networks only.
+	EmbeddedInsecure bool `mapstructure:"embedded_insecure"`
 	// Members is how many etcd members a cluster this agent founds (on
 	// its embedded etcd) grows to: agents that join it add themselves as
 	// members until it has that many (1, 3 or 5; 1: it stays one member).
@@ -121,6 +132,18 @@ func (c *Config) SDPath() string {
 		return c.SDDir
 	}
 	return filepath.Join(c.DataDir, "sd")
+}
+
+// EmbeddedTLS reports whether the embedded etcd serves TLS.
+func (e *Etcd) EmbeddedTLS() bool { return e.EmbeddedCertFile != "" }
+
+// ClientCert is the certificate and key the agent's etcd client shows:
+// CertFile, else the embedded member's own.
+func (e *Etcd) ClientCert() (cert, key string) {
+	if e.CertFile == "" {
+		return e.EmbeddedCertFile, e.EmbeddedKeyFile
+	}
+	return e.CertFile, e.KeyFile
 }
 
 // Embedded reports whether the agent runs its own etcd.
@@ -248,9 +271,27 @@ func (e *Etcd) validate() []error {
 		bad("etcd.members: must be 1, 3 or 5, got %d", e.Members)
 	}
 	for _, l := range []struct{ key, url string }{{"embedded_listen", e.EmbeddedListen}, {"embedded_peer_listen", e.EmbeddedPeerListen}} {
-		if u, err := url.Parse(l.url); e.Members > 1 && err == nil && UnspecifiedHost(u.Hostname()) {
+		u, err := url.Parse(l.url)
+		if l.url == "" || err != nil {
+			continue
+		}
+		if e.Members > 1 && UnspecifiedHost(u.Hostname()) {
 			bad("etcd.%s: with etcd.members = %d the members advertise it to each other: give an address the other hosts reach, not an unspecified one, got %q", l.key, e.Members, l.url)
 		}
+		switch {
+		case e.EmbeddedTLS() && u.Scheme != "https":
+			bad("etcd.%s: with etcd.embedded_cert_file set the embedded etcd serves TLS: make it https://, got %q", l.key, l.url)
+		case !e.EmbeddedTLS() && u.Scheme == "https":
+			bad("etcd.%s: https:// needs etcd.embedded_cert_file and etcd.embedded_key_file (the member's certificate), got %q", l.key, l.url)
+		case !e.EmbeddedTLS() && !e.EmbeddedInsecure && !LoopbackHost(u.Hostname()):
+			bad("etcd.%s: beyond loopback the embedded etcd needs TLS (whoever reaches it could write every key, and so run applications on every node): set etcd.embedded_cert_file, embedded_key_file and ca_file with https:// URLs, or etcd.embedded_insecure = true on a private network; got %q", l.key, l.url)
+		}
+	}
+	if (e.EmbeddedCertFile == "") != (e.EmbeddedKeyFile == "") {
+		bad("etcd.embedded_cert_file and etcd.embedded_key_file: set both or neither, got embedded_cert_file %q and embedded_key_file %q", e.EmbeddedCertFile, e.EmbeddedKeyFile)
+	}
+	if e.EmbeddedTLS() && e.CAFile == "" {
+		bad("etcd.ca_file: the embedded etcd with TLS (etcd.embedded_cert_file %q) accepts only clients and members with a certificate signed by this CA: set it", e.EmbeddedCertFile)
 	}
 	if e.DialTimeout <= 0 {
 		bad("etcd.dial_timeout: must be > 0, got %s", e.DialTimeout)
@@ -264,6 +305,7 @@ func (e *Etcd) validate() []error {
 	for _, f := range []struct{ key, path string }{
 		{"etcd.password_file", e.PasswordFile}, {"etcd.ca_file", e.CAFile},
 		{"etcd.cert_file", e.CertFile}, {"etcd.key_file", e.KeyFile},
+		{"etcd.embedded_cert_file", e.EmbeddedCertFile}, {"etcd.embedded_key_file", e.EmbeddedKeyFile},
 	} {
 		if f.path == "" {
 			continue

@@ -185,3 +185,30 @@ func TestExportersConfig(t *testing.T) {
 		t.Fatalf("SDPath = %q", got)
 	}
 }
+
+func TestEmbeddedEtcdTLS(t *testing.T) {
+	cfg, err := Load("../testdata/config/etcd-embedded-tls.good.toml", joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Etcd.EmbeddedTLS() {
+		t.Error("EmbeddedTLS() = false with embedded_cert_file set")
+	}
+	if cert, key := cfg.Etcd.ClientCert(); cert != "/dev/null" || key != "/dev/null" {
+		t.Errorf("client certificate = %q, %q; want the member's", cert, key)
+	}
+	cfg, err = Load("../testdata/config/etcd-embedded-tls.good.toml", joinFlags(t, "--etcd-cert-file", "/dev/zero", "--etcd-key-file", "/dev/zero"), JoinOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert, key := cfg.Etcd.ClientCert(); cert != "/dev/zero" || key != "/dev/zero" {
+		t.Errorf("client certificate = %q, %q; want --etcd-cert-file's", cert, key)
+	}
+	cfg, err = Load("../testdata/config/etcd-embedded-insecure.good.toml", joinFlags(t), JoinOptions)
+	if err != nil {
+		t.Fatalf("etcd.embedded_insecure: %v", err)
+	}
+	if cfg.Etcd.EmbeddedTLS() {
+		t.Error("EmbeddedTLS() = true without a certificate")
+	}
+}

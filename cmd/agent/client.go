@@ -54,7 +54,8 @@ func (s *source) withEtcd(fn func(ctx context.Context, cli *clientv3.Client, key
 	if err != nil {
 		return exitCode{2, err}
 	}
-	cli, err := etcd.NewClient(clientConfig(cfg, cfg.Etcd.Endpoints))
+	cc := clientConfig(cfg, cfg.Etcd.Endpoints)
+	cli, err := etcd.NewClient(cc)
 	if err != nil {
 		return err
 	}
@@ -62,7 +63,8 @@ func (s *source) withEtcd(fn func(ctx context.Context, cli *clientv3.Client, key
 	ctx, cancel := context.WithTimeout(s.cmd.Context(), cfg.Etcd.DialTimeout+5*time.Second)
 	defer cancel()
 	err = fn(ctx, cli, etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster), cfg)
-	return etcd.Explain(s.cmd.Context(), cfg.Etcd.Endpoints, min(cfg.Etcd.DialTimeout, 2*time.Second), err)
+	tlsConf, _ := cc.TLSConfig() // NewClient took it
+	return etcd.Explain(s.cmd.Context(), cfg.Etcd.Endpoints, tlsConf, min(cfg.Etcd.DialTimeout, 2*time.Second), err)
 }
 
 // getJSON asks the agent API for path and decodes the answer into v; an

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -108,5 +110,60 @@ func TestEmbeddedEtcdGrowsAndOutlivesItsFounder(t *testing.T) {
 	}, "the founder back, from its data, as one of three agents")
 	if names, total := etcdMembers(t, etcdURL["g3"]); !slices.Equal(names, want) || total != 3 {
 		t.Fatalf("etcd members after the founder's restart: %v of %d, want %v", names, total, want)
+	}
+}
+
+// An etcd grown over TLS: the founder's member serves https:// with a
+// certificate of the operator's CA, a joiner becomes a member with its
+// own, both agents reach etcd with their member's certificate, and only a
+// holder of a certificate of that CA can read the cluster.
+func TestEmbeddedEtcdGrowsOverTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	ca := etcdtest.NewCA(t)
+	// An agent's member: its client URL, and its flags.
+	tlsMember := func(node string) (string, []string) {
+		cert, key := ca.Issue(t, node)
+		url := "https://" + etcdtest.FreeAddr(t)
+		return url, []string{"--embedded-etcd-listen", url, "--embedded-etcd-peer-listen", "https://" + etcdtest.FreeAddr(t),
+			"--embedded-etcd-cert-file", cert, "--embedded-etcd-key-file", key, "--etcd-ca-file", ca.CertFile}
+	}
+	founderEtcd, founderTLS := tlsMember("t1")
+	// The TLS flags come last: they override embeddedAgentArgs' http:// URLs.
+	founderArgs := append(append(embeddedAgentArgs(t, "t1", t.TempDir()), "--etcd-members", "3"), founderTLS...)
+	founder := &agentProc{proc: startProc(t, "agent-t1", agentBinary(t), founderArgs...), node: "t1", api: flagValue(founderArgs, "--listen")}
+	joinerEtcd, joinerTLS := tlsMember("t2")
+	joiner := startAgent(t, founderEtcd, "t2", "5s", joinerTLS...)
+
+	admin, adminKey := ca.Issue(t, "admin")
+	status := func(endpoint string, withCert bool) (etcd.ClusterView, error) {
+		args := []string{"status", "--etcd", endpoint, "--cluster", "e2e", "-o", "json", "--etcd-ca-file", ca.CertFile}
+		if withCert {
+			args = append(args, "--etcd-cert-file", admin, "--etcd-key-file", adminKey)
+		}
+		var v etcd.ClusterView
+		out, err := exec.Command(agentBinary(t), args...).CombinedOutput()
+		if err != nil {
+			return v, fmt.Errorf("agent status: %w\n%s", err, out)
+		}
+		return v, json.Unmarshal(out, &v)
+	}
+	etcdtest.Eventually(t, 90*time.Second, func() bool {
+		v, err := status(joinerEtcd, true)
+		return err == nil && v.Master != nil && len(v.Members) == 2 && v.Etcd != nil && len(v.Etcd.Members) == 2 &&
+			v.Etcd.Members[0].State() == "voting" && v.Etcd.Members[1].State() == "voting"
+	}, "t2's member to serve a status of two agents on two voting etcd members, over TLS")
+	etcdtest.Eventually(t, 10*time.Second, founder.ready, "founder not ready")
+	etcdtest.Eventually(t, 10*time.Second, joiner.ready, "joiner not ready")
+	if log := readFile(t, joiner.log); !strings.Contains(log, "became an etcd member") {
+		t.Errorf("t2's log does not say it became an etcd member:\n%s", log)
+	}
+	// Without a client certificate the cluster is not read, and the
+	// command says why.
+	for _, ep := range []string{founderEtcd, joinerEtcd} {
+		if _, err := status(ep, false); err == nil || !strings.Contains(err.Error(), "TLS: it asks for a client certificate (etcd.cert_file and etcd.key_file)") {
+			t.Errorf("agent status --etcd %s without a client certificate: %v, want a refusal that names the client certificate", ep, err)
+		}
 	}
 }

@@ -81,6 +81,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	member := etcd.EmbedConfig{
 		Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
 		ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
+		CertFile: cfg.Etcd.EmbeddedCertFile, KeyFile: cfg.Etcd.EmbeddedKeyFile, TrustedCAFile: cfg.Etcd.CAFile,
 	}
 	var embedded *etcd.Embedded
 	if cfg.Embedded() || etcd.HasMemberData(member.Dir) {
@@ -186,10 +187,11 @@ func recordGrowth(ctx context.Context, cli *clientv3.Client, cfg *stackconfig.Co
 
 func clientConfig(cfg *stackconfig.Config, endpoints []string) etcd.ClientConfig {
 	e := cfg.Etcd
+	cert, key := e.ClientCert()
 	return etcd.ClientConfig{
 		Endpoints: endpoints, DialTimeout: e.DialTimeout,
 		Username: e.Username, PasswordFile: e.PasswordFile,
-		CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile, InsecureSkipVerify: e.InsecureSkipVerify,
+		CAFile: e.CAFile, CertFile: cert, KeyFile: key, InsecureSkipVerify: e.InsecureSkipVerify,
 	}
 }
 

@@ -110,9 +110,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	status := slave.NewStatusPublisher(cfg.Node, keys, cli, sources, 5*time.Second, log.With("component", "status"))
 
+	etcdTLS, _ := clientConfig(cfg, nil).TLSConfig() // the client took it
 	p.node = slave.NewNode(slave.NodeConfig{
 		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
+		EtcdTLS: etcdTLS,
 	}, cli, duties, append([]slave.SessionWorker{targets, status}, workers...), log.With("component", "node"), reg)
 	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
 	if err != nil {

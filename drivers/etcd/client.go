@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -52,13 +53,11 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 		}
 		cc.Username, cc.Password = cfg.Username, strings.TrimSpace(string(pw))
 	}
-	if cfg.CAFile != "" || cfg.CertFile != "" || cfg.InsecureSkipVerify {
-		t, err := tlsConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		cc.TLS = t
+	t, err := cfg.TLSConfig()
+	if err != nil {
+		return nil, err
 	}
+	cc.TLS = t
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -81,7 +80,11 @@ var reconnect = grpc.ConnectParams{
 	MinConnectTimeout: 20 * time.Second,
 }
 
-func tlsConfig(cfg ClientConfig) (*tls.Config, error) {
+// TLSConfig is the client's TLS config; nil when it sets no TLS option.
+func (cfg ClientConfig) TLSConfig() (*tls.Config, error) {
+	if cfg.CAFile == "" && cfg.CertFile == "" && !cfg.InsecureSkipVerify {
+		return nil, nil
+	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // opt-in, documented as testing only
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
@@ -111,16 +114,19 @@ func tlsConfig(cfg ClientConfig) (*tls.Config, error) {
 // "connection refused" or "no answer within 2s (timeout)". When some
 // endpoint does accept connections, the trouble is past the network (TLS,
 // not an etcd, no quorum), and the error says so, naming the endpoints.
-// Errors etcd answered with (auth, permissions) and nil are returned as
-// they are; so is err when ctx is done (a shutdown, not an outage).
-func Explain(ctx context.Context, endpoints []string, timeout time.Duration, err error) error {
+// An https:// endpoint is also asked for a TLS handshake with tlsConf (the
+// client's; nil: no client certificate, the system's CAs), and a refusal
+// is named ("it asks for a client certificate"). Errors etcd answered with
+// (auth, permissions) and nil are returned as they are; so is err when ctx
+// is done (a shutdown, not an outage).
+func Explain(ctx context.Context, endpoints []string, tlsConf *tls.Config, timeout time.Duration, err error) error {
 	if err == nil || ctx.Err() != nil || !unanswered(err) {
 		return err
 	}
 	reasons := make([]string, len(endpoints)) // "" once an endpoint accepts
 	done := make(chan struct{}, len(endpoints))
 	for i, ep := range endpoints {
-		go func() { reasons[i] = probe(ctx, ep, timeout); done <- struct{}{} }()
+		go func() { reasons[i] = probe(ctx, ep, tlsConf, timeout); done <- struct{}{} }()
 	}
 	for range endpoints {
 		<-done
@@ -156,19 +162,69 @@ func unanswered(err error) bool {
 }
 
 // probe dials endpoint's host:port and returns "" when it accepts a
-// connection, else why not.
-func probe(ctx context.Context, endpoint string, timeout time.Duration) string {
+// connection (and, for https://, a TLS session), else why not.
+func probe(ctx context.Context, endpoint string, tlsConf *tls.Config, timeout time.Duration) string {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
 		return "not a URL with a host"
 	}
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
-	if err == nil {
-		conn.Close()
+	if err != nil {
+		return dialReason(err, timeout)
+	}
+	defer conn.Close()
+	if u.Scheme != "https" {
 		return ""
 	}
-	return dialReason(err, timeout)
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if tlsConf != nil {
+		conf = tlsConf.Clone()
+	}
+	if conf.ServerName == "" {
+		conf.ServerName = u.Hostname()
+	}
+	conf.NextProtos = []string{"h2"}
+	tc := tls.Client(conn, conf)
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if errors.Is(err, io.EOF) { // hung up on a ClientHello
+			return noTLS
+		}
+		return tlsReason(err)
+	}
+	// With TLS 1.3 the server judges the client's certificate after the
+	// handshake: its refusal is what the first read gets.
+	_ = tc.SetReadDeadline(time.Now().Add(min(timeout, 500*time.Millisecond)))
+	var netErr net.Error
+	if _, err := tc.Read(make([]byte, 1)); err != nil && (!errors.As(err, &netErr) || !netErr.Timeout()) {
+		return tlsReason(err)
+	}
+	return ""
+}
+
+const noTLS = "TLS: it does not answer a TLS handshake (an http:// endpoint?)"
+
+// tlsReason says in a few words why etcd refused a TLS session, and which
+// setting is about it.
+func tlsReason(err error) string {
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var recErr tls.RecordHeaderError
+	msg := err.Error()
+	switch {
+	case errors.As(err, &unknownCA):
+		return "TLS: its certificate is not signed by a CA this client trusts (etcd.ca_file)"
+	case errors.As(err, &hostErr):
+		return "TLS: its certificate is not for this address: " + hostErr.Error()
+	case errors.As(err, &recErr):
+		return noTLS
+	case strings.Contains(msg, "certificate required"):
+		return "TLS: it asks for a client certificate (etcd.cert_file and etcd.key_file)"
+	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"):
+		return "TLS: it refused this client's certificate (not signed by a CA it trusts?)"
+	}
+	return "TLS: " + msg
 }
 
 // dialReason says in a few words why a TCP dial failed.

@@ -190,7 +190,7 @@ func TestExplainUnreachable(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%v answered", endpoints)
 		}
-		return etcd.Explain(context.Background(), endpoints, time.Second, err)
+		return etcd.Explain(context.Background(), endpoints, nil, time.Second, err)
 	}
 	for _, tc := range []struct {
 		endpoints []string
@@ -205,18 +205,18 @@ func TestExplainUnreachable(t *testing.T) {
 		}
 	}
 	// A dial that runs out of time is called a timeout.
-	if err := etcd.Explain(context.Background(), []string{closed}, time.Nanosecond, context.DeadlineExceeded); err == nil ||
+	if err := etcd.Explain(context.Background(), []string{closed}, nil, time.Nanosecond, context.DeadlineExceeded); err == nil ||
 		err.Error() != "etcd at "+closed+" is unreachable: no answer within 1ns (timeout)" {
 		t.Errorf("timeout: got %v", err)
 	}
 	// What etcd itself answered, and a shutdown, are left as they are.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := etcd.Explain(ctx, []string{closed}, time.Second, context.Canceled); err == nil || err.Error() != context.Canceled.Error() {
+	if err := etcd.Explain(ctx, []string{closed}, nil, time.Second, context.Canceled); err == nil || err.Error() != context.Canceled.Error() {
 		t.Errorf("cancelled: got %v", err)
 	}
 	other := errors.New("etcdserver: permission denied")
-	if err := etcd.Explain(context.Background(), []string{closed}, time.Second, other); err == nil || err.Error() != other.Error() {
+	if err := etcd.Explain(context.Background(), []string{closed}, nil, time.Second, other); err == nil || err.Error() != other.Error() {
 		t.Errorf("an answer of etcd: got %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -29,13 +30,19 @@ type EmbedConfig struct {
 	// was added to a running cluster; empty: a new one-member cluster.
 	// Either is ignored once Dir holds member data.
 	InitialCluster string
+	// CertFile and KeyFile turn TLS on for the client and peer URLs
+	// (https://): the member serves this certificate, shows it to the other
+	// members, and accepts only clients and members whose certificate
+	// TrustedCAFile signs.
+	CertFile, KeyFile, TrustedCAFile string
 }
 
 // Embedded is a running embedded etcd server.
 type Embedded struct {
-	etcd  *embed.Etcd
-	level zap.AtomicLevel
-	close sync.Once
+	etcd   *embed.Etcd
+	scheme string
+	level  zap.AtomicLevel
+	close  sync.Once
 }
 
 // StartEmbedded starts the server and waits until it serves clients or ctx
@@ -59,6 +66,10 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	ec.Dir = cfg.Dir
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*curl}, []url.URL{*curl}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*purl}, []url.URL{*purl}
+	if cfg.CertFile != "" {
+		tls := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.TrustedCAFile, ClientCertAuth: true}
+		ec.ClientTLSInfo, ec.PeerTLSInfo = tls, tls
+	}
 	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
 	if cfg.InitialCluster != "" {
 		ec.InitialCluster, ec.ClusterState = cfg.InitialCluster, embed.ClusterStateFlagExisting
@@ -84,7 +95,7 @@ func StartEmbedded(ctx context.Context, cfg EmbedConfig) (*Embedded, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Embedded{etcd: e, level: level}, nil
+		return &Embedded{etcd: e, scheme: curl.Scheme, level: level}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -118,12 +129,12 @@ func (cfg EmbedConfig) peerURL() (string, error) {
 }
 
 // WarnIfExposed says that the member's URLs reach beyond loopback
-// without TLS or authentication: anyone who reaches them can read and
-// write the cluster's keys.
+// without TLS: anyone who reaches them can read and write the cluster's
+// keys (the agent's config allows it only when asked to).
 func WarnIfExposed(log *slog.Logger, cfg EmbedConfig) {
 	peer, _ := cfg.peerURL()
-	if !isLoopback(cfg.ClientURL) || !isLoopback(peer) {
-		log.Warn("the embedded etcd listens beyond loopback without TLS or authentication: keep its ports on a private network",
+	if cfg.CertFile == "" && (!isLoopback(cfg.ClientURL) || !isLoopback(peer)) {
+		log.Warn("the embedded etcd listens beyond loopback without TLS (etcd.embedded_insecure): keep its ports on a private network",
 			"client_url", cfg.ClientURL, "peer_url", peer)
 	}
 }
@@ -132,7 +143,7 @@ func WarnIfExposed(log *slog.Logger, cfg EmbedConfig) {
 func (e *Embedded) Endpoints() []string {
 	var out []string
 	for _, l := range e.etcd.Clients {
-		out = append(out, "http://"+l.Addr().String())
+		out = append(out, e.scheme+"://"+l.Addr().String())
 	}
 	return out
 }

@@ -255,17 +255,19 @@ func (g Grower) Join(ctx context.Context) (*Embedded, error) {
 }
 
 // client is why an agent stays a client of the etcd: not an error of
-// asking etcd, but what the agent logs (Warn when an attempt failed).
+// asking etcd, but what the agent logs (Warn when an attempt failed, or
+// when its config is at odds with the members').
 type client struct {
 	msg    string
 	attrs  []any
 	failed bool
+	warn   bool
 }
 
 func (c *client) Error() string { return c.msg }
 
 func (c *client) log(l *slog.Logger) {
-	if c.failed {
+	if c.failed || c.warn {
 		l.Warn(c.msg, c.attrs...)
 	} else {
 		l.Info(c.msg, c.attrs...)
@@ -328,6 +330,10 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 	if remote := remotePeer(members); isLoopback(peer) && remote != "" {
 		return nil, &client{msg: "not becoming an etcd member: this agent's peer URL is a loopback address the other members cannot reach; set etcd.embedded_listen (or embedded_peer_listen) to an address they can",
 			attrs: []any{"peer_url", peer, "member_peer_url", remote}}
+	}
+	if other := otherScheme(members, peer); other != "" {
+		return nil, &client{msg: "not becoming an etcd member: the members' peer URLs and this agent's differ in TLS (https:// needs etcd.embedded_cert_file); give this agent the members' kind",
+			attrs: []any{"peer_url", peer, "member_peer_url", other}, warn: true}
 	}
 
 	// etcd refuses a new member for a few seconds after another joined
@@ -466,6 +472,20 @@ func remotePeer(members []*etcdserverpb.Member) string {
 	for _, m := range members {
 		for _, u := range m.PeerURLs {
 			if !isLoopback(u) {
+				return u
+			}
+		}
+	}
+	return ""
+}
+
+// otherScheme returns a member's peer URL whose scheme (http or https) is
+// not peer's ("" when all match).
+func otherScheme(members []*etcdserverpb.Member, peer string) string {
+	scheme, _, _ := strings.Cut(peer, "://")
+	for _, m := range members {
+		for _, u := range m.PeerURLs {
+			if s, _, _ := strings.Cut(u, "://"); s != scheme {
 				return u
 			}
 		}
