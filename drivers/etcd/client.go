@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -102,7 +103,17 @@ func (cfg ClientConfig) TLSConfig() (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("etcd client certificate: %w", err)
 		}
-		t.Certificates = []tls.Certificate{pair}
+		// Read again at every handshake, so that a renewed certificate is
+		// shown from the next connection on without a restart; one that
+		// does not load (half written) leaves the last good one in use.
+		var last atomic.Pointer[tls.Certificate]
+		last.Store(&pair)
+		t.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile); err == nil {
+				last.Store(&pair)
+			}
+			return last.Load(), nil
+		}
 	}
 	return t, nil
 }

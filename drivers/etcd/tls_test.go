@@ -192,3 +192,62 @@ func TestExplainNamesTheTLSRefusal(t *testing.T) {
 		}
 	}
 }
+
+// Certificates renewed in place (as cert-manager or a cron job does) are
+// taken from the next connection on, with no restart: the agent's client
+// shows its renewed certificate, and the member serves its renewed one.
+func TestRenewedCertificatesAreTakenWithoutARestart(t *testing.T) {
+	ca, other := etcdtest.NewCA(t), etcdtest.NewCA(t)
+	cfg := tlsMember(t, ca, "m")
+	startMember(t, cfg)
+
+	// The client's certificate on disk is one etcd refuses (say, expired)
+	// until it is renewed.
+	dir := t.TempDir()
+	cert, key := dir+"/client.pem", dir+"/client-key.pem"
+	refused, refusedKey := other.Issue(t, "client")
+	copyPair(t, cert, key, refused, refusedKey)
+	cli := tlsClient(t, cfg.ClientURL, ca.CertFile, cert, key)
+	if err := put(cli); err == nil {
+		t.Fatal("a certificate of another CA was taken")
+	}
+	renewed, renewedKey := ca.Issue(t, "client-renewed")
+	copyPair(t, cert, key, renewed, renewedKey)
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return put(cli) == nil },
+		"a put with the renewed client certificate, by the same client")
+
+	served := func() string {
+		conf := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+		pem, err := os.ReadFile(ca.CertFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf.RootCAs.AppendCertsFromPEM(pem)
+		c, err := tls.Dial("tcp", strings.TrimPrefix(cfg.ClientURL, "https://"), conf)
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "m" {
+		t.Fatalf("the member serves %q, want its certificate m", got)
+	}
+	renewed, renewedKey = ca.Issue(t, "m-renewed")
+	copyPair(t, cfg.CertFile, cfg.KeyFile, renewed, renewedKey)
+	etcdtest.Eventually(t, 10*time.Second, func() bool { return served() == "m-renewed" },
+		"the member to serve its renewed certificate")
+}
+
+// copyPair copies the files srcCert and srcKey over cert and key.
+func copyPair(t *testing.T, cert, key, srcCert, srcKey string) {
+	for dst, src := range map[string]string{cert: srcCert, key: srcKey} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
