@@ -2,7 +2,9 @@ package stackconfig
 
 // Reload is the config a running agent applies on SIGHUP when the file
 // now says next: cur with log_level, [[exporters]], [[plugins]] and
-// plugins_dir from next, [relay] from next unless the relay comes or goes
+// plugins_dir from next, api.allowed_images and api.max_body_bytes (the
+// apps API, and every app record checked again where it would run),
+// push.max_body_bytes, [relay] from next unless the relay comes or goes
 // (whether it runs decides the Prometheus config and the URLs published
 // at start), [monitor]'s process groups,
 // interval and limits from next when the monitor runs and keeps running
@@ -28,6 +30,8 @@ func Reload(cur, next *Config, stacks bool) Config {
 	out := *cur
 	out.LogLevel, out.Exporters = next.LogLevel, next.Exporters
 	out.Plugins, out.PluginsDir = next.Plugins, next.PluginsDir
+	out.API.AllowedImages, out.API.MaxBodyBytes = next.API.AllowedImages, next.API.MaxBodyBytes
+	out.Push = next.Push
 	if cur.Relay.Enabled() == next.Relay.Enabled() {
 		out.Relay = next.Relay
 	}

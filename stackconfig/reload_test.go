@@ -30,6 +30,9 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	next.Monitor.Processes = []MonitorProcess{{Name: "sshd", Comm: "sshd"}}
 	next.Monitor.Interval, next.Monitor.MaxProcesses, next.Monitor.MaxSeries = 3*time.Second, 77, 777
 	next.Monitor.Containers = !cur.Monitor.Containers
+	next.API.AllowedImages, next.API.MaxBodyBytes = []string{"quay.example/*"}, 1234
+	next.API.TokenFile = "/etc/agent/other-token"
+	next.Push.MaxBodyBytes = 4321
 
 	applied := Reload(&cur, &next, true)
 	if applied.LogLevel != "debug" || applied.Stack.Prometheus.ScrapeInterval != 7*time.Second || applied.Stack.NodeExporter.Listen != "127.0.0.1:19100" ||
@@ -39,7 +42,10 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	if m := applied.Monitor; !reflect.DeepEqual(m.Processes, next.Monitor.Processes) || m.Interval != 3*time.Second || m.MaxProcesses != 77 || m.MaxSeries != 777 {
 		t.Errorf("monitor groups, interval or limits not applied: %+v", m)
 	}
-	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen", "monitor.containers"}
+	if !slices.Equal(applied.API.AllowedImages, next.API.AllowedImages) || applied.API.MaxBodyBytes != 1234 || applied.Push.MaxBodyBytes != 4321 {
+		t.Errorf("api.allowed_images, api.max_body_bytes or push.max_body_bytes not applied: %+v %+v", applied.API, applied.Push)
+	}
+	want := []string{"log_format", "stack.driver", "stack.prometheus.listen", "stack.jaeger.enabled", "stack.trace_agent.otlp_http_listen", "api.token_file", "monitor.containers"}
 	if got := Changed(&applied, &next); !slices.Equal(got, want) {
 		t.Errorf("keys left for a restart %v, want %v", got, want)
 	}

@@ -64,8 +64,12 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	write("log_level = \"info\"\n")
 	a := startAgent(t, endpoint, "n1", "2s", "--config", cfg)
 	etcdtest.Eventually(t, 10*time.Second, a.ready, "not ready")
+	app := `{"guid": "reloaded-app", "image": "quay.example/app:1"}`
+	if code, body := postApp(t, "http://"+a.api, app); code != http.StatusBadRequest || !strings.Contains(body, "api.allowed_images") {
+		t.Fatalf("POST of an app before api.allowed_images allows it: %d %s, want 400", code, body)
+	}
 
-	write("log_level = \"warn\"\nlog_format = \"json\"\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n" +
+	write("log_level = \"warn\"\nlog_format = \"json\"\n[api]\nallowed_images = [\"quay.example/*\"]\n[[exporters]]\njob = \"node\"\naddress = \"127.0.0.1:9100\"\n" +
 		"[[plugins]]\nname = \"hello\"\ncommand = [\"/bin/echo\", \"hello 1\"]\n" +
 		fmt.Sprintf("[[monitor.processes]]\nname = \"self\"\npid = %d\n", a.cmd.Process.Pid))
 	a.signal(syscall.SIGHUP)
@@ -83,6 +87,9 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	etcdtest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Contains(processtest.HTTPGet("http://"+a.api+"/metrics/monitor"), `namedprocess_namegroup_up{group="self",guid="",ip="",service=""} 1`)
 	}, "the process group added by the reload is not measured")
+	if code, body := postApp(t, "http://"+a.api, app); code != http.StatusCreated {
+		t.Fatalf("POST of an app whose image the reloaded api.allowed_images allows: %d %s, want 201", code, body)
+	}
 
 	write("log_level = \"loud\"\n")
 	a.signal(syscall.SIGHUP)

@@ -97,6 +97,14 @@ func (k *kubernetes) duties(cli *clientv3.Client, cfg *stackconfig.Config, keys 
 	return d
 }
 
+// setAllowedImages applies a reloaded api.allowed_images to the releases
+// of the guid apps.
+func (k *kubernetes) setAllowedImages(patterns []string) {
+	if k.releases != nil {
+		k.releases.SetAllowedImages(patterns)
+	}
+}
+
 // status is what the master reports of Kubernetes mode; nil when not
 // master.
 func (k *kubernetes) status() any {

@@ -35,6 +35,8 @@ func (*kubernetes) duties(*clientv3.Client, *stackconfig.Config, etcd.Keys, *slo
 
 func (*kubernetes) status() any { return nil }
 
+func (*kubernetes) setAllowedImages([]string) {}
+
 func (*kubernetes) pods(*stackconfig.Config, *slog.Logger, prometheus.Registerer) podMonitor {
 	return nil
 }

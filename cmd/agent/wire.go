@@ -43,9 +43,15 @@ type parts struct {
 	reload func(*stackconfig.Config) // applies what SIGHUP may change (stackconfig.Reload)
 }
 
+// onReload adds fn to what a SIGHUP applies, after what is there.
+func (p *parts) onReload(fn func(next *stackconfig.Config)) {
+	prev := p.reload
+	p.reload = func(next *stackconfig.Config) { prev(next); fn(next) }
+}
+
 // wire builds every component from cfg. Nothing runs yet.
 func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, log *slog.Logger, reg *prometheus.Registry) (*parts, error) {
-	p := &parts{}
+	p := &parts{reload: func(*stackconfig.Config) {}}
 	keys := etcd.NewKeys(cfg.Etcd.Prefix, cfg.Cluster)
 	host := hostOf(cfg.AdvertiseAddr())
 
@@ -70,12 +76,12 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	targets := slave.NewTargetPublisher(cfg.Node, keys, cli, log.With("component", "targets"), reg)
 	targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, cfg.Exporters))
-	p.reload = func(next *stackconfig.Config) {
+	p.onReload(func(next *stackconfig.Config) {
 		targets.Set("exporters", slave.ExporterGroups(cfg.Node, cfg.Cluster, next.Exporters))
 		if token != nil {
 			reloadToken(token, next.API.TokenFile, log)
 		}
-	}
+	})
 
 	var relayURL string
 	var rel *relay.Service
@@ -86,11 +92,9 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}
 		relayURL = "http://" + cfg.AdvertiseAddr() + "/api/v1/write"
 		p.relay = rel.Run
-		prev := p.reload
-		p.reload = func(next *stackconfig.Config) {
-			prev(next)
+		p.onReload(func(next *stackconfig.Config) {
 			rel.Reload(next.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir))
-		}
+		})
 	}
 
 	var duties master.Duties
@@ -131,9 +135,10 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}, 15*time.Second)
 	})
 	p.api.HandleSnapshot(snap)
-	apps.NewHandler(cli, apps.HandlerConfig{
+	appsAPI := apps.NewHandler(cli, apps.HandlerConfig{
 		Keys: keys, AllowedImages: cfg.API.AllowedImages, Charts: appCharts(cfg), MaxBodyBytes: cfg.API.MaxBodyBytes,
-	}, log.With("component", "apps-api"), reg).Register(p.api, token)
+	}, log.With("component", "apps-api"), reg)
+	appsAPI.Register(p.api, token)
 	if cfg.Monitor.Enabled {
 		var extra []prometheus.Collector
 		if kube != nil && cfg.Monitor.Pods {
@@ -147,11 +152,9 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 			return nil, err
 		}
 		p.actors = append(p.actors, mon.Run)
-		prev := p.reload
-		p.reload = func(next *stackconfig.Config) {
-			prev(next)
+		p.onReload(func(next *stackconfig.Config) {
 			mon.SetConfig(next.Monitor)
-		}
+		})
 		p.api.Handle("GET "+monitor.Path, mon.Handler())
 		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
 	}
@@ -173,9 +176,10 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	if rel != nil {
 		pushApp, pluginApp = rel, rel
 	}
-	p.api.Handle("/api/v1/push", guard(push.NewHandler(push.Config{
+	pushAPI := push.NewHandler(push.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, MaxBodyBytes: cfg.Push.MaxBodyBytes,
-	}, pushApp, log.With("component", "push"), reg)))
+	}, pushApp, log.With("component", "push"), reg)
+	p.api.Handle("/api/v1/push", guard(pushAPI))
 	pluginsOf := func(c *stackconfig.Config) plugins.Config {
 		return plugins.Config{Node: cfg.Node, Cluster: cfg.Cluster, Dir: c.PluginsPath(), Plugins: c.Plugins}
 	}
@@ -184,11 +188,14 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		return nil, exitCode{2, err}
 	}
 	p.actors = append(p.actors, plugs.Run)
-	prev := p.reload
-	p.reload = func(next *stackconfig.Config) {
-		prev(next)
+	p.onReload(func(next *stackconfig.Config) {
 		plugs.Reload(pluginsOf(next))
-	}
+		appsAPI.SetLimits(next.API.AllowedImages, next.API.MaxBodyBytes)
+		pushAPI.SetMaxBodyBytes(next.Push.MaxBodyBytes)
+		if kube != nil {
+			kube.setAllowedImages(next.API.AllowedImages)
+		}
+	})
 	for pattern, h := range plugs.Routes() {
 		p.api.Handle(pattern, guard(h))
 	}
@@ -243,12 +250,10 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	if err != nil {
 		return nil, none, nil, nil, err
 	}
-	prev := p.reload
-	p.reload = func(next *stackconfig.Config) {
-		prev(next)
+	p.onReload(func(next *stackconfig.Config) {
 		nodeStack.SetConfig(next.Stack, next.Manager)
 		cluster.SetConfig(next.Stack, next.Manager)
-	}
+	})
 	watch := slave.NewCollectorWatch(cli, keys, nodeStack.SetCollectors, log.With("component", "collectors"))
 	p.actors = append(p.actors, nodeStack.Run, watch.Run)
 
@@ -267,6 +272,9 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Host: host,
 		OTLPEndpoint: nodeStack.TraceEndpoint(), AllowedImages: cfg.API.AllowedImages,
 	}, appSup, targets, log.With("component", "apps"), reg)
+	p.onReload(func(next *stackconfig.Config) {
+		appRec.SetAllowedImages(next.API.AllowedImages)
+	})
 	p.actors = append(p.actors, appSup.Run)
 
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}

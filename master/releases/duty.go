@@ -25,6 +25,7 @@ import (
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master"
 	"github.com/agentproj/agent/slave/apps"
+	"github.com/agentproj/agent/slave/reload"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -88,7 +89,9 @@ type Duty struct {
 	drv    Driver
 	log    *slog.Logger
 	m      *metrics
-	policy apps.ImagePolicy
+	policy apps.ImagePolicy // owned by Run
+	// allowed is a reloaded api.allowed_images, for Run to take.
+	allowed *reload.Pending[[]string]
 
 	running atomic.Bool
 	mu      sync.Mutex
@@ -109,7 +112,27 @@ func New(cli *clientv3.Client, cfg Config, drv Driver, log *slog.Logger, reg pro
 	if cfg.Helm.Timeout <= 0 {
 		cfg.Helm.Timeout = 5 * time.Minute
 	}
-	return &Duty{cli: cli, cfg: cfg, drv: drv, log: log, m: newMetrics(reg), policy: apps.ImagePolicy(cfg.AllowedImages)}
+	return &Duty{
+		cli: cli, cfg: cfg, drv: drv, log: log, m: newMetrics(reg),
+		policy: apps.ImagePolicy(cfg.AllowedImages), allowed: reload.NewPending[[]string](),
+	}
+}
+
+// SetAllowedImages applies a reloaded api.allowed_images: every app record
+// is checked again (now, in a running term; else when the next begins), so
+// an app it now allows is installed and one it no longer allows is
+// uninstalled and reported as refused.
+func (d *Duty) SetAllowedImages(patterns []string) { d.allowed.Set(patterns) }
+
+// takePolicy makes a reloaded api.allowed_images the policy; false when
+// there was none.
+func (d *Duty) takePolicy() bool {
+	patterns, ok := d.allowed.Take()
+	if ok {
+		d.policy = apps.ImagePolicy(patterns)
+		d.log.Info("api.allowed_images reloaded: checking every app again", "allowed_images", patterns)
+	}
+	return ok
 }
 
 // Status returns the last view of the releases; nil when this agent is not
@@ -198,6 +221,7 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 	defer d.running.Store(false)
 	defer t.wg.Wait()
 
+	d.takePolicy()
 	rev, err := d.load(ctx, lead, t)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -205,9 +229,15 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 		}
 		return err
 	}
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := d.cli.Watch(wctx, d.cfg.Keys.Apps(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	stopWatch := func() {}
+	defer func() { stopWatch() }()
+	watchFrom := func(rev int64) clientv3.WatchChan {
+		stopWatch()
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		stopWatch = cancel
+		return d.cli.Watch(wctx, d.cfg.Keys.Apps(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	}
+	wch := watchFrom(rev)
 	d.startScan(ctx, t)
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
@@ -234,7 +264,7 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 				if rev, err = d.load(ctx, lead, t); err != nil {
 					return err
 				}
-				wch = d.cli.Watch(wctx, d.cfg.Keys.Apps(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+				wch = watchFrom(rev)
 				continue
 			}
 			for _, ev := range wr.Events {
@@ -245,6 +275,19 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 					d.put(t, ev.Kv)
 				}
 			}
+		case <-d.allowed.Ready():
+			if !d.takePolicy() {
+				continue
+			}
+			// Read every record again with the new policy; the watch goes
+			// on from where this read is.
+			if rev, err = d.load(ctx, lead, t); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			wch = watchFrom(rev)
 		case r := <-t.results:
 			if err := d.record(ctx, t, r); err != nil {
 				return err

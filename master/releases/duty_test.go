@@ -532,3 +532,29 @@ func TestResultOfAReleaseNoLongerWanted(t *testing.T) {
 		t.Fatalf("unit after the result: %+v", u)
 	}
 }
+
+// A reloaded api.allowed_images (SIGHUP) reaches a running term: an app
+// whose image it now allows is installed, and uninstalled again when a
+// later reload no longer allows it, with the reason in its status.
+func TestReloadedImageListReachesTheReleases(t *testing.T) {
+	f := newFixture(t, "ai")
+	f.putApp(apps.AppSpec{GUID: "ai-app", Image: "quay.example/app:1"})
+	c := f.driver(kubetest.AgentA)
+	d := New(f.cli, f.config(), c, quiet(), prometheus.NewRegistry())
+	f.start(d, "n1")
+	refused := func() bool {
+		s, _, ok := f.appStatus("ai-app")
+		return ok && s.Status == apps.StatusInvalid && strings.Contains(s.LastError, "must match one of api.allowed_images")
+	}
+	etcdtest.Eventually(t, time.Minute, refused, "status of ai-app to say its image is not allowed")
+	f.settled(d, c, []string{f.agentNS + "/agent-metrics"}, 0)
+
+	d.SetAllowedImages([]string{"busybox:*", "quay.example/*"})
+	f.settled(d, c, []string{f.agentNS + "/agent-metrics", "ai-app/agent-traces", "ai-app/agent-app"}, 1)
+
+	d.SetAllowedImages([]string{"busybox:*"})
+	etcdtest.Eventually(t, time.Minute, func() bool {
+		_, app := f.releases(c)["ai-app/agent-app"]
+		return !app && refused()
+	}, "ai-app to be uninstalled and refused once its image is no longer allowed")
+}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,22 +39,33 @@ type HandlerConfig struct {
 type Handler struct {
 	kv     clientv3.KV
 	cfg    HandlerConfig
-	policy ImagePolicy
+	limits atomic.Pointer[limits]
 	log    *slog.Logger
 	m      *apiMetrics
 	bad    *invalidRecords
 }
 
+// limits are what a reload may change (SetLimits).
+type limits struct {
+	policy  ImagePolicy
+	maxBody int64
+}
+
 // NewHandler returns the API over kv. A nil reg registers no metrics.
 func NewHandler(kv clientv3.KV, cfg HandlerConfig, log *slog.Logger, reg prometheus.Registerer) *Handler {
-	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = stackconfig.DefaultAPI.MaxBodyBytes
-	}
 	m := newAPIMetrics(reg)
-	return &Handler{
-		kv: kv, cfg: cfg, policy: ImagePolicy(cfg.AllowedImages), log: log, m: m,
-		bad: newInvalidRecords(log, m.invalid),
+	h := &Handler{kv: kv, cfg: cfg, log: log, m: m, bad: newInvalidRecords(log, m.invalid)}
+	h.SetLimits(cfg.AllowedImages, cfg.MaxBodyBytes)
+	return h
+}
+
+// SetLimits applies a reloaded api.allowed_images and api.max_body_bytes
+// (zero: the default) to the requests from now on.
+func (h *Handler) SetLimits(allowedImages []string, maxBodyBytes int64) {
+	if maxBodyBytes <= 0 {
+		maxBodyBytes = stackconfig.DefaultAPI.MaxBodyBytes
 	}
+	h.limits.Store(&limits{policy: ImagePolicy(allowedImages), maxBody: maxBodyBytes})
 }
 
 // Mux is where routes go; *slave.API and *http.ServeMux are ones.
@@ -127,7 +139,8 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type: must be application/json, got %q", r.Header.Get("Content-Type")))
 		return
 	}
-	spec, err := DecodeApp(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), h.policy)
+	lim := h.limits.Load()
+	spec, err := DecodeApp(http.MaxBytesReader(w, r.Body, lim.maxBody), lim.policy)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {

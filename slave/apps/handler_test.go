@@ -401,3 +401,24 @@ func TestTokenFileFollowsRotation(t *testing.T) {
 		t.Fatal("a missing token file was taken")
 	}
 }
+
+// A reloaded api.allowed_images and api.max_body_bytes (SIGHUP) apply to
+// the next request.
+func TestSetLimitsAppliesToTheNextRequest(t *testing.T) {
+	f := newFixture(t, []string{"n1"})
+	app := mustJSON(t, map[string]any{"guid": "cache", "image": "quay.example/cache:2"})
+	if a := f.post(app); a.code != http.StatusBadRequest || !strings.Contains(a.err(), "must match one of api.allowed_images") {
+		t.Fatalf("POST before the reload = %d %s, want 400 naming api.allowed_images", a.code, a.body)
+	}
+	f.h.SetLimits([]string{"quay.example/*"}, 200)
+	if a := f.post(app); a.code != http.StatusCreated {
+		t.Fatalf("POST of a now allowed image = %d %s, want 201", a.code, a.body)
+	}
+	big := mustJSON(t, map[string]any{"guid": "web", "image": "quay.example/web:1", "env": map[string]string{"X": strings.Repeat("x", 200)}})
+	if a := f.post(big); a.code != http.StatusRequestEntityTooLarge || !strings.Contains(a.err(), "api.max_body_bytes (200 bytes)") {
+		t.Fatalf("POST of %d bytes after max_body_bytes = 200: %d %s, want 413", len(big), a.code, a.body)
+	}
+	if a := f.post(mustJSON(t, map[string]any{"guid": "old", "image": "busybox:1"})); a.code != http.StatusBadRequest {
+		t.Fatalf("POST of an image the reloaded list dropped = %d %s, want 400", a.code, a.body)
+	}
+}

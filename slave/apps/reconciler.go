@@ -3,6 +3,7 @@ package apps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -22,6 +23,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/slave"
+	"github.com/agentproj/agent/slave/reload"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -95,12 +97,13 @@ type Reconciler struct {
 	log     *slog.Logger
 	m       *reconcilerMetrics
 	bad     *invalidRecords
-	policy  ImagePolicy
+	allowed *reload.Pending[[]string] // a reloaded api.allowed_images
 
 	synced     chan struct{}
 	syncedOnce sync.Once
 
 	// Owned by Run.
+	policy  ImagePolicy
 	apps    map[string]assigned // guid -> record assigned to this node
 	lastSet string              // fingerprint of the last desired set handed over
 	handed  bool                // a set was handed over at least once
@@ -125,10 +128,11 @@ func NewReconciler(cli *clientv3.Client, cfg ReconcilerConfig, sup Supervisor, t
 	m := newReconcilerMetrics(reg)
 	return &Reconciler{
 		cli: cli, cfg: cfg, sup: sup, targets: targets, log: log, m: m,
-		bad:    newInvalidRecords(log, m.invalid),
-		policy: ImagePolicy(cfg.AllowedImages),
-		synced: make(chan struct{}),
-		apps:   map[string]assigned{},
+		bad:     newInvalidRecords(log, m.invalid),
+		policy:  ImagePolicy(cfg.AllowedImages),
+		allowed: reload.NewPending[[]string](),
+		synced:  make(chan struct{}),
+		apps:    map[string]assigned{},
 	}
 }
 
@@ -137,10 +141,22 @@ func NewReconciler(cli *clientv3.Client, cfg ReconcilerConfig, sup Supervisor, t
 // first set on).
 func (r *Reconciler) Synced() <-chan struct{} { return r.synced }
 
+// SetAllowedImages applies a reloaded api.allowed_images: every record
+// assigned here is checked again, so an app whose image it now allows
+// starts, and one it no longer allows is stopped and reported as refused.
+func (r *Reconciler) SetAllowedImages(patterns []string) { r.allowed.Set(patterns) }
+
+// errReloaded ends a follow to read the records again with a new policy.
+var errReloaded = errors.New("api.allowed_images reloaded")
+
 // Run follows apps/ for one session until ctx ends; see Reconciler.
 func (r *Reconciler) Run(ctx context.Context, s *concurrency.Session) error {
 	written := map[string]string{} // guid -> status JSON written under this lease
 	for ctx.Err() == nil {
+		if patterns, ok := r.allowed.Take(); ok {
+			r.policy = ImagePolicy(patterns)
+			r.log.Info("api.allowed_images reloaded: checking every app assigned here again", "allowed_images", patterns)
+		}
 		rev, err := r.load(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -152,7 +168,7 @@ func (r *Reconciler) Run(ctx context.Context, s *concurrency.Session) error {
 		}
 		r.report(ctx, s.Lease(), written)
 		err = r.follow(ctx, s.Lease(), rev, written)
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, errReloaded) {
 			r.m.etcdErrors.Inc()
 			r.log.Warn("watch of apps ended, reading them again", "err", err)
 		}
@@ -187,6 +203,8 @@ func (r *Reconciler) follow(ctx context.Context, lease clientv3.LeaseID, rev int
 			return ctx.Err()
 		case <-tick.C:
 			r.report(ctx, lease, written)
+		case <-r.allowed.Ready():
+			return errReloaded
 		case wr, ok := <-wch:
 			if !ok {
 				return fmt.Errorf("watch closed")

@@ -336,3 +336,33 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 		t.Fatalf("invalid records counted %v after the status rounds, want still 5", got)
 	}
 }
+
+// A reloaded api.allowed_images (SIGHUP) is applied to the records already
+// assigned here: an app it now allows starts, one it no longer allows is
+// stopped and reported as refused, without a write to its record.
+func TestReconcilerFollowsAReloadedImageList(t *testing.T) {
+	cli := etcdtest.Start(t).Client()
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "web", Image: "busybox:1"}, Node: "n1"})
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "cache", Image: "registry.example/cache:2"}, Node: "n1"})
+	n := startNode(t, cli, "n1")
+	<-n.rec.Synced()
+	if got := slices.Sorted(maps.Keys(n.sup.desired())); !slices.Equal(got, []string{"web"}) {
+		t.Fatalf("desired %v before the reload, want only web", got)
+	}
+
+	n.rec.SetAllowedImages([]string{"registry.example/*"})
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		return slices.Equal(slices.Sorted(maps.Keys(n.sup.desired())), []string{"cache"})
+	}, "desired set to become cache only after the reload; it is %v", slices.Sorted(maps.Keys(n.sup.desired())))
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		v, _, _ := getKV(t, cli, testKeys.AppStatus("web"))
+		var st Status
+		return json.Unmarshal([]byte(v), &st) == nil && st.Status == StatusInvalid &&
+			strings.Contains(st.LastError, "spec.image: must match one of api.allowed_images")
+	}, "status of web to say its image is no longer allowed")
+
+	// Records written after the reload are checked against the new list.
+	putRecord(t, cli, Record{Spec: AppSpec{GUID: "late", Image: "registry.example/late:1"}, Node: "n1"})
+	etcdtest.Eventually(t, 5*time.Second, func() bool { _, ok := n.sup.desired()["late"]; return ok },
+		"a record written after the reload to run")
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,11 +34,12 @@ type Config struct {
 
 // Handler serves POST /api/v1/push.
 type Handler struct {
-	cfg Config
-	app Appender
-	log *slog.Logger
-	m   metrics
-	now func() time.Time
+	cfg     Config
+	maxBody atomic.Int64 // cfg.MaxBodyBytes, or a reloaded one
+	app     Appender
+	log     *slog.Logger
+	m       metrics
+	now     func() time.Time
 }
 
 type metrics struct {
@@ -63,8 +65,13 @@ func NewHandler(cfg Config, app Appender, log *slog.Logger, reg prometheus.Regis
 	if reg != nil {
 		reg.MustRegister(h.m.requests, h.m.samples, h.m.replaced)
 	}
+	h.SetMaxBodyBytes(cfg.MaxBodyBytes)
 	return h
 }
+
+// SetMaxBodyBytes applies a reloaded push.max_body_bytes to the requests
+// from now on.
+func (h *Handler) SetMaxBodyBytes(n int64) { h.maxBody.Store(n) }
 
 // pushError is an answer other than 204.
 type pushError struct {
@@ -131,11 +138,12 @@ func (h *Handler) push(r *http.Request) (int, error) {
 	if enc := r.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
 		return 0, fail(http.StatusUnsupportedMediaType, "content encoding %q not supported: send the body uncompressed", enc)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, h.cfg.MaxBodyBytes))
+	maxBody := h.maxBody.Load()
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxBody))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return 0, fail(http.StatusRequestEntityTooLarge, "body exceeds %d bytes (push.max_body_bytes)", h.cfg.MaxBodyBytes)
+			return 0, fail(http.StatusRequestEntityTooLarge, "body exceeds %d bytes (push.max_body_bytes)", maxBody)
 		}
 		return 0, fail(http.StatusBadRequest, "read body: %v", err)
 	}

@@ -2,6 +2,7 @@ package push
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -156,5 +157,21 @@ func TestWithoutRelay(t *testing.T) {
 	rec := do(h, http.MethodPost, "/api/v1/push?ns=a", "", "a 1\n")
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "relay.upstream") {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+}
+
+// A reloaded push.max_body_bytes (SIGHUP) applies to the next request.
+func TestSetMaxBodyBytes(t *testing.T) {
+	h := newTestHandler(relaytest.Start(t, newUpstream(t).URL))
+	var b strings.Builder
+	for i := range 20 {
+		fmt.Fprintf(&b, "a_%d 1\n", i)
+	}
+	body := b.String()
+	pushOK(t, h, "/api/v1/push?ns=a", "", body)
+	h.SetMaxBodyBytes(100)
+	rec := do(h, http.MethodPost, "/api/v1/push?ns=a", "", body)
+	if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "body exceeds 100 bytes (push.max_body_bytes)") {
+		t.Fatalf("%d-byte push after max_body_bytes = 100: %d %s, want 413", len(body), rec.Code, rec.Body)
 	}
 }
