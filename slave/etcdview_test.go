@@ -41,7 +41,7 @@ func TestStatusShowsTheEtcd(t *testing.T) {
 		!slices.Contains(v.Etcd.Members[0].ClientURLs, srv.Endpoint()) {
 		t.Fatalf("etcd in the status: %+v; want the one voting member at %s, growth unknown", v.Etcd, srv.Endpoint())
 	}
-	if err := etcd.SetGrowth(context.Background(), cli, "/agent", 3); err != nil {
+	if err := etcd.SetGrowth(context.Background(), cli, "/agent", etcd.Growth{Members: 3}); err != nil {
 		t.Fatal(err)
 	}
 	etcdtest.Eventually(t, 10*time.Second, func() bool { v = status(); return v.Etcd.GrowsTo == 3 },

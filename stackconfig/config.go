@@ -92,6 +92,11 @@ type Etcd struct {
 	// members until it has that many (1, 3 or 5; 1: it stays one member).
 	// Read from the founding agent only.
 	Members int `mapstructure:"members"`
+	// ReplaceDeadAfter is how long a member of that etcd may be dead (its
+	// client URL does not answer and no agent of its name is registered)
+	// before a client agent removes it and becomes a member in its place
+	// (0: never). Read from the founding agent only.
+	ReplaceDeadAfter time.Duration `mapstructure:"replace_dead_after"`
 	// DialTimeout bounds each connection attempt.
 	DialTimeout time.Duration `mapstructure:"dial_timeout"`
 	// Username and PasswordFile authenticate against etcd.
@@ -113,10 +118,11 @@ var DefaultConfig = Config{
 	LogLevel:  "info",
 	LogFormat: "text",
 	Etcd: Etcd{
-		Prefix:         "/agent",
-		EmbeddedListen: "http://127.0.0.1:2379",
-		Members:        1,
-		DialTimeout:    5 * time.Second,
+		Prefix:           "/agent",
+		EmbeddedListen:   "http://127.0.0.1:2379",
+		Members:          1,
+		ReplaceDeadAfter: 10 * time.Minute,
+		DialTimeout:      5 * time.Second,
 	},
 	Stack:   DefaultStack,
 	API:     DefaultAPI,
@@ -292,6 +298,9 @@ func (e *Etcd) validate() []error {
 	}
 	if e.EmbeddedTLS() && e.CAFile == "" {
 		bad("etcd.ca_file: the embedded etcd with TLS (etcd.embedded_cert_file %q) accepts only clients and members with a certificate signed by this CA: set it", e.EmbeddedCertFile)
+	}
+	if e.ReplaceDeadAfter != 0 && e.ReplaceDeadAfter < time.Minute {
+		bad("etcd.replace_dead_after: 0 (never) or at least 1m (a member restarting must not be replaced), got %s", e.ReplaceDeadAfter)
 	}
 	if e.DialTimeout <= 0 {
 		bad("etcd.dial_timeout: must be > 0, got %s", e.DialTimeout)

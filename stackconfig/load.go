@@ -44,6 +44,7 @@ var JoinOptions = []Option{
 	{"etcd.embedded_key_file", "embedded-etcd-key-file", "key of --embedded-etcd-cert-file"},
 	{"etcd.embedded_insecure", "embedded-etcd-insecure", "let the embedded etcd listen beyond loopback without TLS (private networks only)"},
 	{"etcd.members", "etcd-members", "etcd members a cluster founded on this agent's embedded etcd grows to as agents join (1, 3 or 5)"},
+	{"etcd.replace_dead_after", "etcd-replace-dead-after", "how long a member of that etcd may be dead (no answer, no agent of its name) before a client agent takes its place (0: never)"},
 	{"etcd.prefix", "etcd-prefix", "root of every etcd key the agent writes"},
 	{"etcd.dial_timeout", "etcd-dial-timeout", "timeout of one etcd connection attempt"},
 	{"etcd.username", "etcd-username", "etcd user name"},

@@ -76,7 +76,8 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 
 	// The agent runs an etcd member when it founds the cluster (no
 	// endpoints) or became a member of the one it joined (its data is
-	// here); else it may become one (etcd.Grower, below).
+	// here, unless the member was removed meanwhile); else it may become
+	// one (etcd.Grower, below).
 	endpoints := cfg.Etcd.Endpoints
 	member := etcd.EmbedConfig{
 		Name: cfg.Node, Dir: filepath.Join(cfg.DataDir, "etcd"),
@@ -84,11 +85,16 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		CertFile: cfg.Etcd.EmbeddedCertFile, KeyFile: cfg.Etcd.EmbeddedKeyFile, TrustedCAFile: cfg.Etcd.CAFile,
 	}
 	var embedded *etcd.Embedded
-	if cfg.Embedded() || etcd.HasMemberData(member.Dir) {
+	switch {
+	case cfg.Embedded():
 		embedded, err = etcd.StartEmbedded(ctx, member)
-		if err != nil {
-			return err
-		}
+	case etcd.HasMemberData(member.Dir): // nil when it was removed meanwhile
+		embedded, err = etcd.RestartMember(ctx, member, clientConfig(cfg, endpoints), log)
+	}
+	if err != nil {
+		return err
+	}
+	if embedded != nil {
 		defer embedded.Close()
 		endpoints = append(embedded.Endpoints(), endpoints...)
 		log.Info("embedded etcd started", "endpoints", strings.Join(endpoints, ","), "data_dir", member.Dir)
@@ -153,7 +159,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		})
 		if !recorded {
 			goRest(func(ctx context.Context) error {
-				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members, log)
+				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, growth(cfg), log)
 			})
 		}
 		goRest(func(ctx context.Context) error {
@@ -175,6 +181,11 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	return nil
 }
 
+// growth is how the founding agent's etcd grows.
+func growth(cfg *stackconfig.Config) etcd.Growth {
+	return etcd.Growth{Members: cfg.Etcd.Members, ReplaceDeadAfter: etcd.Seconds(cfg.Etcd.ReplaceDeadAfter / time.Second)}
+}
+
 // recordGrowth has the founding agent record how far its etcd grows
 // before it starts its duties, so that agents starting beside it find it
 // at once; false when etcd did not take it within 5 s (a restarted member
@@ -182,7 +193,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 func recordGrowth(ctx context.Context, cli *clientv3.Client, cfg *stackconfig.Config) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return etcd.SetGrowth(ctx, cli, cfg.Etcd.Prefix, cfg.Etcd.Members) == nil
+	return etcd.SetGrowth(ctx, cli, cfg.Etcd.Prefix, growth(cfg)) == nil
 }
 
 func clientConfig(cfg *stackconfig.Config, endpoints []string) etcd.ClientConfig {

@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -172,4 +174,45 @@ func nextPortURL(u *url.URL) (string, error) {
 		return u.Scheme + "://" + net.JoinHostPort(host, "0"), nil
 	}
 	return u.Scheme + "://" + net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+// RestartMember starts the member whose data is in cfg.Dir: an agent that
+// became a member of the etcd it joined, started again. When the member
+// cannot start and the etcd at the agent's endpoints (cc) has no member
+// with its peer URL any more (removed, or replaced while the agent was
+// down), its data is set aside in <dir>.removed-<unix time> and RestartMember
+// returns nil, nil: the agent goes on as a client, and may become a
+// member again (Grower). Any other failure is returned.
+func RestartMember(ctx context.Context, cfg EmbedConfig, cc ClientConfig, log *slog.Logger) (*Embedded, error) {
+	srv, startErr := StartEmbedded(ctx, cfg)
+	if startErr == nil || len(cc.Endpoints) == 0 || ctx.Err() != nil {
+		return srv, startErr
+	}
+	peer, err := cfg.peerURL()
+	if err != nil {
+		return nil, startErr
+	}
+	cli, err := NewClient(cc)
+	if err != nil {
+		return nil, startErr
+	}
+	defer cli.Close()
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	list, err := cli.MemberList(lctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%w (and the etcd at %s could not say whether it is still a member: %v)", startErr, strings.Join(cc.Endpoints, ","), err)
+	}
+	for _, m := range list.Members {
+		if slices.Contains(m.PeerURLs, peer) {
+			return nil, startErr
+		}
+	}
+	aside := fmt.Sprintf("%s.removed-%d", filepath.Clean(cfg.Dir), time.Now().Unix())
+	if err := os.Rename(cfg.Dir, aside); err != nil {
+		return nil, fmt.Errorf("%w; it is no longer a member of the etcd, and its data could not be set aside: %v", startErr, err)
+	}
+	log.Warn("this agent's etcd member was removed from the etcd (or replaced while the agent was down): its data is set aside and the agent goes on as a client",
+		"peer_url", peer, "data", aside, "start_err", startErr)
+	return nil, nil
 }

@@ -33,7 +33,18 @@ type Growth struct {
 	// Members is the number of etcd members the cluster grows to (1, 3
 	// or 5).
 	Members int `json:"members"`
+	// ReplaceDeadAfter is how long a voting member may be dead (its
+	// client URL does not answer, and no agent of its name is registered
+	// in any cluster) before an agent that joins, or a client agent, takes
+	// its place: it removes the member and adds itself. 0: never.
+	ReplaceDeadAfter Seconds `json:"replace_dead_after_seconds,omitempty"`
 }
+
+// Seconds is a duration kept in JSON as whole seconds.
+type Seconds int64
+
+// Duration is s as a time.Duration.
+func (s Seconds) Duration() time.Duration { return time.Duration(s) * time.Second }
 
 // GrowthKey is where the founding agent records the cluster's Growth:
 // <prefix>/_etcd/growth, beside the agent clusters (whose names cannot
@@ -42,10 +53,10 @@ func GrowthKey(prefix string) string { return path.Join(prefix, "_etcd", "growth
 
 func growthLock(prefix string) string { return path.Join(prefix, "_etcd", "grow-lock") }
 
-// SetGrowth records that the cluster grows to members members. The
-// founding agent writes it at every start, so its configuration decides.
-func SetGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int) error {
-	v, err := json.Marshal(Growth{Members: members})
+// SetGrowth records how the cluster grows. The founding agent writes it
+// at every start, so its configuration decides.
+func SetGrowth(ctx context.Context, cli clientv3.KV, prefix string, g Growth) error {
+	v, err := json.Marshal(g)
 	if err != nil {
 		return err
 	}
@@ -59,10 +70,10 @@ func SetGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int)
 // takes it or ctx ends: the founding agent starts while its etcd may not
 // have a quorum yet (two of three members down), which is no reason to
 // stop it.
-func RecordGrowth(ctx context.Context, cli clientv3.KV, prefix string, members int, log *slog.Logger) error {
+func RecordGrowth(ctx context.Context, cli clientv3.KV, prefix string, g Growth, log *slog.Logger) error {
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := SetGrowth(sctx, cli, prefix, members)
+		err := SetGrowth(sctx, cli, prefix, g)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return nil
@@ -185,6 +196,7 @@ func (g Grower) Run(ctx context.Context) error {
 		}
 	}()
 	var endpoints []string
+	dead := newDeadMembers()
 	var told string        // the reason to stay a client logged last
 	retryIn := time.Second // after etcd could not be asked
 	againIn := every       // after an attempt to become a member failed
@@ -198,7 +210,7 @@ func (g Grower) Run(ctx context.Context) error {
 			err = &client{msg: "not becoming an etcd member: " + err.Error()}
 		}
 		if err == nil && srv == nil && growth.Members > 1 {
-			srv, err = g.grow(ctx, growth)
+			srv, err = g.grow(ctx, growth, dead)
 			if srv != nil {
 				failed = srv.Err()
 				g.Client.SetEndpoints(append(srv.Endpoints(), g.Client.Endpoints()...)...)
@@ -246,7 +258,7 @@ func (g Grower) Join(ctx context.Context) (*Embedded, error) {
 	if err != nil || !ok || growth.Members <= 1 {
 		return nil, err
 	}
-	srv, err := g.grow(ctx, growth)
+	srv, err := g.grow(ctx, growth, nil)
 	if c := (*client)(nil); errors.As(err, &c) {
 		c.log(g.Logger)
 		return nil, nil
@@ -275,8 +287,9 @@ func (c *client) log(l *slog.Logger) {
 }
 
 // grow adds this agent's member under the growth lock, or says why not
-// (*client).
-func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
+// (*client). With dead (Run's), a full etcd with a member dead for
+// growth.ReplaceDeadAfter has that member replaced by this agent's.
+func (g Grower) grow(ctx context.Context, growth Growth, dead *deadMembers) (*Embedded, error) {
 	peer, err := g.Member.peerURL()
 	if err != nil {
 		return nil, err
@@ -297,8 +310,11 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd members: %w", err)
 	}
+	var replace *etcdserverpb.Member
 	if err := full(list.Members); err != nil && !slices.ContainsFunc(list.Members, func(m *etcdserverpb.Member) bool { return slices.Contains(m.PeerURLs, peer) }) {
-		return nil, err
+		if replace = dead.candidate(ctx, g, list.Members, growth.ReplaceDeadAfter.Duration(), peer); replace == nil {
+			return nil, err
+		}
 	}
 
 	sess, err := concurrency.NewSession(g.Client, concurrency.WithTTL(10), concurrency.WithContext(ctx))
@@ -325,7 +341,12 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 		return nil, err
 	}
 	if err := full(members); err != nil {
-		return nil, err
+		// The member to replace must still be there, and still silent.
+		if replace == nil || !slices.ContainsFunc(members, func(m *etcdserverpb.Member) bool { return m.ID == replace.ID }) || answers(ctx, g.Client, replace) {
+			return nil, err
+		}
+	} else {
+		replace = nil // room without replacing anyone
 	}
 	if remote := remotePeer(members); isLoopback(peer) && remote != "" {
 		return nil, &client{msg: "not becoming an etcd member: this agent's peer URL is a loopback address the other members cannot reach; set etcd.embedded_listen (or embedded_peer_listen) to an address they can",
@@ -336,6 +357,14 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 			attrs: []any{"peer_url", peer, "member_peer_url", other}, warn: true}
 	}
 
+	if replace != nil {
+		if _, err := g.Client.MemberRemove(ctx, replace.ID); err != nil {
+			return nil, &client{msg: "could not remove the dead etcd member to take its place; this agent stays a client",
+				attrs: []any{"member", replace.Name, "id", fmt.Sprintf("%x", replace.ID), "err", err}, failed: true}
+		}
+		g.Logger.Warn("removed a dead etcd member to take its place", "member", replace.Name, "id", fmt.Sprintf("%x", replace.ID),
+			"peer_urls", strings.Join(replace.PeerURLs, ","), "dead_for_at_least", growth.ReplaceDeadAfter.Duration())
+	}
 	// etcd refuses a new member for a few seconds after another joined
 	// (every voting member must have been connected for 5 s), and the ID
 	// of one removed within the same second.
@@ -358,7 +387,7 @@ func (g Grower) grow(ctx context.Context, growth Growth) (*Embedded, error) {
 		}
 		return nil, &client{msg: "could not become an etcd member; this agent stays a client", attrs: []any{"peer_url", peer, "err", err}, failed: true}
 	}
-	g.Logger.Info("became an etcd member", "peer_url", peer, "client_url", g.Member.ClientURL, "members", len(members)+1)
+	g.Logger.Info("became an etcd member", "peer_url", peer, "client_url", g.Member.ClientURL, "members", len(added.Members))
 	WarnIfExposed(g.Logger, g.Member)
 	return srv, nil
 }

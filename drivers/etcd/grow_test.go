@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 )
 
 const growPrefix = "/agent"
@@ -49,7 +51,7 @@ func found(t *testing.T, members int) (etcd.EmbedConfig, *etcd.Embedded, *client
 	cli := etcdtest.NewClient(t, cfg.ClientURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := etcd.SetGrowth(ctx, cli, growPrefix, members); err != nil {
+	if err := etcd.SetGrowth(ctx, cli, growPrefix, etcd.Growth{Members: members}); err != nil {
 		t.Fatal(err)
 	}
 	return cfg, srv, cli
@@ -246,7 +248,7 @@ func TestClustersTheAgentsDidNotStartDoNotGrow(t *testing.T) {
 		j.run(t)
 		etcdtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(j.log.String(), "malformed etcd growth") },
 			"Run to log the malformed value")
-		if err := etcd.SetGrowth(context.Background(), cli, growPrefix, 3); err != nil {
+		if err := etcd.SetGrowth(context.Background(), cli, growPrefix, etcd.Growth{Members: 3}); err != nil {
 			t.Fatal(err)
 		}
 		etcdtest.Eventually(t, 60*time.Second, func() bool { return slices.Contains(members(t, cli).names, "a") },
@@ -366,7 +368,7 @@ func TestRunJoinsOnceTheGrowthIsRecorded(t *testing.T) {
 		resp, err := j.Client.Get(context.Background(), etcd.GrowthKey(growPrefix))
 		return err == nil && resp.Header.Revision > 0
 	}, "the joiner's client to reach etcd")
-	if err := etcd.SetGrowth(context.Background(), cli, growPrefix, 3); err != nil {
+	if err := etcd.SetGrowth(context.Background(), cli, growPrefix, etcd.Growth{Members: 3}); err != nil {
 		t.Fatal(err)
 	}
 	etcdtest.Eventually(t, 60*time.Second, func() bool {
@@ -387,5 +389,104 @@ func TestJoinerWithATakenNameStaysAClient(t *testing.T) {
 	}
 	if !strings.Contains(j.log.String(), "already has a member of this agent's name") {
 		t.Errorf("log does not say why:\n%s", j.log)
+	}
+}
+
+// A voting member that stays dead (its client URL silent, no agent of its
+// name registered) for the founder's replace_dead_after is replaced by a
+// client agent: the etcd has its members again, without anyone running
+// etcdctl. A silent member whose agent is still registered is left alone.
+func TestADeadMemberIsReplaced(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	ctx := context.Background()
+	if err := etcd.SetGrowth(ctx, cli, growPrefix, etcd.Growth{Members: 3, ReplaceDeadAfter: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := newJoiner(t, "a", founder.ClientURL), newJoiner(t, "b", founder.ClientURL)
+	a.join(t)
+	srvB := b.join(t)
+	if srvB == nil {
+		t.Fatalf("b did not become a member:\n%s", b.log)
+	}
+	bRecord := etcd.NewKeys(growPrefix, "default").Member("b")
+	if _, err := cli.Put(ctx, bRecord, `{"node":"b"}`); err != nil {
+		t.Fatal(err)
+	}
+	srvB.Close()
+
+	c := newJoiner(t, "c", founder.ClientURL)
+	c.run(t)
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		return strings.Contains(c.log.String(), "an agent of its name is registered: not replacing it")
+	}, "c to say that b's agent is still registered")
+	if v := members(t, cli); !slices.Equal(v.names, []string{"a", "b", "founder"}) || v.total != 3 {
+		t.Fatalf("members while b's agent is registered = %+v, want a, b and founder", v)
+	}
+
+	if _, err := cli.Delete(ctx, bRecord); err != nil {
+		t.Fatal(err)
+	}
+	etcdtest.Eventually(t, 60*time.Second, func() bool {
+		v := members(t, cli)
+		return slices.Equal(v.names, []string{"a", "c", "founder"}) && v.total == 3
+	}, "c to take b's place: members %+v", poll.Latest(func() any { return members(t, cli) }))
+	if !strings.Contains(c.log.String(), "removed a dead etcd member to take its place") {
+		t.Errorf("c's log does not say it replaced b:\n%s", c.log)
+	}
+	etcdtest.Eventually(t, 30*time.Second, canWrite(c.Member.ClientURL), "a put through c's member")
+}
+
+// An agent whose member was removed while it was down (by etcdctl, or
+// replaced by another agent) starts as a client with its old data set
+// aside, instead of failing at every start; it can become a member again.
+func TestARemovedMemberRestartsAsAClient(t *testing.T) {
+	founder, _, cli := found(t, 3)
+	a, b := newJoiner(t, "a", founder.ClientURL), newJoiner(t, "b", founder.ClientURL)
+	srvA, srvB := a.join(t), b.join(t)
+	if srvA == nil || srvB == nil {
+		t.Fatalf("a and b did not become members:\n%s\n%s", a.log, b.log)
+	}
+	srvA.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list.Members {
+		if m.Name == "a" {
+			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	srv, err := etcd.RestartMember(ctx, a.Member, etcd.ClientConfig{Endpoints: []string{founder.ClientURL}, DialTimeout: time.Second}, a.Logger)
+	if srv != nil || err != nil {
+		t.Fatalf("RestartMember of a removed member = %v, %v; want nil, nil (a client)", srv, err)
+	}
+	aside, _ := filepath.Glob(a.Member.Dir + ".removed-*")
+	if etcd.HasMemberData(a.Member.Dir) || len(aside) != 1 || !etcd.HasMemberData(aside[0]) {
+		t.Fatalf("member data left in place (%v) or not set aside (%v)", etcd.HasMemberData(a.Member.Dir), aside)
+	}
+	if !strings.Contains(a.log.String(), "its data is set aside and the agent goes on as a client") {
+		t.Errorf("a's log does not say why it is a client:\n%s", a.log)
+	}
+	if a.join(t) == nil {
+		t.Fatalf("a did not become a member again:\n%s", a.log)
+	}
+	if v := members(t, cli); !slices.Equal(v.names, []string{"a", "b", "founder"}) || v.total != 3 {
+		t.Fatalf("members = %+v, want a, b and founder", v)
+	}
+
+	// A member that is still one but cannot start keeps its data and fails.
+	srvB.Close()
+	blocker := startMember(t, etcd.EmbedConfig{Name: "blocker", Dir: t.TempDir(), ClientURL: b.Member.ClientURL, PeerURL: "http://" + etcdtest.FreeAddr(t)})
+	defer blocker.Close()
+	if srv, err := etcd.RestartMember(ctx, b.Member, etcd.ClientConfig{Endpoints: []string{founder.ClientURL}, DialTimeout: time.Second}, b.Logger); srv != nil || err == nil {
+		t.Fatalf("RestartMember of a member whose port is taken = %v, %v; want its error", srv, err)
+	}
+	if !etcd.HasMemberData(b.Member.Dir) {
+		t.Fatal("the data of a member that is still one was set aside")
 	}
 }

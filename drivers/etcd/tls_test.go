@@ -114,7 +114,7 @@ func TestClusterGrowsOverTLS(t *testing.T) {
 	cli := tlsClient(t, founder.ClientURL, ca.CertFile, cert, key)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := etcd.SetGrowth(ctx, cli, growPrefix, 3); err != nil {
+	if err := etcd.SetGrowth(ctx, cli, growPrefix, etcd.Growth{Members: 3}); err != nil {
 		t.Fatal(err)
 	}
 
