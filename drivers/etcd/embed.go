@@ -201,7 +201,7 @@ func RestartMember(ctx context.Context, cfg EmbedConfig, cc ClientConfig, log *s
 	list, err := cli.MemberList(lctx)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("%w (and the etcd at %s could not say whether it is still a member: %v)", startErr, strings.Join(cc.Endpoints, ","), err)
+		return nil, fmt.Errorf("%w (and the etcd at %s could not say whether it is still a member: %w)", startErr, strings.Join(cc.Endpoints, ","), err)
 	}
 	for _, m := range list.Members {
 		if slices.Contains(m.PeerURLs, peer) {
@@ -210,7 +210,7 @@ func RestartMember(ctx context.Context, cfg EmbedConfig, cc ClientConfig, log *s
 	}
 	aside := fmt.Sprintf("%s.removed-%d", filepath.Clean(cfg.Dir), time.Now().Unix())
 	if err := os.Rename(cfg.Dir, aside); err != nil {
-		return nil, fmt.Errorf("%w; it is no longer a member of the etcd, and its data could not be set aside: %v", startErr, err)
+		return nil, fmt.Errorf("%w; it is no longer a member of the etcd, and its data could not be set aside: %w", startErr, err)
 	}
 	log.Warn("this agent's etcd member was removed from the etcd (or replaced while the agent was down): its data is set aside and the agent goes on as a client",
 		"peer_url", peer, "data", aside, "start_err", startErr)
