@@ -188,6 +188,9 @@ func printEtcd(w io.Writer, v etcd.EtcdView) {
 	if v.GrowsTo > 0 {
 		fmt.Fprintf(w, ", grows to %d as agents join", v.GrowsTo)
 	}
+	if v.GrowsTo > 1 && v.ReplaceDeadAfter > 0 {
+		fmt.Fprintf(w, "; a member dead for %s is replaced", v.ReplaceDeadAfter.Duration())
+	}
 	fmt.Fprintln(w, "\n  NAME\tID\tSTATE\tCLIENT URLS\tPEER URLS")
 	for _, m := range v.Members {
 		fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", cmp.Or(m.Name, "-"), m.ID, m.State(), strings.Join(m.ClientURLs, ","), strings.Join(m.PeerURLs, ","))

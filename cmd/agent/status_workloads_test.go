@@ -90,17 +90,17 @@ func TestStatusPrintsKubernetesReleases(t *testing.T) {
 	}
 }
 
-// The etcd part lists each member with its state, and how many members
-// the etcd grows to.
+// The etcd part lists each member with its state, how many members the
+// etcd grows to, and after how long a dead one is replaced.
 func TestStatusPrintsTheEtcd(t *testing.T) {
-	v := etcd.ClusterView{Cluster: "c1", Members: []etcd.MemberView{}, Etcd: &etcd.EtcdView{GrowsTo: 3, Members: []etcd.EtcdMember{
+	v := etcd.ClusterView{Cluster: "c1", Members: []etcd.MemberView{}, Etcd: &etcd.EtcdView{GrowsTo: 3, ReplaceDeadAfter: 600, Members: []etcd.EtcdMember{
 		{ID: "a1", Name: "g1", ClientURLs: []string{"http://10.0.0.1:2379"}, PeerURLs: []string{"http://10.0.0.1:2380"}},
 		{ID: "b2", Name: "g2", Learner: true, ClientURLs: []string{"http://10.0.0.2:2379"}, PeerURLs: []string{"http://10.0.0.2:2380"}},
 		{ID: "c3", PeerURLs: []string{"http://10.0.0.3:2380"}},
 	}}}
 	out, flat := printedStatus(v)
 	for _, want := range []string{
-		"| etcd: 3 members, grows to 3 as agents join |",
+		"| etcd: 3 members, grows to 3 as agents join; a member dead for 10m0s is replaced |",
 		"| NAME ID STATE CLIENT URLS PEER URLS |",
 		"| g1 a1 voting http://10.0.0.1:2379 http://10.0.0.1:2380 |",
 		"| g2 b2 learner http://10.0.0.2:2379 http://10.0.0.2:2380 |",

@@ -109,8 +109,10 @@ func ReadGrowth(ctx context.Context, cli clientv3.KV, prefix string) (g Growth, 
 // EtcdView is the etcd the agents run on: its members and, for one they
 // started, how many members it grows to.
 type EtcdView struct {
-	GrowsTo int          `json:"grows_to,omitempty"` // 0: an etcd the agents did not start
-	Members []EtcdMember `json:"members"`
+	GrowsTo int `json:"grows_to,omitempty"` // 0: an etcd the agents did not start
+	// ReplaceDeadAfter is Growth.ReplaceDeadAfter (0: never).
+	ReplaceDeadAfter Seconds      `json:"replace_dead_after_seconds,omitempty"`
+	Members          []EtcdMember `json:"members"`
 }
 
 // EtcdMember is one member of the etcd.
@@ -155,7 +157,7 @@ func ReadEtcdView(ctx context.Context, cli etcdReader, prefix string) (EtcdView,
 	}
 	slices.SortFunc(v.Members, func(a, b EtcdMember) int { return strings.Compare(a.Name, b.Name) })
 	if g, ok, err := ReadGrowth(ctx, cli, prefix); err == nil && ok {
-		v.GrowsTo = g.Members
+		v.GrowsTo, v.ReplaceDeadAfter = g.Members, g.ReplaceDeadAfter
 	}
 	return v, nil
 }
