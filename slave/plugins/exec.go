@@ -3,9 +3,15 @@ package plugins
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,8 +35,16 @@ type command struct {
 	// pidNS runs it as the first process of a PID namespace of its own:
 	// when it exits, the kernel kills every process it left, those that
 	// left its process group (setsid, daemons) too. Needs CAP_SYS_ADMIN.
+	// Without it, the run carries RunEnv in its environment, and the
+	// processes that still carry it when the run ends are killed.
 	pidNS bool
 }
+
+// RunEnv is set to an id of its own in the environment of each run
+// that has no PID namespace (the agent is not root): the processes a run
+// left behind, daemons that left its process group too, are the ones whose
+// environment still holds it, and are killed when the run ends.
+const RunEnv = "AGENT_PLUGIN_RUN"
 
 // outcome is how a process ended.
 type outcome struct {
@@ -54,6 +68,11 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 	cmd := exec.CommandContext(tctx, c.path, c.args...)
 	cmd.Dir = c.dir
 	cmd.Env = c.env
+	var mark string // RunEnv=<id>, without a PID namespace
+	if !c.pidNS {
+		mark = RunEnv + "=" + runID()
+		cmd.Env = append(slices.Clone(c.env), mark)
+	}
 	// Pdeathsig: a plugin does not outlive an agent killed with -9 (its
 	// own children may; a clean stop kills the whole group).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred, Pdeathsig: syscall.SIGKILL}
@@ -80,6 +99,9 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 	}
 	err = cmd.Wait()
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if mark != "" {
+		killMarked("/proc", mark)
+	}
 	o := outcome{stdout: stdout.bytes(), stderr: stderr.String(), exitCode: cmd.ProcessState.ExitCode()}
 	switch cause := context.Cause(tctx); {
 	case errors.Is(cause, errTimeout):
@@ -95,6 +117,43 @@ func run(ctx context.Context, c command, timeout time.Duration, maxOut int) outc
 		// was read until the pipes were closed.
 	}
 	return o
+}
+
+// runID is a random id for RunEnv.
+func runID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// killMarked kills every process under procRoot whose environment holds
+// mark (RunEnv=<id>), again while a pass finds one (a process may fork
+// while it is being killed), at most 10 passes. Processes it may not read
+// (another user's) are not the run's: it runs as the agent's user.
+func killMarked(procRoot, mark string) {
+	want := []byte(mark + "\x00")
+	for range 10 {
+		entries, err := os.ReadDir(procRoot)
+		if err != nil {
+			return
+		}
+		found := false
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			env, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "environ"))
+			if err != nil || !slices.ContainsFunc(bytes.SplitAfter(env, []byte{0}), func(v []byte) bool { return bytes.Equal(v, want) }) {
+				continue
+			}
+			found = true
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if !found {
+			return
+		}
+	}
 }
 
 var (

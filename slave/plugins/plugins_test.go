@@ -406,26 +406,31 @@ func TestDisabledStaysDisabledAcrossRestart(t *testing.T) {
 // with the plugin.
 func TestRunLeavesNoDaemonBehind(t *testing.T) {
 	skipShort(t)
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI runs as root: this test must run there")
-		}
-		t.Skip("a PID namespace per run needs root; run the tests as root to cover it")
+	for _, pidNS := range []bool{true, false} {
+		t.Run(fmt.Sprintf("pid namespace %v", pidNS), func(t *testing.T) {
+			if pidNS && os.Geteuid() != 0 {
+				if os.Getenv("CI") == "true" {
+					t.Fatal("CI runs as root: this test must run there")
+				}
+				t.Skip("a PID namespace per run needs root; run the tests as root to cover it")
+			}
+			dir := t.TempDir()
+			pidFile := filepath.Join(dir, "daemon.pid")
+			daemon := script(t, dir, "daemon.sh", fmt.Sprintf("setsid sh -c '%s; exec sleep 300' &\n"+
+				"while [ ! -s %s ]; do sleep 0.01; done\necho started 1\n", writePID(pidFile), pidFile))
+			m, _ := startManager(t, nil, nil, stackconfig.Plugin{Name: "daemon", Command: []string{daemon}})
+			m.pidNS.Store(pidNS) // without one (not root), the run's RunEnv marks what it left
+			res, err := m.RunNow(context.Background(), "daemon", 0, nil)
+			if err != nil || res.Error != "" || res.Samples != 1 {
+				t.Fatalf("run: %+v %v", res, err)
+			}
+			b, _ := os.ReadFile(pidFile)
+			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+			if pid <= 1 {
+				t.Fatalf("the daemon wrote pid %q", b)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+			waitFor(t, "the plugin's daemon gone", func() bool { return !alive(pid) })
+		})
 	}
-	dir := t.TempDir()
-	pidFile := filepath.Join(dir, "daemon.pid")
-	daemon := script(t, dir, "daemon.sh", fmt.Sprintf("setsid sh -c '%s; exec sleep 300' &\n"+
-		"while [ ! -s %s ]; do sleep 0.01; done\necho started 1\n", writePID(pidFile), pidFile))
-	m, _ := startManager(t, nil, nil, stackconfig.Plugin{Name: "daemon", Command: []string{daemon}})
-	res, err := m.RunNow(context.Background(), "daemon", 0, nil)
-	if err != nil || res.Error != "" || res.Samples != 1 {
-		t.Fatalf("run: %+v %v", res, err)
-	}
-	b, _ := os.ReadFile(pidFile)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if pid <= 1 {
-		t.Fatalf("the daemon wrote pid %q", b)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
-	waitFor(t, "the plugin's daemon gone", func() bool { return !alive(pid) })
 }
