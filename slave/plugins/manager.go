@@ -342,7 +342,7 @@ func (m *Manager) run(ctx context.Context, p *plugin, o runOptions) *RunResult {
 	c := command{path: p.path, args: p.args, dir: dir, env: env, cred: p.cred, pidNS: m.pidNS.Load()}
 	out := run(ctx, c, o.timeout, MaxOutputBytes)
 	if errors.Is(out.err, errNoPIDNS) && m.pidNS.CompareAndSwap(true, false) {
-		m.log.Warn("plugins run without a PID namespace of their own: a process a plugin starts outside its process group (setsid, a daemon) outlives the run", "err", out.err)
+		m.log.Warn("plugins run without a PID namespace of their own: what a run leaves behind is found by "+RunEnv+" in its environment and killed; a process that clears its environment outlives the run", "err", out.err)
 	}
 	if errors.Is(out.err, errNoPIDNS) {
 		c.pidNS = false
