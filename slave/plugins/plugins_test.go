@@ -403,7 +403,8 @@ func TestDisabledStaysDisabledAcrossRestart(t *testing.T) {
 
 // A process a plugin started outside its process group (setsid, as a
 // daemon does) does not outlive the run: the run's PID namespace ends
-// with the plugin.
+// with the plugin, or, without one, the process is found by the run's
+// AGENT_PLUGIN_RUN and killed.
 func TestRunLeavesNoDaemonBehind(t *testing.T) {
 	skipShort(t)
 	for _, pidNS := range []bool{true, false} {
