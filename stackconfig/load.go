@@ -73,8 +73,11 @@ func clientOptions() []Option {
 	opts := filterOptions(JoinOptions, "etcd.endpoints", "cluster", "etcd.prefix", "etcd.dial_timeout",
 		"etcd.username", "etcd.password_file", "etcd.ca_file", "etcd.cert_file", "etcd.key_file", "etcd.insecure_skip_verify")
 	for i := range opts {
-		if opts[i].Key == "etcd.endpoints" {
+		switch opts[i].Key {
+		case "etcd.endpoints":
 			opts[i].Usage = "etcd client URLs to read from directly, comma-separated; without them, the agent at --api is asked"
+		case "etcd.ca_file":
+			opts[i].Usage = "CA bundle that signs the etcd server certificates"
 		}
 	}
 	return opts

@@ -9,10 +9,11 @@ package stackconfig
 // at start), [monitor]'s process groups,
 // interval and limits from next when the monitor runs and keeps running
 // (what it reads, containers, pods and the mount points, is made at
-// start), and, when stacks is set (the host's stacks; not in Kubernetes
-// mode, where the stack is Helm releases made at start),
-// [stack] and [manager] from next except the keys other parts took at
-// start:
+// start), in Kubernetes mode (stacks unset) [stack.prometheus],
+// stack.jaeger.queue_size and [manager] (the Helm releases' values; the
+// charts, stack.helm, are made at start), and, when stacks is set (the
+// host's stacks), [stack] and [manager] from next except the keys other
+// parts took at start:
 //
 //   - stack.driver and stack.helm (the drivers and releases are made at start);
 //   - whether the master runs Prometheus and the Jaeger collector, and
@@ -40,6 +41,10 @@ func Reload(cur, next *Config, stacks bool) Config {
 		out.Monitor.MaxProcesses, out.Monitor.MaxSeries = next.Monitor.MaxProcesses, next.Monitor.MaxSeries
 	}
 	if !stacks {
+		// Kubernetes mode: what the releases' values are rendered from
+		// (releases.Input); the charts themselves are made at start.
+		out.Stack.Prometheus, out.Stack.Jaeger.QueueSize = next.Stack.Prometheus, next.Stack.Jaeger.QueueSize
+		out.Manager = next.Manager
 		return out
 	}
 	st := next.Stack

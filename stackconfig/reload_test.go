@@ -73,9 +73,15 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 	}
 	next.Monitor.Enabled = cur.Monitor.Enabled
 
-	// Kubernetes mode: the stack is Helm releases made at start.
+	// Kubernetes mode: the releases' values follow, the charts and the
+	// rest of [stack] are made at start.
+	next.Stack.Helm.Timeout = 7 * time.Minute
 	applied = Reload(&cur, &next, false)
-	if got := Changed(&applied, &next); !slices.Contains(got, "stack.prometheus.scrape_interval") || !slices.Contains(got, "manager.logs_url") || applied.LogLevel != "debug" {
-		t.Errorf("Kubernetes mode applied [stack] or [manager], or not log_level: restart keys %v", got)
+	got := Changed(&applied, &next)
+	if slices.Contains(got, "stack.prometheus.scrape_interval") || slices.Contains(got, "manager.logs_url") || applied.LogLevel != "debug" {
+		t.Errorf("Kubernetes mode did not apply [stack.prometheus], [manager] or log_level: restart keys %v", got)
+	}
+	if !slices.Contains(got, "stack.helm.timeout") || !slices.Contains(got, "stack.trace_agent.queue_size") {
+		t.Errorf("Kubernetes mode applied stack.helm or the host's node stack: restart keys %v", got)
 	}
 }

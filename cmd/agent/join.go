@@ -142,7 +142,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	goRest(api.Run)
 	goRest(func(ctx context.Context) error { notifyReady(ctx, node); return nil })
 	goRest(func(ctx context.Context) error {
-		// In Kubernetes mode the stack is Helm releases made at start.
+		// In Kubernetes mode the stack is Helm releases: only their values follow.
 		return reloadOnHUP(ctx, cfg, reload, parts.reload, !kubernetesMode(cfg), level, log)
 	})
 	for _, actor := range parts.actors {

@@ -82,13 +82,7 @@ func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logg
 func (k *kubernetes) duties(cli *clientv3.Client, cfg *stackconfig.Config, keys etcd.Keys, log *slog.Logger, reg prometheus.Registerer) master.Duties {
 	k.releases = releases.New(cli, releases.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Keys: keys, Helm: k.helm,
-		Values: releases.Input{
-			Cluster: cfg.Cluster, Namespace: k.helm.Namespace,
-			Service: k.helm.Service, ServicePort: k.helm.ServicePort, TokenSecret: k.helm.TokenSecret,
-			Relay: cfg.Relay.Enabled(), Prometheus: cfg.Stack.Prometheus, Manager: cfg.Manager,
-			TracesRelease: k.helm.Traces.Release, TracesQueueSize: cfg.Stack.Jaeger.QueueSize,
-		},
-		AllowedImages: cfg.API.AllowedImages,
+		Values: k.values(cfg), AllowedImages: cfg.API.AllowedImages,
 	}, k.client, log.With("component", "releases"), reg)
 	d := master.Duties{{Name: "releases", Duty: k.releases}}
 	if k.masterPod != nil {
@@ -97,11 +91,22 @@ func (k *kubernetes) duties(cli *clientv3.Client, cfg *stackconfig.Config, keys 
 	return d
 }
 
-// setAllowedImages applies a reloaded api.allowed_images to the releases
-// of the guid apps.
-func (k *kubernetes) setAllowedImages(patterns []string) {
+// values is what the releases' values are rendered from.
+func (k *kubernetes) values(cfg *stackconfig.Config) releases.Input {
+	return releases.Input{
+		Cluster: cfg.Cluster, Namespace: k.helm.Namespace,
+		Service: k.helm.Service, ServicePort: k.helm.ServicePort, TokenSecret: k.helm.TokenSecret,
+		Relay: cfg.Relay.Enabled(), Prometheus: cfg.Stack.Prometheus, Manager: cfg.Manager,
+		TracesRelease: k.helm.Traces.Release, TracesQueueSize: cfg.Stack.Jaeger.QueueSize,
+	}
+}
+
+// reload applies a reloaded config (stackconfig.Reload) to the releases:
+// their values, and api.allowed_images for the guid apps.
+func (k *kubernetes) reload(next *stackconfig.Config) {
 	if k.releases != nil {
-		k.releases.SetAllowedImages(patterns)
+		k.releases.SetValues(k.values(next))
+		k.releases.SetAllowedImages(next.API.AllowedImages)
 	}
 }
 

@@ -35,7 +35,7 @@ func (*kubernetes) duties(*clientv3.Client, *stackconfig.Config, etcd.Keys, *slo
 
 func (*kubernetes) status() any { return nil }
 
-func (*kubernetes) setAllowedImages([]string) {}
+func (*kubernetes) reload(*stackconfig.Config) {}
 
 func (*kubernetes) pods(*stackconfig.Config, *slog.Logger, prometheus.Registerer) podMonitor {
 	return nil

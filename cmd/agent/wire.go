@@ -193,7 +193,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		appsAPI.SetLimits(next.API.AllowedImages, next.API.MaxBodyBytes)
 		pushAPI.SetMaxBodyBytes(next.Push.MaxBodyBytes)
 		if kube != nil {
-			kube.setAllowedImages(next.API.AllowedImages)
+			kube.reload(next)
 		}
 	})
 	for pattern, h := range plugs.Routes() {

@@ -90,8 +90,10 @@ type Duty struct {
 	log    *slog.Logger
 	m      *metrics
 	policy apps.ImagePolicy // owned by Run
-	// allowed is a reloaded api.allowed_images, for Run to take.
+	// allowed is a reloaded api.allowed_images, and values a reloaded
+	// Config.Values, for Run to take.
 	allowed *reload.Pending[[]string]
+	values  *reload.Pending[Input]
 
 	running atomic.Bool
 	mu      sync.Mutex
@@ -115,8 +117,16 @@ func New(cli *clientv3.Client, cfg Config, drv Driver, log *slog.Logger, reg pro
 	return &Duty{
 		cli: cli, cfg: cfg, drv: drv, log: log, m: newMetrics(reg),
 		policy: apps.ImagePolicy(cfg.AllowedImages), allowed: reload.NewPending[[]string](),
+		values: reload.NewPending[Input](),
 	}
 }
+
+// SetValues applies a reloaded config to the releases' values (Prometheus
+// settings, the manager's URLs, the trace collector's queue): the releases
+// whose values change are upgraded, in a running term at once, else when
+// the next begins. A traces endpoint set or unset installs or uninstalls
+// the trace collectors.
+func (d *Duty) SetValues(in Input) { d.values.Set(in) }
 
 // SetAllowedImages applies a reloaded api.allowed_images: every app record
 // is checked again (now, in a running term; else when the next begins), so
@@ -222,6 +232,9 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 	defer t.wg.Wait()
 
 	d.takePolicy()
+	if in, ok := d.values.Take(); ok {
+		d.cfg.Values = in
+	}
 	rev, err := d.load(ctx, lead, t)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -274,6 +287,11 @@ func (d *Duty) Run(ctx context.Context, lead etcd.Leader) error {
 				if ev.Type == clientv3.EventTypePut {
 					d.put(t, ev.Kv)
 				}
+			}
+		case <-d.values.Ready():
+			if in, ok := d.values.Take(); ok {
+				d.cfg.Values = in // wants() renders from it next
+				d.log.Info("config reloaded: the releases' values are rendered again")
 			}
 		case <-d.allowed.Ready():
 			if !d.takePolicy() {

@@ -558,3 +558,30 @@ func TestReloadedImageListReachesTheReleases(t *testing.T) {
 		return !app && refused()
 	}, "ai-app to be uninstalled and refused once its image is no longer allowed")
 }
+
+// A reloaded config (SIGHUP) reaches the releases of a running term: the
+// metrics stack is upgraded with the new values, and nothing else.
+func TestReloadedValuesUpgradeTheReleases(t *testing.T) {
+	f := newFixture(t, "rv")
+	f.putApp(apps.AppSpec{GUID: "rv-app", Image: "busybox:1"})
+	c := f.driver(kubetest.AgentA)
+	cfg := f.config()
+	d := New(f.cli, cfg, c, quiet(), prometheus.NewRegistry())
+	f.start(d, "n1")
+	all := []string{f.agentNS + "/agent-metrics", "rv-app/agent-traces", "rv-app/agent-app"}
+	before := f.settled(d, c, all, 1)
+
+	in := cfg.Values
+	in.Prometheus.ScrapeInterval = 7 * time.Second
+	d.SetValues(in)
+	etcdtest.Eventually(t, time.Minute, func() bool {
+		r := f.releases(c)[f.agentNS+"/agent-metrics"]
+		return r.Revision == before[f.agentNS+"/agent-metrics"].Revision+1 && r.Status == "deployed"
+	}, "the metrics stack upgraded with the reloaded scrape interval")
+	after := f.settled(d, c, all, 2)
+	for _, k := range all[1:] {
+		if after[k].Revision != before[k].Revision {
+			t.Errorf("%s went from revision %d to %d; its values did not change", k, before[k].Revision, after[k].Revision)
+		}
+	}
+}
