@@ -110,8 +110,8 @@ func agentRegistered(ctx context.Context, cli clientv3.KV, prefix, node string) 
 		return false, err
 	}
 	for _, kv := range resp.Kvs {
-		cluster, rest, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), prefix+"/"), "/")
-		if ok && cluster != "" && rest == "members/"+node {
+		cluster, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), prefix+"/"), "/")
+		if string(kv.Key) == NewKeys(prefix, cluster).Member(node) {
 			return true, nil
 		}
 	}

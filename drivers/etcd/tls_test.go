@@ -3,7 +3,6 @@ package etcd_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"os"
 	"slices"
@@ -83,20 +82,7 @@ func TestEmbeddedTLSServesOnlyClientsWithACertificateOfTheCA(t *testing.T) {
 // getPeer GETs url with a TLS client that trusts caFile and shows
 // cert/key (none when empty).
 func getPeer(t *testing.T, url, caFile, cert, key string) (int, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
-	conf.RootCAs.AppendCertsFromPEM(pem)
-	if cert != "" {
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf.Certificates = []tls.Certificate{pair}
-	}
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: conf}}
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig(t, caFile, cert, key)}}
 	defer c.CloseIdleConnections()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -104,6 +90,16 @@ func getPeer(t *testing.T, url, caFile, cert, key string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// tlsConfig is the TLS config of an etcd client that trusts caFile and
+// shows cert/key (none when empty).
+func tlsConfig(t *testing.T, caFile, cert, key string) *tls.Config {
+	conf, err := etcd.ClientConfig{CAFile: caFile, CertFile: cert, KeyFile: key}.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conf
 }
 
 func TestClusterGrowsOverTLS(t *testing.T) {
@@ -217,13 +213,7 @@ func TestRenewedCertificatesAreTakenWithoutARestart(t *testing.T) {
 		"a put with the renewed client certificate, by the same client")
 
 	served := func() string {
-		conf := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
-		pem, err := os.ReadFile(ca.CertFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf.RootCAs.AppendCertsFromPEM(pem)
-		c, err := tls.Dial("tcp", strings.TrimPrefix(cfg.ClientURL, "https://"), conf)
+		c, err := tls.Dial("tcp", strings.TrimPrefix(cfg.ClientURL, "https://"), tlsConfig(t, ca.CertFile, "", ""))
 		if err != nil {
 			return err.Error()
 		}

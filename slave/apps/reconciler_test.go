@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/poll"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/slave"
 )
@@ -54,6 +55,9 @@ func (f *fakeSupervisor) statesCalls() int {
 	defer f.mu.Unlock()
 	return f.calls
 }
+
+// guids are the names of the desired set, sorted.
+func (f *fakeSupervisor) guids() []string { return slices.Sorted(maps.Keys(f.desired())) }
 
 func (f *fakeSupervisor) desired() map[string]workload.Spec {
 	f.mu.Lock()
@@ -300,7 +304,7 @@ func TestReconcilerRefusesWhatTheAPIWould(t *testing.T) {
 
 	n := startNode(t, cli, "n1")
 	<-n.rec.Synced()
-	if got := slices.Sorted(maps.Keys(n.sup.desired())); !slices.Equal(got, []string{"good"}) {
+	if got := n.sup.guids(); !slices.Equal(got, []string{"good"}) {
 		t.Fatalf("desired %v, want only good", got)
 	}
 	for guid, why := range map[string]string{
@@ -346,14 +350,14 @@ func TestReconcilerFollowsAReloadedImageList(t *testing.T) {
 	putRecord(t, cli, Record{Spec: AppSpec{GUID: "cache", Image: "registry.example/cache:2"}, Node: "n1"})
 	n := startNode(t, cli, "n1")
 	<-n.rec.Synced()
-	if got := slices.Sorted(maps.Keys(n.sup.desired())); !slices.Equal(got, []string{"web"}) {
+	if got := n.sup.guids(); !slices.Equal(got, []string{"web"}) {
 		t.Fatalf("desired %v before the reload, want only web", got)
 	}
 
 	n.rec.SetAllowedImages([]string{"registry.example/*"})
 	etcdtest.Eventually(t, 5*time.Second, func() bool {
-		return slices.Equal(slices.Sorted(maps.Keys(n.sup.desired())), []string{"cache"})
-	}, "desired set to become cache only after the reload; it is %v", slices.Sorted(maps.Keys(n.sup.desired())))
+		return slices.Equal(n.sup.guids(), []string{"cache"})
+	}, "desired set to become cache only after the reload; it is %v", poll.Latest(func() any { return n.sup.guids() }))
 	etcdtest.Eventually(t, 5*time.Second, func() bool {
 		v, _, _ := getKV(t, cli, testKeys.AppStatus("web"))
 		var st Status
