@@ -2,6 +2,7 @@ package slave
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,9 @@ type API struct {
 
 // NewAPI listens on addr at once, so that /-/healthy answers while the agent
 // is still joining, and installs the health, readiness and metrics
-// endpoints; HandleSnapshot adds the cluster's read endpoints.
-func NewAPI(addr string, node *Node, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
+// endpoints; HandleSnapshot adds the cluster's read endpoints. With a
+// non-nil tlsConf (stackconfig.API.ServerTLS) it serves HTTPS only.
+func NewAPI(addr string, tlsConf *tls.Config, node *Node, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, listenError(addr, err)
@@ -35,7 +37,8 @@ func NewAPI(addr string, node *Node, gatherer prometheus.Gatherer, log *slog.Log
 	a := &API{mux: http.NewServeMux(), ln: ln, log: log}
 	a.srv = &http.Server{
 		Handler: a, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig: tlsConf,
 	}
 	a.mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("Healthy.\n"))
@@ -116,7 +119,13 @@ func (a *API) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) 
 // Run serves until ctx ends, then shuts down gracefully.
 func (a *API) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- a.srv.Serve(a.ln) }()
+	go func() {
+		if a.srv.TLSConfig != nil {
+			errc <- a.srv.ServeTLS(a.ln, "", "") // the certificate comes from TLSConfig
+		} else {
+			errc <- a.srv.Serve(a.ln)
+		}
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve the HTTP API on %s: %w", a.Addr(), err)

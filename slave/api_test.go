@@ -76,7 +76,7 @@ func get(t *testing.T, url string) (int, string) {
 func serveAPI(t *testing.T, n *Node, cli *clientv3.Client, reg *prometheus.Registry, ttl time.Duration) (string, *Snapshot) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(testLogOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	api, err := NewAPI("127.0.0.1:0", n, reg, log)
+	api, err := NewAPI("127.0.0.1:0", nil, n, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,7 +558,7 @@ func TestAPIListenErrorNamesTheSetting(t *testing.T) {
 	}
 	defer held.Close()
 	addr := held.Addr().String()
-	_, err = NewAPI(addr, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	_, err = NewAPI(addr, nil, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if want := "listen: cannot listen on " + addr + ": address already in use"; err == nil || err.Error() != want {
 		t.Fatalf("NewAPI on a busy address: %v, want %q", err, want)
 	}

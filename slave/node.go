@@ -41,12 +41,14 @@ type MasterDuties interface {
 
 // NodeConfig identifies the agent in the cluster.
 type NodeConfig struct {
-	Node    string
-	API     string // advertised API address
-	Version string
-	Labels  map[string]string
-	TTL     time.Duration
-	Keys    etcd.Keys
+	Node string
+	API  string // advertised API address
+	// APIScheme is "https" when the API serves TLS; "" or "http" otherwise.
+	APIScheme string
+	Version   string
+	Labels    map[string]string
+	TTL       time.Duration
+	Keys      etcd.Keys
 	// LeaseFile, in the agent's data dir, keeps the id of the lease the
 	// agent holds, so that the next run after a crash recognises its own
 	// member record and revokes that lease at once instead of waiting for
@@ -272,7 +274,7 @@ func waitDeleted(ctx context.Context, cli *clientv3.Client, key string, rev int6
 
 func (n *Node) member(masterSince *time.Time) etcd.Member {
 	return etcd.Member{
-		Node: n.cfg.Node, API: n.cfg.API, Version: n.cfg.Version,
+		Node: n.cfg.Node, API: n.cfg.API, APIScheme: apiScheme(n.cfg.APIScheme), Version: n.cfg.Version,
 		Labels: n.cfg.Labels, Started: n.started, MasterSince: masterSince,
 	}
 }
@@ -414,4 +416,13 @@ func (n *Node) putMember(ctx context.Context, s *concurrency.Session, since *tim
 		n.m.etcdErrors.WithLabelValues("put").Inc()
 		n.log.Warn("update member record", "err", err)
 	}
+}
+
+// apiScheme is the scheme a member record carries: only https, so that
+// the records of agents without TLS stay as they were.
+func apiScheme(s string) string {
+	if s == "https" {
+		return s
+	}
+	return ""
 }

@@ -1,11 +1,13 @@
 package stackconfig
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -20,6 +22,31 @@ type API struct {
 	AllowedImages []string `toml:"allowed_images" mapstructure:"allowed_images"`
 	// MaxBodyBytes bounds one request body; larger ones get 413.
 	MaxBodyBytes int64 `toml:"max_body_bytes" mapstructure:"max_body_bytes"`
+	// CertFile and KeyFile, when set, make the API serve HTTPS on listen
+	// with this certificate (renewed files are taken at the next
+	// handshake). It must name the advertised address (an IP or DNS
+	// subject alternative name), the one Prometheus and other agents use.
+	CertFile string `toml:"cert_file" mapstructure:"cert_file"`
+	KeyFile  string `toml:"key_file" mapstructure:"key_file"`
+	// CAFile is the CA that signed the agents' API certificates; required
+	// with CertFile. The master's Prometheus trusts it for the relay and
+	// the agents' monitor targets.
+	CAFile string `toml:"ca_file" mapstructure:"ca_file"`
+	// Insecure allows plain HTTP when listen is not loopback, where the
+	// token would cross the network in the clear (a private network, or a
+	// TLS proxy in front).
+	Insecure bool `toml:"insecure" mapstructure:"insecure"`
+}
+
+// TLS reports whether the API serves HTTPS.
+func (a *API) TLS() bool { return a.CertFile != "" }
+
+// Scheme is the API's URL scheme, "https" or "http".
+func (a *API) Scheme() string {
+	if a.TLS() {
+		return "https"
+	}
+	return "http"
 }
 
 // DefaultAPI holds the value of every api key that is not set.
@@ -38,6 +65,7 @@ func (a *API) Validate(listen string) []error {
 	} else if _, err := ReadToken(a.TokenFile); err != nil {
 		bad("token_file: %v", err)
 	}
+	a.validateTLS(listen, bad)
 	for i, p := range a.AllowedImages {
 		if strings.TrimSpace(p) == "" {
 			bad("allowed_images[%d]: must not be empty, got %q", i, p)
@@ -49,6 +77,46 @@ func (a *API) Validate(listen string) []error {
 		bad("max_body_bytes: must be > 0, got %d", a.MaxBodyBytes)
 	}
 	return errs
+}
+
+// ServerTLS is the API's server TLS config, nil without TLS. The
+// certificate is read again when its files change (KeyPairFiles).
+func (a *API) ServerTLS() (*tls.Config, error) {
+	if !a.TLS() {
+		return nil, nil
+	}
+	pair, err := LoadKeyPair(a.CertFile, a.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("api.cert_file: %w", err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.GetCertificate}, nil
+}
+
+func (a *API) validateTLS(listen string, bad func(string, ...any)) {
+	switch {
+	case a.CertFile == "" && a.KeyFile != "":
+		bad("cert_file: required with key_file %q", a.KeyFile)
+	case a.CertFile != "" && a.KeyFile == "":
+		bad("key_file: required with cert_file %q", a.CertFile)
+	case a.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
+			bad("cert_file: %q with key_file %q: %v", a.CertFile, a.KeyFile, err)
+		}
+	case !a.Insecure && !LoopbackListen(listen):
+		bad("cert_file: required when listen is not loopback (the token would cross the network in the clear), got listen %q; set api.insecure = true to serve plain HTTP anyway", listen)
+	}
+	switch {
+	case a.CertFile != "" && a.CAFile == "":
+		bad("ca_file: required with cert_file (the CA that signed the agents' API certificates, for Prometheus)")
+	case a.CAFile != "" && a.CertFile == "":
+		bad("ca_file: set without cert_file, got %q", a.CAFile)
+	case a.CAFile != "":
+		if !filepath.IsAbs(a.CAFile) {
+			bad("ca_file: must be an absolute path (Prometheus reads it), got %q", a.CAFile)
+		} else if _, err := CAPool(a.CAFile); err != nil {
+			bad("ca_file: %v", err)
+		}
+	}
 }
 
 // ReadToken reads a bearer token file: its content without surrounding

@@ -259,8 +259,9 @@ func startPrometheus(t testing.TB, name, config string, extra ...string) string 
 
 // promTarget is one active target in Prometheus' /api/v1/targets.
 type promTarget struct {
-	Labels map[string]string `json:"labels"`
-	Health string            `json:"health"`
+	Labels    map[string]string `json:"labels"`
+	Health    string            `json:"health"`
+	ScrapeURL string            `json:"scrapeUrl"`
 }
 
 func activeTargets(t testing.TB, promURL string) []promTarget {

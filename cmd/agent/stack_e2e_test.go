@@ -29,6 +29,13 @@ type stackAgent struct {
 // when the test ends, even though the node stack outlives the agent.
 func startStackAgent(t *testing.T, endpoint, node, manager, dataDir string, extra ...string) *stackAgent {
 	t.Helper()
+	return startStackAgentAPI(t, endpoint, node, manager, dataDir, "", extra...)
+}
+
+// startStackAgentAPI is startStackAgent with more keys of [api] (TOML
+// lines).
+func startStackAgentAPI(t *testing.T, endpoint, node, manager, dataDir, apiTOML string, extra ...string) *stackAgent {
+	t.Helper()
 	a := &stackAgent{dataDir: dataDir, prom: etcdtest.FreeAddr(t), nodeExporter: etcdtest.FreeAddr(t)}
 	cfg := filepath.Join(t.TempDir(), "agent.toml")
 	a.config = cfg
@@ -40,6 +47,7 @@ func startStackAgent(t *testing.T, endpoint, node, manager, dataDir string, extr
 	toml := fmt.Sprintf(`
 [api]
 token_file = %q
+%s
 [stack.prometheus]
 listen = %q
 scrape_interval = "1s"
@@ -50,7 +58,7 @@ listen = %q
 [relay]
 upstream = [%q]
 flush_deadline = "100ms"
-`, token, a.prom, a.nodeExporter, manager+"/api/v1/write")
+`, token, apiTOML, a.prom, a.nodeExporter, manager+"/api/v1/write")
 	a.toml = toml
 	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)

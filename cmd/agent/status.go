@@ -81,7 +81,11 @@ func printStatus(cmd *cobra.Command, v etcd.ClusterView) {
 		if m.Master {
 			mark = "*"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Node, m.API, m.Version, m.Started.Format(time.RFC3339), mark)
+		api := m.API
+		if m.APIScheme != "" {
+			api = m.APIScheme + "://" + api
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Node, api, m.Version, m.Started.Format(time.RFC3339), mark)
 	}
 	for _, m := range v.Members {
 		if m.Status == nil {

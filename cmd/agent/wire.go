@@ -66,9 +66,16 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}
 	}
 
+	apiTLS, err := cfg.API.ServerTLS()
+	if err != nil {
+		return nil, exitCode{2, err}
+	}
 	var kube *kubernetes
-	var err error
 	if kubernetesMode(cfg) {
+		if apiTLS != nil {
+			// The releases' Prometheus would scrape and write over http.
+			return nil, exitCode{2, fmt.Errorf("api.cert_file: TLS for the API is not available in Kubernetes mode yet, got %q", cfg.API.CertFile)}
+		}
 		if kube, err = openKubernetes(ctx, cfg, log.With("component", "driver")); err != nil {
 			return nil, err
 		}
@@ -90,7 +97,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		if err != nil {
 			return nil, err
 		}
-		relayURL = "http://" + cfg.AdvertiseAddr() + "/api/v1/write"
+		relayURL = cfg.API.Scheme() + "://" + cfg.AdvertiseAddr() + "/api/v1/write"
 		p.relay = rel.Run
 		p.onReload(func(next *stackconfig.Config) {
 			rel.Reload(next.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir))
@@ -116,11 +123,11 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 
 	etcdTLS, _ := clientConfig(cfg, nil).TLSConfig() // the client took it
 	p.node = slave.NewNode(slave.NodeConfig{
-		Node: cfg.Node, API: cfg.AdvertiseAddr(), Version: version,
+		Node: cfg.Node, API: cfg.AdvertiseAddr(), APIScheme: cfg.API.Scheme(), Version: version,
 		Labels: cfg.Labels, TTL: cfg.TTL, Keys: keys, LeaseFile: filepath.Join(cfg.DataDir, "lease.json"),
 		EtcdTLS: etcdTLS,
 	}, cli, duties, append([]slave.SessionWorker{targets, status}, workers...), log.With("component", "node"), reg)
-	p.api, err = slave.NewAPI(cfg.Listen, p.node, reg, log.With("component", "api"))
+	p.api, err = slave.NewAPI(cfg.Listen, apiTLS, p.node, reg, log.With("component", "api"))
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +163,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 			mon.SetConfig(next.Monitor)
 		})
 		p.api.Handle("GET "+monitor.Path, mon.Handler())
-		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.AdvertiseAddr()))
+		targets.Set("monitor", monitor.TargetGroups(cfg.Node, cfg.Cluster, cfg.API.Scheme(), cfg.AdvertiseAddr()))
 	}
 	guard := func(h http.Handler) http.Handler {
 		if token != nil {

@@ -11,10 +11,10 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/agentproj/agent/stackconfig"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -88,32 +88,20 @@ func (cfg ClientConfig) TLSConfig() (*tls.Config, error) {
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // opt-in, documented as testing only
 	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
+		pool, err := stackconfig.CAPool(cfg.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("etcd CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("etcd CA %s: no PEM certificate in it", cfg.CAFile)
 		}
 		t.RootCAs = pool
 	}
 	if cfg.CertFile != "" {
-		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		// Read again when renewed, so that the new certificate is shown
+		// from the next connection on without a restart.
+		pair, err := stackconfig.LoadKeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("etcd client certificate: %w", err)
 		}
-		// Read again at every handshake, so that a renewed certificate is
-		// shown from the next connection on without a restart; one that
-		// does not load (half written) leaves the last good one in use.
-		var last atomic.Pointer[tls.Certificate]
-		last.Store(&pair)
-		t.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile); err == nil {
-				last.Store(&pair)
-			}
-			return last.Load(), nil
-		}
+		t.GetClientCertificate = pair.GetClientCertificate
 	}
 	return t, nil
 }

@@ -16,11 +16,13 @@ import (
 
 // Member is what an agent publishes about itself under members/<node>.
 type Member struct {
-	Node    string            `json:"node"`
-	API     string            `json:"api"`
-	Version string            `json:"version"`
-	Labels  map[string]string `json:"labels,omitempty"`
-	Started time.Time         `json:"started"`
+	Node string `json:"node"`
+	API  string `json:"api"`
+	// APIScheme is "https" when the agent's API serves TLS; empty: http.
+	APIScheme string            `json:"api_scheme,omitempty"`
+	Version   string            `json:"version"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Started   time.Time         `json:"started"`
 	// MasterSince is set while this agent is master.
 	MasterSince *time.Time `json:"master_since,omitempty"`
 }

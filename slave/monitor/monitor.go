@@ -519,11 +519,13 @@ func (m *Monitor) once(key string, fn func()) {
 }
 
 // TargetGroups is the monitor's target as the TargetPublisher takes it:
-// job agent-monitor at this agent's API, labelled with node and cluster.
-func TargetGroups(node, cluster, apiAddr string) map[string]etcd.TargetGroup {
-	return map[string]etcd.TargetGroup{
-		Job + "/0": {Targets: []string{apiAddr}, Labels: model.LabelSet{
-			"node": model.LabelValue(node), "cluster": model.LabelValue(cluster), model.MetricsPathLabel: Path,
-		}},
+// job agent-monitor at this agent's API, labelled with node and cluster,
+// and __scheme__ when the API speaks https (the cluster Prometheus scrapes
+// such targets with the agents' CA, stackconfig.JobAgentAPI).
+func TargetGroups(node, cluster, scheme, apiAddr string) map[string]etcd.TargetGroup {
+	labels := model.LabelSet{"node": model.LabelValue(node), "cluster": model.LabelValue(cluster), model.MetricsPathLabel: Path}
+	if scheme != "http" {
+		labels[model.SchemeLabel] = model.LabelValue(scheme)
 	}
+	return map[string]etcd.TargetGroup{Job + "/0": {Targets: []string{apiAddr}, Labels: labels}}
 }

@@ -1,0 +1,87 @@
+package slave
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/stackconfig"
+)
+
+// TestAPIServesHTTPS: with api.cert_file the API answers over TLS to a
+// client that trusts the CA, refuses plain HTTP with 400, and shows a
+// certificate renewed in place from the next connection on.
+func TestAPIServesHTTPS(t *testing.T) {
+	ca := etcdtest.NewCA(t)
+	cert, key := ca.Issue(t, "agent-1")
+	conf := stackconfig.API{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
+	tlsConf, err := conf.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := api.Run(ctx); err != nil {
+			t.Errorf("api.Run: %v", err)
+		}
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	pool, err := stackconfig.CAPool(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A new transport per call: each call is a new TLS handshake.
+	served := func() (code int, body, cn string, err error) {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		resp, err := c.Get("https://" + api.Addr() + "/-/healthy")
+		if err != nil {
+			return 0, "", "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.TLS.PeerCertificates[0].Subject.CommonName, nil
+	}
+	code, body, cn, err := served()
+	if err != nil || code != 200 || body != "Healthy.\n" || cn != "agent-1" {
+		t.Fatalf("GET https /-/healthy = %d %q from %q, %v", code, body, cn, err)
+	}
+
+	// Without the CA the client does not trust it.
+	if _, err := (&http.Client{Timeout: 5 * time.Second}).Get("https://" + api.Addr() + "/-/healthy"); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("GET without the CA: %v, want an unknown authority", err)
+	}
+	// Plain HTTP gets Go's 400, never the API.
+	if code, body := get(t, "http://"+api.Addr()+"/-/healthy"); code != http.StatusBadRequest || !strings.Contains(body, "HTTPS server") {
+		t.Fatalf("plain GET = %d %q, want 400", code, body)
+	}
+
+	renewedCert, renewedKey := ca.Issue(t, "agent-1-renewed")
+	for from, to := range map[string]string{renewedKey: key, renewedCert: cert} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, cn, err := served(); err != nil || cn != "agent-1-renewed" {
+		t.Fatalf("after renewal the API shows %q, %v; want the renewed certificate", cn, err)
+	}
+}
