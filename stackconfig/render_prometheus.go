@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -40,6 +41,14 @@ type PrometheusInput struct {
 	// RemoteWriteTokenFile, when set, holds the bearer token the relay
 	// requires (the agent's api.token_file): Prometheus reads it itself.
 	RemoteWriteTokenFile string
+	// AgentCAFile is the absolute path of the CA that signed the agents'
+	// API certificates (api.ca_file); empty: the API speaks plain http.
+	// When set, Prometheus trusts it for an https relay and scrapes the
+	// node monitors served over https (MonitorJob targets with __scheme__
+	// https) in their own scrape config, JobAgentAPI, since a tls_config
+	// holds for a whole scrape config. Every other target keeps the system
+	// roots.
+	AgentCAFile string
 	// Major is the major version of the Prometheus the config is for
 	// (PrometheusMajor): from 3 on, remote_write sends remote-write 2.0;
 	// 0 means 2. A config for 2 is valid for 3 as well.
@@ -57,6 +66,20 @@ type PrometheusInput struct {
 const (
 	JobTargets    = "agent-targets"
 	JobPrometheus = "prometheus"
+	// JobAgentAPI scrapes, when PrometheusInput.AgentCAFile is set, the
+	// node monitors that agents serve over https on their API; the targets
+	// keep their job label, MonitorJob.
+	JobAgentAPI = "agent-api"
+)
+
+// agentAPITLS matches, over source_labels job and __scheme__, the node
+// monitor targets of agents whose API speaks https: JobTargets drops them
+// and JobAgentAPI keeps only them, so each target is scraped by exactly
+// one of the two. A target without __scheme__ has its scrape config's
+// scheme, http, by the time relabelling runs.
+var (
+	agentAPILabels = []string{string(model.JobLabel), model.SchemeLabel}
+	agentAPITLS    = regexp.QuoteMeta(MonitorJob) + ";https"
 )
 
 // The remote_write queue is tuned for the relay on the same host: it
@@ -74,8 +97,9 @@ var relayQueue = promQueueConfig{
 }
 
 // RenderPrometheus renders prometheus.yml: the global settings, one scrape
-// config over the file_sd files, one for Prometheus itself and, when
-// RemoteWriteURL is set, remote_write to the relay.
+// config over the file_sd files (two when AgentCAFile is set), one for
+// Prometheus itself and, when RemoteWriteURL is set, remote_write to the
+// relay.
 func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 	if err := in.validate(); err != nil {
 		return nil, err
@@ -88,19 +112,10 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			ExternalLabels:     in.ExternalLabels,
 		},
 		RuleFiles: in.RuleFiles,
-		ScrapeConfigs: []promScrapeConfig{
-			{
-				JobName: JobTargets,
-				FileSDConfigs: []promFileSDConfig{{
-					Files:           []string{filepath.Join(in.SDDir, "*.json")},
-					RefreshInterval: model.Duration(in.SDRefreshInterval),
-				}},
-			},
-			{
-				JobName:       JobPrometheus,
-				StaticConfigs: []promStaticConfig{{Targets: []string{selfTarget(in.Listen)}}},
-			},
-		},
+		ScrapeConfigs: append(fileSDScrapeConfigs(in), promScrapeConfig{
+			JobName:       JobPrometheus,
+			StaticConfigs: []promStaticConfig{{Targets: []string{selfTarget(in.Listen)}}},
+		}),
 	}
 	if len(cfg.Global.ExternalLabels) == 0 {
 		cfg.Global.ExternalLabels = nil
@@ -118,6 +133,10 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 			SendNativeHistograms: true,
 			MetadataConfig:       promMetadataConfig{Send: true, SendInterval: model.Duration(time.Minute)},
 		}
+		if u, err := url.Parse(in.RemoteWriteURL); err == nil && u.Scheme == "https" && in.AgentCAFile != "" {
+			// The relay is the master's own API, with its certificate.
+			rw.TLSConfig = &promTLSConfig{CAFile: in.AgentCAFile}
+		}
 		if in.Major >= 3 {
 			// The relay takes 2.0: smaller requests, metadata and start
 			// timestamps with every series, UTF-8 names.
@@ -130,6 +149,30 @@ func RenderPrometheus(in PrometheusInput) ([]byte, error) {
 		return nil, fmt.Errorf("render prometheus: %w", err)
 	}
 	return b, nil
+}
+
+// fileSDScrapeConfigs are the scrape configs over the file_sd files:
+// JobTargets and, when the agents' API speaks https, JobAgentAPI for the
+// node monitors served over it.
+func fileSDScrapeConfigs(in PrometheusInput) []promScrapeConfig {
+	fileSD := []promFileSDConfig{{
+		Files:           []string{filepath.Join(in.SDDir, "*.json")},
+		RefreshInterval: model.Duration(in.SDRefreshInterval),
+	}}
+	targets := promScrapeConfig{JobName: JobTargets, FileSDConfigs: fileSD}
+	if in.AgentCAFile == "" {
+		return []promScrapeConfig{targets}
+	}
+	rule := func(action string) []promRelabelConfig {
+		return []promRelabelConfig{{SourceLabels: agentAPILabels, Regex: agentAPITLS, Action: action}}
+	}
+	targets.RelabelConfigs = rule("drop")
+	return []promScrapeConfig{targets, {
+		JobName:        JobAgentAPI,
+		TLSConfig:      &promTLSConfig{CAFile: in.AgentCAFile},
+		FileSDConfigs:  fileSD,
+		RelabelConfigs: rule("keep"),
+	}}
 }
 
 func (in PrometheusInput) validate() error {
@@ -156,6 +199,9 @@ func (in PrometheusInput) validate() error {
 	}
 	if in.RemoteWriteTokenFile != "" {
 		c.check("remote_write_token_file", in.RemoteWriteTokenFile, checkPath(in.RemoteWriteTokenFile, false))
+	}
+	if in.AgentCAFile != "" {
+		c.check("agent_ca_file", in.AgentCAFile, checkPath(in.AgentCAFile, false))
 	}
 	if in.NativeHistograms && in.Major < 3 {
 		c.bad("native_histograms", "needs Prometheus 3 or later (2.x takes --enable-feature=native-histograms), got version %d", max(in.Major, 2))
@@ -190,9 +236,21 @@ type promGlobal struct {
 }
 
 type promScrapeConfig struct {
-	JobName       string             `yaml:"job_name"`
-	StaticConfigs []promStaticConfig `yaml:"static_configs,omitempty"`
-	FileSDConfigs []promFileSDConfig `yaml:"file_sd_configs,omitempty"`
+	JobName        string              `yaml:"job_name"`
+	TLSConfig      *promTLSConfig      `yaml:"tls_config,omitempty"`
+	StaticConfigs  []promStaticConfig  `yaml:"static_configs,omitempty"`
+	FileSDConfigs  []promFileSDConfig  `yaml:"file_sd_configs,omitempty"`
+	RelabelConfigs []promRelabelConfig `yaml:"relabel_configs,omitempty"`
+}
+
+type promTLSConfig struct {
+	CAFile string `yaml:"ca_file"`
+}
+
+type promRelabelConfig struct {
+	SourceLabels []string `yaml:"source_labels"`
+	Regex        string   `yaml:"regex"`
+	Action       string   `yaml:"action"`
 }
 
 type promStaticConfig struct {
@@ -209,6 +267,7 @@ type promRemoteWrite struct {
 	Name                 string             `yaml:"name"`
 	RemoteTimeout        model.Duration     `yaml:"remote_timeout"`
 	Authorization        *promAuthz         `yaml:"authorization,omitempty"`
+	TLSConfig            *promTLSConfig     `yaml:"tls_config,omitempty"`
 	ProtobufMessage      string             `yaml:"protobuf_message,omitempty"` // 3.x only
 	SendNativeHistograms bool               `yaml:"send_native_histograms"`
 	QueueConfig          promQueueConfig    `yaml:"queue_config"`

@@ -35,7 +35,11 @@ type Config struct {
 	// RelayTokenFile holds the bearer token the relay requires, when the
 	// API has one; Prometheus sends it.
 	RelayTokenFile string
-	Host           string // this host as other nodes reach it
+	// AgentCAFile is the CA of the agents' API certificates (api.ca_file)
+	// when the API speaks https; Prometheus trusts it for the relay and the
+	// monitor targets. "" when the API has no TLS.
+	AgentCAFile string
+	Host        string // this host as other nodes reach it
 	// Targets publishes the stack's own scrape targets (the Jaeger
 	// collector's metrics) for the term; nil publishes none.
 	Targets TargetSetter
@@ -203,8 +207,9 @@ func (s *Stack) specs() ([]workload.Spec, []string, error) {
 			EvaluationInterval: st.Prometheus.EvaluationInterval, ExternalLabels: labels,
 			SDDir: s.cfg.SDDir, SDRefreshInterval: st.Prometheus.FileSDRefreshInterval,
 			Listen: st.Prometheus.Listen, RemoteWriteURL: s.cfg.RelayURL, RemoteWriteTokenFile: s.cfg.RelayTokenFile,
-			Major:     major,
-			RuleFiles: []string{rulesPath},
+			AgentCAFile: s.cfg.AgentCAFile,
+			Major:       major,
+			RuleFiles:   []string{rulesPath},
 		})
 		if err != nil {
 			return nil, nil, err
@@ -217,6 +222,9 @@ func (s *Stack) specs() ([]workload.Spec, []string, error) {
 		mounts := []workload.Mount{workload.SamePath(dir, false), workload.SamePath(s.cfg.SDDir, true)}
 		if s.cfg.RelayTokenFile != "" {
 			mounts = append(mounts, workload.SamePath(s.cfg.RelayTokenFile, true))
+		}
+		if s.cfg.AgentCAFile != "" {
+			mounts = append(mounts, workload.SamePath(s.cfg.AgentCAFile, true))
 		}
 		spec, err := workload.Component{Key: "stack.prometheus", Role: workload.RolePrometheus, Image: st.Prometheus.Image, Binary: st.Prometheus.Binary}.
 			Spec(s.cfg.Driver, prometheusName(s.cfg.Node), []string{

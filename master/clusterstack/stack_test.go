@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,6 +77,35 @@ func TestTermRunsAndStopsTheStack(t *testing.T) {
 	}
 	if st := s.States(); len(st) != 0 {
 		t.Fatalf("states after the term: %+v", st)
+	}
+}
+
+// With the agents' API on https, the rendered Prometheus trusts its CA
+// (the relay and the agent-api scrape config) and, in a container, sees the
+// CA file at the same path.
+func TestPrometheusTrustsTheAgentCA(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Driver = "docker" // specs only: the mounts are the docker driver's
+	cfg.Stack.Jaeger.Enabled = false
+	cfg.RelayURL = "https://10.0.0.1:9464/api/v1/write"
+	cfg.AgentCAFile = filepath.Join(t.TempDir(), "ca.pem")
+	s, err := New(cfg, none.New(), slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs, _, err := s.specs()
+	if err != nil || len(specs) != 1 {
+		t.Fatalf("specs = %+v, %v", specs, err)
+	}
+	if !slices.Contains(specs[0].Mounts, workload.SamePath(cfg.AgentCAFile, true)) {
+		t.Errorf("the CA file is not mounted read-only: %+v", specs[0].Mounts)
+	}
+	yml, err := os.ReadFile(filepath.Join(cfg.Dir, "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(yml), "ca_file: "+cfg.AgentCAFile); n != 2 || !strings.Contains(string(yml), "job_name: "+stackconfig.JobAgentAPI) {
+		t.Errorf("prometheus.yml: want the CA in agent-api and remote_write, got it %d times:\n%s", n, yml)
 	}
 }
 
