@@ -232,7 +232,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 	stackDir := filepath.Join(cfg.DataDir, "stack")
 	csCfg := clusterstack.Config{
 		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, Host: host,
+		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, AgentCAFile: cfg.API.CAFile, Host: host,
 		Targets: targets,
 	}
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
