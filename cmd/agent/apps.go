@@ -22,7 +22,7 @@ import (
 
 // appsClient talks to an agent's apps API.
 type appsClient struct {
-	api       string
+	api       apiClient
 	tokenFile string
 	output    string
 	timeout   time.Duration // of one request; 0: 15s
@@ -41,6 +41,7 @@ metrics port to Prometheus. See docs/apps.md.`,
   agent apps create --guid shop-web --image registry.example/shop/web:1.4.2 \
     --env LOG_LEVEL=info --metrics-port 9102 --label team=shop
   agent apps list
+  agent apps list --api https://10.0.0.2:9464 --api-ca-file /etc/agent/api-ca.pem
   agent apps get shop-web -o json
   agent apps delete shop-web`,
 		Args: cobra.NoArgs,
@@ -51,10 +52,10 @@ metrics port to Prometheus. See docs/apps.md.`,
 }
 
 // addFlags adds the client's flags (--api, described by apiHelp,
-// --token-file and --output) to cmd and its subcommands.
+// --api-ca-file, --token-file and --output) to cmd and its subcommands.
 func (c *appsClient) addFlags(cmd *cobra.Command, apiHelp string) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&c.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), apiHelp+" (env AGENT_API)")
+	c.api.addFlags(f, apiHelp, "")
 	f.StringVar(&c.tokenFile, "token-file", os.Getenv("AGENT_TOKEN_FILE"), "file holding the API's bearer token (env AGENT_TOKEN_FILE)")
 	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 }
@@ -253,9 +254,9 @@ func (c *appsClient) do(cmd *cobra.Command, method, path string, body []byte, v 
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.api, "/")+path, bytes.NewReader(body))
+	req, err := c.api.newRequest(ctx, method, path, bytes.NewReader(body))
 	if err != nil {
-		return 0, exitCode{2, fmt.Errorf("--api: %w", err)}
+		return 0, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -267,9 +268,9 @@ func (c *appsClient) do(cmd *cobra.Command, method, path string, body []byte, v 
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.api.do(req)
 	if err != nil {
-		return 0, fmt.Errorf("ask agent: %w", err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	return resp.StatusCode, readAnswer(resp, method+" "+req.URL.String(), v)

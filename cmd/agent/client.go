@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,7 +19,7 @@ import (
 // source is where a read-only command gets its data: an agent's API, or
 // etcd directly.
 type source struct {
-	api     string
+	api     apiClient
 	cfgFile string
 	output  string
 	cmd     *cobra.Command
@@ -28,7 +27,7 @@ type source struct {
 
 func addSourceFlags(cmd *cobra.Command) *source {
 	s := &source{cmd: cmd}
-	cmd.Flags().StringVar(&s.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of an agent's API to ask (env AGENT_API); ignored when --etcd is given")
+	s.api.addFlags(cmd.Flags(), "URL of an agent's API to ask", "; ignored when --etcd is given")
 	cmd.Flags().StringVarP(&s.output, "output", "o", "table", "output format: table or json")
 	cmd.Flags().StringVar(&s.cfgFile, "config", os.Getenv("AGENT_CONFIG"), "TOML config file for the etcd connection (env AGENT_CONFIG)")
 	stackconfig.AddFlags(cmd.Flags(), stackconfig.ClientOptions)
@@ -72,13 +71,13 @@ func (s *source) withEtcd(fn func(ctx context.Context, cli *clientv3.Client, key
 func (s *source) getJSON(path string, v any) error {
 	ctx, cancel := context.WithTimeout(s.cmd.Context(), 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(s.api, "/")+path, nil)
+	req, err := s.api.newRequest(ctx, http.MethodGet, path, nil)
 	if err != nil {
-		return exitCode{2, fmt.Errorf("--api: %w", err)}
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.api.do(req)
 	if err != nil {
-		return fmt.Errorf("ask agent: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
 	return readAnswer(resp, req.URL.String(), v)

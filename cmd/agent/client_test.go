@@ -35,11 +35,11 @@ func TestAPIAnswerErrors(t *testing.T) {
 		{"/garbled", "decode answer of " + srv.URL + "/garbled: unexpected end of JSON input", "decode answer of GET " + srv.URL + "/garbled: unexpected end of JSON input"},
 	} {
 		var v map[string]any
-		src := &source{api: srv.URL, cmd: cmd}
+		src := &source{api: apiClient{url: srv.URL}, cmd: cmd}
 		if err := src.getJSON(tc.path, &v); err == nil || err.Error() != tc.get {
 			t.Errorf("getJSON %s: %v\nwant %s", tc.path, err, tc.get)
 		}
-		c := &appsClient{api: srv.URL, output: "table"}
+		c := &appsClient{api: apiClient{url: srv.URL}, output: "table"}
 		if _, err := c.do(cmd, http.MethodGet, tc.path, nil, &v); err == nil || err.Error() != tc.do {
 			t.Errorf("do %s: %v\nwant %s", tc.path, err, tc.do)
 		}

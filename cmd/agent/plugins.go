@@ -26,6 +26,7 @@ POST /api/v1/plugins/<name>/{run,enable,disable,update}). Plugins are the
 [[plugins]] of that agent's config: executables whose output goes to the
 relay as plugin_<name>_<metric>. See docs/plugins.md.`,
 		Example: `  agent plugins list
+  agent plugins list --api https://10.0.0.2:9464 --api-ca-file /etc/agent/api-ca.pem
   agent plugins run disk --param /var --timeout 30s
   agent plugins disable disk
   agent plugins enable disk

@@ -27,6 +27,9 @@ func newStatusCmd() *cobra.Command {
 		Example: `  # ask the local agent
   agent status
 
+  # an agent whose API serves TLS (api.cert_file), signed by your own CA
+  agent status --api https://10.0.0.2:9464 --api-ca-file /etc/agent/api-ca.pem
+
   # read etcd directly (works with no agent running)
   agent status --etcd http://127.0.0.1:2379 --cluster default -o json`,
 		Args: cobra.NoArgs,

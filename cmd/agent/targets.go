@@ -22,6 +22,9 @@ func newTargetsCmd() *cobra.Command {
 		Example: `  # ask the local agent
   agent targets
 
+  # an agent whose API serves TLS (api.cert_file), signed by your own CA
+  agent targets --api https://10.0.0.2:9464 --api-ca-file /etc/agent/api-ca.pem
+
   # read etcd directly, as JSON
   agent targets --etcd http://127.0.0.1:2379 -o json`,
 		Args: cobra.NoArgs,

@@ -25,7 +25,7 @@ import (
 )
 
 type topOptions struct {
-	api      string
+	api      apiClient
 	sort     string
 	csvFile  string
 	interval time.Duration
@@ -47,7 +47,10 @@ once after the first sample (monitor.interval, 10s by default).`,
   agent top
 
   # another node, by memory, recorded to a CSV file
-  agent top --api http://10.0.0.2:9464 --sort mem --csv /tmp/node2.csv --interval 10s`,
+  agent top --api http://10.0.0.2:9464 --sort mem --csv /tmp/node2.csv --interval 10s
+
+  # an agent whose API serves TLS (api.cert_file), signed by your own CA
+  agent top --api https://10.0.0.2:9464 --api-ca-file /etc/agent/api-ca.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.sort != "cpu" && o.sort != "mem" {
@@ -65,7 +68,7 @@ once after the first sample (monitor.interval, 10s by default).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.api, "api", envOr("AGENT_API", "http://127.0.0.1:9464"), "URL of the agent's API (env AGENT_API)")
+	o.api.addFlags(f, "URL of the agent's API", "")
 	f.StringVar(&o.sort, "sort", "cpu", "order of the lines: cpu or mem, highest first")
 	f.StringVar(&o.csvFile, "csv", "", "append every sample to this CSV file")
 	f.DurationVar(&o.interval, "interval", 5*time.Second, "time between samples")
@@ -108,7 +111,7 @@ func runTop(ctx context.Context, out io.Writer, o *topOptions) error {
 	clear := isTerminal(out)
 	var prev, rates *topSample
 	for n := 1; ; n++ {
-		cur, err := fetchTop(ctx, o.api)
+		cur, err := fetchTop(ctx, &o.api)
 		switch {
 		case err != nil && prev == nil:
 			return err // nothing to show: the agent is not there
@@ -156,17 +159,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 // fetchTop reads the monitor's metrics into rows.
-func fetchTop(ctx context.Context, api string) (*topSample, error) {
+func fetchTop(ctx context.Context, api *apiClient) (*topSample, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(api, "/")+monitor.Path, nil)
+	req, err := api.newRequest(ctx, http.MethodGet, monitor.Path, nil)
 	if err != nil {
-		return nil, exitCode{2, fmt.Errorf("--api: %w", err)}
+		return nil, err
 	}
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := api.do(req)
 	if err != nil {
-		return nil, fmt.Errorf("ask agent: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
@@ -351,7 +354,7 @@ func printTop(out io.Writer, o *topOptions, s *topSample) {
 	if !s.at.IsZero() {
 		at = "reading of " + s.at.Format(time.TimeOnly)
 	}
-	fmt.Fprintf(out, "node monitor at %s, %s, sorted by %s\n", o.api, at, o.sort)
+	fmt.Fprintf(out, "node monitor at %s, %s, sorted by %s\n", o.api.url, at, o.sort)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "KIND\tNAME\tGUID\tUP\tPROCS\tTHREADS\tCPU%\tMEM\tVIRT\tFDS\tREAD/s\tWRITE/s\tRX/s\tTX/s\t")
 	for _, r := range s.rows {

@@ -195,7 +195,7 @@ pod_cpu_usage_seconds_total{guid="shop-1",namespace="shop-1",owner_kind="Deploym
 	cur := sample(12.5, 1010)
 	cur.rates(sample(10, 1000)) // 2.5 s of CPU in 10 s
 	var b strings.Builder
-	printTop(&b, &topOptions{api: "http://127.0.0.1:9", sort: "cpu"}, cur)
+	printTop(&b, &topOptions{api: apiClient{url: "http://127.0.0.1:9"}, sort: "cpu"}, cur)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 4 {
 		t.Fatalf("want a title, a header and two pods:\n%s", b.String())
