@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // apiClient is how a command reaches an agent's API (status, targets,
@@ -48,13 +50,9 @@ func (a *apiClient) check() error {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if a.caFile != "" {
-		pem, err := os.ReadFile(a.caFile)
+		pool, err := stackconfig.CAPool(a.caFile)
 		if err != nil {
 			return exitCode{2, fmt.Errorf("--api-ca-file: %w", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return exitCode{2, fmt.Errorf("--api-ca-file: no PEM certificate in %s", a.caFile)}
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -122,7 +122,7 @@ func TestAPIClientFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no PEM", []string{"--api", "https://127.0.0.1:9", "--api-ca-file", notPEM}, "--api-ca-file: no PEM certificate in " + notPEM},
+		{"no PEM", []string{"--api", "https://127.0.0.1:9", "--api-ca-file", notPEM}, "--api-ca-file: " + notPEM + ": no PEM certificate in it"},
 		{"missing file", []string{"--api", "https://127.0.0.1:9", "--api-ca-file", missing}, "--api-ca-file: open " + missing + ": no such file or directory"},
 		{"a directory", []string{"--api", "https://127.0.0.1:9", "--api-ca-file", dir}, "--api-ca-file: read " + dir + ": is a directory"},
 		{"host:port", []string{"--api", "127.0.0.1:9464"}, `--api: must be an http:// or https:// URL with a host, got "127.0.0.1:9464"`},
