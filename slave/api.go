@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,21 +26,28 @@ type API struct {
 	srv *http.Server
 	ln  net.Listener
 	log *slog.Logger
+
+	handshakes prometheus.Counter // failed TLS handshakes
 }
 
 // NewAPI listens on addr at once, so that /-/healthy answers while the agent
 // is still joining, and installs the health, readiness and metrics
 // endpoints; HandleSnapshot adds the cluster's read endpoints. With a
 // non-nil tlsConf (stackconfig.API.ServerTLS) it serves HTTPS only.
-func NewAPI(addr string, tlsConf *tls.Config, node *Node, gatherer prometheus.Gatherer, log *slog.Logger) (*API, error) {
+func NewAPI(addr string, tlsConf *tls.Config, node *Node, reg *prometheus.Registry, log *slog.Logger) (*API, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, listenError(addr, err)
 	}
 	a := &API{mux: http.NewServeMux(), ln: ln, log: log}
+	a.handshakes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "agent_api_tls_handshake_errors_total",
+		Help: "TLS handshakes of the API that failed (a client that does not trust the certificate, plain HTTP, a scanner); the first is logged.",
+	})
+	reg.MustRegister(a.handshakes)
 	a.srv = &http.Server{
 		Handler: a, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog:  slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:  stdlog.New(&serverErrors{log: log, handshakes: a.handshakes}, "", 0),
 		TLSConfig: tlsConf,
 	}
 	a.mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
@@ -50,8 +60,31 @@ func NewAPI(addr string, tlsConf *tls.Config, node *Node, gatherer prometheus.Ga
 		}
 		_, _ = w.Write([]byte("Ready.\n"))
 	})
-	a.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	a.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return a, nil
+}
+
+// serverErrors takes what net/http logs. A failed TLS handshake is network
+// input the agent cannot help (anyone may connect): it is counted, and only
+// the first is logged, so that a scanner or a client without the CA does
+// not fill the log. Everything else is logged as a warning.
+type serverErrors struct {
+	log        *slog.Logger
+	handshakes prometheus.Counter
+	logged     atomic.Bool
+}
+
+func (e *serverErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if !strings.HasPrefix(msg, "http: TLS handshake error") {
+		e.log.Warn(msg)
+		return len(p), nil
+	}
+	e.handshakes.Inc()
+	if !e.logged.Swap(true) {
+		e.log.Warn(msg + " (further ones are counted in agent_api_tls_handshake_errors_total, not logged)")
+	}
+	return len(p), nil
 }
 
 // listenError names the setting to change and why it failed, "listen:

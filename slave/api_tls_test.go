@@ -1,6 +1,7 @@
 package slave
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 	"github.com/agentproj/agent/stackconfig"
@@ -29,7 +31,8 @@ func TestAPIServesHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	var logs syncBuffer
+	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +74,14 @@ func TestAPIServesHTTPS(t *testing.T) {
 		t.Fatalf("plain GET = %d %q, want 400", code, body)
 	}
 
+	// Failed handshakes are counted, and only the first is logged.
+	etcdtest.Eventually(t, 5*time.Second, func() bool {
+		return testutil.ToFloat64(api.handshakes) >= 2
+	}, "failed handshakes not counted")
+	if n := strings.Count(logs.String(), "TLS handshake error"); n != 1 {
+		t.Fatalf("%d failed handshakes logged, want the first only:\n%s", n, logs.String())
+	}
+
 	renewedCert, renewedKey := ca.Issue(t, "agent-1-renewed")
 	for from, to := range map[string]string{renewedKey: key, renewedCert: cert} {
 		b, err := os.ReadFile(from)
@@ -84,4 +95,22 @@ func TestAPIServesHTTPS(t *testing.T) {
 	if _, _, cn, err := served(); err != nil || cn != "agent-1-renewed" {
 		t.Fatalf("after renewal the API shows %q, %v; want the renewed certificate", cn, err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
