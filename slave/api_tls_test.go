@@ -1,7 +1,6 @@
 package slave
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -17,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/logbuf"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -24,14 +25,14 @@ import (
 // client that trusts the CA, refuses plain HTTP with 400, and shows a
 // certificate renewed in place from the next connection on.
 func TestAPIServesHTTPS(t *testing.T) {
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent-1")
 	conf := stackconfig.API{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
 	tlsConf, err := conf.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -95,22 +96,4 @@ func TestAPIServesHTTPS(t *testing.T) {
 	if _, _, cn, err := served(); err != nil || cn != "agent-1-renewed" {
 		t.Fatalf("after renewal the API shows %q, %v; want the renewed certificate", cn, err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

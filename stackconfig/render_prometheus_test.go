@@ -2,14 +2,7 @@ package stackconfig
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"maps"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
@@ -301,8 +295,7 @@ func TestRenderPrometheusPromtool(t *testing.T) {
 		}
 		if tc.tls {
 			in.RemoteWriteURL = "https://10.0.0.1:9464/api/v1/write"
-			in.AgentCAFile = filepath.Join(dir, "ca.pem")
-			writeTestCA(t, in.AgentCAFile)
+			in.AgentCAFile = testca.New(t).CertFile
 		}
 		cfg, err := RenderPrometheus(in)
 		if err != nil {
@@ -331,32 +324,6 @@ func TestRenderPrometheusPromtool(t *testing.T) {
 				t.Fatalf("config for Prometheus %d (agent CA %t): %s check config: %v\n%s\n%s", tc.major, tc.tls, promtool, err, out, cfg)
 			}
 		}
-	}
-}
-
-// writeTestCA writes a self-signed CA certificate (PEM) to path, as the
-// agents' api.ca_file would be. (etcdtest.NewCA imports this package.)
-func writeTestCA(t *testing.T, path string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "agent API test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -8,12 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/stackconfig"
 )
 
 func TestAPITLSValidateNamesFieldAndValue(t *testing.T) {
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent")
 	otherCert, _ := ca.Issue(t, "other")
 	notPEM := filepath.Join(t.TempDir(), "ca.txt")
@@ -57,7 +57,7 @@ func TestAPITLSValidateNamesFieldAndValue(t *testing.T) {
 // TestKeyPairFilesFollowsRenewal renews a certificate in place: the next Get
 // gives the new one; a half-written renewal leaves the last good one in use.
 func TestKeyPairFilesFollowsRenewal(t *testing.T) {
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent")
 	pair, err := stackconfig.LoadKeyPair(cert, key)
 	if err != nil {

@@ -15,13 +15,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 )
 
 // agentAPIStandIn serves what status, targets, apps list, plugins list
 // and top read from an agent's API: over TLS with a certificate of ca
 // when ca is not nil, else plain. It stands in for slave.API.
-func agentAPIStandIn(t *testing.T, ca *etcdtest.CA) *httptest.Server {
+func agentAPIStandIn(t *testing.T, ca *testca.CA) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
 	answer := func(body string) http.HandlerFunc {
@@ -57,7 +57,7 @@ func TestAPIClientTLS(t *testing.T) {
 	t.Setenv("AGENT_API", "")
 	t.Setenv("AGENT_API_CA_FILE", "")
 	t.Setenv("AGENT_ETCD", "") // status and targets would read etcd
-	ca, otherCA := etcdtest.NewCA(t), etcdtest.NewCA(t)
+	ca, otherCA := testca.New(t), testca.New(t)
 	tlsAPI, plainAPI := agentAPIStandIn(t, ca).URL, agentAPIStandIn(t, nil).URL
 	tlsHost, plainHost := strings.TrimPrefix(tlsAPI, "https://"), strings.TrimPrefix(plainAPI, "http://")
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/stackconfig"
 )
 
@@ -25,7 +26,7 @@ func TestAPIOverTLS(t *testing.T) {
 	requireBinary(t, "prometheus-node-exporter", "prometheus-node-exporter")
 	endpoint := startEtcd(t)
 	manager := startPrometheus(t, "manager", "global: {scrape_interval: 1m}\n", "--web.enable-remote-write-receiver")
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent-a")
 	a := startStackAgentAPI(t, endpoint, "a", manager, t.TempDir(),
 		fmt.Sprintf("cert_file = %q\nkey_file = %q\nca_file = %q", cert, key, ca.CertFile))

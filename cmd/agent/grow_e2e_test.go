@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 )
 
 // etcdMembers are the names of the started voting members, sorted, and the
@@ -121,7 +122,7 @@ func TestEmbeddedEtcdGrowsOverTLS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	// An agent's member: its client URL, and its flags.
 	tlsMember := func(node string) (string, []string) {
 		cert, key := ca.Issue(t, node)

@@ -14,11 +14,12 @@ import (
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 )
 
 // tlsMember is an agent's member on free loopback ports, serving TLS with
 // a certificate of ca.
-func tlsMember(t *testing.T, ca *etcdtest.CA, name string) etcd.EmbedConfig {
+func tlsMember(t *testing.T, ca *testca.CA, name string) etcd.EmbedConfig {
 	cfg := memberConfig(t, name)
 	cfg.ClientURL = strings.Replace(cfg.ClientURL, "http://", "https://", 1)
 	cfg.PeerURL = strings.Replace(cfg.PeerURL, "http://", "https://", 1)
@@ -47,7 +48,7 @@ func put(cli *clientv3.Client) error {
 }
 
 func TestEmbeddedTLSServesOnlyClientsWithACertificateOfTheCA(t *testing.T) {
-	ca, other := etcdtest.NewCA(t), etcdtest.NewCA(t)
+	ca, other := testca.New(t), testca.New(t)
 	cfg := tlsMember(t, ca, "m")
 	srv := startMember(t, cfg)
 	if eps := srv.Endpoints(); len(eps) != 1 || !strings.HasPrefix(eps[0], "https://") {
@@ -103,7 +104,7 @@ func tlsConfig(t *testing.T, caFile, cert, key string) *tls.Config {
 }
 
 func TestClusterGrowsOverTLS(t *testing.T) {
-	ca := etcdtest.NewCA(t)
+	ca := testca.New(t)
 	founder := tlsMember(t, ca, "founder")
 	startMember(t, founder)
 	cert, key := ca.Issue(t, "admin")
@@ -149,7 +150,7 @@ func TestClusterGrowsOverTLS(t *testing.T) {
 // A request that a TLS etcd refuses fails with "context deadline exceeded"
 // only; Explain names what the TLS session lacked, and the setting.
 func TestExplainNamesTheTLSRefusal(t *testing.T) {
-	ca, other := etcdtest.NewCA(t), etcdtest.NewCA(t)
+	ca, other := testca.New(t), testca.New(t)
 	cfg := tlsMember(t, ca, "m")
 	startMember(t, cfg)
 	plain := etcdtest.Start(t)
@@ -193,7 +194,7 @@ func TestExplainNamesTheTLSRefusal(t *testing.T) {
 // taken from the next connection on, with no restart: the agent's client
 // shows its renewed certificate, and the member serves its renewed one.
 func TestRenewedCertificatesAreTakenWithoutARestart(t *testing.T) {
-	ca, other := etcdtest.NewCA(t), etcdtest.NewCA(t)
+	ca, other := testca.New(t), testca.New(t)
 	cfg := tlsMember(t, ca, "m")
 	startMember(t, cfg)
 

@@ -1,4 +1,8 @@
-package etcdtest
+// Package testca is a certificate authority for one test: it signs the
+// certificates of TLS etcd members, of agents' APIs and of their clients.
+// It imports nothing of the project, so that the tests of any package can
+// use it without an import cycle.
+package testca
 
 import (
 	"crypto/ecdsa"
@@ -16,17 +20,18 @@ import (
 )
 
 // CA is a certificate authority for one test, as an operator's own CA
-// would be: it signs the certificates of TLS etcd members and clients.
+// would be.
 type CA struct {
-	// CertFile is the CA certificate (PEM): the file given as etcd.ca_file.
+	// CertFile is the CA certificate (PEM): the file given as etcd.ca_file
+	// or api.ca_file.
 	CertFile string
 	dir      string
 	cert     *x509.Certificate
 	key      *ecdsa.PrivateKey
 }
 
-// NewCA makes a CA whose files live under t.TempDir().
-func NewCA(t testing.TB) *CA {
+// New makes a CA whose files live under t.TempDir().
+func New(t testing.TB) *CA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
