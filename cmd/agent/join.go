@@ -84,9 +84,18 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		ClientURL: cfg.Etcd.EmbeddedListen, PeerURL: cfg.Etcd.EmbeddedPeerListen,
 		CertFile: cfg.Etcd.EmbeddedCertFile, KeyFile: cfg.Etcd.EmbeddedKeyFile, TrustedCAFile: cfg.Etcd.CAFile,
 	}
+	// A founder has no endpoints to ask whether its member is still one;
+	// once its etcd grew, it asks the members it last saw.
+	endpointsFile := filepath.Join(cfg.DataDir, etcd.EndpointsFile)
+	founder := cfg.Embedded()
+	if founder && etcd.HasMemberData(member.Dir) {
+		if endpoints, err = etcd.RememberedEndpoints(endpointsFile, member.ClientURL); err != nil {
+			return err
+		}
+	}
 	var embedded *etcd.Embedded
 	switch {
-	case cfg.Embedded():
+	case founder && len(endpoints) == 0:
 		embedded, err = etcd.StartEmbedded(ctx, member)
 	case etcd.HasMemberData(member.Dir): // nil when it was removed meanwhile
 		embedded, err = etcd.RestartMember(ctx, member, clientConfig(cfg, endpoints), log)
@@ -94,6 +103,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 	if err != nil {
 		return err
 	}
+	founder = founder && embedded != nil // a founder replaced while down is a client now
 	if embedded != nil {
 		defer embedded.Close()
 		endpoints = append(embedded.Endpoints(), endpoints...)
@@ -105,7 +115,7 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 		return err
 	}
 	defer cli.Close()
-	recorded := !cfg.Embedded() || recordGrowth(ctx, cli, cfg)
+	recorded := !founder || recordGrowth(ctx, cli, cfg)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -163,10 +173,10 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 			})
 		}
 		goRest(func(ctx context.Context) error {
-			return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, 30*time.Second, log)
+			return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, endpointsFile, 30*time.Second, log)
 		})
 	} else {
-		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log}.Run)
+		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log, EndpointsFile: endpointsFile}.Run)
 	}
 	if parts.relay != nil {
 		g.Go(func() error { return parts.relay(relayCtx) })

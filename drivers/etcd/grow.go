@@ -178,6 +178,9 @@ type Grower struct {
 	// SyncInterval is how often the client's endpoints follow the members
 	// (0: 30s; see SyncEndpoints).
 	SyncInterval time.Duration
+	// EndpointsFile, when set, keeps the endpoints the client follows
+	// (the agent's EndpointsFile).
+	EndpointsFile string
 }
 
 // Run makes the agent a member as Join does, and asks again every
@@ -540,8 +543,9 @@ func isLoopback(rawURL string) bool {
 // grows (GrowthKey above 1), so that an agent keeps reaching etcd when the
 // member it was given is down. For agents that run a member from the
 // start; Grower.Run does the same for the others.
-func SyncEndpoints(ctx context.Context, cli *clientv3.Client, prefix string, every time.Duration, log *slog.Logger) error {
-	g := Grower{Client: cli, Logger: log}
+// The endpoints are kept in file (EndpointsFile) when it is not empty.
+func SyncEndpoints(ctx context.Context, cli *clientv3.Client, prefix, file string, every time.Duration, log *slog.Logger) error {
+	g := Grower{Client: cli, Logger: log, EndpointsFile: file}
 	var endpoints []string
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -586,5 +590,10 @@ func (g Grower) sync(ctx context.Context, last []string) []string {
 	}
 	g.Client.SetEndpoints(eps...)
 	g.Logger.Info("etcd endpoints follow the members", "endpoints", strings.Join(eps, ","))
+	if g.EndpointsFile != "" {
+		if err := rememberEndpoints(g.EndpointsFile, eps); err != nil {
+			g.Logger.Warn("etcd endpoints not kept for the next start", "file", g.EndpointsFile, "err", err)
+		}
+	}
 	return eps
 }
