@@ -8,6 +8,7 @@ import (
 	"fmt"
 	stdlog "log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,19 @@ func NewAPI(addr string, tlsConf *tls.Config, node *Node, reg *prometheus.Regist
 		Help: "TLS handshakes of the API that failed (a client that does not trust the certificate, plain HTTP, a scanner); the first is logged.",
 	})
 	reg.MustRegister(a.handshakes)
+	if tlsConf != nil && tlsConf.GetCertificate != nil {
+		// Alert on it: a renewal that did not reach the files shows here.
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agent_api_tls_certificate_expiry_timestamp_seconds",
+			Help: "When the certificate the API serves expires (its NotAfter), as the files hold it now.",
+		}, func() float64 {
+			cert, err := tlsConf.GetCertificate(&tls.ClientHelloInfo{})
+			if err != nil || cert == nil || cert.Leaf == nil {
+				return math.NaN()
+			}
+			return float64(cert.Leaf.NotAfter.Unix())
+		}))
+	}
 	a.srv = &http.Server{
 		Handler: a, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog:  stdlog.New(&serverErrors{log: log, handshakes: a.handshakes}, "", 0),

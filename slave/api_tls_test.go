@@ -3,6 +3,7 @@ package slave
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net/http"
@@ -33,7 +34,8 @@ func TestAPIServesHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs logbuf.Buffer
-	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(&logs, nil)))
+	reg := prometheus.NewRegistry()
+	api, err := NewAPI("127.0.0.1:0", tlsConf, nil, reg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,19 +53,34 @@ func TestAPIServesHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new transport per call: each call is a new TLS handshake.
-	served := func() (code int, body, cn string, err error) {
+	served := func() (code int, body string, cert *x509.Certificate, err error) {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 		resp, err := c.Get("https://" + api.Addr() + "/-/healthy")
 		if err != nil {
-			return 0, "", "", err
+			return 0, "", nil, err
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), resp.TLS.PeerCertificates[0].Subject.CommonName, nil
+		return resp.StatusCode, string(b), resp.TLS.PeerCertificates[0], nil
 	}
-	code, body, cn, err := served()
-	if err != nil || code != 200 || body != "Healthy.\n" || cn != "agent-1" {
-		t.Fatalf("GET https /-/healthy = %d %q from %q, %v", code, body, cn, err)
+	code, body, shown, err := served()
+	if err != nil || code != 200 || body != "Healthy.\n" || shown.Subject.CommonName != "agent-1" {
+		t.Fatalf("GET https /-/healthy = %d %q from %v, %v", code, body, shown, err)
+	}
+	expiry := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "agent_api_tls_certificate_expiry_timestamp_seconds" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	if got := expiry(); got != float64(shown.NotAfter.Unix()) {
+		t.Fatalf("agent_api_tls_certificate_expiry_timestamp_seconds = %v, want the served certificate's %d", got, shown.NotAfter.Unix())
 	}
 
 	// Without the CA the client does not trust it.
@@ -97,7 +114,11 @@ func TestAPIServesHTTPS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, cn, err := served(); err != nil || cn != "agent-1-renewed" {
-		t.Fatalf("after renewal the API shows %q, %v; want the renewed certificate", cn, err)
+	_, _, renewed, err := served()
+	if err != nil || renewed.Subject.CommonName != "agent-1-renewed" {
+		t.Fatalf("after renewal the API shows %v, %v; want the renewed certificate", renewed, err)
+	}
+	if got := expiry(); got != float64(renewed.NotAfter.Unix()) {
+		t.Fatalf("after renewal agent_api_tls_certificate_expiry_timestamp_seconds = %v, want %d", got, renewed.NotAfter.Unix())
 	}
 }
