@@ -119,6 +119,24 @@ func (a *API) validateTLS(listen string, bad func(string, ...any)) {
 	}
 }
 
+// coversAddr checks that the certificate is valid for the host of addr,
+// the advertised address Prometheus and the other agents dial: they would
+// refuse it otherwise. A pair that does not load is validateTLS's error.
+func (a *API) coversAddr(addr string) error {
+	pair, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
+	if err != nil || pair.Leaf == nil {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	if err := pair.Leaf.VerifyHostname(host); err != nil {
+		return fmt.Errorf("api.cert_file: %q is not valid for the advertised address %s (%v), so Prometheus and the other agents would refuse it; set advertise to a name or address it has, or issue one for %s", a.CertFile, host, err, host)
+	}
+	return nil
+}
+
 // ReadToken reads a bearer token file: its content without surrounding
 // white space, which must not be empty.
 func ReadToken(file string) (string, error) {

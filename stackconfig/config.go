@@ -238,6 +238,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Stack.Validate()...)
 	if listenErr == nil {
 		errs = append(errs, c.API.Validate(c.Listen)...)
+		if c.API.TLS() {
+			errs = append(errs, c.API.coversAddr(c.AdvertiseAddr()))
+		}
 	} else {
 		// A bad listen is reported once, above; the token rule, which
 		// depends on it, would only repeat it.

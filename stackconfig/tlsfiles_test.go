@@ -95,3 +95,28 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// The API's certificate must be valid for the advertised address, the one
+// Prometheus and the other agents dial.
+func TestAPICertificateMustNameTheAdvertisedAddress(t *testing.T) {
+	ca := testca.New(t) // certificates for 127.0.0.1, ::1 and localhost
+	cert, key := ca.Issue(t, "agent")
+	for _, tc := range []struct{ advertise, want string }{
+		{"", ""},
+		{"localhost:9464", ""},
+		{"[::1]:9464", ""},
+		{"10.0.0.9:9464", `api.cert_file: "` + cert + `" is not valid for the advertised address 10.0.0.9 (x509: certificate is valid for 127.0.0.1, ::1, not 10.0.0.9)`},
+		{"host-9.internal:9464", "is not valid for the advertised address host-9.internal (x509: certificate is valid for localhost, not host-9.internal)"},
+	} {
+		c := stackconfig.DefaultConfig
+		c.Node, c.DataDir, c.Advertise = "n1", t.TempDir(), tc.advertise
+		c.API.CertFile, c.API.KeyFile, c.API.CAFile = cert, key, ca.CertFile
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("advertise %q: %v, want no error", tc.advertise, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("advertise %q: %v, want it to contain %q", tc.advertise, err, tc.want)
+		}
+	}
+}
