@@ -132,7 +132,7 @@ func (a *API) coversAddr(addr string) error {
 		return nil
 	}
 	if err := pair.Leaf.VerifyHostname(host); err != nil {
-		return fmt.Errorf("api.cert_file: %q is not valid for the advertised address %s (%v), so Prometheus and the other agents would refuse it; set advertise to a name or address it has, or issue one for %s", a.CertFile, host, err, host)
+		return fmt.Errorf("api.cert_file: %q is not valid for the advertised address %s (%w), so Prometheus and the other agents would refuse it; set advertise to a name or address it has, or issue one for %s", a.CertFile, host, err, host)
 	}
 	return nil
 }
