@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/agentproj/agent/drivers/workload"
 )
 
 // EndpointsFile is where, in the agent's data directory, the client URLs
@@ -23,11 +25,8 @@ func rememberEndpoints(file string, eps []string) error {
 	if err != nil {
 		return err
 	}
-	tmp := file + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, file)
+	_, err = workload.WriteFile(file, append(b, '\n'))
+	return err
 }
 
 // RememberedEndpoints are the client URLs in file other than self: none
