@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -104,16 +103,7 @@ func TestAPIServesHTTPS(t *testing.T) {
 		t.Fatalf("%d failed handshakes logged, want the first only:\n%s", n, logs.String())
 	}
 
-	renewedCert, renewedKey := ca.Issue(t, "agent-1-renewed")
-	for from, to := range map[string]string{renewedKey: key, renewedCert: cert} {
-		b, err := os.ReadFile(from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(to, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ca.IssueTo(t, "agent-1-renewed", cert, key)
 	_, _, renewed, err := served()
 	if err != nil || renewed.Subject.CommonName != "agent-1-renewed" {
 		t.Fatalf("after renewal the API shows %v, %v; want the renewed certificate", renewed, err)

@@ -52,9 +52,10 @@ func (a *API) Scheme() string {
 // DefaultAPI holds the value of every api key that is not set.
 var DefaultAPI = API{MaxBodyBytes: 64 << 10}
 
-// Validate checks every api key against the agent's listen address and
+// Validate checks every api key against the agent's listen address and the
+// address it advertises ("": not checked against the certificate) and
 // returns all problems at once, each naming the key and the bad value.
-func (a *API) Validate(listen string) []error {
+func (a *API) Validate(listen, advertise string) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("api."+format, args...)) }
 
@@ -65,7 +66,7 @@ func (a *API) Validate(listen string) []error {
 	} else if _, err := ReadToken(a.TokenFile); err != nil {
 		bad("token_file: %v", err)
 	}
-	a.validateTLS(listen, bad)
+	a.validateTLS(listen, advertise, bad)
 	for i, p := range a.AllowedImages {
 		if strings.TrimSpace(p) == "" {
 			bad("allowed_images[%d]: must not be empty, got %q", i, p)
@@ -92,15 +93,24 @@ func (a *API) ServerTLS() (*tls.Config, error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.GetCertificate}, nil
 }
 
-func (a *API) validateTLS(listen string, bad func(string, ...any)) {
+func (a *API) validateTLS(listen, advertise string, bad func(string, ...any)) {
 	switch {
 	case a.CertFile == "" && a.KeyFile != "":
 		bad("cert_file: required with key_file %q", a.KeyFile)
 	case a.CertFile != "" && a.KeyFile == "":
 		bad("key_file: required with cert_file %q", a.CertFile)
 	case a.CertFile != "":
-		if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
+		pair, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
+		if err != nil {
 			bad("cert_file: %q with key_file %q: %v", a.CertFile, a.KeyFile, err)
+			break
+		}
+		// Prometheus and the other agents dial the advertised address:
+		// they would refuse a certificate that does not name it.
+		if host, _, err := net.SplitHostPort(advertise); err == nil && pair.Leaf != nil {
+			if err := pair.Leaf.VerifyHostname(host); err != nil {
+				bad("cert_file: %q is not valid for the advertised address %s (%v), so Prometheus and the other agents would refuse it; set advertise to a name or address it has, or issue one for %s", a.CertFile, host, err, host)
+			}
 		}
 	case !a.Insecure && !LoopbackListen(listen):
 		bad("cert_file: required when listen is not loopback (the token would cross the network in the clear), got listen %q; set api.insecure = true to serve plain HTTP anyway", listen)
@@ -117,24 +127,6 @@ func (a *API) validateTLS(listen string, bad func(string, ...any)) {
 			bad("ca_file: %v", err)
 		}
 	}
-}
-
-// coversAddr checks that the certificate is valid for the host of addr,
-// the advertised address Prometheus and the other agents dial: they would
-// refuse it otherwise. A pair that does not load is validateTLS's error.
-func (a *API) coversAddr(addr string) error {
-	pair, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
-	if err != nil || pair.Leaf == nil {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil
-	}
-	if err := pair.Leaf.VerifyHostname(host); err != nil {
-		return fmt.Errorf("api.cert_file: %q is not valid for the advertised address %s (%w), so Prometheus and the other agents would refuse it; set advertise to a name or address it has, or issue one for %s", a.CertFile, host, err, host)
-	}
-	return nil
 }
 
 // ReadToken reads a bearer token file: its content without surrounding

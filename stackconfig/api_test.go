@@ -9,11 +9,13 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 )
 
 func TestDefaultAPIIsValidOnLoopback(t *testing.T) {
 	a := DefaultAPI
-	if errs := a.Validate(DefaultConfig.Listen); len(errs) > 0 {
+	if errs := a.Validate(DefaultConfig.Listen, DefaultConfig.Listen); len(errs) > 0 {
 		t.Fatal(errors.Join(errs...))
 	}
 }
@@ -35,11 +37,16 @@ func TestAPIValidateNamesFieldAndValue(t *testing.T) {
 	empty := filepath.Join(dir, "empty")
 	spaced := filepath.Join(dir, "spaced")
 	good := filepath.Join(dir, "token")
-	for f, content := range map[string]string{empty: " \n", spaced: "a b\n", good: "s3cret\n"} {
+	notPEM := filepath.Join(dir, "ca.txt")
+	for f, content := range map[string]string{empty: " \n", spaced: "a b\n", good: "s3cret\n", notPEM: "not a certificate\n"} {
 		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, "agent")
+	otherCert, _ := ca.Issue(t, "other")
+	tlsPair := func(a *API) { a.CertFile, a.KeyFile, a.CAFile = cert, key, ca.CertFile }
 	for _, tc := range []struct {
 		name   string
 		listen string
@@ -57,11 +64,20 @@ func TestAPIValidateNamesFieldAndValue(t *testing.T) {
 		{"bad pattern", "127.0.0.1:9464", func(a *API) { a.AllowedImages = []string{"registry.local/*", "[x"} }, `api.allowed_images[1]: not a valid glob pattern (syntax error in pattern), got "[x"`},
 		{"empty pattern", "127.0.0.1:9464", func(a *API) { a.AllowedImages = []string{" "} }, `api.allowed_images[0]: must not be empty, got " "`},
 		{"body limit", "127.0.0.1:9464", func(a *API) { a.MaxBodyBytes = 0 }, "api.max_body_bytes: must be > 0, got 0"},
+		{"TLS on all interfaces", "0.0.0.0:9464", func(a *API) { a.TokenFile = good; tlsPair(a) }, ""},
+		{"TLS on loopback", "127.0.0.1:9464", tlsPair, ""},
+		{"key without certificate", "127.0.0.1:9464", func(a *API) { a.KeyFile = key }, `api.cert_file: required with key_file "` + key + `"`},
+		{"certificate without key", "127.0.0.1:9464", func(a *API) { tlsPair(a); a.KeyFile = "" }, `api.key_file: required with cert_file "` + cert + `"`},
+		{"key of another certificate", "127.0.0.1:9464", func(a *API) { tlsPair(a); a.CertFile = otherCert }, `api.cert_file: "` + otherCert + `" with key_file "` + key + `": tls: private key does not match public key`},
+		{"certificate without CA", "127.0.0.1:9464", func(a *API) { tlsPair(a); a.CAFile = "" }, "api.ca_file: required with cert_file"},
+		{"CA without certificate", "127.0.0.1:9464", func(a *API) { a.CAFile = ca.CertFile }, `api.ca_file: set without cert_file, got "` + ca.CertFile + `"`},
+		{"relative CA", "127.0.0.1:9464", func(a *API) { tlsPair(a); a.CAFile = "ca.pem" }, `api.ca_file: must be an absolute path (Prometheus reads it), got "ca.pem"`},
+		{"CA that is no certificate", "127.0.0.1:9464", func(a *API) { tlsPair(a); a.CAFile = notPEM }, "api.ca_file: " + notPEM + ": no PEM certificate in it"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := DefaultAPI
 			tc.mutate(&a)
-			err := errors.Join(a.Validate(tc.listen)...)
+			err := errors.Join(a.Validate(tc.listen, "")...)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("Validate() = %v, want no error", err)

@@ -237,14 +237,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, ValidateExporters(c.Exporters)...)
 	errs = append(errs, c.Stack.Validate()...)
 	if listenErr == nil {
-		errs = append(errs, c.API.Validate(c.Listen)...)
-		if c.API.TLS() {
-			errs = append(errs, c.API.coversAddr(c.AdvertiseAddr()))
-		}
+		errs = append(errs, c.API.Validate(c.Listen, c.AdvertiseAddr())...)
 	} else {
 		// A bad listen is reported once, above; the token rule, which
 		// depends on it, would only repeat it.
-		errs = append(errs, c.API.Validate("127.0.0.1:0")...)
+		errs = append(errs, c.API.Validate("127.0.0.1:0", "")...)
 	}
 	errs = append(errs, c.Manager.Validate()...)
 	errs = append(errs, c.Relay.Validate())

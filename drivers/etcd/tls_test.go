@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -202,14 +201,12 @@ func TestRenewedCertificatesAreTakenWithoutARestart(t *testing.T) {
 	// until it is renewed.
 	dir := t.TempDir()
 	cert, key := dir+"/client.pem", dir+"/client-key.pem"
-	refused, refusedKey := other.Issue(t, "client")
-	copyPair(t, cert, key, refused, refusedKey)
+	other.IssueTo(t, "client", cert, key)
 	cli := tlsClient(t, cfg.ClientURL, ca.CertFile, cert, key)
 	if err := put(cli); err == nil {
 		t.Fatal("a certificate of another CA was taken")
 	}
-	renewed, renewedKey := ca.Issue(t, "client-renewed")
-	copyPair(t, cert, key, renewed, renewedKey)
+	ca.IssueTo(t, "client-renewed", cert, key)
 	etcdtest.Eventually(t, 30*time.Second, func() bool { return put(cli) == nil },
 		"a put with the renewed client certificate, by the same client")
 
@@ -224,21 +221,7 @@ func TestRenewedCertificatesAreTakenWithoutARestart(t *testing.T) {
 	if got := served(); got != "m" {
 		t.Fatalf("the member serves %q, want its certificate m", got)
 	}
-	renewed, renewedKey = ca.Issue(t, "m-renewed")
-	copyPair(t, cfg.CertFile, cfg.KeyFile, renewed, renewedKey)
+	ca.IssueTo(t, "m-renewed", cfg.CertFile, cfg.KeyFile)
 	etcdtest.Eventually(t, 10*time.Second, func() bool { return served() == "m-renewed" },
 		"the member to serve its renewed certificate")
-}
-
-// copyPair copies the files srcCert and srcKey over cert and key.
-func copyPair(t *testing.T, cert, key, srcCert, srcKey string) {
-	for dst, src := range map[string]string{cert: srcCert, key: srcKey} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

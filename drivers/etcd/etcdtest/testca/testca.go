@@ -62,6 +62,15 @@ func New(t testing.TB) *CA {
 // its certificate to the other members as a client), and its key.
 func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
 	t.Helper()
+	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
+	ca.IssueTo(t, name, certFile, keyFile)
+	return certFile, keyFile
+}
+
+// IssueTo is Issue into the files given, written over in place (the
+// certificate first), as a renewal would be.
+func (ca *CA) IssueTo(t testing.TB, name, certFile, keyFile string) {
+	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
@@ -81,10 +90,8 @@ func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
 	if err != nil {
 		t.Fatalf("key %s: %v", name, err)
 	}
-	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
 	writePEM(t, certFile, "CERTIFICATE", der)
 	writePEM(t, keyFile, "PRIVATE KEY", keyDER)
-	return certFile, keyFile
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {
