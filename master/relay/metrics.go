@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the relay's own metrics, registered on the injected registerer.
 type metrics struct {
+	upstreams map[string]bool // the upstream label values in use
 	requests  *prometheus.CounterVec
 	received  prometheus.Counter
 	forwarded *prometheus.CounterVec
@@ -27,6 +30,7 @@ const (
 
 func newMetrics() *metrics {
 	return &metrics{
+		upstreams: map[string]bool{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "relay_write_requests_total", Help: "Remote-write requests received, by response code and remote-write version (1.0, 2.0, unknown).",
 		}, []string{"code", "protocol"}),
@@ -63,4 +67,39 @@ func newMetrics() *metrics {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.requests, m.received, m.forwarded, m.dropped, m.duration, m.responses, m.retries, m.corrupt, m.fallbacks, m.converted}
+}
+
+// useUpstreams deletes the series of the upstreams that were in use and
+// are not in names (a reload removed them, as a restart would), and
+// remembers names as the ones in use.
+func (m *metrics) useUpstreams(names []string) {
+	keep := map[string]bool{}
+	for _, n := range names {
+		keep[n] = true
+	}
+	for n := range m.upstreams {
+		if keep[n] {
+			continue
+		}
+		match := prometheus.Labels{"upstream": n}
+		for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+			m.forwarded, m.dropped, m.duration, m.responses, m.retries, m.fallbacks, m.converted,
+		} {
+			v.DeletePartialMatch(match)
+		}
+	}
+	m.upstreams = keep
+}
+
+// registerAll registers every collector on reg, or none of them.
+func registerAll(reg prometheus.Registerer, cs []prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }

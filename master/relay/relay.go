@@ -44,6 +44,13 @@ type Relay struct {
 // stackconfig.Relay.WithAgentDefaults), opens the queue and registers the
 // relay's metrics on reg (nil: not registered).
 func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) (*Relay, error) {
+	return build(cfg, logger, reg, newMetrics(), true)
+}
+
+// build is New with the counters given: when own is false they belong to
+// the caller (a Service, whose counters outlive each relay it runs), and
+// only the relay's per-upstream gauges are registered on reg.
+func build(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer, m *metrics, own bool) (*Relay, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -64,7 +71,7 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	r := &Relay{
 		cfg:    cfg,
 		logger: logger,
-		m:      newMetrics(),
+		m:      m,
 		rw:     rw,
 		sem:    make(chan struct{}, 2*runtime.GOMAXPROCS(0)),
 	}
@@ -99,7 +106,10 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 	if err != nil {
 		return nil, fmt.Errorf("open queue: %w", err)
 	}
-	collectors := r.m.collectors()
+	var collectors []prometheus.Collector
+	if own {
+		collectors = r.m.collectors()
+	}
 	for i, u := range cfg.Upstream {
 		f, err := newForwarder(u, cfg, r.log, cursorRange(i*shards, shards), &r.dropped[i], r.m, logger)
 		if err != nil {
@@ -118,16 +128,16 @@ func New(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) 
 		)
 	}
 	if reg != nil {
-		for i, c := range collectors {
-			if err := reg.Register(c); err != nil {
-				for _, done := range collectors[:i] {
-					reg.Unregister(done)
-				}
-				r.log.Close()
-				return nil, fmt.Errorf("register metrics: %w", err)
-			}
+		if err := registerAll(reg, collectors); err != nil {
+			r.log.Close()
+			return nil, err
 		}
 	}
+	upstreams := make([]string, len(r.fwds))
+	for i, f := range r.fwds {
+		upstreams[i] = f.name
+	}
+	r.m.useUpstreams(upstreams)
 	r.reg, r.registered = reg, collectors
 	return r, nil
 }

@@ -22,7 +22,8 @@ import (
 // change of concurrency keeps every series in order). While the two
 // change places, writes are answered 503, which senders retry. A config
 // the relay cannot open is logged and the previous one opened again. The
-// relay's counters start again from zero.
+// relay's counters go on from where they were (a removed upstream's
+// series are deleted).
 type Service struct {
 	*reload.Swap[stackconfig.Relay, *Relay]
 }
@@ -36,9 +37,22 @@ var (
 )
 
 // NewService builds the first relay from cfg (see New).
+// The relay's counters are registered on reg once, for the Service's
+// lifetime.
 func NewService(cfg stackconfig.Relay, logger *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	s, err := reload.New(cfg, func(c stackconfig.Relay) (*Relay, error) { return New(c, logger, reg) }, (*Relay).unregister, logger)
+	m := newMetrics()
+	if reg != nil {
+		if err := registerAll(reg, m.collectors()); err != nil {
+			return nil, err
+		}
+	}
+	s, err := reload.New(cfg, func(c stackconfig.Relay) (*Relay, error) { return build(c, logger, reg, m, false) }, (*Relay).unregister, logger)
 	if err != nil {
+		if reg != nil {
+			for _, c := range m.collectors() {
+				reg.Unregister(c)
+			}
+		}
 		return nil, err
 	}
 	return &Service{s}, nil

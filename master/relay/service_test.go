@@ -128,3 +128,52 @@ func TestReloadThatCannotOpenKeepsThePrevious(t *testing.T) {
 	}
 	waitFor(t, "delivered", func() bool { return names(up.received())["x"] == 1 })
 }
+
+// A reload keeps the relay's counters going, as Prometheus' own reload
+// does (a rate() over it sees no reset), and deletes the series of an
+// upstream the reloaded config no longer has.
+func TestReloadKeepsCounters(t *testing.T) {
+	a, b := newFakeManager(t), newFakeManager(t)
+	reg := prometheus.NewRegistry()
+	cfg := testConfig(t.TempDir(), a.URL, b.URL)
+	s := runningService(t, cfg, discardLogger(), reg)
+	forwarded := func(up *fakeManager) float64 {
+		return testutil.ToFloat64(s.Current().m.forwarded.WithLabelValues(redact(up.URL)))
+	}
+	for i := range 3 {
+		if rec := post(s, request(fmt.Sprintf("before%d", i)), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	}
+	waitFor(t, "both upstreams took the 3 samples", func() bool { return forwarded(a) == 3 && forwarded(b) == 3 })
+
+	next := cfg
+	next.Concurrency = 3
+	next.Upstream = stackconfig.Upstreams(a.URL)
+	reloadTo(t, s, next)
+	if rec := post(s, request("after0", "after1"), nil); rec.Code != http.StatusNoContent {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	waitFor(t, "the kept upstream took the 2 samples after the reload", func() bool { return forwarded(a) == 5 })
+	want := `
+# HELP relay_samples_received_total Samples and histograms made durable in the queue.
+# TYPE relay_samples_received_total counter
+relay_samples_received_total 5
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "relay_samples_received_total"); err != nil {
+		t.Fatalf("after the reload: %v", err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "upstream" && l.GetValue() == redact(b.URL) {
+					t.Errorf("%s still has a series of the removed upstream %s", mf.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+}

@@ -98,7 +98,24 @@ type plugin struct {
 // app may be nil when the agent has no relay: runs on demand still show
 // their samples, which are then not stored.
 func New(cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
-	m := &Manager{cfg: cfg, app: app, log: log, plugins: map[string]*plugin{}}
+	var m *Manager
+	mt := newMetrics(func() *Manager { return m })
+	m, err := build(cfg, app, log, mt)
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		if err := mt.register(reg); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// build is New with the metrics given, not registered: a Service's
+// metrics outlive each manager it runs.
+func build(cfg Config, app Appender, log *slog.Logger, mt *metrics) (*Manager, error) {
+	m := &Manager{cfg: cfg, app: app, log: log, plugins: map[string]*plugin{}, m: mt}
 	if err := stackconfigErrors(cfg.Plugins, app != nil); err != nil {
 		return nil, err
 	}
@@ -136,12 +153,7 @@ func New(cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) 
 	}
 	m.loadDisabled(time.Now())
 	m.pidNS.Store(os.Geteuid() == 0)
-	m.m = newMetrics(m)
-	if reg != nil {
-		if err := m.m.register(reg); err != nil {
-			return nil, err
-		}
-	}
+	mt.usePlugins(m.order)
 	return m, nil
 }
 

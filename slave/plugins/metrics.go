@@ -1,19 +1,23 @@
 package plugins
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
+	plugins  []string // the plugin label values in use
 	runs     *prometheus.CounterVec
 	skipped  *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	enabled  prometheus.Collector
 }
 
-func newMetrics(m *Manager) *metrics {
+// newMetrics makes the plugins' metrics; agent_plugin_enabled reports the
+// plugins of the manager current returns.
+func newMetrics(current func() *Manager) *metrics {
 	return &metrics{
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agent_plugin_runs_total", Help: "Plugin runs, by result (ok, failed, timeout).",
@@ -25,7 +29,7 @@ func newMetrics(m *Manager) *metrics {
 			Name: "agent_plugin_run_duration_seconds", Help: "How long plugin runs took.",
 			Buckets: []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60},
 		}, []string{"plugin"}),
-		enabled: enabledCollector{m},
+		enabled: enabledCollector{current},
 	}
 }
 
@@ -45,14 +49,23 @@ func (mt *metrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-func (mt *metrics) unregister(reg prometheus.Registerer) {
-	for _, c := range mt.collectors() {
-		reg.Unregister(c)
+// usePlugins deletes the series of the plugins that were in use and are
+// not in names (a reload removed them, as a restart would), and remembers
+// names as the ones in use.
+func (mt *metrics) usePlugins(names []string) {
+	for _, n := range mt.plugins {
+		if slices.Contains(names, n) {
+			continue
+		}
+		mt.runs.DeletePartialMatch(prometheus.Labels{"plugin": n})
+		mt.skipped.DeleteLabelValues(n)
+		mt.duration.DeleteLabelValues(n)
 	}
+	mt.plugins = names
 }
 
 // enabledCollector reports agent_plugin_enabled per plugin at scrape time.
-type enabledCollector struct{ m *Manager }
+type enabledCollector struct{ manager func() *Manager }
 
 var enabledDesc = prometheus.NewDesc("agent_plugin_enabled", "1 while a plugin is enabled, 0 while disabled over the API.", []string{"plugin"}, nil)
 
@@ -60,11 +73,12 @@ func (c enabledCollector) Describe(ch chan<- *prometheus.Desc) { ch <- enabledDe
 
 func (c enabledCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
-	for _, name := range c.m.order {
-		p := c.m.plugins[name]
+	m := c.manager()
+	for _, name := range m.order {
+		p := m.plugins[name]
 		p.mu.Lock()
 		v := 0.0
-		if c.m.enabledLocked(p, now) {
+		if m.enabledLocked(p, now) {
 			v = 1
 		}
 		p.mu.Unlock()

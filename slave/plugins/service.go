@@ -14,23 +14,28 @@ import (
 // a shutdown (runs under way are killed; a disabled plugin stays disabled,
 // its state is on disk), and the new one starts its schedules at once. A
 // list New refuses (a user that does not exist, say) is logged and the
-// previous one started again. The plugins' counters start again from zero.
+// previous one started again. The plugins' counters go on from where they
+// were (a removed plugin's series are deleted).
 type Service struct {
 	*reload.Swap[Config, *Manager]
 }
 
 // NewService builds the first manager from cfg (see New).
+// The metrics are registered on reg once, for the Service's lifetime.
 func NewService(cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	release := func(m *Manager) {
-		if reg != nil {
-			m.m.unregister(reg)
-		}
-	}
-	s, err := reload.New(cfg, func(c Config) (*Manager, error) { return New(c, app, log, reg) }, release, log)
+	s := &Service{}
+	mt := newMetrics(func() *Manager { return s.Current() })
+	sw, err := reload.New(cfg, func(c Config) (*Manager, error) { return build(c, app, log, mt) }, nil, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{s}, nil
+	s.Swap = sw
+	if reg != nil {
+		if err := mt.register(reg); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // Routes are the plugin API's handlers (Manager.Routes) of the current

@@ -17,19 +17,10 @@ import (
 	"github.com/agentproj/agent/stackconfig"
 )
 
-// A reload replaces the plugins: the one removed stops, the one added
-// runs on its schedule and is served by the API, the metrics are
-// registered again; a list that cannot start keeps the previous one.
-func TestReloadReplacesThePlugins(t *testing.T) {
-	skipShort(t)
-	up := newUpstream(t)
-	dir := t.TempDir()
-	plugin := func(name string) stackconfig.Plugin {
-		return stackconfig.Plugin{Name: name, Command: []string{script(t, dir, name+".sh", "echo 'ticks 1'\n")}, Interval: time.Second}
-	}
-	cfg := Config{Node: "n1", Cluster: "c1", Dir: t.TempDir(), Plugins: []stackconfig.Plugin{plugin("a")}}
-	logs := &logbuf.Buffer{}
-	s, err := NewService(cfg, relaytest.Start(t, up.URL), slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+// runningService runs a Service until the test ends.
+func runningService(t *testing.T, cfg Config, app Appender, log *slog.Logger, reg prometheus.Registerer) *Service {
+	t.Helper()
+	s, err := NewService(cfg, app, log, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +33,22 @@ func TestReloadReplacesThePlugins(t *testing.T) {
 			t.Error(err)
 		}
 	})
+	return s
+}
+
+// A reload replaces the plugins: the one removed stops, the one added
+// runs on its schedule and is served by the API, the metrics are
+// registered again; a list that cannot start keeps the previous one.
+func TestReloadReplacesThePlugins(t *testing.T) {
+	skipShort(t)
+	up := newUpstream(t)
+	dir := t.TempDir()
+	plugin := func(name string) stackconfig.Plugin {
+		return stackconfig.Plugin{Name: name, Command: []string{script(t, dir, name+".sh", "echo 'ticks 1'\n")}, Interval: time.Second}
+	}
+	cfg := Config{Node: "n1", Cluster: "c1", Dir: t.TempDir(), Plugins: []stackconfig.Plugin{plugin("a")}}
+	logs := &logbuf.Buffer{}
+	s := runningService(t, cfg, relaytest.Start(t, up.URL), slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
 	mux := http.NewServeMux()
 	for pattern, h := range s.Routes() {
 		mux.Handle(pattern, h)
@@ -81,4 +88,53 @@ func TestReloadReplacesThePlugins(t *testing.T) {
 	waitFor(t, "the rejected list logged", func() bool { return strings.Contains(logs.String(), "reloaded config rejected") })
 	b, _ := up.values("plugin_b_ticks")
 	waitFor(t, "b running again", func() bool { v, _ := up.values("plugin_b_ticks"); return listed() == "b" && len(v) >= len(b)+2 })
+}
+
+// A reload keeps the plugins' counters going (a rate() over them sees no
+// reset) and deletes the series of a plugin the reloaded list no longer
+// has.
+func TestReloadKeepsCounters(t *testing.T) {
+	skipShort(t)
+	dir := t.TempDir()
+	plugin := func(name string, every time.Duration) stackconfig.Plugin {
+		return stackconfig.Plugin{Name: name, Command: []string{script(t, dir, name+".sh", "echo 'ticks 1'\n")}, Interval: every}
+	}
+	cfg := Config{Node: "n1", Cluster: "c1", Dir: t.TempDir(), Plugins: []stackconfig.Plugin{plugin("a", time.Second), plugin("b", time.Second)}}
+	reg := prometheus.NewRegistry()
+	s := runningService(t, cfg, relaytest.Start(t, newUpstream(t).URL), slog.New(slog.DiscardHandler), reg)
+	runs := func() map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "plugin" && mf.GetName() == "agent_plugin_runs_total" {
+						out[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return out
+	}
+	waitFor(t, "two runs of each plugin", func() bool { r := runs(); return r["a"] >= 2 && r["b"] >= 2 })
+
+	first := s.Current()
+	before := runs()["a"]
+	next := cfg
+	next.Plugins = []stackconfig.Plugin{plugin("a", 2*time.Second)}
+	s.Reload(next)
+	waitFor(t, "a run of a by the reloaded manager", func() bool {
+		r := runs()
+		if r["a"] < before {
+			t.Fatalf("agent_plugin_runs_total{plugin=\"a\"} went from %v down to %v", before, r["a"])
+		}
+		before = r["a"]
+		return s.Current() != first && statusOf(s.Current(), "a").Runs >= 1
+	})
+	if r := runs(); r["b"] != 0 {
+		t.Fatalf("the removed plugin b still has agent_plugin_runs_total %v", r["b"])
+	}
 }
