@@ -129,6 +129,20 @@ func (a *API) validateTLS(listen, advertise string, bad func(string, ...any)) {
 	}
 }
 
+// VerifyServerName checks that the API's certificate is valid for
+// serverName, the name its clients check it against (in Kubernetes mode
+// the Service's, for every pod: see releases.Input.ServerName).
+func (a *API) VerifyServerName(serverName string) error {
+	pair, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile)
+	if err != nil {
+		return fmt.Errorf("api.cert_file: %q with key_file %q: %w", a.CertFile, a.KeyFile, err)
+	}
+	if err := pair.Leaf.VerifyHostname(serverName); err != nil {
+		return fmt.Errorf("api.cert_file: %q is not valid for %s (%w), the name the metrics stack checks every agent's certificate against; issue one with that DNS name", a.CertFile, serverName, err)
+	}
+	return nil
+}
+
 // ReadToken reads a bearer token file: its content without surrounding
 // white space, which must not be empty.
 func ReadToken(file string) (string, error) {

@@ -237,7 +237,14 @@ func (c *Config) Validate() error {
 	errs = append(errs, ValidateExporters(c.Exporters)...)
 	errs = append(errs, c.Stack.Validate()...)
 	if listenErr == nil {
-		errs = append(errs, c.API.Validate(c.Listen, c.AdvertiseAddr())...)
+		advertise := c.AdvertiseAddr()
+		if c.Stack.Driver == "helm" {
+			// Kubernetes mode: clients check the certificate against
+			// the Service's name, not the pod's address (see
+			// API.VerifyServerName).
+			advertise = ""
+		}
+		errs = append(errs, c.API.Validate(c.Listen, advertise)...)
 	} else {
 		// A bad listen is reported once, above; the token rule, which
 		// depends on it, would only repeat it.

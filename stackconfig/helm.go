@@ -40,6 +40,10 @@ type Helm struct {
 	// api.token_file's token, for the metrics stack's remote_write to the
 	// relay; empty: no authorization is sent.
 	TokenSecret string `mapstructure:"token_secret"`
+	// CASecret names the Secret (key "ca.crt") in Namespace that holds
+	// api.ca_file's CA, for the metrics stack to trust the agents' API
+	// certificate; required when the API serves TLS (api.cert_file).
+	CASecret string `mapstructure:"ca_secret"`
 	// Timeout bounds one Helm action (install, upgrade, uninstall).
 	Timeout time.Duration `mapstructure:"timeout"`
 	// MaxHistory is how many revisions of a release Helm keeps.
@@ -141,6 +145,9 @@ func (h *Helm) validate(c *checker) {
 	c.dnsLabel("stack.helm.service", h.Service)
 	if h.ServicePort < 1 || h.ServicePort > 65535 {
 		c.bad("stack.helm.service_port", "must be from 1 to 65535, got %d", h.ServicePort)
+	}
+	if h.CASecret != "" && !validDNSSubdomain(h.CASecret) {
+		c.bad("stack.helm.ca_secret", "must be a DNS subdomain (a Secret name), got %q", h.CASecret)
 	}
 	if h.TokenSecret != "" && !validDNSSubdomain(h.TokenSecret) {
 		c.bad("stack.helm.token_secret", "must be a DNS subdomain (a Secret name), got %q", h.TokenSecret)

@@ -26,6 +26,7 @@ func TestHelmValidateNamesKeyAndValue(t *testing.T) {
 		{func(h *Helm) { h.Service = "" }, `stack.helm.service: must be lower-case letters`},
 		{func(h *Helm) { h.ServicePort = 0 }, `stack.helm.service_port: must be from 1 to 65535, got 0`},
 		{func(h *Helm) { h.TokenSecret = "Token" }, `stack.helm.token_secret: must be a DNS subdomain (a Secret name), got "Token"`},
+		{func(h *Helm) { h.CASecret = "CA_secret" }, `stack.helm.ca_secret: must be a DNS subdomain (a Secret name), got "CA_secret"`},
 		{func(h *Helm) { h.Timeout = 0 }, `stack.helm.timeout: must be > 0, got 0s`},
 		{func(h *Helm) { h.MaxHistory = 0 }, `stack.helm.max_history: must be >= 1, got 0`},
 		{func(h *Helm) { h.Metrics.Release = strings.Repeat("a", 54) }, `stack.helm.metrics.release: must be a DNS label of at most 53 characters`},

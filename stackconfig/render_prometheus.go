@@ -72,14 +72,15 @@ const (
 	JobAgentAPI = "agent-api"
 )
 
-// agentAPITLS matches, over source_labels job and __scheme__, the node
-// monitor targets of agents whose API speaks https: JobTargets drops them
-// and JobAgentAPI keeps only them, so each target is scraped by exactly
-// one of the two. A target without __scheme__ has its scrape config's
-// scheme, http, by the time relabelling runs.
+// AgentAPITLS matches, over source_labels AgentAPILabels (job and
+// __scheme__), the node monitor targets of agents whose API speaks
+// https: JobTargets drops them and JobAgentAPI keeps only them, so each
+// target is scraped by exactly one of the two (here and in Kubernetes
+// mode's metrics stack). A target without __scheme__ has its scrape
+// config's scheme, http, by the time relabelling runs.
 var (
-	agentAPILabels = []string{string(model.JobLabel), model.SchemeLabel}
-	agentAPITLS    = regexp.QuoteMeta(MonitorJob) + ";https"
+	AgentAPILabels = []string{string(model.JobLabel), model.SchemeLabel}
+	AgentAPITLS    = regexp.QuoteMeta(MonitorJob) + ";https"
 )
 
 // The remote_write queue is tuned for the relay on the same host: it
@@ -164,7 +165,7 @@ func fileSDScrapeConfigs(in PrometheusInput) []promScrapeConfig {
 		return []promScrapeConfig{targets}
 	}
 	rule := func(action string) []promRelabelConfig {
-		return []promRelabelConfig{{SourceLabels: agentAPILabels, Regex: agentAPITLS, Action: action}}
+		return []promRelabelConfig{{SourceLabels: AgentAPILabels, Regex: AgentAPITLS, Action: action}}
 	}
 	targets.RelabelConfigs = rule("drop")
 	return []promScrapeConfig{targets, {

@@ -272,7 +272,7 @@ func TestRenderPrometheusRejects(t *testing.T) {
 // a real one although neither promtool opens a ca_file (checked by hand:
 // a missing one passes), so the check holds if a later promtool does.
 func TestRenderPrometheusPromtool(t *testing.T) {
-	promtool2 := lookPathOrSkip(t, "promtool", "apt-get install prometheus")
+	promtool2 := processtest.LookPath(t, "promtool", "apt-get install prometheus")
 	promtool3 := processtest.Testbin(t, "prometheus3", "promtool")
 	for _, tc := range []struct {
 		major     int
@@ -348,7 +348,7 @@ func TestPrometheusMajor(t *testing.T) {
 		}
 	}
 	// The real binaries say what they are.
-	debian := lookPathOrSkip(t, "prometheus", "apt-get install prometheus")
+	debian := processtest.LookPath(t, "prometheus", "apt-get install prometheus")
 	if got, how := PrometheusMajor(ctx, PrometheusStack{Binary: debian, Image: "prom/prometheus:v3.0.0"}, "process"); got != 2 {
 		t.Errorf("%s: %d (%s), want 2", debian, got, how)
 	}
@@ -356,19 +356,4 @@ func TestPrometheusMajor(t *testing.T) {
 	if got, how := PrometheusMajor(ctx, PrometheusStack{Binary: p3}, "process"); got != 3 || !strings.Contains(how, "3.16.0") {
 		t.Errorf("%s: %d (%s), want 3 from its --version", p3, got, how)
 	}
-}
-
-// lookPathOrSkip finds a tool the test needs: missing, the test is skipped,
-// except in CI (CI=true) where it fails.
-func lookPathOrSkip(t *testing.T, name, install string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (CI=true): %s", name, install)
-	}
-	t.Skipf("%s not found: %s", name, install)
-	return ""
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
 func TestRenderRulesGolden(t *testing.T) {
@@ -28,7 +30,7 @@ func TestRenderRulesGolden(t *testing.T) {
 // The real promtool checks the rules, loads them through prometheus.yml's
 // rule_files, and runs unit tests of what they compute.
 func TestRenderRulesPromtool(t *testing.T) {
-	promtool := lookPathOrSkip(t, "promtool", "apt-get install prometheus")
+	promtool := processtest.LookPath(t, "promtool", "apt-get install prometheus")
 	dir := t.TempDir()
 	rules, err := RenderRules(RulesInput{ScrapeInterval: 15 * time.Second})
 	if err != nil {

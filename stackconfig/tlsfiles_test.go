@@ -48,22 +48,40 @@ func TestKeyPairFilesFollowsRenewal(t *testing.T) {
 func TestAPICertificateMustNameTheAdvertisedAddress(t *testing.T) {
 	ca := testca.New(t) // certificates for 127.0.0.1, ::1 and localhost
 	cert, key := ca.Issue(t, "agent")
-	for _, tc := range []struct{ advertise, want string }{
-		{"", ""},
-		{"localhost:9464", ""},
-		{"[::1]:9464", ""},
-		{"10.0.0.9:9464", `api.cert_file: "` + cert + `" is not valid for the advertised address 10.0.0.9 (x509: certificate is valid for 127.0.0.1, ::1, not 10.0.0.9)`},
-		{"host-9.internal:9464", "is not valid for the advertised address host-9.internal (x509: certificate is valid for localhost, not host-9.internal)"},
+	for _, tc := range []struct{ advertise, driver, want string }{
+		{"", "", ""},
+		{"localhost:9464", "", ""},
+		{"[::1]:9464", "", ""},
+		{"10.0.0.9:9464", "", `api.cert_file: "` + cert + `" is not valid for the advertised address 10.0.0.9 (x509: certificate is valid for 127.0.0.1, ::1, not 10.0.0.9)`},
+		{"host-9.internal:9464", "", "is not valid for the advertised address host-9.internal (x509: certificate is valid for localhost, not host-9.internal)"},
+		// Kubernetes mode: the pod's address is not what clients check
+		// (API.VerifyServerName, at start, checks the Service's name).
+		{"10.0.0.9:9464", "helm", ""},
 	} {
 		c := stackconfig.DefaultConfig
-		c.Node, c.DataDir, c.Advertise = "n1", t.TempDir(), tc.advertise
+		c.Node, c.DataDir, c.Advertise, c.Stack.Driver = "n1", t.TempDir(), tc.advertise, tc.driver
 		c.API.CertFile, c.API.KeyFile, c.API.CAFile = cert, key, ca.CertFile
 		err := c.Validate()
 		switch {
 		case tc.want == "" && err != nil:
-			t.Errorf("advertise %q: %v, want no error", tc.advertise, err)
+			t.Errorf("advertise %q, driver %q: %v, want no error", tc.advertise, tc.driver, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-			t.Errorf("advertise %q: %v, want it to contain %q", tc.advertise, err, tc.want)
+			t.Errorf("advertise %q, driver %q: %v, want it to contain %q", tc.advertise, tc.driver, err, tc.want)
 		}
+	}
+}
+
+// In Kubernetes mode one certificate serves every pod: it must name the
+// Service, whatever the pods' addresses.
+func TestAPIVerifyServerName(t *testing.T) {
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, "agent", "agent.agents.svc")
+	api := stackconfig.API{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
+	if err := api.VerifyServerName("agent.agents.svc"); err != nil {
+		t.Fatalf("the Service's name: %v", err)
+	}
+	err := api.VerifyServerName("agent.other.svc")
+	if want := `api.cert_file: "` + cert + `" is not valid for agent.other.svc (x509: certificate is valid for localhost, agent.agents.svc, not agent.other.svc)`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("another Service's name: %v, want it to contain %q", err, want)
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -47,6 +48,16 @@ func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logg
 	}
 	if h.ChartCache == "" {
 		h.ChartCache = filepath.Join(cfg.DataDir, "charts")
+	}
+	if cfg.API.TLS() {
+		// The metrics stack needs the CA from a Secret, and checks every
+		// agent's certificate against the Service's name.
+		if h.CASecret == "" {
+			return nil, exitCode{2, fmt.Errorf("stack.helm.ca_secret: required when the API serves TLS (api.cert_file %q) in Kubernetes mode: the Secret (key ca.crt) that holds api.ca_file's CA, for the metrics stack", cfg.API.CertFile)}
+		}
+		if err := cfg.API.VerifyServerName(k8sValues(cfg, h).ServerName()); err != nil {
+			return nil, exitCode{2, err}
+		}
 	}
 	c, err := helm.New(ctx, helm.Config{
 		Kubeconfig: h.Kubeconfig, Namespace: h.Namespace, Timeout: h.Timeout,
@@ -92,13 +103,21 @@ func (k *kubernetes) duties(cli *clientv3.Client, cfg *stackconfig.Config, keys 
 }
 
 // values is what the releases' values are rendered from.
-func (k *kubernetes) values(cfg *stackconfig.Config) releases.Input {
-	return releases.Input{
-		Cluster: cfg.Cluster, Namespace: k.helm.Namespace,
-		Service: k.helm.Service, ServicePort: k.helm.ServicePort, TokenSecret: k.helm.TokenSecret,
+func (k *kubernetes) values(cfg *stackconfig.Config) releases.Input { return k8sValues(cfg, k.helm) }
+
+// k8sValues is what the releases' values are rendered from, with h's
+// namespace resolved.
+func k8sValues(cfg *stackconfig.Config, h stackconfig.Helm) releases.Input {
+	in := releases.Input{
+		Cluster: cfg.Cluster, Namespace: h.Namespace,
+		Service: h.Service, ServicePort: h.ServicePort, TokenSecret: h.TokenSecret,
 		Relay: cfg.Relay.Enabled(), Prometheus: cfg.Stack.Prometheus, Manager: cfg.Manager,
-		TracesRelease: k.helm.Traces.Release, TracesQueueSize: cfg.Stack.Jaeger.QueueSize,
+		TracesRelease: h.Traces.Release, TracesQueueSize: cfg.Stack.Jaeger.QueueSize,
 	}
+	if cfg.API.TLS() {
+		in.CASecret = h.CASecret
+	}
+	return in
 }
 
 // reload applies a reloaded config (stackconfig.Reload) to the releases:

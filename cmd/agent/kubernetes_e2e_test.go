@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -17,12 +18,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/agentproj/agent/drivers/etcd"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
 	"github.com/agentproj/agent/drivers/helm/state"
 	"github.com/agentproj/agent/master/releases"
+	"github.com/agentproj/agent/stackconfig"
 )
 
 // Outside a cluster, `--driver helm` without a kubeconfig stops at once
@@ -226,3 +230,147 @@ allowed_images = ["busybox:*"]
 type lazy func() any
 
 func (f lazy) String() string { return fmt.Sprint(f()) }
+
+// In Kubernetes mode the API serves TLS with one certificate for the
+// Service's name (a real kube-apiserver, no kubelet): the agent answers
+// over https only, and the metrics release it installs is given https
+// URLs, the CA Secret to mount and trust, and the Service's name to check
+// every pod's certificate against. A certificate without that name, or no
+// stack.helm.ca_secret, stops the agent at start as a configuration error.
+func TestKubernetesModeAPIOverTLS(t *testing.T) {
+	api := kubetest.Start(t)
+	k := api.Client(t)
+	ctx := context.Background()
+	const ns = "agents"
+	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, "agent-api", "agent."+ns+".svc")
+	wrong, wrongKey := ca.Issue(t, "elsewhere", "agent.other.svc")
+	config := func(certFile, keyFile, caSecret string) string {
+		cfg := filepath.Join(t.TempDir(), "agent.toml")
+		toml := fmt.Sprintf(`
+[stack.helm]
+namespace = %q
+timeout = "1m"
+ca_secret = %q
+[stack.helm.metrics]
+path = %q
+repository = ""
+name = ""
+version = ""
+[stack.helm.logs]
+enabled = false
+[stack.helm.traces]
+enabled = false
+[relay]
+upstream = ["http://127.0.0.1:9/api/v1/write"]
+[api]
+cert_file = %q
+key_file = %q
+ca_file = %q
+`, ns, caSecret, kubetest.Chart("values"), certFile, keyFile, ca.CertFile)
+		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	t.Setenv("KUBECONFIG", api.Kubeconfig(t, kubetest.Admin, ""))
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	start := func(cfg string) *agentProc {
+		return startKubeAgent(t, startEtcd(t), "n1", "2s", "--driver", "helm", "--config", cfg)
+	}
+
+	for _, bad := range []struct{ name, cfg, want string }{
+		{"certificate for another Service", config(wrong, wrongKey, "agent-api-ca"), `is not valid for agent.agents.svc`},
+		{"no CA Secret", config(cert, key, ""), "stack.helm.ca_secret: required when the API serves TLS"},
+	} {
+		a := start(bad.cfg)
+		code, err := a.wait(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if log, _ := os.ReadFile(a.log); code != 2 || !bytes.Contains(log, []byte(bad.want)) {
+			t.Fatalf("%s: exit code %d, want 2 and %q in the log:\n%s", bad.name, code, bad.want, log)
+		}
+	}
+
+	a := start(config(cert, key, "agent-api-ca"))
+	pool, err := stackconfig.CAPool(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	etcdtest.Eventually(t, 30*time.Second, func() bool {
+		resp, err := client.Get("https://" + a.api + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "agent not ready over https")
+	if code := httpCode("http://" + a.api + "/-/healthy"); code != http.StatusBadRequest {
+		t.Fatalf("plain HTTP to the TLS API: %d, want 400", code)
+	}
+
+	// The values the master gave the metrics release, as the chart saw them.
+	var vals map[string]any
+	etcdtest.Eventually(t, 2*time.Minute, func() bool {
+		cm, err := k.CoreV1().ConfigMaps(ns).Get(ctx, "agent-metrics-values", metav1.GetOptions{})
+		return err == nil && yaml.Unmarshal([]byte(cm.Data["values.yaml"]), &vals) == nil
+	}, "the metrics release not installed")
+	b, err := json.Marshal(vals["prometheus"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prom struct {
+		Spec struct {
+			Secrets     []string `json:"secrets"`
+			RemoteWrite []struct {
+				URL       string `json:"url"`
+				TLSConfig struct {
+					CA struct {
+						Secret struct{ Name, Key string } `json:"secret"`
+					} `json:"ca"`
+				} `json:"tlsConfig"`
+			} `json:"remoteWrite"`
+			Scrape []struct {
+				Job    string `json:"job_name"`
+				HTTPSD []struct {
+					URL string `json:"url"`
+					TLS struct {
+						CAFile string `json:"ca_file"`
+					} `json:"tls_config"`
+				} `json:"http_sd_configs"`
+				TLS struct {
+					CAFile     string `json:"ca_file"`
+					ServerName string `json:"server_name"`
+				} `json:"tls_config"`
+			} `json:"additionalScrapeConfigs"`
+		} `json:"prometheusSpec"`
+	}
+	if err := json.Unmarshal(b, &prom); err != nil {
+		t.Fatal(err)
+	}
+	spec := prom.Spec
+	const caFile = "/etc/prometheus/secrets/agent-api-ca/ca.crt"
+	if !slices.Equal(spec.Secrets, []string{"agent-api-ca"}) || len(spec.RemoteWrite) != 1 ||
+		spec.RemoteWrite[0].URL != "https://agent.agents.svc:9464/api/v1/write" ||
+		spec.RemoteWrite[0].TLSConfig.CA.Secret.Name != "agent-api-ca" || spec.RemoteWrite[0].TLSConfig.CA.Secret.Key != "ca.crt" {
+		t.Fatalf("the metrics release's Prometheus does not write to the relay over https with the CA Secret: %s", b)
+	}
+	jobs := map[string]bool{}
+	for _, sc := range spec.Scrape {
+		jobs[sc.Job] = true
+		if len(sc.HTTPSD) != 1 || sc.HTTPSD[0].URL != "https://agent.agents.svc:9464/sd/http" || sc.HTTPSD[0].TLS.CAFile != caFile {
+			t.Fatalf("job %s does not read http_sd over https with the CA: %s", sc.Job, b)
+		}
+		if sc.Job == "agent-api" && (sc.TLS.CAFile != caFile || sc.TLS.ServerName != "agent.agents.svc") {
+			t.Fatalf("agent-api does not scrape the pods with the CA and the Service's name: %s", b)
+		}
+	}
+	if !jobs["agent-targets"] || !jobs["agent-api"] || len(jobs) != 2 {
+		t.Fatalf("scrape configs %v, want agent-targets and agent-api: %s", jobs, b)
+	}
+}

@@ -72,10 +72,6 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 	}
 	var kube *kubernetes
 	if kubernetesMode(cfg) {
-		if apiTLS != nil {
-			// The releases' Prometheus would scrape and write over http.
-			return nil, exitCode{2, fmt.Errorf("api.cert_file: TLS for the API is not available in Kubernetes mode yet, got %q", cfg.API.CertFile)}
-		}
 		if kube, err = openKubernetes(ctx, cfg, log.With("component", "driver")); err != nil {
 			return nil, err
 		}

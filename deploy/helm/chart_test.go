@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
+	"github.com/agentproj/agent/drivers/etcd/etcdtest/testca"
 	"github.com/agentproj/agent/drivers/helm"
 	"github.com/agentproj/agent/drivers/helm/kubetest"
 	"github.com/agentproj/agent/drivers/helm/state"
@@ -62,6 +63,9 @@ var variants = map[string]map[string]any{
 		},
 		"rbac":    map[string]any{"stackCharts": false},
 		"monitor": map[string]any{"enabled": false},
+	},
+	"API over TLS": {
+		"api": map[string]any{"tls": map[string]any{"secretName": "agent-api-tls", "caSecretName": "agent-api-ca"}},
 	},
 	"three etcd members without persistence": {
 		"etcd": map[string]any{"deploy": map[string]any{"replicas": 3, "persistence": map[string]any{"enabled": false}}},
@@ -211,6 +215,14 @@ func loadsAsTheAgent(t *testing.T, variant string, cm *unstructured.Unstructured
 		t.Errorf("%s: agent.toml does not point api.token_file at the Secret's mount:\n%s", variant, toml)
 	}
 	toml = strings.ReplaceAll(toml, "/etc/agent/token/token", token)
+	// The TLS Secrets' mounts: a certificate for the Service's name.
+	tlsOn := strings.Contains(toml, "/etc/agent/tls/")
+	const serverName = "agent.agent-system.svc"
+	if tlsOn {
+		ca := testca.New(t)
+		cert, key := ca.Issue(t, "agent", serverName)
+		toml = strings.NewReplacer("/etc/agent/tls/tls.crt", cert, "/etc/agent/tls/tls.key", key, "/etc/agent/tls-ca/ca.crt", ca.CertFile).Replace(toml)
+	}
 	t.Log(toml)
 	path := filepath.Join(t.TempDir(), "agent.toml")
 	if err := os.WriteFile(path, []byte(toml), 0o644); err != nil {
@@ -227,6 +239,16 @@ func loadsAsTheAgent(t *testing.T, variant string, cm *unstructured.Unstructured
 	}
 	if cfg.Stack.Driver != "helm" || cfg.Stack.Helm.Namespace != "agent-system" || cfg.Stack.Helm.Service != "agent" || cfg.Stack.Helm.TokenSecret != "agent-token" {
 		t.Errorf("%s: loaded %+v", variant, cfg.Stack.Helm)
+	}
+	switch {
+	case tlsOn && (!cfg.API.TLS() || cfg.API.Insecure || cfg.Stack.Helm.CASecret != "agent-api-ca"):
+		t.Errorf("%s: api %+v, stack.helm.ca_secret %q: want HTTPS only and the CA Secret agent-api-ca", variant, cfg.API, cfg.Stack.Helm.CASecret)
+	case tlsOn:
+		if err := cfg.API.VerifyServerName(serverName); err != nil {
+			t.Errorf("%s: %v", variant, err)
+		}
+	case cfg.API.TLS() || !cfg.API.Insecure || cfg.Stack.Helm.CASecret != "":
+		t.Errorf("%s: api %+v, stack.helm.ca_secret %q: want plain HTTP", variant, cfg.API, cfg.Stack.Helm.CASecret)
 	}
 }
 
@@ -418,6 +440,31 @@ func checkDaemonSet(t *testing.T, variant string, obj *unstructured.Unstructured
 			t.Errorf("%s: the host's %s is not mounted read-only at %s for the monitor: mount %+v, env %+v", variant, c.host, c.in, m, env[c.env])
 		case !monitor && mounted:
 			t.Errorf("%s: monitor off, yet %s is mounted", variant, c.in)
+		}
+	}
+	// With api.tls the certificate's Secrets are mounted where agent.toml
+	// says and the probes speak HTTPS.
+	tlsSecrets := map[string]string{}
+	if a, ok := vals["api"].(map[string]any); ok {
+		if tv, ok := a["tls"].(map[string]any); ok && tv["secretName"] != "" { // vals has the chart's defaults by now
+			tlsSecrets["/etc/agent/tls"], tlsSecrets["/etc/agent/tls-ca"] = tv["secretName"].(string), tv["caSecretName"].(string)
+		}
+	}
+	secrets := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secrets[v.Name] = v.Secret.SecretName
+		}
+	}
+	for at, secret := range tlsSecrets {
+		if m, ok := mounts[at]; !ok || !m.ReadOnly || secrets[m.Name] != secret {
+			t.Errorf("%s: Secret %s is not mounted read-only at %s: %+v", variant, secret, at, m)
+		}
+	}
+	wantScheme := map[bool]corev1.URIScheme{true: corev1.URISchemeHTTPS, false: ""}[len(tlsSecrets) > 0]
+	for _, p := range []*corev1.Probe{ctr.ReadinessProbe, ctr.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Scheme != wantScheme {
+			t.Errorf("%s: probe %+v, want scheme %q", variant, p, wantScheme)
 		}
 	}
 	if pod.HostPID != monitor || env["AGENT_MONITOR_ENABLED"].Value != strconv.FormatBool(monitor) {

@@ -30,6 +30,12 @@ type Input struct {
 	Service     string
 	ServicePort int
 	TokenSecret string
+	// CASecret, set when the agents' API serves TLS, names the Secret
+	// (key "ca.crt") in Namespace with the CA that signed their
+	// certificates: the metrics stack reaches the Service over https,
+	// scrapes the agents' node monitors over https, and checks every
+	// certificate against ServerName.
+	CASecret string
 	// Relay says whether the relay runs (relay.upstream is set): the
 	// metrics stack's remote_write points at it only then.
 	Relay      bool
@@ -43,10 +49,50 @@ type Input struct {
 	TracesQueueSize int
 }
 
+// ServerName is the Service's DNS name, which the metrics stack dials for
+// the relay and http_sd and checks every agent's certificate against: one
+// certificate with this name serves all the DaemonSet's pods, whatever
+// their addresses.
+func (in Input) ServerName() string { return in.Service + "." + in.Namespace + ".svc" }
+
 // serviceURL is the URL of path on the Service that follows the master.
 func (in Input) serviceURL(path string) string {
-	host := in.Service + "." + in.Namespace + ".svc"
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(in.ServicePort)) + path
+	scheme := "http"
+	if in.CASecret != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(in.ServerName(), strconv.Itoa(in.ServicePort)) + path
+}
+
+// caFile is where the metrics stack's Prometheus finds CASecret's CA: the
+// operator mounts each of prometheusSpec.secrets there.
+func (in Input) caFile() string { return "/etc/prometheus/secrets/" + in.CASecret + "/ca.crt" }
+
+// scrapeConfigs are the metrics stack's own scrape configs (raw
+// Prometheus config, additionalScrapeConfigs) over the agents' http_sd:
+// agent-targets and, when the API speaks https, agent-api for the node
+// monitors served over it, as on bare metal (stackconfig.JobAgentAPI).
+func (in Input) scrapeConfigs() []any {
+	sd := map[string]any{
+		"url":              in.serviceURL("/sd/http"),
+		"refresh_interval": model.Duration(in.Prometheus.FileSDRefreshInterval).String(),
+	}
+	targets := map[string]any{"job_name": stackconfig.JobTargets, "http_sd_configs": []any{sd}}
+	if in.CASecret == "" {
+		return []any{targets}
+	}
+	sd["tls_config"] = map[string]any{"ca_file": in.caFile()}
+	rule := func(action string) []any {
+		return []any{map[string]any{"source_labels": stackconfig.AgentAPILabels, "regex": stackconfig.AgentAPITLS, "action": action}}
+	}
+	targets["relabel_configs"] = rule("drop")
+	return []any{targets, map[string]any{
+		"job_name":        stackconfig.JobAgentAPI,
+		"http_sd_configs": []any{sd},
+		// Targets are pod addresses; the certificate names the Service.
+		"tls_config":      map[string]any{"ca_file": in.caFile(), "server_name": in.ServerName()},
+		"relabel_configs": rule("keep"),
+	}}
 }
 
 // commonLabels are the labels the agent asks every chart to put on its
@@ -88,13 +134,10 @@ func MetricsValues(in Input) (map[string]any, error) {
 		// Select the apps' PodMonitors, whatever release made them.
 		"podMonitorSelectorNilUsesHelmValues":     false,
 		"serviceMonitorSelectorNilUsesHelmValues": false,
-		"additionalScrapeConfigs": []any{map[string]any{
-			"job_name": "agent-targets",
-			"http_sd_configs": []any{map[string]any{
-				"url":              in.serviceURL("/sd/http"),
-				"refresh_interval": model.Duration(in.Prometheus.FileSDRefreshInterval).String(),
-			}},
-		}},
+		"additionalScrapeConfigs":                 in.scrapeConfigs(),
+	}
+	if in.CASecret != "" {
+		spec["secrets"] = []any{in.CASecret}
 	}
 	if in.Relay {
 		rw := map[string]any{"url": in.serviceURL("/api/v1/write")}
@@ -103,6 +146,9 @@ func MetricsValues(in Input) (map[string]any, error) {
 				"type":        "Bearer",
 				"credentials": map[string]any{"name": in.TokenSecret, "key": "token"},
 			}
+		}
+		if in.CASecret != "" {
+			rw["tlsConfig"] = map[string]any{"ca": map[string]any{"secret": map[string]any{"name": in.CASecret, "key": "ca.crt"}}}
 		}
 		spec["remoteWrite"] = []any{rw}
 	}

@@ -99,6 +99,14 @@ func TestValuesGolden(t *testing.T) {
 	golden(t, "app-image.yaml", AppValues(in, goldenApp(), true))
 	golden(t, "app-chart.yaml", ChartAppValues(in, goldenApp(), true))
 
+	tlsIn := in
+	tlsIn.CASecret = "agent-ca"
+	metrics, err = MetricsValues(tlsIn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "kube-prometheus-stack-tls.yaml", metrics)
+
 	noRelay := in
 	noRelay.Relay, noRelay.TokenSecret = false, ""
 	metrics, err = MetricsValues(noRelay)
@@ -180,5 +188,38 @@ func TestAppChartLintsAndRenders(t *testing.T) {
 	}
 	for _, e := range res.Errors {
 		t.Errorf("helm lint error: %v", e)
+	}
+}
+
+// The metrics stack's own scrape configs are raw Prometheus config: the
+// real promtool of Prometheus 2.42 (Debian) and 3.16 (testbin) check
+// them, with the agents' API on http and on https (the CA from the
+// Secret the operator mounts, the Service's name for every pod).
+func TestMetricsScrapeConfigsPromtool(t *testing.T) {
+	promtools := []string{
+		processtest.LookPath(t, "promtool", "apt-get install prometheus"),
+		processtest.Testbin(t, "prometheus3", "promtool"),
+	}
+	for _, caSecret := range []string{"", "agent-ca"} {
+		in := goldenInput()
+		in.CASecret = caSecret
+		v, err := MetricsValues(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := yaml.Marshal(map[string]any{"scrape_configs": dig(v, "prometheus", "prometheusSpec", "additionalScrapeConfigs")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "prometheus.yml")
+		if err := os.WriteFile(file, cfg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, promtool := range promtools {
+			out, err := exec.Command(promtool, "check", "config", "--syntax-only", file).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "SUCCESS") || strings.Contains(string(out), "WARNING") {
+				t.Fatalf("CA secret %q: %s check config: %v\n%s\n%s", caSecret, promtool, err, out, cfg)
+			}
+		}
 	}
 }

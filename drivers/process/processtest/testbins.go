@@ -52,6 +52,22 @@ func Testbin(t testing.TB, name, bin string) string {
 	return path
 }
 
+// LookPath returns the path of a program from a Debian package (install
+// says how to get it): a missing one fails the test when CI=true and
+// skips it otherwise.
+func LookPath(t testing.TB, name, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found (CI=true): %s", name, install)
+	}
+	t.Skipf("%s not found: %s", name, install)
+	return ""
+}
+
 // repoRoot is the folder of the agent's go.mod, found from the test's
 // working directory (its package folder).
 func repoRoot(t testing.TB) string {

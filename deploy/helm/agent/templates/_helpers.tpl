@@ -53,3 +53,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end }}
 
+
+{{/* The Secret whose ca.crt signed the API certificate (api.tls). */}}
+{{- define "agent.caSecret" -}}
+{{- .Values.api.tls.caSecretName | default .Values.api.tls.secretName }}
+{{- end }}

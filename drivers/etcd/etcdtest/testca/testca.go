@@ -57,19 +57,20 @@ func New(t testing.TB) *CA {
 	return ca
 }
 
-// Issue writes a certificate for name, valid for 127.0.0.1, ::1 and
-// localhost with both the server and the client use (an etcd member shows
-// its certificate to the other members as a client), and its key.
-func (ca *CA) Issue(t testing.TB, name string) (certFile, keyFile string) {
+// Issue writes a certificate for name, valid for 127.0.0.1, ::1,
+// localhost and dnsNames with both the server and the client use (an etcd
+// member shows its certificate to the other members as a client), and its
+// key.
+func (ca *CA) Issue(t testing.TB, name string, dnsNames ...string) (certFile, keyFile string) {
 	t.Helper()
 	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+"-key.pem")
-	ca.IssueTo(t, name, certFile, keyFile)
+	ca.IssueTo(t, name, certFile, keyFile, dnsNames...)
 	return certFile, keyFile
 }
 
 // IssueTo is Issue into the files given, written over in place (the
 // certificate first), as a renewal would be.
-func (ca *CA) IssueTo(t testing.TB, name, certFile, keyFile string) {
+func (ca *CA) IssueTo(t testing.TB, name, certFile, keyFile string, dnsNames ...string) {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -80,7 +81,7 @@ func (ca *CA) IssueTo(t testing.TB, name, certFile, keyFile string) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, dnsNames...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
