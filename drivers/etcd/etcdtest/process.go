@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentproj/agent/drivers/process/processtest"
 )
 
 // RequireBinary returns the path of a program a test needs. When it is
@@ -15,15 +17,7 @@ import (
 // Debian package that provides it.
 func RequireBinary(t testing.TB, name, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is missing (CI=true): apt-get install %s", name, pkg)
-	}
-	t.Skipf("%s is missing: apt-get install %s to run this test", name, pkg)
-	return ""
+	return processtest.LookPath(t, name, "apt-get install "+pkg)
 }
 
 // StartProcess runs the Debian etcd binary on free loopback ports, with its

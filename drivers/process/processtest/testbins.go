@@ -62,9 +62,9 @@ func LookPath(t testing.TB, name, install string) string {
 		return path
 	}
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (CI=true): %s", name, install)
+		t.Fatalf("%s is missing (CI=true): %s", name, install)
 	}
-	t.Skipf("%s not found: %s", name, install)
+	t.Skipf("%s is missing: %s to run this test", name, install)
 	return ""
 }
 
