@@ -19,16 +19,18 @@ import (
 )
 
 // apiClient is how a command reaches an agent's API (status, targets,
-// apps, plugins, top): the --api and --api-ca-file flags, and the HTTP
-// client they make. The commands keep their own timeouts, as contexts.
+// apps, plugins, top): the --api, --api-ca-file and --api-server-name
+// flags, and the HTTP client they make. The commands keep their own
+// timeouts, as contexts.
 type apiClient struct {
-	url    string // --api
-	caFile string // --api-ca-file
-	hc     *http.Client
-	base   *url.URL // url, parsed by check
+	url        string // --api
+	caFile     string // --api-ca-file
+	serverName string // --api-server-name
+	hc         *http.Client
+	base       *url.URL // url, parsed by check
 }
 
-// addFlags adds --api and --api-ca-file to f. apiHelp is the command's
+// addFlags adds --api, --api-ca-file and --api-server-name to f. apiHelp is the command's
 // own description of --api; note, when not empty, ends both flags' help
 // (as "; ignored when --etcd is given" does for status and targets).
 func (a *apiClient) addFlags(f *pflag.FlagSet, apiHelp, note string) {
@@ -36,6 +38,8 @@ func (a *apiClient) addFlags(f *pflag.FlagSet, apiHelp, note string) {
 		apiHelp+", http:// or https:// (env AGENT_API)"+note)
 	f.StringVar(&a.caFile, "api-ca-file", os.Getenv("AGENT_API_CA_FILE"),
 		"PEM file of the CA that signed the agent's API certificate, trusted instead of the system's CAs for an https:// --api (env AGENT_API_CA_FILE)"+note)
+	f.StringVar(&a.serverName, "api-server-name", os.Getenv("AGENT_API_SERVER_NAME"),
+		"name to check the agent's certificate against instead of --api's host, for an agent reached by another address (in Kubernetes its certificate names the Service: <service>.<namespace>.svc) (env AGENT_API_SERVER_NAME)"+note)
 }
 
 // check validates the flags and builds the client, once. A bad flag is a
@@ -48,13 +52,19 @@ func (a *apiClient) check() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return exitCode{2, fmt.Errorf("--api: must be an http:// or https:// URL with a host, got %q", a.url)}
 	}
+	if a.serverName != "" && u.Scheme != "https" {
+		return exitCode{2, fmt.Errorf("--api-server-name: only for an https:// --api, got --api %q", a.url)}
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if a.caFile != "" || a.serverName != "" {
+		tr.TLSClientConfig = &tls.Config{ServerName: a.serverName, MinVersion: tls.VersionTLS12}
+	}
 	if a.caFile != "" {
 		pool, err := stackconfig.CAPool(a.caFile)
 		if err != nil {
 			return exitCode{2, fmt.Errorf("--api-ca-file: %w", err)}
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
 	}
 	a.base, a.hc = u, &http.Client{Transport: tr}
 	return nil
@@ -110,8 +120,10 @@ func (a *apiClient) explain(err error) error {
 		return fmt.Errorf("ask agent at %s: its certificate is not signed by a CA this system trusts; give the CA that signed it with --api-ca-file (%w)", a.url, unknownCA)
 	case errors.As(err, &unknownCA):
 		return fmt.Errorf("ask agent at %s: its certificate is not signed by the CA in --api-ca-file %s (%w)", a.url, a.caFile, unknownCA)
+	case errors.As(err, &hostErr) && a.serverName != "":
+		return fmt.Errorf("ask agent at %s: its certificate is not for --api-server-name %s (%w)", a.url, a.serverName, hostErr)
 	case errors.As(err, &hostErr):
-		return fmt.Errorf("ask agent at %s: its certificate is not for this address (%w)", a.url, hostErr)
+		return fmt.Errorf("ask agent at %s: its certificate is not for this address; if it has another name (in Kubernetes, the Service's), give it with --api-server-name (%w)", a.url, hostErr)
 	case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, &recErr):
 		return fmt.Errorf("ask agent at %s: the agent answers plain http, not https: use --api %s, or give the agent a certificate (api.cert_file, api.key_file)", a.url, a.withScheme("http"))
 	}

@@ -38,7 +38,7 @@ func agentAPIStandIn(t *testing.T, ca *testca.CA) *httptest.Server {
 	if ca == nil {
 		srv.Start()
 	} else {
-		certFile, keyFile := ca.Issue(t, "agent-api")
+		certFile, keyFile := ca.Issue(t, "agent-api", "agent.agents.svc")
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			t.Fatal(err)
@@ -81,6 +81,11 @@ func TestAPIClientTLS(t *testing.T) {
 			"ask agent at " + tlsAPI + ": its certificate is not signed by the CA in --api-ca-file " + otherCA.CertFile + " (x509: certificate signed by unknown authority"},
 		{"http to a TLS agent", []string{"--api", "http://" + tlsHost + "/", "--api-ca-file", ca.CertFile},
 			"ask agent at http://" + tlsHost + "/: the agent speaks https: use --api https://" + tlsHost},
+		// The certificate checked against another name than --api's host
+		// (in Kubernetes, the Service's): one it has, one it has not.
+		{"https with --api-server-name", []string{"--api", tlsAPI, "--api-ca-file", ca.CertFile, "--api-server-name", "agent.agents.svc"}, ""},
+		{"https with a wrong --api-server-name", []string{"--api", tlsAPI, "--api-ca-file", ca.CertFile, "--api-server-name", "agent.other.svc"},
+			"ask agent at " + tlsAPI + ": its certificate is not for --api-server-name agent.other.svc (x509: certificate is valid for"},
 		{"https to a plain agent", []string{"--api", "https://" + plainHost, "--api-ca-file", ca.CertFile},
 			"ask agent at https://" + plainHost + ": the agent answers plain http, not https: use --api http://" + plainHost + ", or give the agent a certificate (api.cert_file, api.key_file)"},
 	} {
@@ -128,6 +133,7 @@ func TestAPIClientFlagErrors(t *testing.T) {
 		{"host:port", []string{"--api", "127.0.0.1:9464"}, `--api: must be an http:// or https:// URL with a host, got "127.0.0.1:9464"`},
 		{"other scheme", []string{"--api", "ftp://127.0.0.1:9464"}, `--api: must be an http:// or https:// URL with a host, got "ftp://127.0.0.1:9464"`},
 		{"no host", []string{"--api", "https:///api"}, `--api: must be an http:// or https:// URL with a host, got "https:///api"`},
+		{"server name over http", []string{"--api", "http://127.0.0.1:9", "--api-server-name", "agent.agents.svc"}, `--api-server-name: only for an https:// --api, got --api "http://127.0.0.1:9"`},
 	} {
 		for _, command := range [][]string{{"status"}, {"apps", "list"}, {"top", "--count", "1"}} {
 			t.Run(tc.name+"/"+command[0], func(t *testing.T) {
@@ -152,7 +158,7 @@ func TestAPIClientExplain(t *testing.T) {
 		want string
 	}{
 		{&url.Error{Op: "Get", URL: "https://node2.example:9464/api/v1/status", Err: &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: cert, Host: "node2.example"}}},
-			"ask agent at https://node2.example:9464: its certificate is not for this address (x509: certificate is valid for node1.example, not node2.example)"},
+			"ask agent at https://node2.example:9464: its certificate is not for this address; if it has another name (in Kubernetes, the Service's), give it with --api-server-name (x509: certificate is valid for node1.example, not node2.example)"},
 		// Not TLS, and not an HTTP answer either (Go's client turns one of
 		// those into http.ErrSchemeMismatch, which the commands test above).
 		{&url.Error{Op: "Get", URL: "https://node2.example:9464/api/v1/status", Err: tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}},
