@@ -172,8 +172,12 @@ func runJoin(cfg *stackconfig.Config, reload func() (*stackconfig.Config, error)
 				return etcd.RecordGrowth(ctx, cli, cfg.Etcd.Prefix, growth(cfg), log)
 			})
 		}
+		// Every 5 s (other agents: every 30 s): a founder that dies
+		// before it has kept the members has no one to ask at its next
+		// start, so it keeps them soon after the etcd grows. Two reads
+		// of its own member per look.
 		goRest(func(ctx context.Context) error {
-			return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, endpointsFile, 30*time.Second, log)
+			return etcd.SyncEndpoints(ctx, cli, cfg.Etcd.Prefix, endpointsFile, 5*time.Second, log)
 		})
 	} else {
 		goRest(etcd.Grower{Client: cli, Prefix: cfg.Etcd.Prefix, Member: member, Logger: log, EndpointsFile: endpointsFile}.Run)
