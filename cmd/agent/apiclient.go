@@ -30,9 +30,10 @@ type apiClient struct {
 	base       *url.URL // url, parsed by check
 }
 
-// addFlags adds --api, --api-ca-file and --api-server-name to f. apiHelp is the command's
-// own description of --api; note, when not empty, ends both flags' help
-// (as "; ignored when --etcd is given" does for status and targets).
+// addFlags adds --api, --api-ca-file and --api-server-name to f. apiHelp
+// is the command's own description of --api; note, when not empty, ends
+// each flag's help (as "; ignored when --etcd is given" does for status
+// and targets).
 func (a *apiClient) addFlags(f *pflag.FlagSet, apiHelp, note string) {
 	f.StringVar(&a.url, "api", envOr("AGENT_API", "http://127.0.0.1:9464"),
 		apiHelp+", http:// or https:// (env AGENT_API)"+note)
