@@ -19,7 +19,7 @@ a one-node cluster.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newJoinCmd(), newStatusCmd(), newTargetsCmd(), newAppsCmd(), newPluginsCmd(), newTopCmd(), newVersionCmd())
+	root.AddCommand(newJoinCmd(), newCheckCmd(), newStatusCmd(), newTargetsCmd(), newAppsCmd(), newPluginsCmd(), newTopCmd(), newVersionCmd())
 	return root
 }
 

@@ -93,7 +93,7 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		if err != nil {
 			return nil, err
 		}
-		relayURL = cfg.API.Scheme() + "://" + cfg.AdvertiseAddr() + "/api/v1/write"
+		relayURL = relayURLOf(cfg)
 		p.relay = rel.Run
 		p.onReload(func(next *stackconfig.Config) {
 			rel.Reload(next.Relay.WithAgentDefaults(cfg.Cluster, cfg.DataDir))
@@ -225,12 +225,9 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		return nil, none, nil, nil, err
 	}
 
-	stackDir := filepath.Join(cfg.DataDir, "stack")
-	csCfg := clusterstack.Config{
-		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, AgentCAFile: cfg.API.CAFile, Host: host,
-		Targets: targets,
-	}
+	csCfg, nsCfg := hostStackConfigs(cfg, driver.Name(), filepath.Join(cfg.DataDir, "stack"), relayURL)
+	csCfg.Targets = targets
+	nsCfg.ContainerLogs = containerLogs(ctx, driver, log)
 	cluster, err := clusterstack.New(csCfg, driver, log.With("component", "cluster-stack"), reg)
 	if err != nil {
 		return nil, none, nil, nil, err
@@ -246,10 +243,7 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 		{Name: "collectors", Duty: collectors.NewPublisher(keys, clusterstack.URLs(csCfg), log.With("component", "collectors"))},
 	}
 
-	nodeStack, err := nodestack.New(nodestack.Config{
-		Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver.Name(), Stack: cfg.Stack, Manager: cfg.Manager,
-		Dir: stackDir, Host: host, DockerSocket: dockerSocket(), ContainerLogs: containerLogs(ctx, driver, log),
-	}, driver, targets, log.With("component", "node-stack"), reg)
+	nodeStack, err := nodestack.New(nsCfg, driver, targets, log.With("component", "node-stack"), reg)
 	if err != nil {
 		return nil, none, nil, nil, err
 	}
@@ -282,6 +276,25 @@ func wireHostStack(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.C
 
 	sources := slave.StatusSources{Stack: []func() []workload.State{nodeStack.States, cluster.States}}
 	return duties, sources, []slave.SessionWorker{appRec}, driver, nil
+}
+
+// relayURLOf is the relay's URL on this agent's advertised API.
+func relayURLOf(cfg *stackconfig.Config) string {
+	return cfg.API.Scheme() + "://" + cfg.AdvertiseAddr() + "/api/v1/write"
+}
+
+// hostStackConfigs are what the cluster stack (when master) and the node
+// stack of a host are made from, their configs rendered under dir, with
+// Prometheus writing to relayURL ("" for none).
+func hostStackConfigs(cfg *stackconfig.Config, driver, dir, relayURL string) (clusterstack.Config, nodestack.Config) {
+	host := hostOf(cfg.AdvertiseAddr())
+	return clusterstack.Config{
+			Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver, Stack: cfg.Stack, Manager: cfg.Manager,
+			Dir: dir, SDDir: cfg.SDPath(), RelayURL: relayURL, RelayTokenFile: cfg.API.TokenFile, AgentCAFile: cfg.API.CAFile, Host: host,
+		}, nodestack.Config{
+			Node: cfg.Node, Cluster: cfg.Cluster, Driver: driver, Stack: cfg.Stack, Manager: cfg.Manager,
+			Dir: dir, Host: host, DockerSocket: dockerSocket(),
+		}
 }
 
 // newMonitor builds the node monitor; containers are listed through the

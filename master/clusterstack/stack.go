@@ -257,6 +257,14 @@ func (s *Stack) specs() ([]workload.Spec, []string, error) {
 	return specs, reload, nil
 }
 
+// Render writes the cluster stack's configs into cfg.Dir as the master's
+// duty does and returns its workloads (agent check); a Jaeger collector
+// that would not start is logged on log.
+func Render(cfg Config, log *slog.Logger) ([]workload.Spec, error) {
+	specs, _, err := (&Stack{cfg: cfg, log: log}).specs()
+	return specs, err
+}
+
 // jaeger returns the collector's spec, or nil when there is nowhere to send
 // traces, and whether its config file was rewritten.
 func (s *Stack) jaeger() (*workload.Spec, bool, error) {

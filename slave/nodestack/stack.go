@@ -131,9 +131,30 @@ func (s *Stack) apply(ctx context.Context) {
 	if r, ok := s.next.Take(); ok { // s.cfg is Run's own
 		s.cfg.Stack, s.cfg.Manager = r.stack, r.manager
 	}
-	var specs []workload.Spec
-	var reload []string
-	targets := map[string]etcd.TargetGroup{}
+	specs, reload, targets := s.build()
+	s.targets.Set("stack", targets)
+	// The configs are written: a workload started from now on reads them.
+	changedAt := time.Now()
+	if err := s.sup.Set(specs); err != nil {
+		s.log.Error("node stack rejected", "err", err)
+		return
+	}
+	// Only this stack's own running workloads are signalled (the
+	// Supervisor checks their labels and spec), once ready (their
+	// Spec.Ready probe); with the none driver, nothing is. The Supervisor
+	// logs each reload.
+	for _, name := range reload {
+		if err := s.sup.Reload(name, syscall.SIGHUP, changedAt); err != nil {
+			s.log.Warn("reload", "workload", name, "err", err)
+		}
+	}
+}
+
+// build writes the stack's configs into Dir and returns its workloads,
+// the names of those whose config changed and its scrape targets; a
+// component that cannot start is logged (once per problem) and left out.
+func (s *Stack) build() (specs []workload.Spec, reload []string, targets map[string]etcd.TargetGroup) {
+	targets = map[string]etcd.TargetGroup{}
 	add := func(component string, spec *workload.Spec, changed bool, err error) {
 		if err != nil {
 			s.warnOnce(component, err.Error())
@@ -164,22 +185,17 @@ func (s *Stack) apply(ctx context.Context) {
 	if len(targets) == 0 {
 		targets = nil
 	}
-	s.targets.Set("stack", targets)
-	// The configs are written: a workload started from now on reads them.
-	changedAt := time.Now()
-	if err := s.sup.Set(specs); err != nil {
-		s.log.Error("node stack rejected", "err", err)
-		return
-	}
-	// Only this stack's own running workloads are signalled (the
-	// Supervisor checks their labels and spec), once ready (their
-	// Spec.Ready probe); with the none driver, nothing is. The Supervisor
-	// logs each reload.
-	for _, name := range reload {
-		if err := s.sup.Reload(name, syscall.SIGHUP, changedAt); err != nil {
-			s.log.Warn("reload", "workload", name, "err", err)
-		}
-	}
+	return specs, reload, targets
+}
+
+// Render writes the node stack's configs into cfg.Dir as the running stack
+// does, with collector as the Jaeger collector's OTLP URL that etcd would
+// publish, and returns its workloads (agent check); a component that
+// would not start is logged on log.
+func Render(cfg Config, collector string, log *slog.Logger) []workload.Spec {
+	s := &Stack{cfg: cfg, log: log, collector: collector, warned: map[string]string{}}
+	specs, _, _ := s.build()
+	return specs
 }
 
 func (s *Stack) warnOnce(component, problem string) {
