@@ -35,7 +35,8 @@ On a host (stack.driver docker, process or none) it then renders what this
 agent would run: the node stack (node_exporter, the log shipper, the trace
 agent) and, as master, the cluster stack (Prometheus with its rules, the
 Jaeger collector), into --render (default: a temporary folder, removed
-after), and lists each workload and file. A component that would not start
+after), and lists each workload and file. In Kubernetes mode it renders the
+values the master gives the metrics, logs and traces releases. A component that would not start
 (no manager.logs_url, say) is reported as the running agent would log it. It
 contacts nothing but, when stack.driver is empty, the local Docker engine, to
 pick the driver as join does; it needs no etcd.
@@ -84,12 +85,6 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		relayURL = relayURLOf(cfg)
 		fmt.Fprintf(out, "relay: %s, to %d upstream(s)\n", relayURL, len(cfg.Relay.Upstream))
 	}
-	if kubernetesMode(cfg) {
-		fmt.Fprintln(out, "stack: Kubernetes mode (stack.driver helm): the master renders the releases' values at start; see helm get values")
-		return nil
-	}
-
-	driver, why := checkDriver(ctx, cfg)
 	dir := renderDir
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "agent-check")
@@ -101,6 +96,17 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return exitCode{2, fmt.Errorf("--render: %w", err)}
 	}
+	if kubernetesMode(cfg) {
+		files, err := renderKubernetes(cfg, dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "stack: Kubernetes mode, the releases' values rendered into %s\n", dir)
+		printFiles(out, files)
+		return nil
+	}
+
+	driver, why := checkDriver(ctx, cfg)
 	// What the running agent would log as a warning is listed at the end.
 	var warnings bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&warnings, &slog.HandlerOptions{
@@ -133,10 +139,7 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "rendered files:\n")
-	for _, f := range files {
-		fmt.Fprintf(out, "  %s\n", f)
-	}
+	printFiles(out, files)
 	if warnings.Len() > 0 {
 		fmt.Fprintf(out, "would not start (the running agent logs these as warnings):\n")
 		for line := range strings.Lines(warnings.String()) {
@@ -159,6 +162,14 @@ func checkDriver(ctx context.Context, cfg *stackconfig.Config) (name, why string
 	}
 	_ = d.Close()
 	return "docker", " (stack.driver empty: the Docker engine answers)"
+}
+
+// printFiles lists the files rendered.
+func printFiles(out io.Writer, files []string) {
+	fmt.Fprintf(out, "rendered files:\n")
+	for _, f := range files {
+		fmt.Fprintf(out, "  %s\n", f)
+	}
 }
 
 // printSpecs lists workloads: name, what runs and its arguments.

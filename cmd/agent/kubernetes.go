@@ -21,6 +21,7 @@ import (
 	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/slave/monitor/kubepods"
 	"github.com/agentproj/agent/stackconfig"
+	"sigs.k8s.io/yaml"
 )
 
 // kubernetes is the helm driver and the settings Kubernetes mode resolves
@@ -36,28 +37,9 @@ type kubernetes struct {
 // kubeconfig it fails with a message that says so (exit 2: a
 // configuration error, nothing to retry).
 func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (*kubernetes, error) {
-	h := cfg.Stack.Helm
-	if h.Namespace == "" {
-		h.Namespace = state.PodNamespace()
-	}
-	if h.Namespace == "" {
-		h.Namespace = "default"
-	}
-	if h.PodName == "" {
-		h.PodName = os.Getenv("POD_NAME")
-	}
-	if h.ChartCache == "" {
-		h.ChartCache = filepath.Join(cfg.DataDir, "charts")
-	}
-	if cfg.API.TLS() {
-		// The metrics stack needs the CA from a Secret, and checks every
-		// agent's certificate against the Service's name.
-		if h.CASecret == "" {
-			return nil, exitCode{2, fmt.Errorf("stack.helm.ca_secret: required when the API serves TLS (api.cert_file %q) in Kubernetes mode: the Secret (key ca.crt) that holds api.ca_file's CA, for the metrics stack", cfg.API.CertFile)}
-		}
-		if err := cfg.API.VerifyServerName(k8sValues(cfg, h).ServerName()); err != nil {
-			return nil, exitCode{2, err}
-		}
+	h, err := resolveHelm(cfg)
+	if err != nil {
+		return nil, err
 	}
 	c, err := helm.New(ctx, helm.Config{
 		Kubeconfig: h.Kubeconfig, Namespace: h.Namespace, Timeout: h.Timeout,
@@ -86,6 +68,72 @@ func openKubernetes(ctx context.Context, cfg *stackconfig.Config, log *slog.Logg
 		log.Warn("no pod name (POD_NAME, stack.helm.pod_name): this agent's pod is not labelled while master, so the agent Service will not route to it")
 	}
 	return k, nil
+}
+
+// resolveHelm is stack.helm with what the pod says (namespace, pod name)
+// and the defaults filled in, checked against the API's TLS: the metrics
+// stack needs the CA from a Secret, and checks every agent's certificate
+// against the Service's name.
+func resolveHelm(cfg *stackconfig.Config) (stackconfig.Helm, error) {
+	h := cfg.Stack.Helm
+	if h.Namespace == "" {
+		h.Namespace = state.PodNamespace()
+	}
+	if h.Namespace == "" {
+		h.Namespace = "default"
+	}
+	if h.PodName == "" {
+		h.PodName = os.Getenv("POD_NAME")
+	}
+	if h.ChartCache == "" {
+		h.ChartCache = filepath.Join(cfg.DataDir, "charts")
+	}
+	if cfg.API.TLS() {
+		if h.CASecret == "" {
+			return h, exitCode{2, fmt.Errorf("stack.helm.ca_secret: required when the API serves TLS (api.cert_file %q) in Kubernetes mode: the Secret (key ca.crt) that holds api.ca_file's CA, for the metrics stack", cfg.API.CertFile)}
+		}
+		if err := cfg.API.VerifyServerName(k8sValues(cfg, h).ServerName()); err != nil {
+			return h, exitCode{2, err}
+		}
+	}
+	return h, nil
+}
+
+// renderKubernetes writes the values the master gives the metrics, logs
+// and (for an example guid) traces releases into dir, as YAML (agent
+// check), and returns the files written.
+func renderKubernetes(cfg *stackconfig.Config, dir string) ([]string, error) {
+	h, err := resolveHelm(cfg)
+	if err != nil {
+		return nil, err
+	}
+	in := k8sValues(cfg, h)
+	var files []string
+	write := func(name string, v map[string]any, ok bool, err error) error {
+		if err != nil || !ok {
+			return err
+		}
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, name)
+		files = append(files, path)
+		return os.WriteFile(path, b, 0o644)
+	}
+	metrics, err := releases.MetricsValues(in)
+	if err := write("metrics-values.yaml", metrics, h.Metrics.Enabled, err); err != nil {
+		return nil, exitCode{2, err}
+	}
+	logs, ok, err := releases.LogsValues(in)
+	if err := write("logs-values.yaml", logs, ok && h.Logs.Enabled, err); err != nil {
+		return nil, exitCode{2, err}
+	}
+	traces, ok, err := releases.TracesValues(in, "example-guid")
+	if err := write("traces-values-example-guid.yaml", traces, ok && h.Traces.Enabled, err); err != nil {
+		return nil, exitCode{2, err}
+	}
+	return files, nil
 }
 
 // duties are the master duties of Kubernetes mode: the releases, and the

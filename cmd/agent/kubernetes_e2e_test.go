@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -236,7 +237,8 @@ func (f lazy) String() string { return fmt.Sprint(f()) }
 // over https only, and the metrics release it installs is given https
 // URLs, the CA Secret to mount and trust, and the Service's name to check
 // every pod's certificate against. A certificate without that name, or no
-// stack.helm.ca_secret, stops the agent at start as a configuration error.
+// stack.helm.ca_secret, stops the agent at start as a configuration error;
+// agent check says so too, and renders those values without starting.
 func TestKubernetesModeAPIOverTLS(t *testing.T) {
 	api := kubetest.Start(t)
 	k := api.Client(t)
@@ -282,10 +284,28 @@ ca_file = %q
 		return startKubeAgent(t, startEtcd(t), "n1", "2s", "--driver", "helm", "--config", cfg)
 	}
 
+	// agent check says the same without starting, and renders the
+	// metrics release's values.
+	check := func(cfg, render string) (string, error) {
+		out, err := exec.Command(kubeAgentBinary(t), "check", "--config", cfg, "--node", "n1", "--driver", "helm",
+			"--data-dir", t.TempDir(), "--render", render).CombinedOutput()
+		return string(out), err
+	}
+	render := t.TempDir()
+	if out, err := check(config(cert, key, "agent-api-ca"), render); err != nil || !strings.Contains(out, filepath.Join(render, "metrics-values.yaml")) {
+		t.Fatalf("agent check: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(render, "metrics-values.yaml")); err != nil || !bytes.Contains(b, []byte("url: https://agent.agents.svc:9464/api/v1/write")) {
+		t.Fatalf("agent check rendered no https remote-write (%v):\n%s", err, b)
+	}
 	for _, bad := range []struct{ name, cfg, want string }{
 		{"certificate for another Service", config(wrong, wrongKey, "agent-api-ca"), `is not valid for agent.agents.svc`},
 		{"no CA Secret", config(cert, key, ""), "stack.helm.ca_secret: required when the API serves TLS"},
 	} {
+		var ee *exec.ExitError
+		if out, err := check(bad.cfg, t.TempDir()); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, bad.want) {
+			t.Fatalf("agent check, %s: %v, want exit code 2 and %q:\n%s", bad.name, err, bad.want, out)
+		}
 		a := start(bad.cfg)
 		code, err := a.wait(30 * time.Second)
 		if err != nil {

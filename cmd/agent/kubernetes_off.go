@@ -29,6 +29,11 @@ func openKubernetes(context.Context, *stackconfig.Config, *slog.Logger) (*kubern
 	return nil, exitCode{2, errNoKubernetes}
 }
 
+// renderKubernetes cannot render the releases' values in the host build.
+func renderKubernetes(*stackconfig.Config, string) ([]string, error) {
+	return nil, exitCode{2, errNoKubernetes}
+}
+
 func (*kubernetes) duties(*clientv3.Client, *stackconfig.Config, etcd.Keys, *slog.Logger, prometheus.Registerer) master.Duties {
 	return nil
 }
