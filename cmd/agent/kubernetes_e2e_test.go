@@ -19,6 +19,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sclient "k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentproj/agent/drivers/etcd"
@@ -29,6 +30,18 @@ import (
 	"github.com/agentproj/agent/master/releases"
 	"github.com/agentproj/agent/stackconfig"
 )
+
+// kubeWithNamespace starts a kube-apiserver (stopped when the test ends)
+// holding namespace ns.
+func kubeWithNamespace(t *testing.T, ns string) (*kubetest.API, k8sclient.Interface) {
+	t.Helper()
+	api := kubetest.Start(t)
+	k := api.Client(t)
+	if _, err := k.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return api, k
+}
 
 // Outside a cluster, `--driver helm` without a kubeconfig stops at once
 // with a message that says what is missing, as a configuration error.
@@ -69,13 +82,9 @@ func TestHostBuildRefusesKubernetesMode(t *testing.T) {
 // every release (same revisions) and its pod gets the label; the killed
 // agent, started again, clears the label its crash left.
 func TestKubernetesModeFailover(t *testing.T) {
-	api := kubetest.Start(t)
-	k := api.Client(t)
-	ctx := context.Background()
 	const ns = "agents"
-	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	api, k := kubeWithNamespace(t, ns)
+	ctx := context.Background()
 	if _, err := k.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -240,13 +249,9 @@ func (f lazy) String() string { return fmt.Sprint(f()) }
 // stack.helm.ca_secret, stops the agent at start as a configuration error;
 // agent check says so too, and renders those values without starting.
 func TestKubernetesModeAPIOverTLS(t *testing.T) {
-	api := kubetest.Start(t)
-	k := api.Client(t)
-	ctx := context.Background()
 	const ns = "agents"
-	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	api, k := kubeWithNamespace(t, ns)
+	ctx := context.Background()
 	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent-api", "agent."+ns+".svc")
 	wrong, wrongKey := ca.Issue(t, "elsewhere", "agent.other.svc")
