@@ -106,7 +106,7 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		return nil
 	}
 
-	driver, why := checkDriver(ctx, cfg)
+	driver, why, logGlob := checkDriver(ctx, cfg)
 	// What the running agent would log as a warning is listed at the end.
 	var warnings bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&warnings, &slog.HandlerOptions{
@@ -119,6 +119,7 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		},
 	}))
 	csCfg, nsCfg := hostStackConfigs(cfg, driver, dir, relayURL)
+	nsCfg.ContainerLogs = logGlob
 	fmt.Fprintf(out, "stack: driver %s%s, configs rendered into %s\n", driver, why, dir)
 	// The trace agent sends to the collector this host would publish as
 	// master (collectors/<name> in etcd).
@@ -151,17 +152,25 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 
 // checkDriver is the workload driver join would open: stack.driver, or
 // when empty docker if the local engine answers, else process; why says
-// which, for an empty one.
-func checkDriver(ctx context.Context, cfg *stackconfig.Config) (name, why string) {
-	if cfg.Stack.Driver != "" {
-		return cfg.Stack.Driver, ""
+// which, for an empty one. With docker, logGlob is where the engine keeps
+// the containers' logs, as join reads it (empty when it does not answer).
+func checkDriver(ctx context.Context, cfg *stackconfig.Config) (name, why, logGlob string) {
+	if cfg.Stack.Driver != "" && cfg.Stack.Driver != "docker" {
+		return cfg.Stack.Driver, "", ""
 	}
 	d, err := docker.New(ctx, docker.WithPingTimeout(2*time.Second))
-	if err != nil {
-		return "process", " (stack.driver empty: no Docker engine answers)"
+	switch {
+	case err != nil && cfg.Stack.Driver == "docker":
+		return "docker", " (its engine does not answer: " + err.Error() + ")", ""
+	case err != nil:
+		return "process", " (stack.driver empty: no Docker engine answers)", ""
 	}
-	_ = d.Close()
-	return "docker", " (stack.driver empty: the Docker engine answers)"
+	defer d.Close()
+	logGlob, _ = d.ContainerLogGlob(ctx)
+	if cfg.Stack.Driver == "docker" {
+		return "docker", "", logGlob
+	}
+	return "docker", " (stack.driver empty: the Docker engine answers)", logGlob
 }
 
 // printFiles lists the files rendered.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentproj/agent/drivers/docker/dockertest"
 	"github.com/agentproj/agent/drivers/etcd/etcdtest"
 )
 
@@ -114,5 +115,29 @@ func TestCheckReportsProblems(t *testing.T) {
 	}
 	if strings.Contains(out, "agent-jaeger-n1") || strings.Contains(out, "agent-trace-agent-n1") {
 		t.Errorf("components that would not start are listed as workloads:\n%s", out)
+	}
+}
+
+// With stack.driver empty, check picks the driver as join does: docker
+// when the engine answers (a real dockerd here), and then the trace agent
+// ships the containers' logs from where that engine keeps them.
+func TestCheckFindsTheDockerEngine(t *testing.T) {
+	e := dockertest.Start(t)
+	t.Setenv("DOCKER_HOST", e.Host)
+	render := t.TempDir()
+	out, err := runCLI(t, "check", "--node", "n1", "--data-dir", t.TempDir(), "--render", render,
+		"--manager-logs-url", "https://manager.example/logs")
+	if err != nil {
+		t.Fatalf("agent check: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "stack: driver docker (stack.driver empty: the Docker engine answers)") {
+		t.Fatalf("the driver is not docker with an engine answering:\n%s", out)
+	}
+	b, err := os.ReadFile(filepath.Join(render, "trace-agent", "config.yml"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !strings.Contains(string(b), e.Dir) || !strings.Contains(string(b), "-json.log") {
+		t.Fatalf("the trace agent does not read the engine's container logs (under %s):\n%s", e.Dir, b)
 	}
 }
