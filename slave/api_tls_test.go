@@ -28,7 +28,7 @@ func TestAPIServesHTTPS(t *testing.T) {
 	ca := testca.New(t)
 	cert, key := ca.Issue(t, "agent-1")
 	conf := stackconfig.API{CertFile: cert, KeyFile: key, CAFile: ca.CertFile}
-	tlsConf, err := conf.ServerTLS()
+	tlsConf, _, err := conf.ServerTLS()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,17 +80,18 @@ func (a *API) Validate(listen, advertise string) []error {
 	return errs
 }
 
-// ServerTLS is the API's server TLS config, nil without TLS. The
-// certificate is read again when its files change (KeyPairFiles).
-func (a *API) ServerTLS() (*tls.Config, error) {
+// ServerTLS is the API's server TLS config and the key pair it serves, nil
+// without TLS. The certificate is read again when its files change, and
+// the pair can be pointed at other files (KeyPairFiles).
+func (a *API) ServerTLS() (*tls.Config, *KeyPairFiles, error) {
 	if !a.TLS() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pair, err := LoadKeyPair(a.CertFile, a.KeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("api.cert_file: %w", err)
+		return nil, nil, fmt.Errorf("api.cert_file: %w", err)
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.GetCertificate}, nil
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: pair.GetCertificate}, pair, nil
 }
 
 func (a *API) validateTLS(listen, advertise string, bad func(string, ...any)) {

@@ -3,7 +3,10 @@ package stackconfig
 // Reload is the config a running agent applies on SIGHUP when the file
 // now says next: cur with log_level, [[exporters]], [[plugins]] and
 // plugins_dir from next, api.allowed_images and api.max_body_bytes (the
-// apps API, and every app record checked again where it would run),
+// apps API, and every app record checked again where it would run), on a
+// host api.cert_file and api.key_file when the API serves TLS before and
+// after (the next handshake uses them; whether it serves TLS decides the
+// URLs published at start),
 // push.max_body_bytes, [relay] from next unless the relay comes or goes
 // (whether it runs decides the Prometheus config and the URLs published
 // at start), [monitor]'s process groups,
@@ -32,6 +35,9 @@ func Reload(cur, next *Config, stacks bool) Config {
 	out.LogLevel, out.Exporters = next.LogLevel, next.Exporters
 	out.Plugins, out.PluginsDir = next.Plugins, next.PluginsDir
 	out.API.AllowedImages, out.API.MaxBodyBytes = next.API.AllowedImages, next.API.MaxBodyBytes
+	if stacks && cur.API.TLS() && next.API.TLS() {
+		out.API.CertFile, out.API.KeyFile = next.API.CertFile, next.API.KeyFile
+	}
 	out.Push = next.Push
 	if cur.Relay.Enabled() == next.Relay.Enabled() {
 		out.Relay = next.Relay

@@ -85,3 +85,32 @@ func TestReloadKeepsWhatOthersTookAtStart(t *testing.T) {
 		t.Errorf("Kubernetes mode applied stack.helm or the host's node stack: restart keys %v", got)
 	}
 }
+
+// The API's certificate files follow a reload while the API serves TLS
+// before and after, on a host; TLS that comes or goes (the URLs published
+// at start say http or https), and a new CA, wait for a restart.
+func TestReloadAPICertificateFiles(t *testing.T) {
+	cur := DefaultConfig
+	cur.API.CertFile, cur.API.KeyFile, cur.API.CAFile = "/etc/agent/a.pem", "/etc/agent/a-key.pem", "/etc/agent/ca.pem"
+	next := cur
+	next.API.CertFile, next.API.KeyFile, next.API.CAFile = "/etc/agent/b.pem", "/etc/agent/b-key.pem", "/etc/agent/ca2.pem"
+	applied := Reload(&cur, &next, true)
+	if applied.API.CertFile != next.API.CertFile || applied.API.KeyFile != next.API.KeyFile {
+		t.Errorf("new certificate files not applied: %+v", applied.API)
+	}
+	if got := Changed(&applied, &next); !slices.Equal(got, []string{"api.ca_file"}) {
+		t.Errorf("keys left for a restart %v, want [api.ca_file]", got)
+	}
+	if applied = Reload(&cur, &next, false); applied.API.CertFile != cur.API.CertFile {
+		t.Errorf("Kubernetes mode applied new certificate files (the chart's are fixed): %+v", applied.API)
+	}
+
+	plain := cur
+	plain.API.CertFile, plain.API.KeyFile, plain.API.CAFile = "", "", ""
+	for _, tc := range []struct{ from, to Config }{{cur, plain}, {plain, cur}} {
+		applied := Reload(&tc.from, &tc.to, true)
+		if got := Changed(&applied, &tc.to); !slices.Contains(got, "api.cert_file") {
+			t.Errorf("TLS that came or went was applied: restart keys %v", got)
+		}
+	}
+}

@@ -66,6 +66,27 @@ func (k *KeyPairFiles) Get() *tls.Certificate {
 	return k.pair
 }
 
+// Files are the certificate and key files k reads.
+func (k *KeyPairFiles) Files() (certFile, keyFile string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.certFile, k.keyFile
+}
+
+// SetFiles points k at another pair of files (a reload that changed
+// their paths), used from the next handshake on. A pair that does not
+// load is an error, and leaves k as it was.
+func (k *KeyPairFiles) SetFiles(certFile, keyFile string) error {
+	next, err := LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.certFile, k.keyFile, k.pair, k.stamp = certFile, keyFile, next.pair, next.stamp
+	return nil
+}
+
 // GetCertificate is Get in the shape of tls.Config.GetCertificate.
 func (k *KeyPairFiles) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return k.Get(), nil
@@ -77,6 +98,8 @@ func (k *KeyPairFiles) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.C
 	return k.Get(), nil
 }
 
+// stamps are the files' sizes and modification times; k.mu, or k not
+// shared yet.
 func (k *KeyPairFiles) stamps() [2]fileStamp {
 	var s [2]fileStamp
 	for i, f := range []string{k.certFile, k.keyFile} {

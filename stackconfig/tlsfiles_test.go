@@ -43,6 +43,38 @@ func TestKeyPairFilesFollowsRenewal(t *testing.T) {
 	}
 }
 
+// SetFiles points the pair at other files (a reload that named them),
+// and keeps the one it has when they do not load.
+func TestKeyPairFilesSetFiles(t *testing.T) {
+	ca := testca.New(t)
+	cert, key := ca.Issue(t, "agent")
+	other, otherKey := ca.Issue(t, "agent-other")
+	pair, err := stackconfig.LoadKeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := pair.Get().Certificate[0]
+	if err := pair.SetFiles(other, filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Fatal("SetFiles with a missing key: no error")
+	}
+	if c, k := pair.Files(); c != cert || k != key || !bytes.Equal(pair.Get().Certificate[0], first) {
+		t.Fatalf("a pair that does not load replaced the one served: files %s %s", c, k)
+	}
+	if err := pair.SetFiles(other, otherKey); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := stackconfig.LoadKeyPair(other, otherKey)
+	served := pair.Get().Certificate[0]
+	if c, k := pair.Files(); c != other || k != otherKey || !bytes.Equal(served, want.Get().Certificate[0]) {
+		t.Fatalf("the new files are not served: files %s %s", c, k)
+	}
+	// Renewed in place at the new path: followed as before.
+	ca.IssueTo(t, "agent-other-renewed", other, otherKey)
+	if bytes.Equal(pair.Get().Certificate[0], served) {
+		t.Fatal("a renewal at the new path is not taken")
+	}
+}
+
 // The API's certificate must be valid for the advertised address, the one
 // Prometheus and the other agents dial.
 func TestAPICertificateMustNameTheAdvertisedAddress(t *testing.T) {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -77,4 +80,29 @@ func TestAPIOverTLS(t *testing.T) {
 	if out, err := status(); err == nil || !strings.Contains(out, "--api-ca-file") {
 		t.Fatalf("agent status without the CA: %v\n%s\nwant an error naming --api-ca-file", err, out)
 	}
+
+	// SIGHUP with other certificate files: served from the next handshake.
+	next, nextKey := ca.Issue(t, "agent-a-next")
+	want, err := tls.LoadX509KeyPair(next, nextKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toml := strings.Replace(a.toml, fmt.Sprintf("cert_file = %q\nkey_file = %q", cert, key), fmt.Sprintf("cert_file = %q\nkey_file = %q", next, nextKey), 1)
+	if toml == a.toml {
+		t.Fatal("the test's config has no certificate files to replace")
+	}
+	if err := os.WriteFile(a.config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.signal(syscall.SIGHUP)
+	served := func() []byte {
+		conn, err := tls.Dial("tcp", a.api, &tls.Config{RootCAs: pool})
+		if err != nil {
+			return nil
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	etcdtest.Eventually(t, 30*time.Second, func() bool { return bytes.Equal(served(), want.Certificate[0]) },
+		"the certificate of the reloaded files is not served")
 }

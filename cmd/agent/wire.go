@@ -66,9 +66,12 @@ func wire(ctx context.Context, cfg *stackconfig.Config, cli *clientv3.Client, lo
 		}
 	}
 
-	apiTLS, err := cfg.API.ServerTLS()
+	apiTLS, apiPair, err := cfg.API.ServerTLS()
 	if err != nil {
 		return nil, exitCode{2, err}
+	}
+	if apiPair != nil {
+		p.onReload(func(next *stackconfig.Config) { reloadCertificate(apiPair, next.API, log) })
 	}
 	var kube *kubernetes
 	if kubernetesMode(cfg) {
@@ -336,6 +339,20 @@ func hostOf(addr string) string {
 		return addr
 	}
 	return host
+}
+
+// reloadCertificate points the API's key pair at the files a reload named
+// (stackconfig.Reload), if they changed; a pair that does not load keeps
+// the one served.
+func reloadCertificate(pair *stackconfig.KeyPairFiles, next stackconfig.API, log *slog.Logger) {
+	if cert, key := pair.Files(); next.CertFile == "" || next.CertFile == cert && next.KeyFile == key {
+		return
+	}
+	if err := pair.SetFiles(next.CertFile, next.KeyFile); err != nil {
+		log.Error("api.cert_file: the reloaded certificate does not load, keeping the one served", "cert_file", next.CertFile, "key_file", next.KeyFile, "err", err)
+		return
+	}
+	log.Info("api certificate served from the reloaded files", "cert_file", next.CertFile, "key_file", next.KeyFile)
 }
 
 // reloadToken reads api.token_file again (SIGHUP; a request with another
