@@ -320,6 +320,14 @@ func (d *Driver) wait(cmd *exec.Cmd, p *proc) {
 		code = -1
 	}
 	p.exitCode, p.exited = code, time.Now()
+	// Logged before done is closed: a Remove waiting for it logs after,
+	// and may have deleted the process's files by the time the lock below
+	// is taken.
+	if p.stopping.Load() {
+		d.log.Info("process stopped", "name", p.rec.Name, "pid", p.rec.PID, "exit_code", code)
+	} else {
+		d.log.Warn("process exited", "name", p.rec.Name, "pid", p.rec.PID, "exit_code", code)
+	}
 	close(p.done)
 
 	d.mu.Lock()
@@ -330,11 +338,6 @@ func (d *Driver) wait(cmd *exec.Cmd, p *proc) {
 	p.rec.Exited, p.rec.ExitCode = p.exited, &code
 	if err := d.recordExit(p.rec); err != nil {
 		d.log.Warn("record process exit", "name", p.rec.Name, "err", err)
-	}
-	if p.stopping.Load() {
-		d.log.Info("process stopped", "name", p.rec.Name, "pid", p.rec.PID, "exit_code", code)
-	} else {
-		d.log.Warn("process exited", "name", p.rec.Name, "pid", p.rec.PID, "exit_code", code)
 	}
 }
 

@@ -120,11 +120,14 @@ func TestMovesAppsOfDeadNodeAfterGrace(t *testing.T) {
 	if got := nodeOf(t, cli, "a"); got != "n3" {
 		t.Fatalf("a moved to %s, want n3 (fewest apps)", got)
 	}
+	// The move is counted once its write has succeeded, which the watch
+	// above may see first.
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(p.m.moves) >= 1 }, "the move not counted")
+	// The pinned app stays, and is counted as stranded.
+	etcdtest.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(p.m.stranded) == 1 }, "pinned app not counted as stranded")
 	if got := testutil.ToFloat64(p.m.moves); got != 1 {
 		t.Fatalf("replacements = %v, want 1", got)
 	}
-	// The pinned app stays, and is counted as stranded.
-	etcdtest.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(p.m.stranded) == 1 }, "pinned app not counted as stranded")
 	if got := nodeOf(t, cli, "pinned"); got != "n1" {
 		t.Fatalf("pinned app moved to %s", got)
 	}
