@@ -47,7 +47,7 @@ a reload would reject.`,
   agent check --config /etc/agent/agent.toml --listen 0.0.0.0:9464
 
   # keep the rendered configs to read them
-  agent check --config /etc/agent/agent.toml --render /tmp/agent-stack`,
+  agent check --config /etc/agent/agent.toml --render /tmp/agent-stack (a new or empty folder)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := stackconfig.Load(cfgFile, cmd.Flags(), stackconfig.JoinOptions)
@@ -58,7 +58,7 @@ a reload would reject.`,
 		},
 	}
 	cmd.Flags().StringVar(&cfgFile, "config", os.Getenv("AGENT_CONFIG"), "TOML config file (env AGENT_CONFIG)")
-	cmd.Flags().StringVar(&renderDir, "render", "", "folder to render the stack's configs into, kept (default: a temporary one, removed)")
+	cmd.Flags().StringVar(&renderDir, "render", "", "new or empty folder to render the stack's configs into, kept (default: a temporary one, removed)")
 	stackconfig.AddFlags(cmd.Flags(), stackconfig.JoinOptions)
 	cmd.Flags().SortFlags = false
 	return cmd
@@ -93,7 +93,7 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		}
 		defer os.RemoveAll(tmp)
 		dir = tmp
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	} else if err := emptyDir(dir); err != nil {
 		return exitCode{2, fmt.Errorf("--render: %w", err)}
 	}
 	if kubernetesMode(cfg) {
@@ -146,6 +146,22 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		for line := range strings.Lines(warnings.String()) {
 			fmt.Fprintf(out, "  %s", line)
 		}
+	}
+	return nil
+}
+
+// emptyDir makes dir, or checks that it is empty: files of an earlier run
+// would be listed as this one's.
+func emptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(entries) > 0 {
+		return fmt.Errorf("%s is not empty (it has %s): give a new or empty folder", dir, entries[0].Name())
 	}
 	return nil
 }

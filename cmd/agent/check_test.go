@@ -88,6 +88,13 @@ traces_otlp_endpoint = "https://manager.example:4317"
 	if b, err := exec.Command(promtool, "check", "config", filepath.Join(render, "prometheus", "prometheus.yml")).CombinedOutput(); err != nil {
 		t.Errorf("promtool check config: %v\n%s", err, b)
 	}
+
+	// Into the same folder again: its files would be listed as new.
+	_, err = runCLI(t, "check", "--config", cfgFile, "--render", render, "--node", "n1", "--data-dir", filepath.Join(dir, "data"), "--driver", "process")
+	var ec exitCode
+	if !errors.As(err, &ec) || ec.code != 2 || !strings.Contains(err.Error(), "--render: "+render+" is not empty") {
+		t.Errorf("a second render into %s: %v, want exit code 2 naming --render", render, err)
+	}
 }
 
 // What join would refuse, check refuses the same way (exit code 2, the key
