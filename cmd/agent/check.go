@@ -46,8 +46,8 @@ a reload would reject.`,
 		Example: `  # the unit's own flags and file
   agent check --config /etc/agent/agent.toml --listen 0.0.0.0:9464
 
-  # keep the rendered configs to read them
-  agent check --config /etc/agent/agent.toml --render /tmp/agent-stack (a new or empty folder)`,
+  # keep the rendered configs to read them (in a new or empty folder)
+  agent check --config /etc/agent/agent.toml --render /tmp/agent-stack`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := stackconfig.Load(cfgFile, cmd.Flags(), stackconfig.JoinOptions)
