@@ -41,8 +41,8 @@ values the master gives the metrics, logs and traces releases. A component that 
 contacts nothing but, when stack.driver is empty, the local Docker engine, to
 pick the driver as join does; it needs no etcd.
 
-Run it before systemctl reload agent: a config that does not pass here is one
-a reload would reject.`,
+A config that does not pass here is one a reload would reject: the systemd
+unit runs it before every reload, so that systemctl reload fails then.`,
 		Example: `  # the unit's own flags and file
   agent check --config /etc/agent/agent.toml --listen 0.0.0.0:9464
 
