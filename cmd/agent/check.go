@@ -10,11 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentproj/agent/drivers/docker"
 	"github.com/agentproj/agent/drivers/workload"
 	"github.com/agentproj/agent/master/clusterstack"
 	"github.com/agentproj/agent/master/collectors"
@@ -106,7 +104,6 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 		return nil
 	}
 
-	driver, why, logGlob := checkDriver(ctx, cfg)
 	// What the running agent would log as a warning is listed at the end.
 	var warnings bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&warnings, &slog.HandlerOptions{
@@ -118,6 +115,7 @@ func runCheck(ctx context.Context, out io.Writer, cfgFile, renderDir string, cfg
 			return a
 		},
 	}))
+	driver, why, logGlob := checkDriver(ctx, cfg, log)
 	csCfg, nsCfg := hostStackConfigs(cfg, driver, dir, relayURL)
 	nsCfg.ContainerLogs = logGlob
 	fmt.Fprintf(out, "stack: driver %s%s, configs rendered into %s\n", driver, why, dir)
@@ -166,27 +164,28 @@ func emptyDir(dir string) error {
 	return nil
 }
 
-// checkDriver is the workload driver join would open: stack.driver, or
-// when empty docker if the local engine answers, else process; why says
-// which, for an empty one. With docker, logGlob is where the engine keeps
-// the containers' logs, as join reads it (empty when it does not answer).
-func checkDriver(ctx context.Context, cfg *stackconfig.Config) (name, why, logGlob string) {
+// checkDriver is the workload driver join would open (openDriver, without
+// opening the process driver's folder): stack.driver, or when empty docker
+// if the local engine answers, else process; why says which, for an empty
+// one. With docker, logGlob is where the engine keeps the containers'
+// logs, as join reads it (containerLogs, which logs why when it cannot).
+func checkDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) (name, why, logGlob string) {
 	if cfg.Stack.Driver != "" && cfg.Stack.Driver != "docker" {
 		return cfg.Stack.Driver, "", ""
 	}
-	d, err := docker.New(ctx, docker.WithPingTimeout(2*time.Second))
+	auto := cfg.Stack.Driver == ""
+	d, err := localDocker(ctx, auto, log)
 	switch {
-	case err != nil && cfg.Stack.Driver == "docker":
-		return "docker", " (its engine does not answer: " + err.Error() + ")", ""
-	case err != nil:
+	case err != nil && auto:
 		return "process", " (stack.driver empty: no Docker engine answers)", ""
+	case err != nil:
+		return "docker", " (its engine does not answer: " + err.Error() + ")", ""
 	}
 	defer d.Close()
-	logGlob, _ = d.ContainerLogGlob(ctx)
-	if cfg.Stack.Driver == "docker" {
-		return "docker", "", logGlob
+	if auto {
+		why = " (stack.driver empty: the Docker engine answers)"
 	}
-	return "docker", " (stack.driver empty: the Docker engine answers)", logGlob
+	return "docker", why, containerLogs(ctx, d, log)
 }
 
 // printFiles lists the files rendered.

@@ -24,13 +24,13 @@ func openDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) 
 	procDir := filepath.Join(cfg.DataDir, "processes")
 	switch cfg.Stack.Driver {
 	case "docker":
-		return docker.New(ctx, docker.WithLogger(log))
+		return localDocker(ctx, false, log)
 	case "process":
 		return process.New(procDir, process.WithLogger(log))
 	case "none":
 		return none.New(), nil
 	case "":
-		d, err := docker.New(ctx, docker.WithLogger(log), docker.WithPingTimeout(2*time.Second))
+		d, err := localDocker(ctx, true, log)
 		if err == nil {
 			log.Info("stack driver: docker (its socket answers)", "docker_host", dockerHost())
 			return d, nil
@@ -39,6 +39,17 @@ func openDriver(ctx context.Context, cfg *stackconfig.Config, log *slog.Logger) 
 		return process.New(procDir, process.WithLogger(log))
 	}
 	return nil, fmt.Errorf("stack.driver: must be docker, process, helm or none, got %q", cfg.Stack.Driver)
+}
+
+// localDocker opens the docker driver on the local engine (DOCKER_HOST);
+// auto (stack.driver empty) asks the engine for 2 s only, so that the
+// agent goes on with the process driver when none answers.
+func localDocker(ctx context.Context, auto bool, log *slog.Logger) (*docker.Driver, error) {
+	opts := []docker.Option{docker.WithLogger(log)}
+	if auto {
+		opts = append(opts, docker.WithPingTimeout(2*time.Second))
+	}
+	return docker.New(ctx, opts...)
 }
 
 // dockerHost is the engine address the Docker client uses.

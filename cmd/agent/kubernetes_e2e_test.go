@@ -43,6 +43,33 @@ func kubeWithNamespace(t *testing.T, ns string) (*kubetest.API, k8sclient.Interf
 	return api, k
 }
 
+// kubeConfigFile writes an agent.toml for Kubernetes mode in namespace ns:
+// the project's small chart metricsChart stands in for the metrics stack
+// (no registry is reachable here), no logs or traces releases; helmKeys
+// go into [stack.helm], rest after it.
+func kubeConfigFile(t *testing.T, ns, metricsChart, helmKeys, rest string) string {
+	t.Helper()
+	toml := fmt.Sprintf(`
+[stack.helm]
+namespace = %q
+timeout = "1m"
+%s[stack.helm.metrics]
+path = %q
+repository = ""
+name = ""
+version = ""
+[stack.helm.logs]
+enabled = false
+[stack.helm.traces]
+enabled = false
+%s`, ns, helmKeys, kubetest.Chart(metricsChart), rest)
+	cfg := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // Outside a cluster, `--driver helm` without a kubeconfig stops at once
 // with a message that says what is missing, as a configuration error.
 func TestHelmDriverOutsideAClusterFailsAtStart(t *testing.T) {
@@ -96,30 +123,12 @@ func TestKubernetesModeFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := filepath.Join(t.TempDir(), "agent.toml")
-	// The project's small charts stand in for the upstream ones (no
-	// registry is reachable here).
-	toml := `
-[stack.helm]
-namespace = "` + ns + `"
-timeout = "1m"
-[stack.helm.metrics]
-path = "` + kubetest.Chart("hello") + `"
-repository = ""
-name = ""
-version = ""
-[stack.helm.logs]
-enabled = false
-[stack.helm.traces]
-enabled = false
+	cfg := kubeConfigFile(t, ns, "hello", "", `
 [stack.helm.app_charts.guidapp]
-path = "` + kubetest.Chart("guidapp") + `"
+path = "`+kubetest.Chart("guidapp")+`"
 [api]
 allowed_images = ["busybox:*"]
-`
-	if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`)
 	endpoint := startEtcd(t)
 	start := func(node, user string) *agentProc {
 		t.Setenv("KUBECONFIG", api.Kubeconfig(t, user, ""))
@@ -256,32 +265,14 @@ func TestKubernetesModeAPIOverTLS(t *testing.T) {
 	cert, key := ca.Issue(t, "agent-api", "agent."+ns+".svc")
 	wrong, wrongKey := ca.Issue(t, "elsewhere", "agent.other.svc")
 	config := func(certFile, keyFile, caSecret string) string {
-		cfg := filepath.Join(t.TempDir(), "agent.toml")
-		toml := fmt.Sprintf(`
-[stack.helm]
-namespace = %q
-timeout = "1m"
-ca_secret = %q
-[stack.helm.metrics]
-path = %q
-repository = ""
-name = ""
-version = ""
-[stack.helm.logs]
-enabled = false
-[stack.helm.traces]
-enabled = false
+		return kubeConfigFile(t, ns, "values", fmt.Sprintf("ca_secret = %q\n", caSecret), fmt.Sprintf(`
 [relay]
 upstream = ["http://127.0.0.1:9/api/v1/write"]
 [api]
 cert_file = %q
 key_file = %q
 ca_file = %q
-`, ns, caSecret, kubetest.Chart("values"), certFile, keyFile, ca.CertFile)
-		if err := os.WriteFile(cfg, []byte(toml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return cfg
+`, certFile, keyFile, ca.CertFile))
 	}
 	t.Setenv("KUBECONFIG", api.Kubeconfig(t, kubetest.Admin, ""))
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
